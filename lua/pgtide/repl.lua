@@ -1,0 +1,78 @@
+--[[
+pgtide.repl: the environment of `pgtide repl`.
+
+Every module is preloaded as a global (pg, aws, core, json, sys, log,
+runbook); with a config file, 'src' and 'dst' connect lazily to the
+source and target on first use.  help() lists the helpers; other modules
+add theirs with repl.add_helper(name, doc, fn).
+]]
+local pretty = require "pgtide.pretty"
+
+local M = {}
+
+M.helpers = {}
+local order = {}
+
+-- Register a global helper function shown by help().
+function M.add_helper(name, doc, fn)
+  if not M.helpers[name] then order[#order + 1] = name end
+  M.helpers[name] = { doc = doc, fn = fn }
+end
+
+local function show(...)
+  local n = select("#", ...)
+  for i = 1, n do print(pretty.format((select(i, ...)))) end
+end
+
+M.add_helper("help", "help(): this list", function()
+  print("pgtide REPL: Lua 5.4 with pgtide's modules.  Helpers:")
+  for _, name in ipairs(order) do print(string.format("  %-16s %s", name, M.helpers[name].doc)) end
+  print("Modules: pg, aws, core, json, sys, log, runbook (require others by name).")
+  print("With -c CONFIG: src and dst are connections to the source and target (opened on first use).")
+end)
+M.add_helper("show", "show(v, ...): pretty-print values (tables, query results)", show)
+M.add_helper("sql", "sql(conn, query, ...): run a query and print its rows", function(conn, q, ...)
+  show(conn:query(q, ...))
+end)
+
+local function try_require(name)
+  local ok, mod = pcall(require, name)
+  if ok then return mod end
+  return nil
+end
+
+--[[
+M.env(cfg) -> the table used as _ENV by REPL chunks.  Globals assigned in
+the REPL live there; reads fall back to helpers, lazy connections,
+modules and _G.
+]]
+function M.env(cfg)
+  cfg = cfg or {}
+  local conns = {}
+  local modules = { pg = "pg", aws = "aws", core = "core", json = "json", sys = "sys", log = "log",
+                    runbook = "pgtide.runbook" }
+  return setmetatable({ config = cfg }, {
+    __index = function(t, k)
+      if M.helpers[k] then return M.helpers[k].fn end
+      if k == "src" or k == "dst" then
+        local key = k == "src" and "source" or "target"
+        if not cfg[key] then
+          error(string.format("'%s' needs a config with '%s' (pgtide repl -c CONFIG)", k, key), 2)
+        end
+        if not conns[k] then conns[k] = require("pg").connect(cfg[key], { label = key }) end
+        return conns[k]
+      end
+      if modules[k] then
+        local m = try_require(modules[k])
+        if m then rawset(t, k, m); return m end
+      end
+      return _G[k]
+    end,
+  })
+end
+
+function M.print_results(...)
+  show(...)
+end
+
+return M

@@ -1,0 +1,92 @@
+-- pgtide.util: small helpers shared by the engine, commands and runbooks.
+local M = {}
+
+-- Levenshtein distance between two strings (for "did you mean" hints).
+function M.distance(a, b)
+  local la, lb = #a, #b
+  if la == 0 then return lb end
+  if lb == 0 then return la end
+  local prev, cur = {}, {}
+  for j = 0, lb do prev[j] = j end
+  for i = 1, la do
+    cur[0] = i
+    local ca = a:byte(i)
+    for j = 1, lb do
+      local cost = (ca == b:byte(j)) and 0 or 1
+      cur[j] = math.min(prev[j] + 1, cur[j - 1] + 1, prev[j - 1] + cost)
+    end
+    prev, cur = cur, prev
+  end
+  return prev[lb]
+end
+
+-- The candidate closest to 'name', or nil when none is reasonably close.
+function M.closest(name, candidates)
+  local best, bestd
+  for _, c in ipairs(candidates) do
+    local d = M.distance(name:lower(), c:lower())
+    if not bestd or d < bestd then best, bestd = c, d end
+  end
+  if best and bestd <= math.max(2, #name // 3) then return best end
+  return nil
+end
+
+function M.sorted_keys(t)
+  local keys = {}
+  for k in pairs(t) do keys[#keys + 1] = k end
+  table.sort(keys, function(a, b) return tostring(a) < tostring(b) end)
+  return keys
+end
+
+function M.split(s, sep)
+  local out = {}
+  sep = sep or ","
+  for part in (s .. sep):gmatch("(.-)" .. sep:gsub("%p", "%%%0")) do
+    part = part:match("^%s*(.-)%s*$")
+    if part ~= "" then out[#out + 1] = part end
+  end
+  return out
+end
+
+function M.trim(s)
+  return (s:gsub("^%s+", ""):gsub("%s+$", ""))
+end
+
+function M.copy(t)
+  if type(t) ~= "table" then return t end
+  local c = {}
+  for k, v in pairs(t) do c[k] = M.copy(v) end
+  return setmetatable(c, getmetatable(t))
+end
+
+-- Quote a word for a POSIX shell.
+function M.shell_quote(s)
+  s = tostring(s)
+  if s:match("^[%w%-%._/:=@,+]+$") then return s end
+  return "'" .. s:gsub("'", "'\\''") .. "'"
+end
+
+function M.format_bytes(n)
+  n = tonumber(n) or 0
+  local units = { "B", "kB", "MB", "GB", "TB" }
+  local i = 1
+  while n >= 1024 and i < #units do n = n / 1024; i = i + 1 end
+  if i == 1 then return string.format("%d B", n) end
+  return string.format("%.1f %s", n, units[i])
+end
+
+function M.format_duration(s)
+  s = tonumber(s) or 0
+  if s < 1 then return string.format("%d ms", math.floor(s * 1000 + 0.5)) end
+  if s < 60 then return string.format("%.1f s", s) end
+  if s < 3600 then return string.format("%dm%02ds", s // 60, math.floor(s % 60)) end
+  return string.format("%dh%02dm", s // 3600, math.floor(s % 3600) // 60)
+end
+
+-- ISO-8601 UTC timestamp for state files and reports.
+function M.now_iso(t)
+  t = t or os.time()
+  return os.date("!%Y-%m-%dT%H:%M:%SZ", math.floor(t))
+end
+
+return M

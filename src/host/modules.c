@@ -1,0 +1,14 @@
+/*
+** modules.c
+** The table of native modules preloaded into every Lua state.  Add one
+** line per module; the Lua-facing name is what scripts require.
+*/
+#include "host/modules.h"
+
+const NativeModule native_modules[] = {
+  {"json", luaopen_json},
+  {"sys", luaopen_sys},
+  {"log", luaopen_log},
+  {"repl", luaopen_repl},
+  {NULL, NULL}
+};

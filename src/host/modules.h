@@ -1,0 +1,23 @@
+/*
+** modules.h
+** The native Lua modules compiled into pgtide.  They are registered in
+** package.preload (not opened): nothing runs until a script requires it.
+*/
+#ifndef PGTIDE_MODULES_H
+#define PGTIDE_MODULES_H
+
+#include <lua.h>
+
+typedef struct NativeModule {
+  const char *name;
+  lua_CFunction open;
+} NativeModule;
+
+extern const NativeModule native_modules[];
+
+int luaopen_json(lua_State *L);      /* src/host/json_lua.c */
+int luaopen_sys(lua_State *L);       /* src/host/sys_lua.c */
+int luaopen_log(lua_State *L);       /* src/host/log_lua.c */
+int luaopen_repl(lua_State *L);      /* src/host/repl.c */
+
+#endif

@@ -1,0 +1,37 @@
+/*
+** interrupt.c
+** Signal flag for clean stops (see interrupt.h).
+*/
+#include "util/interrupt.h"
+
+#include <signal.h>
+#include <string.h>
+
+static volatile sig_atomic_t flag;
+static void (*hook)(void);
+
+static void handler (int sig) {
+  if (flag) {  /* second signal: give up waiting and die the default way */
+    signal(sig, SIG_DFL);
+    raise(sig);
+    return;
+  }
+  flag = 1;
+  if (hook != NULL)
+    hook();
+}
+
+void interrupt_install (void (*on_signal)(void)) {
+  struct sigaction sa;
+  hook = on_signal;
+  memset(&sa, 0, sizeof(sa));
+  sa.sa_handler = handler;
+  sigemptyset(&sa.sa_mask);
+  sigaction(SIGINT, &sa, NULL);
+  sigaction(SIGTERM, &sa, NULL);
+  signal(SIGPIPE, SIG_IGN);
+}
+
+int interrupt_requested (void) { return flag != 0; }
+void interrupt_clear (void) { flag = 0; }
+void interrupt_raise (void) { flag = 1; }

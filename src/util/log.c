@@ -1,0 +1,175 @@
+/*
+** log.c
+** Process-wide logger (see log.h).  One mutex serialises writers so lines
+** from worker threads never interleave; the status line is redrawn after
+** each message on a TTY.
+*/
+#include "util/log.h"
+
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <sys/time.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "util/buf.h"
+#include "util/redact.h"
+
+static pthread_mutex_t lock = PTHREAD_MUTEX_INITIALIZER;
+static LogLevel level = LOG_INFO;
+static FILE *logfile;
+static char context[128];
+static char topics[256];
+static char *status;
+static int use_stderr = 1;
+static int tty = -1;
+
+static const char *const names[] = {"TRACE", "DEBUG", "INFO", "WARN", "ERROR", "OFF"};
+
+void log_set_level (LogLevel l) { level = l; }
+LogLevel log_get_level (void) { return level; }
+
+const char *log_level_name (LogLevel l) {
+  return (l >= LOG_TRACE && l <= LOG_OFF) ? names[l] : "?";
+}
+
+int log_level_from_name (const char *name) {
+  int i;
+  for (i = LOG_TRACE; i <= LOG_OFF; i++)
+    if (strcasecmp(name, names[i]) == 0)
+      return i;
+  if (strcasecmp(name, "warning") == 0)
+    return LOG_WARN;
+  return -1;
+}
+
+int log_open_file (const char *path) {
+  FILE *f = fopen(path, "a");
+  if (f == NULL)
+    return -1;
+  pthread_mutex_lock(&lock);
+  if (logfile != NULL)
+    fclose(logfile);
+  logfile = f;
+  setvbuf(logfile, NULL, _IOLBF, 0);
+  pthread_mutex_unlock(&lock);
+  return 0;
+}
+
+void log_close_file (void) {
+  pthread_mutex_lock(&lock);
+  if (logfile != NULL)
+    fclose(logfile);
+  logfile = NULL;
+  pthread_mutex_unlock(&lock);
+}
+
+void log_set_context (const char *step) {
+  pthread_mutex_lock(&lock);
+  strlcpy_(context, step != NULL ? step : "", sizeof(context));
+  pthread_mutex_unlock(&lock);
+}
+
+void log_set_topics (const char *csv) {
+  strlcpy_(topics, csv != NULL ? csv : "", sizeof(topics));
+}
+
+int log_topic (const char *topic) {
+  const char *p = topics;
+  size_t n = strlen(topic);
+  while (*p) {
+    const char *e = strchr(p, ',');
+    size_t l = e ? (size_t)(e - p) : strlen(p);
+    if ((l == n && strncmp(p, topic, n) == 0) || (l == 3 && strncmp(p, "all", 3) == 0))
+      return 1;
+    if (e == NULL)
+      break;
+    p = e + 1;
+  }
+  return 0;
+}
+
+void log_set_stderr (int enabled) { use_stderr = enabled; }
+
+int log_stderr_is_tty (void) {
+  if (tty < 0)
+    tty = isatty(STDERR_FILENO) && getenv("PGTIDE_NO_TTY") == NULL;
+  return tty;
+}
+
+/* Erase the status line before printing above it (caller holds lock). */
+static void clear_status (void) {
+  if (status != NULL && use_stderr && log_stderr_is_tty())
+    fputs("\r\033[K", stderr);
+}
+
+static void draw_status (void) {
+  if (status != NULL && use_stderr && log_stderr_is_tty()) {
+    fputs(status, stderr);
+    fflush(stderr);
+  }
+}
+
+void log_str (LogLevel l, const char *msg) {
+  struct timeval tv;
+  struct tm tm;
+  char stamp[40];
+  Buf line = BUF_INIT;
+  if (l < level || l >= LOG_OFF)
+    return;
+  gettimeofday(&tv, NULL);
+  gmtime_r(&tv.tv_sec, &tm);
+  strftime(stamp, sizeof(stamp), "%Y-%m-%dT%H:%M:%S", &tm);
+  pthread_mutex_lock(&lock);
+  buf_printf(&line, "%s.%03dZ %-5s ", stamp, (int)(tv.tv_usec / 1000), names[l]);
+  if (context[0] != '\0')
+    buf_printf(&line, "[%s] ", context);
+  redact_into(&line, msg, strlen(msg));
+  while (line.len > 0 && line.data[line.len - 1] == '\n')
+    line.data[--line.len] = '\0';
+  buf_putc(&line, '\n');
+  if (use_stderr) {
+    clear_status();
+    /* on stderr the date is dropped: the time of day is enough */
+    fputs(line.data + 11, stderr);
+    draw_status();
+  }
+  if (logfile != NULL)
+    fputs(line.data, logfile);
+  pthread_mutex_unlock(&lock);
+  buf_free(&line);
+}
+
+void log_vmsg (LogLevel l, const char *fmt, va_list ap) {
+  Buf msg = BUF_INIT;
+  if (l < level)
+    return;
+  buf_vprintf(&msg, fmt, ap);
+  log_str(l, buf_cstr(&msg));
+  buf_free(&msg);
+}
+
+void log_msg (LogLevel l, const char *fmt, ...) {
+  va_list ap;
+  va_start(ap, fmt);
+  log_vmsg(l, fmt, ap);
+  va_end(ap);
+}
+
+void log_status (const char *line) {
+  pthread_mutex_lock(&lock);
+  clear_status();
+  free(status);
+  status = NULL;
+  if (line != NULL) {
+    char *masked = redact_str(line);
+    status = masked;
+    draw_status();
+  } else if (use_stderr && log_stderr_is_tty()) {
+    fflush(stderr);
+  }
+  pthread_mutex_unlock(&lock);
+}

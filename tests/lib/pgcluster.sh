@@ -1,0 +1,140 @@
+#!/usr/bin/env bash
+# pgcluster.sh: throwaway PostgreSQL 15 clusters for tests, the demo and benchmarks.
+#
+#   pgcluster.sh start DIR [--tls] [--port N] [--conf 'key = value']...
+#       initdb in DIR (as the postgres user when running as root), wal_level=logical,
+#       a free port on 127.0.0.1, password auth over TCP (the superuser 'postgres'
+#       gets the password from tests/lib/secrets.txt, stored in a pgpass file, never
+#       in the conninfo).  Prints the conninfo on stdout.
+#       --tls: also creates a CA and a server certificate for CN=localhost and
+#       requires TLS on TCP; verify-full works with sslrootcert=DIR/ca.crt.
+#   pgcluster.sh stop DIR        stop immediately and remove DIR
+#   pgcluster.sh conninfo DIR    print the conninfo again
+#   pgcluster.sh stop-all ROOT   stop every cluster found under ROOT
+#
+# The pgpass file is $PGPASSFILE when set (created if missing), else DIR/pgpass.
+set -euo pipefail
+here=$(cd "$(dirname "$0")" && pwd)
+pgbin=${PGBIN:-$(ls -d /usr/lib/postgresql/15/bin 2>/dev/null || dirname "$(command -v initdb)")}
+
+as_pg() {
+  if [ "$(id -u)" -eq 0 ]; then runuser -u postgres -- "$@"; else "$@"; fi
+}
+
+secret() { awk -v k="$1" '$1 == k { print $2 }' "$here/secrets.txt"; }
+
+free_port() {
+  local p
+  for _ in $(seq 1 200); do
+    p=$(( (RANDOM % 30000) + 20000 ))
+    if ! (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null; then
+      # also avoid ports another cluster of ours reserved but has not bound yet
+      if mkdir "/tmp/pgtide-port-$p.lock" 2>/dev/null; then echo "$p"; return; fi
+    fi
+  done
+  echo "pgcluster: no free port found" >&2; exit 1
+}
+
+cmd=${1:-}; shift || true
+case "$cmd" in
+start)
+  dir=$1; shift
+  tls=0; port=""; confs=()
+  while [ $# -gt 0 ]; do
+    case "$1" in
+      --tls) tls=1 ;;
+      --port) port=$2; shift ;;
+      --conf) confs+=("$2"); shift ;;
+      *) echo "pgcluster: unknown option $1" >&2; exit 2 ;;
+    esac
+    shift
+  done
+  [ -n "$port" ] || port=$(free_port)
+  mkdir -p "$dir"
+  dir=$(cd "$dir" && pwd)
+  [ "$(id -u)" -eq 0 ] && chown postgres: "$dir"
+  chmod 700 "$dir"
+  pw=$(secret pg_password)
+  pwfile=$(mktemp)
+  printf '%s\n' "$pw" > "$pwfile"
+  [ "$(id -u)" -eq 0 ] && chown postgres: "$pwfile"
+  as_pg "$pgbin/initdb" -D "$dir/data" -U postgres --pwfile="$pwfile" --auth-local=trust \
+        --auth-host=scram-sha-256 --no-sync -E UTF8 --locale=C.UTF-8 >"$dir/initdb.log" 2>&1 \
+    || { rm -f "$pwfile"; cat "$dir/initdb.log" >&2; exit 1; }
+  rm -f "$pwfile"
+  {
+    echo "listen_addresses = '127.0.0.1'"
+    echo "port = $port"
+    echo "unix_socket_directories = '$dir'"
+    echo "wal_level = logical"
+    echo "max_replication_slots = 20"
+    echo "max_wal_senders = 20"
+    echo "fsync = off"
+    echo "full_page_writes = off"
+    echo "shared_buffers = 128MB"
+    echo "max_connections = 100"
+    echo "logging_collector = off"
+    echo "log_min_messages = warning"
+    for c in "${confs[@]+"${confs[@]}"}"; do echo "$c"; done
+  } >> "$dir/data/postgresql.conf"
+  host=127.0.0.1
+  if [ $tls -eq 1 ]; then
+    (
+      cd "$dir"
+      openssl req -new -x509 -days 2 -nodes -subj "/CN=pgtide test CA" \
+        -keyout ca.key -out ca.crt >/dev/null 2>&1
+      openssl req -new -nodes -subj "/CN=localhost" -keyout server.key -out server.csr >/dev/null 2>&1
+      printf 'subjectAltName=DNS:localhost,IP:127.0.0.1\n' > san.ext
+      openssl x509 -req -in server.csr -CA ca.crt -CAkey ca.key -CAcreateserial -days 2 \
+        -extfile san.ext -out server.crt >/dev/null 2>&1
+      cp server.crt server.key data/
+      chmod 600 data/server.key
+      [ "$(id -u)" -eq 0 ] && chown postgres: data/server.crt data/server.key
+      chmod 644 ca.crt
+    )
+    {
+      echo "ssl = on"
+      echo "ssl_cert_file = 'server.crt'"
+      echo "ssl_key_file = 'server.key'"
+    } >> "$dir/data/postgresql.conf"
+    # TCP connections must use TLS
+    sed -i -e 's/^host /hostssl /' "$dir/data/pg_hba.conf"
+    host=localhost
+  fi
+  echo "host replication all 127.0.0.1/32 scram-sha-256" >> "$dir/data/pg_hba.conf"
+  [ $tls -eq 1 ] && sed -i -e 's/^host replication/hostssl replication/' "$dir/data/pg_hba.conf"
+  as_pg "$pgbin/pg_ctl" -D "$dir/data" -l "$dir/server.log" -w -t 60 start >/dev/null \
+    || { cat "$dir/server.log" >&2; exit 1; }
+  rmdir "/tmp/pgtide-port-$port.lock" 2>/dev/null || true
+  conninfo="host=$host port=$port user=postgres dbname=postgres"
+  [ $tls -eq 1 ] && conninfo="$conninfo sslmode=verify-full sslrootcert=$dir/ca.crt"
+  echo "$conninfo" > "$dir/conninfo"
+  echo "$port" > "$dir/port"
+  pgpass=${PGPASSFILE:-$dir/pgpass}
+  touch "$pgpass"; chmod 600 "$pgpass"
+  for h in 127.0.0.1 localhost; do
+    grep -qF "$h:$port:" "$pgpass" || echo "$h:$port:*:postgres:$pw" >> "$pgpass"
+  done
+  echo "$conninfo"
+  ;;
+stop)
+  dir=$1
+  if [ -f "$dir/data/postmaster.pid" ]; then
+    as_pg "$pgbin/pg_ctl" -D "$dir/data" -m immediate -w -t 30 stop >/dev/null 2>&1 || true
+  fi
+  rm -rf "$dir"
+  ;;
+conninfo)
+  cat "$1/conninfo"
+  ;;
+stop-all)
+  root=$1
+  find "$root" -name postmaster.pid -path '*/data/*' 2>/dev/null | while read -r pid; do
+    as_pg "$pgbin/pg_ctl" -D "$(dirname "$pid")" -m immediate -w -t 30 stop >/dev/null 2>&1 || true
+  done
+  ;;
+*)
+  echo "usage: pgcluster.sh start DIR [--tls] [--port N] [--conf SETTING] | stop DIR | conninfo DIR | stop-all ROOT" >&2
+  exit 2
+  ;;
+esac
