@@ -172,11 +172,8 @@ static int repl_loop (lua_State *L) {
   while ((status = load_statement(L, &r, &text)) != -1) {
     if (status == LUA_OK) {
       int base = lua_gettop(L);  /* the chunk */
-      if (r.tty && text != NULL && text[0] != '\0') {
+      if (r.tty && text != NULL && text[0] != '\0')
         add_history(text);
-        if (history != NULL)
-          append_history(1, history);
-      }
       lua_pushvalue(L, 2);
       if (lua_setupvalue(L, -2, 1) == NULL)  /* _ENV = env */
         lua_pop(L, 1);
@@ -198,8 +195,13 @@ static int repl_loop (lua_State *L) {
     interrupt_clear();
     lua_settop(L, 6);
   }
-  if (r.tty)
+  if (r.tty) {
     fputc('\n', stdout);
+    if (history != NULL) {
+      stifle_history(1000);
+      write_history(history);
+    }
+  }
   return 0;
 }
 
