@@ -9,6 +9,7 @@ const NativeModule native_modules[] = {
   {"json", luaopen_json},
   {"sys", luaopen_sys},
   {"log", luaopen_log},
+  {"aws", luaopen_aws},
   {"repl", luaopen_repl},
   {NULL, NULL}
 };

@@ -18,6 +18,8 @@ extern const NativeModule native_modules[];
 int luaopen_json(lua_State *L);      /* src/host/json_lua.c */
 int luaopen_sys(lua_State *L);       /* src/host/sys_lua.c */
 int luaopen_log(lua_State *L);       /* src/host/log_lua.c */
+int luaopen_aws(lua_State *L);       /* src/aws/aws_lua.c */
 int luaopen_repl(lua_State *L);      /* src/host/repl.c */
+
 
 #endif
