@@ -22,7 +22,7 @@ for target in "$@"; do
      "../../tests/fuzz/corpus/$name")
   echo "== minimising the $name corpus"
   tmp=$(mktemp -d)
-  (cd build/fuzz && ./"$name" -merge=1 "$tmp" "../../tests/fuzz/corpus/$name" >/dev/null 2>&1)
+  (cd build/fuzz && ./"$name" -merge=1 -use_counters=0 -use_cmp=0 "$tmp" "../../tests/fuzz/corpus/$name" >/dev/null 2>&1)
   rm -rf "tests/fuzz/corpus/$name"; mv "$tmp" "tests/fuzz/corpus/$name"
   echo "corpus: $(ls "tests/fuzz/corpus/$name" | wc -l) files"
 done

@@ -49,6 +49,7 @@ start)
     esac
     shift
   done
+  fixed_port=$port
   [ -n "$port" ] || port=$(free_port)
   mkdir -p "$dir"
   dir=$(cd "$dir" && pwd)
@@ -103,9 +104,21 @@ start)
   fi
   echo "host replication all 127.0.0.1/32 scram-sha-256" >> "$dir/data/pg_hba.conf"
   [ $tls -eq 1 ] && sed -i -e 's/^host replication/hostssl replication/' "$dir/data/pg_hba.conf"
-  as_pg "$pgbin/pg_ctl" -D "$dir/data" -l "$dir/server.log" -w -t 60 start >/dev/null \
-    || { cat "$dir/server.log" >&2; exit 1; }
+  # Another process may take the port between our check and the server's
+  # bind: then move to a fresh port and try again.
+  started=0
+  for attempt in 1 2 3 4 5; do
+    if as_pg "$pgbin/pg_ctl" -D "$dir/data" -l "$dir/server.log" -w -t 60 start >/dev/null; then
+      started=1; break
+    fi
+    rmdir "/tmp/pgtide-port-$port.lock" 2>/dev/null || true
+    grep -q "could not bind\|Address already in use" "$dir/server.log" || break
+    [ -n "$fixed_port" ] && break
+    port=$(free_port)
+    sed -i -e "s/^port = .*/port = $port/" "$dir/data/postgresql.conf"
+  done
   rmdir "/tmp/pgtide-port-$port.lock" 2>/dev/null || true
+  [ $started -eq 1 ] || { cat "$dir/server.log" >&2; exit 1; }
   conninfo="host=$host port=$port user=postgres dbname=postgres"
   [ $tls -eq 1 ] && conninfo="$conninfo sslmode=verify-full sslrootcert=$dir/ca.crt"
   echo "$conninfo" > "$dir/conninfo"
