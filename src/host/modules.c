@@ -11,5 +11,6 @@ const NativeModule native_modules[] = {
   {"log", luaopen_log},
   {"aws", luaopen_aws},
   {"repl", luaopen_repl},
+  {"pg", luaopen_pg},
   {NULL, NULL}
 };

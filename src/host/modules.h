@@ -19,6 +19,7 @@ int luaopen_json(lua_State *L);      /* src/host/json_lua.c */
 int luaopen_sys(lua_State *L);       /* src/host/sys_lua.c */
 int luaopen_log(lua_State *L);       /* src/host/log_lua.c */
 int luaopen_aws(lua_State *L);       /* src/aws/aws_lua.c */
+int luaopen_pg(lua_State *L);        /* src/pg/pg_lua.c */
 int luaopen_repl(lua_State *L);      /* src/host/repl.c */
 
 

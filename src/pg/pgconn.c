@@ -165,10 +165,17 @@ void pgconn_explain (PGconn *conn, const char *label, char *err, size_t errlen) 
   if (hint != NULL)
     buf_printf(&b, "; hint: %s", hint);
   masked = redact_str(buf_cstr(&b));
-  /* multi-line libpq messages become one line */
-  for (n = 0; masked[n]; n++)
-    if (masked[n] == '\n')
-      masked[n] = ' ';
+  /* multi-line libpq messages become one line, without runs of blanks */
+  {
+    size_t w = 0;
+    for (n = 0; masked[n]; n++) {
+      char ch = (masked[n] == '\n' || masked[n] == '\t') ? ' ' : masked[n];
+      if (ch == ' ' && w > 0 && masked[w - 1] == ' ')
+        continue;
+      masked[w++] = ch;
+    }
+    masked[w] = '\0';
+  }
   strlcpy_(err, masked, errlen);
   free(masked);
   buf_free(&b);
