@@ -12,5 +12,6 @@ const NativeModule native_modules[] = {
   {"aws", luaopen_aws},
   {"repl", luaopen_repl},
   {"pg", luaopen_pg},
+  {"core.validate", luaopen_core_validate},
   {NULL, NULL}
 };
