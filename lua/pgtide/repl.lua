@@ -71,8 +71,28 @@ function M.env(cfg)
   })
 end
 
+-- Is v the column list conn:query returns next to its rows?
+local function is_columns(v)
+  return type(v) == "table" and #v > 0 and type(v[1]) == "table" and
+    v[1].name ~= nil and v[1].type_oid ~= nil
+end
+
+-- Print a chunk's results.  rows, columns (what conn:query returns) print
+-- as one table, in the query's column order.
 function M.print_results(...)
-  show(...)
+  local n, i = select("#", ...), 1
+  while i <= n do
+    local v, nextv = (select(i, ...)), (i < n and select(i + 1, ...) or nil)
+    if type(v) == "table" and is_columns(nextv) then
+      local names = {}
+      for k, c in ipairs(nextv) do names[k] = c.name end
+      print(pretty.rows(v, names))
+      i = i + 2
+    else
+      print(pretty.format(v))
+      i = i + 1
+    end
+  end
 end
 
 return M
