@@ -20,7 +20,7 @@ chmod 755 "$TEST_TMP"
 export PGPASSFILE="$TEST_TMP/pgpass"
 export LUA_PATH="$root/tests/lib/?.lua;;"
 logdir="$root/$BUILD/test-logs"
-rm -rf "$logdir"; mkdir -p "$logdir"
+mkdir -p "$logdir"  # per-file logs are overwritten; concurrent runs keep each other's
 per_file_timeout="${TEST_TIMEOUT:-900}"
 
 pass=0; fail=0; skip=0

@@ -239,6 +239,7 @@ local function new_context(rb, opts, st)
   local ctx = setmetatable({
     runbook = rb,
     params = opts.params,
+    config = opts.config or {},
     name = opts.name,
     state_dir = st and st.dir,
     dry_run = opts.dry_run or false,

@@ -25,6 +25,7 @@ function M.run(args)
     end
   end
   local replenv = require "pgtide.repl"
+  pcall(require, "pgtide.troubleshoot")  -- registers its REPL helpers
   local home = os.getenv("HOME")
   require("repl").loop {
     env = replenv.env(cfg),
