@@ -312,8 +312,9 @@ local function select_steps(self, opts)
   return list, opts.from ~= nil
 end
 
+-- The command that resumes this run, with any secret on it masked.
 local function resume_hint(opts)
-  return opts.resume_command or "pgtide run " .. (opts.runbook_arg or "RUNBOOK")
+  return sys.redact(opts.resume_command or "pgtide run " .. (opts.runbook_arg or "RUNBOOK"))
 end
 
 --[[

@@ -12,6 +12,7 @@ const NativeModule native_modules[] = {
   {"aws", luaopen_aws},
   {"repl", luaopen_repl},
   {"pg", luaopen_pg},
+  {"core.load", luaopen_core_load},
   {"core.validate", luaopen_core_validate},
   {NULL, NULL}
 };

@@ -22,6 +22,7 @@ int luaopen_aws(lua_State *L);       /* src/aws/aws_lua.c */
 int luaopen_pg(lua_State *L);        /* src/pg/pg_lua.c */
 int luaopen_repl(lua_State *L);      /* src/host/repl.c */
 
+int luaopen_core_load(lua_State *L); /* src/core/load_lua.c */
 int luaopen_core_validate(lua_State *L);   /* src/validate/validate_lua.c */
 
 #endif

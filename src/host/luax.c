@@ -1,0 +1,226 @@
+/*
+** luax.c
+** Helpers shared by the Lua bindings: metatables, closed userdata,
+** options-table getters, error objects (see luax.h).
+*/
+#include "host/luax.h"
+
+#include <stdarg.h>
+#include <string.h>
+
+#include "util/buf.h"
+
+/* {======================================================================
+** Metatables and userdata
+** ======================================================================= */
+
+void luax_createmeta (lua_State *L, const char *name, const luaL_Reg *metameth,
+                      const luaL_Reg *methods) {
+  luaL_newmetatable(L, name);
+  if (metameth != NULL)
+    luaL_setfuncs(L, metameth, 0);
+  if (methods != NULL) {
+    lua_newtable(L);
+    luaL_setfuncs(L, methods, 0);
+    lua_setfield(L, -2, "__index");
+  }
+  lua_pop(L, 1);
+}
+
+void *luax_newudata (lua_State *L, size_t size, int nuv, const char *name) {
+  void *p = lua_newuserdatauv(L, size, nuv);
+  memset(p, 0, size);
+  luaL_setmetatable(L, name);
+  return p;
+}
+
+int luax_isa (lua_State *L, int idx, const char *name) {
+  int yes = 0;
+  if (lua_getmetatable(L, idx)) {
+    luaL_getmetatable(L, name);
+    yes = lua_rawequal(L, -1, -2);
+    lua_pop(L, 2);
+  }
+  return yes;
+}
+
+/* }====================================================================== */
+
+/* {======================================================================
+** Options tables
+** ======================================================================= */
+
+/*
+** Push t[k]; returns 0 (and pops it again) when the field is nil, so
+** every getter starts with "absent: use the default".
+*/
+static int getopt (lua_State *L, int t, const char *k) {
+  lua_getfield(L, t, k);
+  if (lua_isnil(L, -1)) {
+    lua_pop(L, 1);
+    return 0;
+  }
+  return 1;
+}
+
+const char *luax_opt_string (lua_State *L, int t, const char *k, const char *def) {
+  const char *s;
+  if (!getopt(L, t, k))
+    return def;
+  if (lua_type(L, -1) != LUA_TSTRING)
+    luaL_error(L, "option '%s' must be a string", k);
+  s = lua_tostring(L, -1);
+  lua_pop(L, 1);   /* still anchored by the options table */
+  return s;
+}
+
+const char *luax_opt_lstring (lua_State *L, int t, const char *k, size_t *len) {
+  const char *s;
+  *len = 0;
+  if (!getopt(L, t, k))
+    return NULL;
+  if (lua_type(L, -1) != LUA_TSTRING)
+    luaL_error(L, "option '%s' must be a string", k);
+  s = lua_tolstring(L, -1, len);
+  lua_pop(L, 1);
+  return s;
+}
+
+const char *luax_req_string (lua_State *L, int t, const char *k) {
+  const char *s = luax_opt_string(L, t, k, NULL);
+  if (s == NULL || s[0] == '\0')
+    luaL_error(L, "option '%s' is required", k);
+  return s;
+}
+
+lua_Integer luax_opt_int (lua_State *L, int t, const char *k, lua_Integer def) {
+  lua_Integer v;
+  int ok;
+  if (!getopt(L, t, k))
+    return def;
+  v = lua_tointegerx(L, -1, &ok);
+  if (!ok)
+    luaL_error(L, "option '%s' must be an integer", k);
+  lua_pop(L, 1);
+  return v;
+}
+
+lua_Integer luax_opt_int_min (lua_State *L, int t, const char *k, lua_Integer def,
+                              lua_Integer min) {
+  lua_Integer v;
+  int ok;
+  if (!getopt(L, t, k))
+    return def;
+  v = lua_tointegerx(L, -1, &ok);
+  if (!ok || v < min)
+    luaL_error(L, "option '%s' must be an integer >= %I", k, (LUAI_UACINT)min);
+  lua_pop(L, 1);
+  return v;
+}
+
+lua_Number luax_opt_number (lua_State *L, int t, const char *k, lua_Number def) {
+  lua_Number v;
+  int ok;
+  if (!getopt(L, t, k))
+    return def;
+  v = lua_tonumberx(L, -1, &ok);
+  if (!ok)
+    luaL_error(L, "option '%s' must be a number", k);
+  lua_pop(L, 1);
+  return v;
+}
+
+lua_Number luax_opt_number_min (lua_State *L, int t, const char *k, lua_Number def,
+                                lua_Number min) {
+  lua_Number v;
+  int ok;
+  if (!getopt(L, t, k))
+    return def;
+  v = lua_tonumberx(L, -1, &ok);
+  if (!ok || v < min)
+    luaL_error(L, "option '%s' must be a number >= %f", k, (LUAI_UACNUMBER)min);
+  lua_pop(L, 1);
+  return v;
+}
+
+int luax_opt_bool (lua_State *L, int t, const char *k, int def) {
+  int v;
+  if (!getopt(L, t, k))
+    return def;
+  if (!lua_isboolean(L, -1))
+    luaL_error(L, "option '%s' must be a boolean", k);
+  v = lua_toboolean(L, -1);
+  lua_pop(L, 1);
+  return v;
+}
+
+int luax_opt_function (lua_State *L, int t, const char *k) {
+  if (!getopt(L, t, k))
+    return 0;
+  if (!lua_isfunction(L, -1))
+    luaL_error(L, "option '%s' must be a function", k);
+  return lua_gettop(L);
+}
+
+/* }====================================================================== */
+
+/* {======================================================================
+** Fields and error objects
+** ======================================================================= */
+
+void luax_setstr (lua_State *L, const char *k, const char *v) {
+  if (v == NULL)
+    return;
+  lua_pushstring(L, v);
+  lua_setfield(L, -2, k);
+}
+
+void luax_setint (lua_State *L, const char *k, lua_Integer v) {
+  lua_pushinteger(L, v);
+  lua_setfield(L, -2, k);
+}
+
+void luax_setnum (lua_State *L, const char *k, lua_Number v) {
+  lua_pushnumber(L, v);
+  lua_setfield(L, -2, k);
+}
+
+void luax_setbool (lua_State *L, const char *k, int v) {
+  lua_pushboolean(L, v);
+  lua_setfield(L, -2, k);
+}
+
+/* The body of luax_push_error: the table, its string fields, its metatable. */
+static void push_error_v (lua_State *L, const char *mt, va_list ap) {
+  const char *k;
+  lua_newtable(L);
+  while ((k = va_arg(ap, const char *)) != NULL) {
+    const char *v = va_arg(ap, const char *);
+    if (v != NULL && v[0] != '\0')
+      luax_setstr(L, k, v);
+  }
+  luaL_setmetatable(L, mt);
+}
+
+void luax_push_error (lua_State *L, const char *mt, ...) {
+  va_list ap;
+  va_start(ap, mt);
+  push_error_v(L, mt, ap);
+  va_end(ap);
+}
+
+int luax_raise_error (lua_State *L, const char *mt, ...) {
+  va_list ap;
+  va_start(ap, mt);
+  push_error_v(L, mt, ap);
+  va_end(ap);
+  return lua_error(L);
+}
+
+/* }====================================================================== */
+
+int luax_pushbuf (lua_State *L, Buf *b) {
+  lua_pushlstring(L, buf_cstr(b), b->len);
+  buf_free(b);
+  return 1;
+}
