@@ -1,0 +1,617 @@
+--[[
+pgtide.preflight: checks to run before a migration starts.
+
+Each check looks at the source (and the target where it matters) and
+gives one result: pass, warn or fail, a message saying what it found,
+and for anything short of pass the fix.  Nothing is changed on either
+server: the checks only read catalogs and settings.
+
+  local preflight = require "pgtide.preflight"
+  local report = preflight.run {
+    src = conn, dst = conn,                -- dst optional for source-only checks
+    checks = preflight.DMS_RUNBOOK,        -- ids; default: every check
+    scope = function (schema, table) ... end,   -- tables to migrate (default: all user tables)
+    target_disk_gb = 500,                  -- optional: PlanetScale disk size
+    slot = "dms_x_ab12cd",                 -- the migration's own slot (not counted as used)
+    dms = true,                            -- apply DMS's rules (wal_sender_timeout...)
+  }
+  preflight.print(report)                  -- one line per result, fixes indented
+  preflight.assert_ok(report)              -- raises listing the failures
+
+Check ids and the seed's names (Aurora guide, "Source database
+prerequisites": the 7 validations DMS runs before a task starts):
+  version            Database Version Compatibility
+  target_privileges  Target Database Privileges
+  slots              Replication Slots Available
+  select_privileges  Source Database Read Privileges
+  wal_level          WAL Level Configuration
+  wal_sender_timeout WAL Sender Timeout
+  wal_senders        Maximum WAL Senders
+and the PlanetScale facts (planetscale-dms-facts.md section 7):
+  replication_role, target_version, extensions, disk, primary_keys,
+  lossy_types, lob_batch_apply, rls, long_transactions,
+  prepared_transactions, slot_wal_keep
+GENERIC lists the ones that do not depend on DMS, for the local runbook.
+]]
+local log = require "log"
+local runbook = require "pgtide.runbook"
+local util = require "pgtide.util"
+
+local M = {}
+
+M.DMS_SEVEN = { "version", "target_privileges", "slots", "select_privileges",
+                "wal_level", "wal_sender_timeout", "wal_senders" }
+M.PLANETSCALE = { "replication_role", "target_version", "extensions", "disk", "primary_keys",
+                  "lossy_types", "lob_batch_apply", "rls", "long_transactions",
+                  "prepared_transactions", "slot_wal_keep" }
+M.GENERIC = { "version", "target_privileges", "slots", "select_privileges", "wal_level",
+              "wal_senders", "replication_role", "target_version", "extensions", "disk",
+              "primary_keys", "rls", "long_transactions", "prepared_transactions",
+              "slot_wal_keep" }
+M.DMS_RUNBOOK = {}
+for _, id in ipairs(M.DMS_SEVEN) do M.DMS_RUNBOOK[#M.DMS_RUNBOOK + 1] = id end
+for _, id in ipairs(M.PLANETSCALE) do M.DMS_RUNBOOK[#M.DMS_RUNBOOK + 1] = id end
+
+-- DMS source support by major version: the replication engine needed.
+local dms_engine_for = { [17] = "3.6.1", [16] = "3.5.3", [15] = "3.5.1", [14] = "3.4.7",
+                         [13] = "3.4.3", [12] = "3.3.3" }
+
+local function setting(conn, name)
+  local row = conn:query_one("select current_setting($1, true) as v", name)
+  return row and row.v
+end
+
+local function major(num) return num // 10000 >= 10 and num // 10000 or num // 100 end
+
+local function version_text(num)
+  if num >= 100000 then return string.format("%d.%d", num // 10000, num % 10000) end
+  return string.format("%d.%d.%d", num // 10000, (num // 100) % 100, num % 100)
+end
+
+-- Is the server an RDS/Aurora instance?  (rds.* settings exist there.)
+local function is_rds(conn)
+  local row = conn:query_one([[select exists (select 1 from pg_settings where name like 'rds.%')
+    or exists (select 1 from pg_roles where rolname = 'rds_superuser') as rds]])
+  return row and row.rds
+end
+
+local function qname(schema, name) return string.format("%s.%s", schema, name) end
+
+-- The user tables in scope, with what the checks need to know about them.
+local function scoped_tables(env)
+  if env._tables then return env._tables end
+  local rows = env.src:query([[
+    select n.nspname as schema, c.relname as name, c.oid::bigint as oid, c.relkind::text as kind,
+           c.relrowsecurity as rls, c.relforcerowsecurity as force_rls,
+           pg_get_userbyid(c.relowner) as owner,
+           exists (select 1 from pg_constraint k where k.conrelid = c.oid and k.contype = 'p') as has_pk,
+           exists (select 1 from pg_index i where i.indrelid = c.oid and i.indisunique
+                     and i.indpred is null and i.indexprs is null) as has_unique,
+           has_table_privilege(c.oid, 'SELECT') as can_select,
+           has_schema_privilege(n.oid, 'USAGE') as schema_usage
+      from pg_class c join pg_namespace n on n.oid = c.relnamespace
+     where c.relkind in ('r', 'p')
+       and n.nspname not in ('pg_catalog', 'information_schema')
+       and n.nspname !~ '^pg_toast' and n.nspname !~ '^pg_temp'
+       and not exists (select 1 from pg_depend d where d.objid = c.oid and d.deptype = 'e')
+     order by 1, 2]])
+  local out = {}
+  for _, r in ipairs(rows) do
+    if not env.scope or env.scope(r.schema, r.name) then out[#out + 1] = r end
+  end
+  env._tables = out
+  return out
+end
+
+local function list_names(rows, max)
+  max = max or 10
+  local names = {}
+  for i, r in ipairs(rows) do
+    if i > max then names[#names + 1] = string.format("and %d more", #rows - max); break end
+    names[#names + 1] = r.display or qname(r.schema, r.name)
+  end
+  return table.concat(names, ", ")
+end
+
+M.checks = {}
+local function check(def) M.checks[def.id] = def end
+
+check {
+  id = "version", title = "Database Version Compatibility",
+  run = function(env)
+    local num = env.src:server_version()
+    local m = major(num)
+    if num < 90400 then
+      return "fail", string.format("source PostgreSQL %s is older than 9.4", version_text(num)),
+        "upgrade the source to a supported PostgreSQL version (9.4 or newer; 12 or newer recommended)"
+    end
+    if m > 17 then
+      return "warn", string.format("source PostgreSQL %s: DMS support for sources newer than 17 is not "
+        .. "confirmed", version_text(num)),
+        "check the AWS DMS release notes for your engine version, or use pgtide's local runbook"
+    end
+    local engine = dms_engine_for[m]
+    local msg = string.format("source PostgreSQL %s is supported by DMS%s", version_text(num),
+      engine and (" (replication engine " .. engine .. " or newer)") or "")
+    if engine and env.engine_version and env.engine_version ~= "" then
+      local function parts(v)
+        local a, b, c = tostring(v):match("^(%d+)%.?(%d*)%.?(%d*)")
+        return { tonumber(a) or 0, tonumber(b) or 0, tonumber(c) or 0 }
+      end
+      local have, need = parts(env.engine_version), parts(engine)
+      for i = 1, 3 do
+        if have[i] ~= need[i] then
+          if have[i] < need[i] then
+            return "fail", string.format("%s, but the replication instance is set to engine %s",
+              msg, env.engine_version), string.format("set engine_version=%s or newer", engine)
+          end
+          break
+        end
+      end
+    end
+    return "pass", msg
+  end,
+}
+
+check {
+  id = "target_privileges", title = "Target Database Privileges", needs_target = true,
+  run = function(env)
+    local me = env.dst:query_one([[
+      select current_user as name, r.rolsuper as super,
+             has_database_privilege(current_database(), 'CREATE') as db_create,
+             has_database_privilege(current_database(), 'CONNECT') as db_connect,
+             has_database_privilege(current_database(), 'TEMP') as db_temp
+        from pg_roles r where r.rolname = current_user]])
+    if me.super then return "pass", string.format("target user %s is a superuser", me.name) end
+    local problems = {}
+    if not me.db_connect then problems[#problems + 1] = "CONNECT on the database" end
+    if not me.db_create then problems[#problems + 1] = "CREATE on the database (DMS creates its control schema)" end
+    local bad = env.dst:query([[
+      select n.nspname as schema, c.relname as name
+        from pg_class c join pg_namespace n on n.oid = c.relnamespace
+       where c.relkind in ('r', 'p') and n.nspname not in ('pg_catalog', 'information_schema')
+         and n.nspname !~ '^pg_toast'
+         and not (has_table_privilege(c.oid, 'INSERT') and has_table_privilege(c.oid, 'UPDATE')
+                  and has_table_privilege(c.oid, 'DELETE') and has_table_privilege(c.oid, 'TRUNCATE'))
+       order by 1, 2]])
+    local in_scope = {}
+    for _, r in ipairs(bad) do
+      if not env.scope or env.scope(r.schema, r.name) then in_scope[#in_scope + 1] = r end
+    end
+    if #in_scope > 0 then
+      problems[#problems + 1] = "INSERT, UPDATE, DELETE and TRUNCATE on " .. list_names(in_scope)
+    end
+    if #problems == 0 then
+      return "pass", string.format("target user %s can create objects and write every table", me.name)
+    end
+    return "fail", string.format("target user %s lacks %s", me.name, table.concat(problems, "; ")),
+      string.format("use the PlanetScale default role (it has the required permissions), or "
+        .. "GRANT CREATE ON DATABASE ... TO %s and GRANT INSERT, UPDATE, DELETE, TRUNCATE ON ALL "
+        .. "TABLES IN SCHEMA ... TO %s", me.name, me.name)
+  end,
+}
+
+check {
+  id = "slots", title = "Replication Slots Available",
+  run = function(env)
+    local r = env.src:query_one([[
+      select current_setting('max_replication_slots')::int as max,
+             (select count(*) from pg_replication_slots)::int as used,
+             (select count(*) from pg_replication_slots where slot_name = $1)::int as ours]],
+      env.slot or "")
+    local free = r.max - r.used + r.ours
+    if r.max < 1 then
+      return "fail", "max_replication_slots is 0", "set max_replication_slots >= 1 (Aurora/RDS: in the "
+        .. "parameter group; requires a restart)"
+    end
+    if free < 1 then
+      return "fail", string.format("all %d replication slots are in use", r.max),
+        "drop unused slots (SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots "
+        .. "WHERE NOT active) or raise max_replication_slots"
+    end
+    return "pass", string.format("%d of %d replication slots free%s", free, r.max,
+      r.ours > 0 and " (this migration's slot already exists)" or "")
+  end,
+}
+
+check {
+  id = "select_privileges", title = "Source Database Read Privileges",
+  run = function(env)
+    local tables = scoped_tables(env)
+    if #tables == 0 then
+      return "fail", "no table to migrate was found in the selected schemas",
+        "check the schemas / table mappings parameters"
+    end
+    local missing = {}
+    for _, t in ipairs(tables) do
+      if not t.can_select or not t.schema_usage then missing[#missing + 1] = t end
+    end
+    if #missing > 0 then
+      local user = env.src:query_one("select current_user as u").u
+      local schemas, seen = {}, {}
+      for _, t in ipairs(missing) do
+        if not seen[t.schema] then seen[t.schema] = true; schemas[#schemas + 1] = t.schema end
+      end
+      local fixes = {}
+      for _, s in ipairs(schemas) do
+        fixes[#fixes + 1] = string.format("GRANT USAGE ON SCHEMA %s TO %s; GRANT SELECT ON ALL TABLES IN "
+          .. "SCHEMA %s TO %s;", s, user, s, user)
+      end
+      return "fail", string.format("%d of %d tables cannot be read: %s", #missing, #tables,
+        list_names(missing)), table.concat(fixes, " ")
+    end
+    return "pass", string.format("the source user can read all %d tables to migrate", #tables)
+  end,
+}
+
+check {
+  id = "wal_level", title = "WAL Level Configuration",
+  run = function(env)
+    local level = setting(env.src, "wal_level")
+    local rds = is_rds(env.src)
+    local rds_lr = setting(env.src, "rds.logical_replication")
+    if rds and rds_lr and rds_lr ~= "on" and rds_lr ~= "1" then
+      return "fail", string.format("rds.logical_replication is %s (wal_level %s)", rds_lr, tostring(level)),
+        "set rds.logical_replication = 1 in the DB cluster parameter group (Aurora) or DB parameter "
+        .. "group (RDS) and reboot the writer"
+    end
+    if level ~= "logical" then
+      return "fail", string.format("wal_level is '%s'", tostring(level)),
+        rds and "set rds.logical_replication = 1 in the DB (cluster) parameter group and reboot"
+          or "ALTER SYSTEM SET wal_level = logical; then restart PostgreSQL"
+    end
+    return "pass", "wal_level is logical" .. (rds and " (rds.logical_replication on)" or "")
+  end,
+}
+
+check {
+  id = "wal_sender_timeout", title = "WAL Sender Timeout",
+  run = function(env)
+    local row = env.src:query_one([[select setting::bigint as v, unit from pg_settings
+                                      where name = 'wal_sender_timeout']])
+    local ms = row.v * ((row.unit == "s") and 1000 or (row.unit == "min") and 60000 or 1)
+    if ms == 0 then return "pass", "wal_sender_timeout is 0 (disabled), which DMS accepts" end
+    if ms < 10000 then
+      return "fail", string.format("wal_sender_timeout is %d ms; DMS tasks fail below 10000 ms", ms),
+        "set wal_sender_timeout = 0 or >= 10000 (Aurora/RDS: parameter group; or ALTER ROLE <dms user> "
+        .. "SET wal_sender_timeout = 0)"
+    end
+    if ms > 300000 then
+      return "warn", string.format("wal_sender_timeout is %d ms; above 5 minutes a failover is detected late", ms),
+        "consider a value between 10 s and 5 min, or 0"
+    end
+    return "pass", string.format("wal_sender_timeout is %d ms (0 or at least 10000 needed)", ms)
+  end,
+}
+
+check {
+  id = "wal_senders", title = "Maximum WAL Senders",
+  run = function(env)
+    local r = env.src:query_one([[
+      select current_setting('max_wal_senders')::int as max,
+             (select count(*) from pg_stat_replication)::int as used]])
+    if r.max < 2 then
+      return "fail", string.format("max_wal_senders is %d", r.max),
+        "set max_wal_senders >= 2 (Aurora/RDS: parameter group; requires a restart)"
+    end
+    if r.used >= r.max then
+      return "fail", string.format("all %d WAL senders are busy", r.max),
+        "stop an unused replication consumer or raise max_wal_senders"
+    end
+    return "pass", string.format("max_wal_senders is %d, %d free", r.max, r.max - r.used)
+  end,
+}
+
+check {
+  id = "replication_role", title = "Replication privilege of the source user",
+  run = function(env)
+    local r = env.src:query_one([[
+      select r.rolname as name, r.rolsuper as super, r.rolreplication as repl,
+             exists (select 1 from pg_roles g where g.rolname = 'rds_replication'
+                       and pg_has_role(r.oid, g.oid, 'member')) as rds_repl
+        from pg_roles r where r.rolname = current_user]])
+    if r.super or r.repl or r.rds_repl then
+      return "pass", string.format("source user %s can use logical replication (%s)", r.name,
+        r.super and "superuser" or r.repl and "REPLICATION" or "rds_replication")
+    end
+    return "fail", string.format("source user %s has neither REPLICATION nor superuser", r.name),
+      string.format("ALTER ROLE %s REPLICATION; (RDS/Aurora: GRANT rds_replication, rds_superuser TO %s)",
+        r.name, r.name)
+  end,
+}
+
+check {
+  id = "target_version", title = "Target PostgreSQL version", needs_target = true,
+  run = function(env)
+    local s, t = env.src:server_version(), env.dst:server_version()
+    local sm, tm = major(s), major(t)
+    if tm < sm then
+      return "fail", string.format("target PostgreSQL %s is older than the source's %s", version_text(t),
+        version_text(s)), "create the PlanetScale database with PostgreSQL " .. sm .. " or newer"
+    end
+    if tm < 17 then
+      return "warn", string.format("target is PostgreSQL %s; PlanetScale Postgres runs 17 or 18",
+        version_text(t)), "check that this is the PlanetScale database you mean to migrate to"
+    end
+    if tm ~= sm then
+      return "warn", string.format("cross-major migration %d -> %d", sm, tm),
+        "test the application against PostgreSQL " .. tm .. " before cutover"
+    end
+    return "pass", string.format("target PostgreSQL %s", version_text(t))
+  end,
+}
+
+check {
+  id = "extensions", title = "Extensions available on the target", needs_target = true,
+  run = function(env)
+    local used = env.src:query([[select extname as name, extversion as version from pg_extension
+                                  where extname <> 'plpgsql' order by 1]])
+    if #used == 0 then return "pass", "the source uses no extension besides plpgsql" end
+    local avail = {}
+    for _, r in ipairs(env.dst:query("select name from pg_available_extensions")) do avail[r.name] = true end
+    local missing, names = {}, {}
+    for _, r in ipairs(used) do
+      names[#names + 1] = r.name
+      if not avail[r.name] then missing[#missing + 1] = r.name end
+    end
+    if #missing > 0 then
+      return "fail", "not available on the target: " .. table.concat(missing, ", "),
+        "enable them for the PlanetScale database (Dashboard > Extensions; some need a restart), or "
+        .. "remove their use from the source schema"
+    end
+    return "pass", "all extensions are available on the target: " .. table.concat(names, ", ")
+  end,
+}
+
+check {
+  id = "disk", title = "Target disk at least 150% of the source size",
+  run = function(env)
+    local size = env.src:query_one("select pg_database_size(current_database())::bigint as b").b
+    local need = math.ceil(size * 1.5)
+    if env.target_disk_gb and env.target_disk_gb > 0 then
+      local have = env.target_disk_gb * 1024 * 1024 * 1024
+      if have < need then
+        return "fail", string.format("source is %s; target disk %d GB is below the %s needed",
+          util.format_bytes(size), env.target_disk_gb, util.format_bytes(need)),
+          "resize the PlanetScale disk (\"Minimum disk size\"; Metal: choose a larger size)"
+      end
+      return "pass", string.format("source is %s; target disk %d GB >= %s", util.format_bytes(size),
+        env.target_disk_gb, util.format_bytes(need))
+    end
+    return "warn", string.format("source is %s: the PlanetScale disk needs at least %s",
+      util.format_bytes(size), util.format_bytes(need)),
+      "check the disk size in the PlanetScale console, then pass target_disk_gb=N to verify it here"
+  end,
+}
+
+check {
+  id = "primary_keys", title = "Tables without a primary key",
+  run = function(env)
+    local without = {}
+    for _, t in ipairs(scoped_tables(env)) do
+      if t.kind == "r" and not t.has_pk then without[#without + 1] = t end
+    end
+    if #without == 0 then return "pass", "every table to migrate has a primary key" end
+    local fix = "add a primary key (ALTER TABLE ... ADD PRIMARY KEY (...)), or ALTER TABLE ... REPLICA "
+      .. "IDENTITY FULL so DMS (test_decoding) can replicate their UPDATEs and DELETEs"
+    return "warn", string.format("%d table(s) without a primary key: %s. DMS ignores UPDATE and DELETE on "
+      .. "them during CDC and cannot validate them", #without, list_names(without)), fix
+  end,
+}
+
+check {
+  id = "lossy_types", title = "Types DMS does not migrate exactly",
+  run = function(env)
+    local cols = env.src:query([[
+      select n.nspname as schema, c.relname as name, a.attname as col,
+             format_type(a.atttypid, a.atttypmod) as type, t.typtype::text as typtype,
+             t.typname as typname, a.atttypmod as typmod, e.typtype::text as elemtype
+        from pg_attribute a
+        join pg_class c on c.oid = a.attrelid
+        join pg_namespace n on n.oid = c.relnamespace
+        join pg_type t on t.oid = a.atttypid
+        left join pg_type e on e.oid = t.typelem and t.typcategory = 'A'
+       where a.attnum > 0 and not a.attisdropped and c.relkind in ('r', 'p')
+         and n.nspname not in ('pg_catalog', 'information_schema') and n.nspname !~ '^pg_toast'
+       order by 1, 2, a.attnum]])
+    local none = { inet = 1, cidr = 1, macaddr = 1, macaddr8 = 1, tsvector = 1, tsquery = 1, line = 1,
+                   lseg = 1, box = 1, path = 1, polygon = 1, circle = 1 }
+    local found = {}
+    for _, r in ipairs(cols) do
+      if not env.scope or env.scope(r.schema, r.name) then
+        local why
+        if r.typtype == "e" then why = "enum"
+        elseif r.typtype == "c" then why = "composite"
+        elseif r.typtype == "r" or r.typtype == "m" then why = "range"
+        elseif none[r.typname] then why = r.typname
+        elseif r.typname == "numeric" and r.typmod < 0 then why = "numeric without precision"
+        elseif r.elemtype == "e" or r.elemtype == "c" then why = "array of " .. (r.elemtype == "e" and "enum" or "composite")
+        end
+        if why then
+          found[#found + 1] = { display = string.format("%s.%s.%s (%s)", r.schema, r.name, r.col, why) }
+        end
+      end
+    end
+    if #found == 0 then return "pass", "no column uses a type DMS converts lossily" end
+    return "warn", string.format("%d column(s) use types DMS does not migrate, or only partially: %s",
+      #found, list_names(found, 8)),
+      "with the schema created first the column types are right, but check the values after the load "
+        .. "(the validation step compares every row); consider pgtide's local runbook for these tables"
+  end,
+}
+
+check {
+  id = "lob_batch_apply", title = "LOB columns and batch apply",
+  run = function(env)
+    local n = 0
+    local examples = {}
+    local rows = env.src:query([[
+      select distinct n.nspname as schema, c.relname as name
+        from pg_attribute a join pg_class c on c.oid = a.attrelid
+        join pg_namespace n on n.oid = c.relnamespace join pg_type t on t.oid = a.atttypid
+       where a.attnum > 0 and not a.attisdropped and c.relkind in ('r', 'p')
+         and n.nspname not in ('pg_catalog', 'information_schema') and n.nspname !~ '^pg_toast'
+         and (t.typname in ('text', 'bytea', 'json', 'jsonb', 'xml', 'tsvector', 'hstore')
+              or t.typcategory = 'A' or (t.typname in ('varchar', 'bpchar') and a.atttypmod < 0))
+       order by 1, 2]])
+    for _, r in ipairs(rows) do
+      if not env.scope or env.scope(r.schema, r.name) then
+        n = n + 1
+        if #examples < 8 then examples[#examples + 1] = r end
+      end
+    end
+    if n == 0 then return "pass", "no table to migrate has LOB columns" end
+    return "warn", string.format("%d table(s) have LOB columns (text, jsonb, bytea, arrays...), e.g. %s: the "
+      .. "seed's settings use full LOB mode with BatchApplyEnabled, so DMS applies their changes one by one",
+      n, list_names(examples)),
+      "expected with the seed's settings; for faster CDC use limited LOB mode (task_settings_file) if no "
+        .. "value exceeds LobMaxSize"
+  end,
+}
+
+check {
+  id = "rls", title = "Row-level security",
+  run = function(env)
+    local me = env.src:query_one([[select rolsuper as super, rolbypassrls as bypass, rolname as name
+                                     from pg_roles where rolname = current_user]])
+    local with = {}
+    for _, t in ipairs(scoped_tables(env)) do
+      if t.rls and (t.force_rls or t.owner ~= me.name) then with[#with + 1] = t end
+    end
+    if #with == 0 then return "pass", "no row-level security applies to the source user" end
+    if me.super or me.bypass then
+      return "pass", string.format("%d table(s) use row-level security; %s bypasses it", #with, me.name)
+    end
+    return "fail", string.format("row-level security on %s: %s would copy only the rows its policies show",
+      list_names(with), me.name), string.format("ALTER ROLE %s BYPASSRLS;", me.name)
+  end,
+}
+
+check {
+  id = "long_transactions", title = "Long-running transactions",
+  run = function(env)
+    local rows = env.src:query([[
+      select pid, usename, state, extract(epoch from now() - xact_start)::bigint as secs,
+             left(query, 60) as query
+        from pg_stat_activity
+       where xact_start is not null and pid <> pg_backend_pid()
+         and xact_start < now() - interval '10 minutes'
+       order by xact_start]])
+    if #rows == 0 then return "pass", "no transaction has been open for more than 10 minutes" end
+    local shown = {}
+    for _, r in ipairs(rows) do
+      shown[#shown + 1] = { display = string.format("pid %d (%s, %s, open %s)", r.pid, tostring(r.usename),
+        tostring(r.state), util.format_duration(r.secs)) }
+    end
+    return "warn", string.format("%d transaction(s) open for more than 10 minutes: %s. DMS waits for them "
+      .. "(TransactionConsistencyTimeout, 600 s) before the full load", #rows, list_names(shown)),
+      "end them before starting (SELECT pg_terminate_backend(pid) after checking what they are)"
+  end,
+}
+
+check {
+  id = "prepared_transactions", title = "Prepared transactions",
+  run = function(env)
+    local rows = env.src:query("select gid, owner, prepared from pg_prepared_xacts order by prepared")
+    if #rows == 0 then return "pass", "no prepared transaction is pending" end
+    local shown = {}
+    for _, r in ipairs(rows) do shown[#shown + 1] = { display = string.format("'%s'", r.gid) } end
+    return "fail", string.format("%d prepared transaction(s) pending (%s): creating the replication slot "
+      .. "waits for them", #rows, list_names(shown)),
+      "COMMIT PREPARED 'gid' or ROLLBACK PREPARED 'gid' for each, after checking with their owner"
+  end,
+}
+
+check {
+  id = "slot_wal_keep", title = "WAL retained for the replication slot",
+  run = function(env)
+    local v = setting(env.src, "max_slot_wal_keep_size")
+    if v == nil then return "pass", "max_slot_wal_keep_size does not exist on this version (WAL is kept)" end
+    if v == "-1" then
+      return "pass", "max_slot_wal_keep_size is -1: the slot keeps all the WAL it needs (watch the "
+        .. "source's disk while the migration runs)"
+    end
+    return "warn", string.format("max_slot_wal_keep_size is %s: if CDC falls that far behind, the slot "
+      .. "is invalidated and the task fails", v), "raise it (or -1) for the migration, and keep CDC latency low"
+  end,
+}
+
+--[[
+preflight.run(opts) -> report { results = { {id, title, status, message,
+fix}... }, counts = { pass =, warn =, fail = } }.  A check that raises is
+reported as a failure with the error, so one broken check never hides
+the others.  Checks that need the target are skipped without opts.dst.
+]]
+function M.run(opts)
+  local env = {
+    src = assert(opts.src, "preflight needs a source connection"),
+    dst = opts.dst, scope = opts.scope, slot = opts.slot,
+    target_disk_gb = opts.target_disk_gb, engine_version = opts.engine_version,
+  }
+  local ids = opts.checks or M.DMS_RUNBOOK
+  local report = { results = {}, counts = { pass = 0, warn = 0, fail = 0, skip = 0 } }
+  for _, id in ipairs(ids) do
+    local def = M.checks[id]
+    if not def then error("unknown preflight check '" .. tostring(id) .. "'", 2) end
+    local res = { id = id, title = def.title }
+    if def.needs_target and not env.dst then
+      res.status, res.message = "skip", "no target connection"
+    else
+      local ok, status, message, fix = pcall(def.run, env)
+      if ok then
+        res.status, res.message, res.fix = status, message, fix
+      else
+        res.status = "fail"
+        res.message = "the check itself failed: " .. require("pgtide.errors").message(status)
+        res.fix = "fix the error above (connection or permissions), then rerun"
+      end
+    end
+    report.counts[res.status] = (report.counts[res.status] or 0) + 1
+    report.results[#report.results + 1] = res
+  end
+  return report
+end
+
+local marks = { pass = "pass", warn = "WARN", fail = "FAIL", skip = "skip" }
+
+-- The report as text lines (also used by tests).
+function M.lines(report)
+  local out = {}
+  for _, r in ipairs(report.results) do
+    out[#out + 1] = string.format("[%s] %s: %s", marks[r.status] or r.status, r.title, r.message or "")
+    if r.fix and r.status ~= "pass" then out[#out + 1] = "       fix: " .. r.fix end
+  end
+  out[#out + 1] = string.format("preflight: %d passed, %d warnings, %d failed", report.counts.pass,
+    report.counts.warn, report.counts.fail)
+  return out
+end
+
+-- Log the report, one line per result and fix.
+function M.print(report)
+  for _, line in ipairs(M.lines(report)) do
+    if line:match("^%[FAIL%]") then log.error("%s", line)
+    elseif line:match("^%[WARN%]") then log.warn("%s", line)
+    else log.info("%s", line) end
+  end
+end
+
+-- Raise a failure listing the failed checks (after they were printed).
+function M.assert_ok(report)
+  if report.counts.fail == 0 then return end
+  local names = {}
+  for _, r in ipairs(report.results) do
+    if r.status == "fail" then names[#names + 1] = r.title end
+  end
+  runbook.fail("%d preflight check(s) failed: %s (see the fixes above)", #names, table.concat(names, "; "))
+end
+
+-- The report in a form suitable for ctx.out (plain data).
+function M.summary(report)
+  local out = { counts = report.counts, results = {} }
+  for _, r in ipairs(report.results) do
+    out.results[#out.results + 1] = { id = r.id, status = r.status, message = r.message }
+  end
+  return out
+end
+
+return M

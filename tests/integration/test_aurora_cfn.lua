@@ -1,0 +1,265 @@
+-- The aurora-cfn runbook end to end: real PostgreSQL 15 source and TLS
+-- target; moto_server (signature checking on) for CloudFormation, IAM,
+-- SNS, Step Functions, S3, EC2 and STS, behind the stand-in that creates
+-- the template's DMS resources (moto skips AWS::DMS::*) and runs the
+-- state machine (tests/lib/dms_standin.py).  The template is a padded
+-- copy of pgtide's, over 51,200 bytes, so it goes through S3/TemplateURL.
+--
+-- Failure paths, each resumed by a rerun: the stack fails because a
+-- replication instance with its name already exists (explained from the
+-- stack events); the workflow fails because the task errors (a
+-- target-only CHECK constraint).  The last rerun completes every step
+-- while the source changes; after cleanup nothing the runbook created is
+-- left (listed through the API).  The template passes cfn-lint.
+local T = require "t"
+local json = require "json"
+local sys = require "sys"
+
+T.test("the template passes cfn-lint", function()
+  local code, out, err = T.sh("command -v cfn-lint")
+  if code ~= 0 then error("cfn-lint is not installed: " .. err) end
+  code, out, err = T.sh("cfn-lint " .. T.q(T.root .. "/runbooks/templates/aurora-dms.yaml"))
+  T.eq(code, 0, out .. err)
+end)
+
+local root = T.root
+local envdir = T.tmp .. "/aurora-env-" .. sys.getpid()
+local code, out, err = T.sh(string.format("python3 %s/tests/lib/dms_standin.py up %s --pgtide %s",
+  root, T.q(envdir), T.q(T.pgtide)))
+if code == 3 then
+  T.skip("aurora-cfn end to end", "moto_server is not installed")
+  T.done()
+end
+assert(code == 0, "cannot start moto and the stand-in: " .. tostring(err))
+local endpoint = out:match("endpoint=(%S+)")
+local creds = out:match("credentials=(%S+)")
+
+local ok_all, failure = pcall(function()
+
+local src = T.cluster()
+local dst = T.cluster { tls = true }
+src:sql([[
+  create table public.customers (id bigserial primary key, name text not null);
+  create table public.invoices (id bigserial primary key, customer_id bigint references public.customers (id),
+                                total numeric(12, 2) not null, paid boolean not null default false);
+  insert into public.customers (name) select 'c' || g from generate_series(1, 200) g;
+  insert into public.invoices (customer_id, total) select 1 + g % 200, g * 1.25 from generate_series(1, 800) g;
+]])
+
+local stack_name = "pgt-aurora-" .. sys.getpid()
+local template = T.tmp .. "/aurora-template-" .. sys.getpid() .. ".yaml"
+do
+  local text = assert(sys.readfile(root .. "/runbooks/templates/aurora-dms.yaml"))
+  local pad = { "\n# padding: this copy is over CloudFormation's 51,200-byte TemplateBody limit\n" }
+  for i = 1, 120 do pad[#pad + 1] = string.format("# %03d %s\n", i, string.rep("-", 90)) end
+  local f = assert(io.open(template, "w")); f:write(text, table.concat(pad)); f:close()
+  assert(#text + #table.concat(pad) > 51200)
+end
+
+local state = T.tmp .. "/aurora-state-" .. sys.getpid()
+-- Run a Lua snippet with the aws module against the stand-in; returns its JSON output.
+local env = string.format("AWS_SHARED_CREDENTIALS_FILE=%s AWS_CONFIG_FILE=/dev/null AWS_REGION=us-east-1 "
+  .. "AWS_EC2_METADATA_DISABLED=true", T.q(creds))
+local lua_path = os.getenv("PGTIDE_LUA_PATH")
+if lua_path then env = env .. " PGTIDE_LUA_PATH=" .. T.q(lua_path) end
+local function aws_script(body)
+  local file = state .. ".snippet.lua"
+  local fh = assert(io.open(file, "w"))
+  fh:write("local aws = require 'aws'\nlocal json = require 'json'\nlocal EP = ", string.format("%q", endpoint),
+    "\nlocal function client(s) return aws.client(s, { region = 'us-east-1', endpoint_url = EP }) end\n", body)
+  fh:close()
+  local c, o, e = T.sh(string.format("env %s %s script %s", env, T.q(T.pgtide), T.q(file)))
+  assert(c == 0, "aws snippet failed: " .. e)
+  return json.decode(o)
+end
+
+-- The source database's security group: until it admits the replication
+-- instance, the stand-in refuses source connections (the workflow must
+-- add the rule, and cleanup must revoke it).
+local source_sg = aws_script([[
+  local ec2 = client("ec2")
+  local vpc = ec2:DescribeVpcs { Filters = { { Name = "is-default", Values = { "true" } } } }.Vpcs[1].VpcId
+  local g = ec2:CreateSecurityGroup { GroupName = "aurora-db-]] .. sys.getpid() .. [[", Description = "the source", VpcId = vpc }
+  print(json.encode({ id = g.GroupId }))]]).id
+do
+  local fh = assert(io.open(envdir .. "/standin/network.json", "w"))
+  fh:write(json.encode({ source_security_group = source_sg })); fh:close()
+end
+local cfgfile = T.tmp .. "/aurora-config-" .. sys.getpid() .. ".lua"
+local f = assert(io.open(cfgfile, "w"))
+f:write(string.format([[
+return {
+  name = "aurora",
+  source = %q,
+  target = %q,
+  aws = { region = "us-east-1", endpoint_url = %q },
+  stack_name = %q, template_file = %q,
+  instance_class = "dms.t3.medium", allocated_storage = 50, source_ssl_mode = "none",
+  notification_email = "dba@example.com", source_security_group_id = %q,
+  poll_interval = 0.3, connection_timeout = 30, full_load_timeout = 120, cutover_timeout = 60,
+  stop_timeout = 30, delete_timeout = 30, stack_timeout = 30, sns_confirm_timeout = 20,
+  validation_recheck = 5, validation_delay = 1, target_disk_gb = 1,
+  connection_poll_seconds = 1, assessment_poll_seconds = 1, monitor_poll_seconds = 1,
+}
+]], src.conninfo, dst.conninfo, endpoint, stack_name, template, source_sg))
+f:close()
+
+local function pgtide_cmd()
+  return string.format("env %s %s run aurora-cfn -c %s --state %s --yes", env, T.q(T.pgtide), T.q(cfgfile),
+    T.q(state))
+end
+local function step_status(name)
+  local text = sys.readfile(state .. "/state.json")
+  if not text then return nil end
+  local st = json.decode(text)
+  return st.steps[name] and st.steps[name].status
+end
+T.test("a stack that fails is explained from its events", function()
+  -- a replication instance already has the name the stack derives from its own
+  aws_script(string.format([[
+    local dms = client("dms")
+    dms:CreateReplicationInstance { ReplicationInstanceIdentifier = %q, ReplicationInstanceClass = "dms.t3.micro" }
+    print("{}")]], stack_name))
+  local c, o, e = T.sh(pgtide_cmd() .. " </dev/null")
+  T.eq(c, 1, o .. e)
+  for _, s in ipairs({ "preflight", "schema", "iam-roles", "deploy" }) do T.eq(step_status(s), "done", s) end
+  T.eq(step_status("wait-stack"), "failed")
+  T.match(e, "CreateDMSRoles = true")
+  T.match(e, "uploaded to s3://")
+  T.match(e, "stack event: [^\n]*CREATE_FAILED%s+DMSReplicationInstance %(AWS::DMS::ReplicationInstance%)")
+  T.match(e, "step 'wait%-stack' failed: [^\n]*ROLLBACK_COMPLETE[^\n]*DMSReplicationInstance %(AWS::DMS::"
+    .. "ReplicationInstance%) CREATE_FAILED: [^\n]*already exists[^\n]*%(a resource with that name exists outside this stack")
+end)
+
+T.test("a task that errors fails the workflow, with the task's error", function()
+  aws_script(string.format([[
+    local dms = client("dms")
+    local r = dms:DescribeReplicationInstances { Filters = { { Name = "replication-instance-id", Values = { %q } } } }
+    dms:DeleteReplicationInstance { ReplicationInstanceArn = r.ReplicationInstances[1].ReplicationInstanceArn }
+    print("{}")]], stack_name))
+  dst:sql("alter table public.invoices add constraint pgtide_test_reject check (total < 0)")
+  local c, o, e = T.sh(pgtide_cmd() .. " </dev/null")
+  T.eq(c, 1, o .. e)
+  for _, s in ipairs({ "wait-stack", "sns", "outputs", "start" }) do T.eq(step_status(s), "done", s) end
+  T.eq(step_status("monitor"), "failed")
+  T.match(e, "deleting it before creating it again")
+  T.match(e, "subscription of dba@example%.com is pending confirmation")
+  T.match(e, "email subscription of dba@example%.com: confirmed")
+  T.match(e, "StepFunctionsConsoleURL: https://us%-east%-1%.console%.aws%.amazon%.com/states/")
+  T.match(e, "workflow: FixSourceSecurityGroup")
+  T.match(e, "workflow: StartAssessmentRun")
+  T.match(e, "step 'monitor' failed: [^\n]*the workflow failed: MigrationFailed[^\n]*the task failed: [^\n]*pgtide_test_reject")
+  dst:sql("alter table public.invoices drop constraint pgtide_test_reject")
+  -- what the final check expects gone does exist now
+  local now = aws_script(string.format([[
+    local out = {}
+    out.topics = #(client("sns"):ListTopics {}.Topics or {})
+    out.state_machines = #(client("stepfunctions"):ListStateMachines {}.stateMachines or {})
+    out.instances = #(client("dms"):DescribeReplicationInstances {}.ReplicationInstances or {})
+    out.source_sg_rules = #(client("ec2"):DescribeSecurityGroups { GroupIds = { %q } }.SecurityGroups[1].IpPermissions or {})
+    print(json.encode(out))]], source_sg))
+  T.eq(now, { topics = 1, state_machines = 1, instances = 1, source_sg_rules = 1 }, json.encode(now))
+end)
+
+T.test("the rerun completes every step while the source keeps changing", function()
+  local rcfile = state .. ".rc"
+  local outf, errf = state .. ".out", state .. ".err"
+  os.execute(string.format("(%s >%s 2>%s </dev/null; echo $? > %s) &", pgtide_cmd(), T.q(outf), T.q(errf),
+    T.q(rcfile)))
+  local n, t0 = 0, os.time()
+  while os.time() - t0 < 200 do
+    local s = step_status("pre-cutover")
+    if s == "running" or s == "done" or sys.exists(rcfile) then break end
+    if step_status("monitor") == "done" and n < 40 then
+      n = n + 1
+      src:sql(string.format([[
+        insert into public.customers (name) values ('cdc %d');
+        insert into public.invoices (customer_id, total) values (currval('public.customers_id_seq'), %d);
+        update public.invoices set paid = true where id = %d;]], n, n, n))
+    end
+    sys.sleep(0.1)
+  end
+  local waited = 0
+  while not sys.exists(rcfile) and waited < 240 do sys.sleep(0.5); waited = waited + 0.5 end
+  local e = sys.readfile(errf) or ""
+  T.eq(tonumber(sys.readfile(rcfile) or ""), 0, e:sub(-3000))
+  for _, s in ipairs({ "monitor", "sequences", "constraints", "pre-cutover", "cutover", "cleanup" }) do
+    T.eq(step_status(s), "done", s)
+  end
+  T.match(e, "starting replication task [^\n]*reload%-target")
+  T.match(e, "started workflow execution pgtide%-%x+%-2%-")
+  T.match(e, "workflow: NotifyFullLoadComplete")
+  T.match(e, "caught up: the sentinel is on the target and CDC latency is")
+  local emptied = tonumber(e:match("emptied bucket [^\n]*%((%d+) object versions and delete markers%)"))
+  T.ok(emptied and emptied >= 4, "the assessment bucket held no versions to remove (%s)", tostring(emptied))
+  T.match(e, "revoked the rule%(s%) of " .. source_sg:gsub("%-", "%%-") .. " admitting sg%-")
+  T.match(e, "stack " .. stack_name:gsub("%-", "%%-") .. " deleted")
+  T.match(e, "cleanup verified: the stack and every resource it created are gone")
+  for _, t in ipairs({ "customers", "invoices" }) do
+    local q = string.format("select count(*) || ':' || md5(coalesce(string_agg(t::text, '|' order by t::text), '')) "
+      .. "from public.%s t", t)
+    T.eq(dst:sql(q), src:sql(q), t)
+  end
+  T.eq(dst:sql("select conname || ':' || convalidated from pg_constraint where contype = 'f'"),
+       "invoices_customer_id_fkey:true")
+  T.eq(tonumber(dst:sql("select last_value from public.customers_id_seq")),
+       tonumber(src:sql("select last_value from public.customers_id_seq")) + 1000)
+  T.eq(src:sql("select count(*) from pg_replication_slots"), "0")
+  T.eq(dst:sql("select count(*) from pg_class where relname = '_pgtide_cutover' or relname like 'awsdms%'"), "0")
+end)
+
+T.test("after cleanup nothing the runbook created is left (listed through the API)", function()
+  local st = json.decode(sys.readfile(state .. "/state.json"))
+  local o = st.steps.outputs.outputs
+  local d = st.steps.deploy.outputs
+  local res = aws_script(string.format([==[
+    local out = {}
+    local cfn = client("cloudformation")
+    local s = cfn:DescribeStacks { StackName = %q }
+    out.stack = s.Stacks[1].StackStatus
+    local dms = client("dms")
+    for _, x in ipairs({ { "DescribeReplicationTasks", "ReplicationTasks" }, { "DescribeEndpoints", "Endpoints" },
+                         { "DescribeReplicationInstances", "ReplicationInstances" },
+                         { "DescribeReplicationSubnetGroups", "ReplicationSubnetGroups" } }) do
+      local ok, r = pcall(dms[x[1]], dms, {})
+      out[x[2]] = ok and #(r[x[2]] or {}) or -1
+    end
+    local s3 = client("s3")
+    out.buckets = 0
+    for _, b in ipairs({ %q, %q }) do
+      local ok, e = pcall(s3.HeadBucket, s3, { Bucket = b })
+      if ok or e.status ~= 404 then out.buckets = out.buckets + 1 end
+    end
+    out.topics = #(client("sns"):ListTopics {}.Topics or {})
+    out.state_machines = #(client("stepfunctions"):ListStateMachines {}.stateMachines or {})
+    local sg = client("ec2"):DescribeSecurityGroups { GroupIds = { %q } }.SecurityGroups[1]
+    out.source_sg_rules = #(sg.IpPermissions or {})
+    print(json.encode(out))]==], d.stack_id, o.bucket, d.template_bucket, source_sg))
+  T.eq(res, { stack = "DELETE_COMPLETE", ReplicationTasks = 0, Endpoints = 0, ReplicationInstances = 0,
+              ReplicationSubnetGroups = 0, buckets = 0, topics = 0, state_machines = 0, source_sg_rules = 0 },
+       json.encode(res))
+  T.ok(o.bucket and o.bucket:find(stack_name, 1, true), "bucket name %s does not derive from the stack", tostring(o.bucket))
+  T.ok(d.template_bucket, "no template bucket recorded")
+end)
+
+T.test("dry run shows every step of the seed", function()
+  local c, o, e = T.run({ "run", "aurora-cfn", "-c", cfgfile, "--dry-run" },
+    { env = { PGTIDE_LUA_PATH = os.getenv("PGTIDE_LUA_PATH") } })
+  T.eq(c, 0, e)
+  for _, title in ipairs({ "Source database prerequisites", "Pre%-Migration Schema Setup", "Check DMS IAM Roles",
+                           "Deploy CloudFormation Stack", "Wait for Stack Completion",
+                           "Confirm your email notification subscription", "Get Workflow Input Configuration",
+                           "Start Migration Workflow", "Monitor Migration Progress",
+                           "Post%-Migration Sequence Synchronization", "Apply Remaining Constraints",
+                           "Comprehensive Pre%-Cutover Validation", "Application Cutover", "Automated Cleanup" }) do
+    T.match(o, title)
+  end
+end)
+
+end)
+
+T.sh(string.format("python3 %s/tests/lib/dms_standin.py down %s", root, T.q(envdir)))
+if not ok_all then
+  T.test("aurora-cfn end to end (setup)", function() error(failure, 0) end)
+end
+T.done()

@@ -1,0 +1,278 @@
+-- The dms-manual runbook end to end: real PostgreSQL 15 source and TLS
+-- target, moto_server with signature checking behind the DMS stand-in
+-- (tests/lib/dms_standin.py; its data movement is pgtide's own engine).
+--
+-- One migration walks through the three failure paths, each of which
+-- must stop with a clear message and leave a state the next run resumes
+-- from: a failing check (wal_sender_timeout below 10 s), a failing
+-- connection test (the target endpoint points at a dead port), a task
+-- that errors (a target-only CHECK constraint rejects source rows).  The
+-- last rerun completes every step while a writer keeps changing the
+-- source during CDC; then the data, sequences, foreign keys and cleanup
+-- (nothing left in the AWS API, no slot, no DMS artifacts) are checked.
+local T = require "t"
+local json = require "json"
+local sys = require "sys"
+
+local root = T.root
+local envdir = T.tmp .. "/dms-env-" .. sys.getpid()
+local code, out, err = T.sh(string.format("python3 %s/tests/lib/dms_standin.py up %s --pgtide %s",
+  root, T.q(envdir), T.q(T.pgtide)))
+if code == 3 then
+  T.skip("dms-manual end to end", "moto_server is not installed")
+  T.done()
+end
+assert(code == 0, "cannot start moto and the stand-in: " .. tostring(err))
+local endpoint = out:match("endpoint=(%S+)")
+local creds = out:match("credentials=(%S+)")
+
+local ok_all, failure = pcall(function()
+
+local src = T.cluster()
+local dst = T.cluster { tls = true }
+
+src:sql([[
+  create type public.order_status as enum ('new', 'paid', 'shipped');
+  create table public.users (id bigserial primary key, email text not null unique,
+                             created_at timestamptz not null default now());
+  create table public.orders (id bigserial primary key, user_id bigint not null references public.users (id),
+                              amount numeric(10, 2) not null, status public.order_status not null default 'new',
+                              note text);
+  create index orders_user_idx on public.orders (user_id);
+  create table public.audit_log (at timestamptz, what text);          -- no primary key
+  create function public.order_total(u bigint) returns numeric language sql stable
+    as 'select coalesce(sum(amount), 0) from public.orders where user_id = u';
+  create view public.user_totals as select id, email, public.order_total(id) as total from public.users;
+  insert into public.users (email) select 'user' || g || '@example.com' from generate_series(1, 300) g;
+  insert into public.orders (user_id, amount, status, note)
+    select 1 + (g % 300), (g % 97) + 0.5, (array['new','paid','shipped'])[1 + g % 3]::public.order_status,
+           case when g % 10 = 0 then E'line\nbreak' end
+      from generate_series(1, 1500) g;
+  insert into public.audit_log values (now(), 'created');
+]])
+src:sql("alter system set wal_sender_timeout = '5s'")
+src:sql("select pg_reload_conf()")
+
+local state = T.tmp .. "/dms-state-" .. sys.getpid()
+local cfgfile = T.tmp .. "/dms-config-" .. sys.getpid() .. ".lua"
+local env = string.format("AWS_SHARED_CREDENTIALS_FILE=%s AWS_CONFIG_FILE=/dev/null AWS_REGION=us-east-1 "
+  .. "AWS_EC2_METADATA_DISABLED=true", T.q(creds))
+local lua_path = os.getenv("PGTIDE_LUA_PATH")
+if lua_path then env = env .. " PGTIDE_LUA_PATH=" .. T.q(lua_path) end
+-- Run a Lua snippet with the aws module against the stand-in; returns its JSON output.
+local function aws_script(body)
+  local file = state .. ".snippet.lua"
+  local fh = assert(io.open(file, "w"))
+  fh:write("local aws = require 'aws'\nlocal json = require 'json'\nlocal EP = ", string.format("%q", endpoint),
+    "\nlocal function client(s) return aws.client(s, { region = 'us-east-1', endpoint_url = EP }) end\n", body)
+  fh:close()
+  local c, o, e = T.sh(string.format("env %s %s script %s", env, T.q(T.pgtide), T.q(file)))
+  assert(c == 0, "aws snippet failed: " .. e)
+  return json.decode(o)
+end
+-- Subnets for a subnet group, and the source's security group: until it
+-- admits the replication instance the stand-in refuses source connections.
+local net = aws_script([[
+  local ec2 = client("ec2")
+  local vpc = ec2:DescribeVpcs { Filters = { { Name = "is-default", Values = { "true" } } } }.Vpcs[1].VpcId
+  local subnets, seen = {}, {}
+  for _, s in ipairs(ec2:DescribeSubnets { Filters = { { Name = "vpc-id", Values = { vpc } } } }.Subnets) do
+    if not seen[s.AvailabilityZone] and #subnets < 2 then seen[s.AvailabilityZone] = true; subnets[#subnets + 1] = s.SubnetId end
+  end
+  local g = ec2:CreateSecurityGroup { GroupName = "source-db", Description = "the source", VpcId = vpc }
+  print(json.encode({ sg = g.GroupId, subnets = table.concat(subnets, ",") }))]])
+do
+  local fh = assert(io.open(envdir .. "/standin/network.json", "w"))
+  fh:write(json.encode({ source_security_group = net.sg })); fh:close()
+end
+local function write_config(extra)
+  local f = assert(io.open(cfgfile, "w"))
+  f:write(string.format([[
+return {
+  name = "e2e",
+  source = %q,
+  target = %q,
+  aws = { region = "us-east-1", endpoint_url = %q },
+  poll_interval = 0.3, connection_timeout = 30, instance_timeout = 30, full_load_timeout = 120,
+  cutover_timeout = 60, stop_timeout = 30, delete_timeout = 30,
+  validation_recheck = 5, validation_delay = 1, target_disk_gb = 1,
+  subnet_ids = %q, source_security_group_id = %q,
+%s
+}
+]], src.conninfo, dst.conninfo, endpoint, net.subnets, net.sg, extra or ""))
+  f:close()
+end
+
+local function pgtide_cmd()
+  return string.format("env %s %s run dms-manual -c %s --state %s --yes", env, T.q(T.pgtide), T.q(cfgfile),
+    T.q(state))
+end
+local function run_runbook()
+  return T.sh(pgtide_cmd() .. " </dev/null")
+end
+local function step_status(name)
+  local text = sys.readfile(state .. "/state.json")
+  if not text then return nil end
+  local st = json.decode(text)
+  return st.steps[name] and st.steps[name].status
+end
+
+T.test("a failing check stops at preflight with the fix", function()
+  write_config()
+  local c, o, e = run_runbook()
+  T.eq(c, 1, o .. e)
+  T.match(e, "%[FAIL%] WAL Sender Timeout: wal_sender_timeout is 5000 ms")
+  T.match(e, "fix: set wal_sender_timeout = 0 or >= 10000")
+  T.match(e, "step 'preflight' failed: 1 preflight check%(s%) failed: WAL Sender Timeout")
+  T.match(e, "resume with: pgtide run dms%-manual")
+  T.eq(step_status("preflight"), "failed")
+end)
+
+T.test("a failing connection test stops at the endpoints with DMS's message", function()
+  src:sql("alter system reset wal_sender_timeout")
+  src:sql("select pg_reload_conf()")
+  write_config("  dms_target_port = 1,")
+  local c, o, e = run_runbook()
+  T.eq(c, 1, o .. e)
+  T.eq(step_status("preflight"), "done")
+  T.eq(step_status("schema"), "done")
+  T.eq(step_status("dms-infrastructure"), "done")
+  T.eq(step_status("endpoints"), "failed")
+  T.match(e, "target endpoint connection test: failed: [^\n]*port 1 failed")
+  T.match(e, "Fix: check the PlanetScale host, port, user and password")
+  T.match(e, "source endpoint connection test: successful")
+  T.match(e, "created replication subnet group pgtide%-e2e%-%x+%-subnets")
+  T.match(e, "created security group pgtide%-e2e%-%x+%-sg %(sg%-")
+  T.match(e, "security group " .. net.sg:gsub("%-", "%%-") .. " allows sg%-%x+ on port %d+")
+  local now = aws_script(string.format([[
+    local ec2 = client("ec2")
+    print(json.encode({ n = #(ec2:DescribeSecurityGroups { Filters = {
+      { Name = "group-name", Values = { "pgtide-e2e-*" } } } }.SecurityGroups or {}),
+      rules = #(ec2:DescribeSecurityGroups { GroupIds = { %q } }.SecurityGroups[1].IpPermissions or {}) }))]], net.sg))
+  T.eq(now, { n = 1, rules = 1 }, "the security group pgtide created and its rule on the source's")
+  -- the schema was applied, without its foreign key
+  T.eq(dst:sql("select count(*) from pg_constraint where contype = 'f'"), "0")
+  T.eq(dst:sql("select count(*) from information_schema.tables where table_schema = 'public'"),
+       src:sql("select count(*) from information_schema.tables where table_schema = 'public'"))
+end)
+
+T.test("a task that errors stops at monitor with the table's error", function()
+  write_config()
+  dst:sql("alter table public.orders add constraint pgtide_test_reject check (amount < 0)")
+  local c, o, e = run_runbook()
+  T.eq(c, 1, o .. e)
+  T.eq(step_status("endpoints"), "done")
+  T.eq(step_status("task"), "done")
+  T.eq(step_status("monitor"), "failed")
+  T.match(e, "step 'monitor' failed: full load: the task failed: [^\n]*pgtide_test_reject")
+  dst:sql("alter table public.orders drop constraint pgtide_test_reject")
+end)
+
+T.test("the rerun completes every step while the source keeps changing", function()
+  local rcfile = state .. ".rc"
+  os.remove(rcfile)
+  local outf, errf = state .. ".out", state .. ".err"
+  os.execute(string.format("(%s >%s 2>%s </dev/null; echo $? > %s) &", pgtide_cmd(), T.q(outf), T.q(errf),
+    T.q(rcfile)))
+  -- write while CDC runs, until the pre-cutover validation starts
+  local n, t0 = 0, os.time()
+  while os.time() - t0 < 200 do
+    local s = step_status("pre-cutover")
+    if s == "running" or s == "done" or sys.exists(rcfile) then break end
+    if step_status("monitor") == "done" and n < 60 then
+      n = n + 1
+      src:sql(string.format([[
+        insert into public.users (email) values ('cdc%d@example.com');
+        insert into public.orders (user_id, amount, note) values (currval('public.users_id_seq'), %d, 'cdc %d');
+        update public.orders set status = 'shipped', note = 'updated %d' where id = %d;
+        delete from public.orders where id = %d;]], n, n, n, n, 100 + n, 1000 + n))
+    end
+    sys.sleep(0.1)
+  end
+  local waited = 0
+  while not sys.exists(rcfile) and waited < 240 do sys.sleep(0.5); waited = waited + 0.5 end
+  local rc = sys.readfile(rcfile)
+  local e = sys.readfile(errf) or ""
+  T.eq(rc and tonumber(rc), 0, e:sub(-3000))
+  T.ok(n > 0, "no change was made during CDC")
+  for _, s in ipairs({ "monitor", "verify-data", "sequences", "constraints", "pre-cutover", "cutover", "cleanup" }) do
+    T.eq(step_status(s), "done", s)
+  end
+  T.match(e, "starting replication task [^\n]*reload%-target; it was failed")
+  T.match(e, "task pgtide%-e2e%-%x+%-task: running, full load 100%%")
+  T.match(e, "caught up: the sentinel is on the target and CDC latency is [%d.]+ s %(threshold 5 s%)")
+  T.match(e, "sentinel arrived on the target")
+  T.match(e, "Cutover is safe now")
+  T.match(e, "cleanup verified: no DMS resource of this migration remains")
+  -- every change made during CDC is on the target
+  for _, t in ipairs({ "users", "orders", "audit_log" }) do
+    local q = string.format("select count(*) || ':' || md5(coalesce(string_agg(t::text, '|' order by t::text), '')) "
+      .. "from public.%s t", t)
+    T.eq(dst:sql(q), src:sql(q), t)
+  end
+  T.eq(dst:sql("select note from public.orders where id = 101"), "updated 1")
+  T.eq(dst:sql("select count(*) from public.orders where id = 1001"), "0")
+  -- sequences ahead of the source by the margin; foreign keys back and validated
+  local s_last = tonumber(src:sql("select last_value from public.users_id_seq"))
+  T.eq(tonumber(dst:sql("select last_value from public.users_id_seq")), s_last + 1000)
+  T.eq(dst:sql("select conname || ':' || convalidated from pg_constraint where contype = 'f'"),
+       "orders_user_id_fkey:true")
+  T.eq(dst:sql("select total::text from public.user_totals where id = 1"),
+       src:sql("select total::text from public.user_totals where id = 1"))
+  -- nothing left behind in the databases
+  T.eq(src:sql("select count(*) from pg_replication_slots"), "0")
+  T.eq(src:sql("select count(*) from pg_class where relname = '_pgtide_cutover'"), "0")
+  T.eq(dst:sql("select count(*) from pg_class where relname = '_pgtide_cutover' or relname like 'awsdms%'"), "0")
+end)
+
+T.test("after cleanup no resource the runbook created remains (listed through the API)", function()
+  local f = assert(io.open(state .. ".list.lua", "w"))
+  f:write(string.format([==[
+    local aws = require "aws"
+    local json = require "json"
+    local dms = aws.client("dms", { region = "us-east-1", endpoint_url = %q })
+    local ec2 = aws.client("ec2", { region = "us-east-1", endpoint_url = %q })
+    local out = {}
+    out.pgtide_security_groups = #(ec2:DescribeSecurityGroups { Filters = {
+      { Name = "group-name", Values = { "pgtide-e2e-*" } } } }.SecurityGroups or {})
+    out.source_sg_rules = #(ec2:DescribeSecurityGroups { GroupIds = { %q } }.SecurityGroups[1].IpPermissions or {})
+    for _, x in ipairs({ { "DescribeReplicationTasks", "ReplicationTasks" },
+                         { "DescribeEndpoints", "Endpoints" },
+                         { "DescribeReplicationInstances", "ReplicationInstances" },
+                         { "DescribeReplicationSubnetGroups", "ReplicationSubnetGroups" } }) do
+      local ok, r = pcall(dms[x[1]], dms, {})
+      out[x[2]] = ok and #(r[x[2]] or {}) or ("error " .. tostring(r))
+    end
+    print(json.encode(out))
+  ]==], endpoint, endpoint, net.sg))
+  f:close()
+  local c, o, e = T.sh(string.format("env %s %s script %s", env, T.q(T.pgtide), T.q(state .. ".list.lua")))
+  T.eq(c, 0, e)
+  T.eq(json.decode(o), { ReplicationTasks = 0, Endpoints = 0, ReplicationInstances = 0, ReplicationSubnetGroups = 0,
+                         pgtide_security_groups = 0, source_sg_rules = 0 }, o)
+end)
+
+T.test("the stand-in checks signatures: a wrong secret is refused", function()
+  local key = (sys.readfile(creds) or ""):match("aws_access_key_id%s*=%s*(%S+)")
+  local res = aws_script(string.format([[
+    local dms = aws.client("dms", { region = "us-east-1", endpoint_url = EP,
+      credentials = { access_key_id = %q, secret_access_key = "not-the-secret" } })
+    local ok, e = pcall(dms.DescribeReplicationTasks, dms, {})
+    print(json.encode({ ok = ok, code = not ok and e.code or json.null, status = not ok and e.status or json.null }))]], key))
+  T.eq(res, { ok = false, code = "SignatureDoesNotMatch", status = 403 })
+end)
+
+T.test("no secret reached the state file or the log", function()
+  local text = (sys.readfile(state .. "/state.json") or "") .. (sys.readfile(state .. "/pgtide.log") or "")
+  T.ok(#text > 1000, "state and log are too short")
+  T.nomatch(text, T.secret("pg_password"))
+  T.nomatch(sys.readfile(envdir .. "/standin/dms_standin.log") or "", T.secret("pg_password"))
+end)
+
+end)
+
+T.sh(string.format("python3 %s/tests/lib/dms_standin.py down %s", root, T.q(envdir)))
+if not ok_all then
+  T.test("dms-manual end to end (setup)", function() error(failure, 0) end)
+end
+T.done()

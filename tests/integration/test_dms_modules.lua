@@ -1,0 +1,185 @@
+-- The DMS runbooks' building blocks, one by one: task settings and table
+-- mappings, names, data verification (it must catch a difference),
+-- the cutover wait (sentinel + latency, bounded), stack failure
+-- explanations, the monitoring display.  Real PostgreSQL 15 where a
+-- database is involved; no AWS.
+local T = require "t"
+local json = require "json"
+local pg = require "pg"
+local settings = require "pgtide.dms.settings"
+local naming = require "pgtide.dms.naming"
+local verify = require "pgtide.dms.verify"
+local cutover = require "pgtide.cutover"
+local stack = require "pgtide.dms.stack"
+local monitor = require "pgtide.dms.monitor"
+local awsx = require "pgtide.dms.awsx"
+
+T.test("task settings: the seed's two options", function()
+  local sf = json.decode(settings.task_settings("schema-first"))
+  T.eq(sf.FullLoadSettings.TargetTablePrepMode, "DO_NOTHING")
+  T.eq(sf.ValidationSettings.ValidationMode, "ROW_LEVEL")
+  T.eq(sf.ChangeProcessingTuning.MemoryLimitTotal, 2048)
+  T.eq(#sf.Logging.LogComponents, 5)
+  T.eq(sf.ControlTablesSettings.historyTimeslotInMinutes, 5)   -- the seed's spelling, kept
+  local st = json.decode(settings.task_settings("standard"))
+  T.eq(st.FullLoadSettings.TargetTablePrepMode, "DROP_AND_CREATE")
+  T.eq(st.ChangeProcessingTuning, nil)
+  T.eq(st.Logging.LogComponents[5].Id, "TASK_MANAGER")
+  T.raises(function() settings.task_settings("nope") end, "unknown task settings option")
+  -- the template carries Option 1 verbatim
+  local tpl = assert(require("sys").readfile(T.root .. "/runbooks/templates/aurora-dms.yaml"))
+  local block = tpl:match("ReplicationTaskSettings: |\n(.-)\n\n")
+  local lines = {}
+  for l in block:gmatch("[^\n]+") do lines[#lines + 1] = l:gsub("^        ", "") end
+  T.eq(json.decode(table.concat(lines, "\n")), sf)
+end)
+
+T.test("table mappings: per schema, user rules, and the DMS wildcard", function()
+  local m = json.decode(settings.table_mappings { schemas = { "public", "sales" } })
+  T.eq(#m.rules, 2)
+  T.eq(m.rules[2]["object-locator"]["schema-name"], "sales")
+  local keep = settings.table_filter {
+    rules = { { ["rule-type"] = "selection", ["rule-action"] = "include",
+                ["object-locator"] = { ["schema-name"] = "app%", ["table-name"] = "%" } },
+              { ["rule-type"] = "selection", ["rule-action"] = "exclude",
+                ["object-locator"] = { ["schema-name"] = "app", ["table-name"] = "tmp_%" } } } }
+  T.eq(keep("app", "orders"), true)
+  T.eq(keep("app2", "x"), true)
+  T.eq(keep("app", "tmp_x"), false)
+  T.eq(keep("public", "orders"), false)
+  T.eq(keep("app", "a.b"), true)
+  T.raises(function() settings.table_mappings { rules = { { ["rule-type"] = "transformation" } } } end,
+    "no selection rule")
+  T.eq(settings.parse_attributes(settings.source_attributes { slot = "s1" }),
+       { pluginName = "test_decoding", slotName = "s1", captureDDLs = "false", maxFileSize = "32768" })
+end)
+
+T.test("names are unique per migration, valid for DMS, PostgreSQL and CloudFormation", function()
+  local a = naming.derive("Orders DB -- prod!", "a1b2c3")
+  T.eq(a.instance, "pgtide-orders-db-prod-a1b2c3")
+  T.ok(not a.instance:find("%-%-"), "double hyphen")
+  T.ok(#a.instance <= 63)
+  T.match(a.slot, "^[a-z0-9_]+$")
+  T.eq(a.slot, "dms_orders_db_prod_a1b2c3")
+  T.match(a.stack, "^[a-zA-Z][-a-zA-Z0-9]*$")
+  local long = naming.derive(string.rep("x", 200), "ffffff")
+  T.ok(#long.instance <= 63 and #long.slot <= 63 and #long.stack <= 40)
+  T.ok(naming.derive("m", naming.random_suffix()).suffix ~= naming.derive("m", naming.random_suffix()).suffix)
+  -- kept in the state: the second lookup finds the first's names
+  local ctx = { name = "m1", outputs = {}, out = {}, save = function() end }
+  ctx.outputs.preflight = ctx.out
+  local n1 = naming.for_ctx(ctx)
+  T.eq(naming.for_ctx({ name = "m1", outputs = ctx.outputs }).instance, n1.instance)
+end)
+
+T.test("awsx: not-found errors and bounded waits", function()
+  T.eq(awsx.not_found({ code = "ResourceNotFoundFault" }), true)
+  T.eq(awsx.not_found({ code = "ValidationError", message = "Stack with id x does not exist" }), true)
+  T.eq(awsx.not_found({ code = "ValidationError", message = "Template format error" }), false)
+  T.eq(awsx.not_found({ code = "AccessDenied" }), false)
+  local n = 0
+  local err = T.raises(function()
+    awsx.wait { what = "the thing", timeout = 0.3, interval = 0.05,
+                poll = function() n = n + 1; return false, "state " .. n end }
+  end, "timed out after")
+  T.match(tostring(err), "waiting for the thing; last status: state %d+")
+  T.raises(function()
+    awsx.wait { what = "x", timeout = 5, interval = 0.01, poll = function() return false, "bad", "it broke" end }
+  end, "x: it broke")
+end)
+
+local src = T.cluster()
+local dst = T.cluster()
+local ddl = [[create table public.t (id int primary key, v text);
+              create table public."Mixed Case" (k int primary key);]]
+src:sql(ddl); dst:sql(ddl)
+src:sql("insert into public.t select g, 'v' || g from generate_series(1, 500) g")
+dst:sql("insert into public.t select g, 'v' || g from generate_series(1, 500) g")
+local ctx = { params = { source = src.conninfo, target = dst.conninfo }, state_dir = T.tmp .. "/dms-modules-state",
+              src = pg.connect(src.conninfo), dst = pg.connect(dst.conninfo) }
+require("sys").mkdir_p(ctx.state_dir)
+
+T.test("verify.data passes on equal data and names the table that differs", function()
+  local s = verify.data(ctx, { tables = { "public.t", "public.Mixed Case" }, mode = "offline" })
+  T.eq(#s.differences, 0)
+  dst:sql("update public.t set v = 'changed' where id = 42")
+  local err = T.raises(function()
+    verify.data(ctx, { tables = { "public.t" }, mode = "offline" })
+  end, "1 table%(s%) differ between source and target")
+  T.match(tostring(err), "public%.t: 0 missing, 0 extra, 1 changed")
+  dst:sql("update public.t set v = 'v42' where id = 42")
+end)
+
+T.test("cutover waits for the sentinel and the latency, bounded", function()
+  cutover.ensure_sentinel(ctx.src, "public")
+  cutover.ensure_sentinel(ctx.dst, "public")
+  -- nothing replicates the sentinel here: the wait must time out, saying why
+  local err = T.raises(function()
+    cutover.wait_caught_up { src = ctx.src, dst = ctx.dst, schema = "public", threshold = 5, timeout = 0.5,
+                             interval = 0.1, latency = function() return 1.5 end, name = "t" }
+  end, "timed out after")
+  T.match(tostring(err), "last status: CDC latency 1%.5 s; sentinel not yet on the target")
+  -- a "replicator" that copies the sentinel: then latency decides
+  local lat = 9
+  local function latency()
+    for _, r in ipairs(ctx.src:query("select token, phase from public._pgtide_cutover")) do
+      ctx.dst:exec("insert into public._pgtide_cutover (token, phase) values ($1, $2) on conflict do nothing",
+        r.token, r.phase)
+    end
+    lat = lat - 3
+    return lat
+  end
+  local res = cutover.wait_caught_up { src = ctx.src, dst = ctx.dst, schema = "public", threshold = 5,
+                                       timeout = 10, interval = 0.05, latency = latency, name = "t" }
+  T.ok(res.latency < 5, "latency %s", tostring(res.latency))
+  -- no latency figure: only accepted when not required
+  T.raises(function()
+    cutover.wait_caught_up { src = ctx.src, dst = ctx.dst, schema = "public", threshold = 5, timeout = 0.4,
+                             interval = 0.05, require_latency = true, name = "u",
+                             latency = function() latency(); return nil, "no datapoint" end }
+  end, "CDC latency unknown %(no datapoint%)")
+  local ok = cutover.wait_caught_up { src = ctx.src, dst = ctx.dst, schema = "public", threshold = 5, timeout = 5,
+                                      interval = 0.05, require_latency = false, name = "v",
+                                      latency = function() latency(); return nil end }
+  T.eq(ok.latency, nil)
+end)
+
+T.test("stack failures are explained from the events, with a hint", function()
+  local text = stack.explain {
+    { ResourceStatus = "CREATE_IN_PROGRESS", LogicalResourceId = "X", ResourceType = "AWS::S3::Bucket" },
+    { ResourceStatus = "CREATE_FAILED", LogicalResourceId = "DMSSubnetGroup",
+      ResourceType = "AWS::DMS::ReplicationSubnetGroup",
+      ResourceStatusReason = "The IAM Role arn:aws:iam::1:role/dms-vpc-role is not configured properly" },
+    { ResourceStatus = "ROLLBACK_COMPLETE", LogicalResourceId = "s", ResourceType = "AWS::CloudFormation::Stack" },
+  }
+  T.match(text, "^DMSSubnetGroup %(AWS::DMS::ReplicationSubnetGroup%) CREATE_FAILED: The IAM Role")
+  T.match(text, "rerun so the IAM check decides CreateDMSRoles again")
+  T.eq(stack.explain {}, "no failure reason in the stack events")
+end)
+
+T.test("the monitoring display: progress, tables, validation, latency, errors, throughput", function()
+  local snap = {
+    task = { ReplicationTaskIdentifier = "t1", Status = "running",
+             ReplicationTaskStats = { FullLoadProgressPercent = 50, TablesLoaded = 1, TablesLoading = 1,
+                                      TablesQueued = 0, TablesErrored = 0, ElapsedTimeMillis = 65000 } },
+    tables = { { SchemaName = "public", TableName = "a", TableState = "Table completed", FullLoadRows = 10,
+                 Inserts = 2, Updates = 1, Deletes = 0, ValidationState = "Validated" },
+               { SchemaName = "public", TableName = "b", TableState = "Full load", FullLoadRows = 5,
+                 ValidationState = "Pending records", ValidationPendingRecords = 5 } },
+    latency = { source = 1, target = 2.5, total = 3.5 }, rate = 120.4,
+    errors = { "public.c: Table error, validation Error" },
+  }
+  local text = table.concat(monitor.lines(snap), "\n")
+  T.match(text, "task t1: running, full load 50%% %(1 loaded, 1 loading, 0 queued, 0 errored%), elapsed 1m05s")
+  T.match(text, "public%.a%s+Table completed%s+10%s+2/1/0%s+Validated")
+  T.match(text, "public%.b%s+Full load%s+5%s+0/0/0%s+Pending records %(5 pending%)")
+  T.match(text, "CDC latency: source 1 s %+ target 2%.5 s = 3%.5 s; throughput: 120 rows/s; errors: public%.c")
+  T.eq(monitor.loaded(snap), false)
+  snap.task.ReplicationTaskStats.FullLoadProgressPercent = 100
+  snap.task.ReplicationTaskStats.TablesLoading = 0
+  snap.tables[2].TableState = "Table completed"
+  T.eq(monitor.loaded(snap), true)
+end)
+
+ctx.src:close(); ctx.dst:close()
+T.done()
