@@ -10,7 +10,7 @@
 -- Clients: service is "dms", "cloudformation", "sns", "stepfunctions"
 -- (or "sfn"), "s3", "ec2", "iam", "sts", "cloudwatch".  opts: region,
 -- profile, endpoint_url, credentials = {access_key_id=, secret_access_key=,
--- session_token=}, max_attempts, timeout, connect_timeout, s3_addressing
+-- session_token=}, max_attempts, retry_base, retry_cap, timeout, connect_timeout, s3_addressing
 -- ("auto" | "path" | "virtual"), session (an aws.session to share).
 -- Operations take and return tables shaped like the AWS API (member names
 -- as in the API reference); errors are aws.error objects.
@@ -33,12 +33,12 @@ local function session_for(opts)
   if opts.session then return opts.session end
   local sopts = {
     profile = opts.profile, region = opts.region, credentials = opts.credentials,
-    max_attempts = opts.max_attempts, retry_base = opts.retry_base, timeout = opts.timeout,
-    connect_timeout = opts.connect_timeout,
+    max_attempts = opts.max_attempts, retry_base = opts.retry_base, retry_cap = opts.retry_cap,
+    timeout = opts.timeout, connect_timeout = opts.connect_timeout,
   }
   if opts.credentials then return aws.session(sopts) end
   local key = table.concat({ opts.profile or "", opts.region or "", opts.max_attempts or "",
-                             opts.retry_base or "", opts.timeout or "",
+                             opts.retry_base or "", opts.retry_cap or "", opts.timeout or "",
                              opts.connect_timeout or "" }, "\0")
   local s = sessions[key]
   if not s then

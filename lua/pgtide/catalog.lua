@@ -19,6 +19,7 @@
 --
 -- The field-by-field description of every result is in docs/lua-api-pg.md.
 local json = require "json"
+local util = require "pgtide.util"
 
 local M = {}
 
@@ -26,19 +27,10 @@ local M = {}
 -- Helpers
 -- ===================================================================
 
--- json.decode marks arrays with a metatable and uses json.null: turn a
--- decoded value into plain tables with nil for null.
-local function plain(v)
-  if v == json.null then return nil end
-  if type(v) ~= "table" then return v end
-  local t = {}
-  for k, x in pairs(v) do t[k] = plain(x) end
-  return t
-end
-
+-- A JSON column (json_agg...) as plain tables, nil for SQL NULL.
 local function decode(text)
   if text == nil then return nil end
-  return plain(json.decode(text))
+  return util.plain(json.decode(text))
 end
 
 -- The schema filter as SQL over namespace alias 'n', parameters $1
@@ -98,12 +90,17 @@ local function api(fn)
   end
 end
 
+-- An identifier quoted when it needs it (lowercase letters, digits and
+-- underscores only stay bare).
+local function quote_ident(s)
+  if s:match("^[a-z_][a-z0-9_]*$") then return s end
+  return '"' .. s:gsub('"', '""') .. '"'
+end
+M.quote_ident = quote_ident
+
+-- "schema.name", each part quoted when it needs it.
 local function qname(schema, name)
-  local function q(s)
-    if s:match("^[a-z_][a-z0-9_]*$") then return s end
-    return '"' .. s:gsub('"', '""') .. '"'
-  end
-  return q(schema) .. "." .. q(name)
+  return quote_ident(schema) .. "." .. quote_ident(name)
 end
 M.qname = qname
 
@@ -292,13 +289,10 @@ M.tables = api(function(conn, filter)
   return rows
 end)
 
--- tables_without_pk -> { {schema, name, qname, kind, replica_identity,
--- unique_keys, rows_estimate, total_bytes}, ... }: tables holding data
--- (not partitioned parents) that have no primary key; CDC needs a
--- replica identity for them.
-M.tables_without_pk = api(function(conn, filter)
+-- The entries of tables_without_pk for a list from M.tables.
+local function without_pk(tables)
   local out = {}
-  for _, t in ipairs(M.tables(conn, filter)) do
+  for _, t in ipairs(tables) do
     if not t.primary_key and t.kind == "table" then
       out[#out + 1] = { schema = t.schema, name = t.name, qname = t.qname, kind = t.kind,
                         replica_identity = t.replica_identity, unique_keys = t.unique_keys,
@@ -306,6 +300,14 @@ M.tables_without_pk = api(function(conn, filter)
     end
   end
   return out
+end
+
+-- tables_without_pk -> { {schema, name, qname, kind, replica_identity,
+-- unique_keys, rows_estimate, total_bytes}, ... }: tables holding data
+-- (not partitioned parents) that have no primary key; CDC needs a
+-- replica identity for them.
+M.tables_without_pk = api(function(conn, filter)
+  return without_pk(M.tables(conn, filter))
 end)
 
 -- }==================================================================
@@ -635,14 +637,7 @@ M.describe = api(function(conn, filter)
     policies = M.policies(conn, filter),
     large_objects = M.large_objects(conn, filter),
   }
-  d.tables_without_pk = {}
-  for _, t in ipairs(d.tables) do
-    if not t.primary_key and t.kind == "table" then
-      d.tables_without_pk[#d.tables_without_pk + 1] = { schema = t.schema, name = t.name,
-        qname = t.qname, kind = t.kind, replica_identity = t.replica_identity,
-        unique_keys = t.unique_keys, rows_estimate = t.rows_estimate, total_bytes = t.total_bytes }
-    end
-  end
+  d.tables_without_pk = without_pk(d.tables)
   return d
 end)
 
@@ -696,13 +691,7 @@ for _, k in ipairs(KINDS) do M.KINDS[#M.KINDS + 1] = k.name end
 local COLUMN_FIELDS = { "name", "position", "type", "not_null", "default", "generated",
                         "identity", "collation" }
 
-local function same(a, b)
-  if a == b then return true end
-  if type(a) ~= "table" or type(b) ~= "table" then return false end
-  for k, v in pairs(a) do if not same(v, b[k]) then return false end end
-  for k in pairs(b) do if a[k] == nil then return false end end
-  return true
-end
+local same = util.deep_equal
 
 local function show(v)
   if type(v) ~= "table" then return v end
@@ -748,11 +737,7 @@ end
   true } } skips fields (e.g. { tables = { rls_enabled = true } }). ]]
 function M.compare(a, b, opts)
   opts = opts or {}
-  local wanted
-  if opts.kinds then
-    wanted = {}
-    for _, k in ipairs(opts.kinds) do wanted[k] = true end
-  end
+  local wanted = util.set(opts.kinds)
   local out = {}
   for _, kind in ipairs(KINDS) do
     if not wanted or wanted[kind.name] then

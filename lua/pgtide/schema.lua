@@ -43,6 +43,7 @@ local log = require "log"
 local json = require "json"
 local errors = require "pgtide.errors"
 local catalog = require "pgtide.catalog"
+local util = require "pgtide.util"
 
 local M = {}
 
@@ -413,31 +414,11 @@ end
 -- Extraction
 -- ===================================================================
 
---[[ extract(src, opts) -> parts.  'src' is an open pg connection to the
-  source (read in the dump's snapshot).  opts:
-    conninfo        the source conninfo for pg_dump (required)
-    dir             working directory for the archive and scripts (required)
-    mode            "post-data" (default) | "schema-first"
-    no_owner, no_privileges, no_tablespaces   (default true), no_comments (false)
-    schemas, exclude_schemas   lists (pg_dump -n / -N)
-    snapshot        an exported snapshot to dump (else one is exported here)
-    pg_dump         path of pg_dump (pg_restore is taken beside it)
-    timeout         seconds for each tool run (default 3600)
-  Raises on failure (tool errors are shown redacted). ]]
-function M.extract(src, opts)
-  opts = opts or {}
-  assert(opts.conninfo, "schema.extract: conninfo is required")
-  assert(opts.dir, "schema.extract: dir is required")
-  local mode = opts.mode or "post-data"
-  if mode ~= "post-data" and mode ~= "schema-first" then
-    fail("unknown schema mode %q (post-data or schema-first)", tostring(mode))
-  end
-  assert(sys.mkdir_p(opts.dir))
-  local server_version = src:server_version()
-  local tools = M.find_tools(server_version, opts.pg_dump)
-  local dump = opts.dir .. "/schema.dump"
-
-  -- one snapshot for pg_dump and our catalog reads
+-- Dump the schema (pre-data and post-data) into opts.dir/schema.dump in
+-- one snapshot with our catalog reads: the given snapshot, the source
+-- connection's transaction, or one exported here.  Returns the post-data
+-- entries and the catalog objects they name (objects_by_oid).  Raises.
+local function dump_schema(src, tools, dump, opts)
   local own_tx = src:status() == "idle"
   local snapshot = opts.snapshot
   if own_tx then
@@ -467,7 +448,113 @@ function M.extract(src, opts)
   end)
   if own_tx then pcall(src.exec, src, "COMMIT") end
   if not ok then error(res, 0) end
+  return res
+end
 
+-- The SQL of each post-data entry (chunks[i] for post[i]) and the
+-- script's preamble (session settings): one pg_restore run split at its
+-- entry headers, or, when the script does not split as expected, one
+-- run per entry.
+local function post_chunks(tools, dump, post, opts)
+  if #post == 0 then return "", {} end
+  local preamble, chunks = split_script(restore_sql(tools, dump, post, opts, opts.dir, "post-data"))
+  local fits = chunks and #chunks == #post
+  for i = 1, fits and #chunks or 0 do
+    if chunks[i].type ~= post[i].desc then fits = false end
+  end
+  if not fits then
+    log.debug("schema: restoring post-data entries one by one")
+    chunks = {}
+    for i, e in ipairs(post) do
+      local p, c = split_script(restore_sql(tools, dump, { e }, opts, opts.dir, "entry"))
+      preamble = p or preamble
+      chunks[i] = c and c[1] or { type = e.desc, sql = "" }
+    end
+  end
+  return preamble, chunks
+end
+
+-- Sort post-data entries into the parts: foreign keys, materialized view
+-- refreshes, indexes and key constraints, partition index attaches,
+-- triggers, the rest.  In schema-first mode everything but foreign keys
+-- and refreshes is returned, to go with pre-data.
+local function classify_post(parts, post, chunks, objects, mode)
+  local schema_first_post = {}
+  for i, e in ipairs(post) do
+    local sql = strip_psql(chunks[i].sql)
+    local con = objects.constraints[e.oid]
+    if e.desc == "FK CONSTRAINT" and con then
+      parts.foreign_keys[#parts.foreign_keys + 1] = fk_entry(sql, con)
+    elseif e.desc == "MATERIALIZED VIEW DATA" then
+      parts.refresh[#parts.refresh + 1] = { name = (e.schema or "") .. "." .. e.tag, sql = sql }
+    elseif mode == "schema-first" then
+      schema_first_post[#schema_first_post + 1] = e
+    elseif e.desc == "INDEX" and objects.indexes[e.oid] then
+      local ix = objects.indexes[e.oid]
+      parts.indexes[#parts.indexes + 1] = { name = ix.qname, kind = "index", table = ix.qtable,
+        sql = sql, check = string.format("SELECT 1 WHERE pg_catalog.to_regclass(%s) IS NOT NULL",
+                                         lit(ix.qname)) }
+    elseif e.desc == "CONSTRAINT" and con and (con.contype == "p" or con.contype == "u"
+                                               or con.contype == "x") then
+      parts.indexes[#parts.indexes + 1] = key_unit(sql, con)
+    elseif e.desc == "INDEX ATTACH" then
+      parts.attach[#parts.attach + 1] = sql
+    elseif (e.desc == "TRIGGER" and objects.triggers[e.oid]) then
+      local t = objects.triggers[e.oid]
+      parts.triggers[#parts.triggers + 1] = { name = t.qtable .. " " .. t.name, table = t.qtable,
+        sql = sql, check = string.format([[SELECT 1 FROM pg_catalog.pg_trigger
+           WHERE tgrelid = pg_catalog.to_regclass(%s) AND tgname = %s]], lit(t.qtable), lit(t.name)) }
+    elseif e.desc == "EVENT TRIGGER" then
+      parts.triggers[#parts.triggers + 1] = { name = e.tag, sql = sql }
+    else
+      parts.post_data[#parts.post_data + 1] = sql
+    end
+  end
+  return schema_first_post
+end
+
+-- The pre-data script of the entries 'list' (dump order), without
+-- pg_restore's header and trailer; also returns the header as the
+-- preamble when 'preamble' is still empty.
+local function pre_data_script(tools, dump, list, opts, preamble)
+  if #list == 0 then return "", preamble end
+  local text = strip_psql(restore_sql(tools, dump, list, opts, opts.dir, "pre-data"))
+  local p = text:find(HEADER, 1, true)
+  if p then
+    if preamble == "" then preamble = text:sub(1, p) end
+    text = text:sub(p + 1)
+  end
+  local t = text:find("\n--\n-- PostgreSQL database dump complete", 1, true)
+  return t and text:sub(1, t) or text, preamble
+end
+
+--[[ extract(src, opts) -> parts.  'src' is an open pg connection to the
+  source (read in the dump's snapshot).  opts:
+    conninfo        the source conninfo for pg_dump (required)
+    dir             working directory for the archive and scripts (required)
+    mode            "post-data" (default) | "schema-first"
+    no_owner, no_privileges, no_tablespaces   (default true), no_comments (false)
+    schemas, exclude_schemas   lists (pg_dump -n / -N)
+    snapshot        an exported snapshot to dump (else one is exported here)
+    pg_dump         path of pg_dump (pg_restore is taken beside it)
+    timeout         seconds for each tool run (default 3600)
+  Raises on failure (tool errors are shown redacted). ]]
+function M.extract(src, opts)
+  opts = opts or {}
+  assert(opts.conninfo, "schema.extract: conninfo is required")
+  assert(opts.dir, "schema.extract: dir is required")
+  local mode = opts.mode or "post-data"
+  if mode ~= "post-data" and mode ~= "schema-first" then
+    fail("unknown schema mode %q (post-data or schema-first)", tostring(mode))
+  end
+  assert(sys.mkdir_p(opts.dir))
+  local server_version = src:server_version()
+  local tools = M.find_tools(server_version, opts.pg_dump)
+  local dump = opts.dir .. "/schema.dump"
+  local res = dump_schema(src, tools, dump, opts)
+
+  -- the entries to restore, by section (entries in no section, e.g. ACLs
+  -- of post-data objects, are kept at the end of post-data)
   local all = {}
   for _, e in ipairs(list_entries(tools, dump, nil, opts.dir)) do
     -- entries pg_restore would skip anyway under the options
@@ -479,70 +566,17 @@ function M.extract(src, opts)
   for _, e in ipairs(list_entries(tools, dump, "pre-data", opts.dir)) do pre_ids[e.id] = true end
   local post_ids = {}
   for _, e in ipairs(res.post) do post_ids[e.id] = true end
+  local pre, post = {}, {}
+  for _, e in ipairs(all) do
+    if post_ids[e.id] or not pre_ids[e.id] then post[#post + 1] = e end
+    if pre_ids[e.id] then pre[#pre + 1] = e end
+  end
 
   local parts = { mode = mode, server_version = server_version, pg_dump_version = tools.major,
                   dump_file = dump, indexes = {}, attach = {}, post_data = {}, foreign_keys = {},
                   triggers = {}, refresh = {} }
-
-  -- post-data, entry by entry (entries in no section, e.g. ACLs of
-  -- post-data objects, are kept at the end of post-data)
-  local post = {}
-  for _, e in ipairs(all) do
-    if post_ids[e.id] or not pre_ids[e.id] then post[#post + 1] = e end
-  end
-  local pre = {}
-  for _, e in ipairs(all) do if pre_ids[e.id] then pre[#pre + 1] = e end end
-
-  local preamble, chunks = "", {}
-  if #post > 0 then
-    local text = restore_sql(tools, dump, post, opts, opts.dir, "post-data")
-    preamble, chunks = split_script(text)
-    local fits = chunks and #chunks == #post
-    for i = 1, fits and #chunks or 0 do
-      if chunks[i].type ~= post[i].desc then fits = false end
-    end
-    if not fits then  -- unexpected shape: one pg_restore run per entry
-      log.debug("schema: restoring post-data entries one by one")
-      chunks = {}
-      for i, e in ipairs(post) do
-        local p, c = split_script(restore_sql(tools, dump, { e }, opts, opts.dir, "entry"))
-        preamble = p or preamble
-        chunks[i] = c and c[1] or { type = e.desc, sql = "" }
-      end
-    end
-  end
-
-  local schema_first_post = {}
-  for i, e in ipairs(post) do
-    local sql = strip_psql(chunks[i].sql)
-    local con = res.objects.constraints[e.oid]
-    if e.desc == "FK CONSTRAINT" and con then
-      parts.foreign_keys[#parts.foreign_keys + 1] = fk_entry(sql, con)
-    elseif e.desc == "MATERIALIZED VIEW DATA" then
-      parts.refresh[#parts.refresh + 1] = { name = (e.schema or "") .. "." .. e.tag, sql = sql }
-    elseif mode == "schema-first" then
-      schema_first_post[#schema_first_post + 1] = e
-    elseif e.desc == "INDEX" and res.objects.indexes[e.oid] then
-      local ix = res.objects.indexes[e.oid]
-      parts.indexes[#parts.indexes + 1] = { name = ix.qname, kind = "index", table = ix.qtable,
-        sql = sql, check = string.format("SELECT 1 WHERE pg_catalog.to_regclass(%s) IS NOT NULL",
-                                         lit(ix.qname)) }
-    elseif e.desc == "CONSTRAINT" and con and (con.contype == "p" or con.contype == "u"
-                                               or con.contype == "x") then
-      parts.indexes[#parts.indexes + 1] = key_unit(sql, con)
-    elseif e.desc == "INDEX ATTACH" then
-      parts.attach[#parts.attach + 1] = sql
-    elseif (e.desc == "TRIGGER" and res.objects.triggers[e.oid]) then
-      local t = res.objects.triggers[e.oid]
-      parts.triggers[#parts.triggers + 1] = { name = t.qtable .. " " .. t.name, table = t.qtable,
-        sql = sql, check = string.format([[SELECT 1 FROM pg_catalog.pg_trigger
-           WHERE tgrelid = pg_catalog.to_regclass(%s) AND tgname = %s]], lit(t.qtable), lit(t.name)) }
-    elseif e.desc == "EVENT TRIGGER" then
-      parts.triggers[#parts.triggers + 1] = { name = e.tag, sql = sql }
-    else
-      parts.post_data[#parts.post_data + 1] = sql
-    end
-  end
+  local preamble, chunks = post_chunks(tools, dump, post, opts)
+  local schema_first_post = classify_post(parts, post, chunks, res.objects, mode)
 
   -- pre-data (schema-first: plus post-data except foreign keys and
   -- materialized view data), as one script in dump order
@@ -552,18 +586,8 @@ function M.extract(src, opts)
     for _, e in ipairs(pre) do pre_list[#pre_list + 1] = e end
     for _, e in ipairs(schema_first_post) do pre_list[#pre_list + 1] = e end
   end
-  parts.pre_data = ""
-  if #pre_list > 0 then
-    local text = strip_psql(restore_sql(tools, dump, pre_list, opts, opts.dir, "pre-data"))
-    local p = text:find(HEADER, 1, true)
-    if p then
-      if preamble == "" then preamble = text:sub(1, p) end
-      text = text:sub(p + 1)
-    end
-    local t = text:find("\n--\n-- PostgreSQL database dump complete", 1, true)
-    parts.pre_data = t and text:sub(1, t) or text
-  end
-  parts.session_sql = settings_of(preamble ~= "" and preamble or "")
+  parts.pre_data, preamble = pre_data_script(tools, dump, pre_list, opts, preamble)
+  parts.session_sql = settings_of(preamble or "")
   parts.counts = { pre_data = #pre_list, indexes = #parts.indexes, attach = #parts.attach,
                    post_data = #parts.post_data, foreign_keys = #parts.foreign_keys,
                    triggers = #parts.triggers, refresh = #parts.refresh }
@@ -582,14 +606,7 @@ end
 function M.load(path)
   local text = sys.readfile(path)
   if not text then fail("cannot read schema parts %s", path) end
-  local function plain(v)
-    if v == json.null then return nil end
-    if type(v) ~= "table" then return v end
-    local t = {}
-    for k, x in pairs(v) do t[k] = plain(x) end
-    return t
-  end
-  return plain(json.decode(text))
+  return util.plain(json.decode(text))
 end
 
 -- }==================================================================

@@ -34,6 +34,7 @@ populated); functions and procedures (definition hashes); triggers
 privileges, comments, sizes and OIDs are not compared.
 ]]
 local catalog = require "pgtide.catalog"
+local util = require "pgtide.util"
 
 local M = {}
 
@@ -44,24 +45,15 @@ M.KINDS = { "schemas", "extensions", "types", "tables", "sequences", "indexes", 
 -- Helpers
 -- ===================================================================
 
--- Quote an identifier when it needs it (the same rule as catalog.qname).
-local function qi(s)
-  if s:match("^[a-z_][a-z0-9_]*$") then return s end
-  return '"' .. s:gsub('"', '""') .. '"'
-end
+-- Quote an identifier when it needs it (catalog's rule, as in qname).
+local qi = catalog.quote_ident
 M.quote_ident = qi
 
 local function ql(s)
   return "'" .. tostring(s):gsub("'", "''") .. "'"
 end
 
-local function same(a, b)
-  if a == b then return true end
-  if type(a) ~= "table" or type(b) ~= "table" then return false end
-  for k, v in pairs(a) do if not same(v, b[k]) then return false end end
-  for k in pairs(b) do if a[k] == nil then return false end end
-  return true
-end
+local same = util.deep_equal
 
 local function show(v)
   if v == nil then return nil end
@@ -550,11 +542,7 @@ field = true } } skips fields.
 ]]
 function M.compare(src, tgt, opts)
   opts = opts or {}
-  local wanted
-  if opts.kinds then
-    wanted = {}
-    for _, k in ipairs(opts.kinds) do wanted[k] = true end
-  end
+  local wanted = util.set(opts.kinds)
   local TABLE_BOUND = { tables = true, indexes = true, constraints = true, triggers = true,
                         policies = true }
   local function in_scope(kind, o)

@@ -1,4 +1,6 @@
 -- pgtide.util: small helpers shared by the engine, commands and runbooks.
+local json = require "json"
+
 local M = {}
 
 -- Levenshtein distance between two strings (for "did you mean" hints).
@@ -31,6 +33,14 @@ function M.closest(name, candidates)
   return nil
 end
 
+-- { "a", "b" } -> { a = true, b = true }; nil stays nil.
+function M.set(list)
+  if list == nil then return nil end
+  local s = {}
+  for _, v in ipairs(list) do s[v] = true end
+  return s
+end
+
 function M.sorted_keys(t)
   local keys = {}
   for k in pairs(t) do keys[#keys + 1] = k end
@@ -50,6 +60,26 @@ end
 
 function M.trim(s)
   return (s:gsub("^%s+", ""):gsub("%s+$", ""))
+end
+
+-- Deep equality of plain values (tables compared key by key; metatables
+-- ignored).
+function M.deep_equal(a, b)
+  if a == b then return true end
+  if type(a) ~= "table" or type(b) ~= "table" then return false end
+  for k, v in pairs(a) do if not M.deep_equal(v, b[k]) then return false end end
+  for k in pairs(b) do if a[k] == nil then return false end end
+  return true
+end
+
+-- A value from json.decode as plain Lua data: json.null becomes nil and
+-- tables lose json's array mark (a new table at every level).
+function M.plain(v)
+  if v == json.null then return nil end
+  if type(v) ~= "table" then return v end
+  local t = {}
+  for k, x in pairs(v) do t[k] = M.plain(x) end
+  return t
 end
 
 function M.copy(t)

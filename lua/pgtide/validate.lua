@@ -65,6 +65,40 @@ local function safe(conninfo)
   return sys.redact(conninfo)
 end
 
+-- "schema.table" -> schema, table, as the data half reads it: either part
+-- may be double-quoted (with "" for a quote, dots allowed inside); no dot
+-- means schema public.  nil when malformed.
+local function split_name(name)
+  local parts, i = {}, 1
+  while true do
+    local part
+    if name:sub(i, i) == '"' then
+      local buf, j = {}, i + 1
+      while true do
+        local q = name:find('"', j, true)
+        if not q then return nil end
+        buf[#buf + 1] = name:sub(j, q - 1)
+        if name:sub(q + 1, q + 1) ~= '"' then i = q + 1; break end
+        buf[#buf + 1] = '"'
+        j = q + 2
+      end
+      part = table.concat(buf)
+    else
+      local dot = name:find(".", i, true) or #name + 1
+      part = name:sub(i, dot - 1)
+      i = dot
+    end
+    if part == "" then return nil end
+    parts[#parts + 1] = part
+    if i > #name then break end
+    if name:sub(i, i) ~= "." or #parts == 2 then return nil end
+    i = i + 1
+  end
+  if #parts == 1 then return "public", parts[1] end
+  return parts[1], parts[2]
+end
+M.split_name = split_name
+
 local function check_options(o)
   if type(o) ~= "table" then errors.usage("validate.run needs an options table") end
   if type(o.source) ~= "string" or type(o.target) ~= "string" then
@@ -81,6 +115,11 @@ local function check_options(o)
   if o.tables ~= nil and type(o.tables) ~= "table" then
     errors.usage("tables must be a list of names")
   end
+  for _, name in ipairs(o.tables or {}) do
+    if type(name) ~= "string" or not split_name(name) then
+      errors.usage("invalid table name '%s' (expected schema.table)", tostring(name))
+    end
+  end
   return mode
 end
 
@@ -94,9 +133,8 @@ local function run_schema(o)
   if o.tables and #o.tables > 0 then
     opts.tables = {}
     for _, name in ipairs(o.tables) do
-      local s, t = name:match("^([^.]+)%.(.+)$")
-      if not s then s, t = "public", name end
-      opts.tables[s:gsub('"', "") .. "." .. t:gsub('"', "")] = true
+      local s, t = split_name(name)   -- checked by check_options
+      opts.tables[s .. "." .. t] = true
     end
   end
   return schema_diff.run(src, tgt, opts)

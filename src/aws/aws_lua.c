@@ -24,12 +24,14 @@
 #include "aws/request.h"
 #include "aws/sigv4.h"
 #include "aws/xml.h"
+#include "host/luax.h"
 #include "host/modules.h"
 #include "util/log.h"
 #include "util/redact.h"
 
 #define AWS_SESSION "aws.session"
 #define AWS_ERROR "aws.error"
+#define AWS_XMLTREE "aws.xmltree"      /* internal: owns a parsed XML tree */
 #define MAX_HEADERS 128
 
 typedef struct LSession {
@@ -40,48 +42,22 @@ typedef struct LSession {
 ** Errors
 ** =====================================================================*/
 
-static void setstr (lua_State *L, const char *k, const char *v) {
-  if (v != NULL && v[0] != '\0') {
-    lua_pushstring(L, v);
-    lua_setfield(L, -2, k);
-  }
-}
-
-/* Push an aws.error object built from 'e'. */
-static void push_error (lua_State *L, const AwsError *e) {
-  lua_createtable(L, 0, 10);
-  setstr(L, "code", e->code);
-  lua_pushstring(L, e->message);
-  lua_setfield(L, -2, "message");
-  if (e->status > 0) {
-    lua_pushinteger(L, e->status);
-    lua_setfield(L, -2, "status");
-  }
-  setstr(L, "request_id", e->request_id);
-  lua_pushboolean(L, e->retryable);
-  lua_setfield(L, -2, "retryable");
-  lua_pushboolean(L, e->throttling);
-  lua_setfield(L, -2, "throttling");
-  setstr(L, "service", e->service);
-  setstr(L, "operation", e->operation);
-  if (e->attempts > 0) {
-    lua_pushinteger(L, e->attempts);
-    lua_setfield(L, -2, "attempts");
-  }
-  luaL_setmetatable(L, AWS_ERROR);
-}
-
+/*
+** Raise an aws.error object built from 'e' (its message is already
+** redacted).  Empty codes, ids and names are left out; status and
+** attempts only when known.  Never returns.
+*/
 static int raise_error (lua_State *L, const AwsError *e) {
-  push_error(L, e);
+  luax_push_error(L, AWS_ERROR, "code", e->code, "request_id", e->request_id,
+                  "service", e->service, "operation", e->operation, NULL);
+  luax_setstr(L, "message", e->message);
+  if (e->status > 0)
+    luax_setint(L, "status", e->status);
+  luax_setbool(L, "retryable", e->retryable);
+  luax_setbool(L, "throttling", e->throttling);
+  if (e->attempts > 0)
+    luax_setint(L, "attempts", e->attempts);
   return lua_error(L);
-}
-
-static const char *field_str (lua_State *L, int idx, const char *k) {
-  const char *v;
-  lua_getfield(L, idx, k);
-  v = lua_tostring(L, -1);
-  lua_pop(L, 1);
-  return v;   /* anchored by the table */
 }
 
 /*
@@ -91,11 +67,20 @@ static const char *field_str (lua_State *L, int idx, const char *k) {
 */
 static int error_tostring (lua_State *L) {
   luaL_Buffer b;
-  const char *svc = field_str(L, 1, "service"), *op = field_str(L, 1, "operation");
-  const char *code = field_str(L, 1, "code"), *msg = field_str(L, 1, "message");
-  const char *rid = field_str(L, 1, "request_id");
+  const char *svc, *op, *code, *msg, *rid;
   lua_Integer status, attempts;
   char *clean;
+  lua_settop(L, 1);
+  lua_getfield(L, 1, "service");      /* 2..6 stay on the stack, so the */
+  lua_getfield(L, 1, "operation");    /* strings (numbers converted in */
+  lua_getfield(L, 1, "code");         /* place) stay anchored */
+  lua_getfield(L, 1, "message");
+  lua_getfield(L, 1, "request_id");
+  svc = lua_tostring(L, 2);
+  op = lua_tostring(L, 3);
+  code = lua_tostring(L, 4);
+  msg = lua_tostring(L, 5);
+  rid = lua_tostring(L, 6);
   lua_getfield(L, 1, "status");
   status = lua_tointeger(L, -1);
   lua_getfield(L, 1, "attempts");
@@ -166,12 +151,7 @@ static int aws_error_new (lua_State *L) {
 
 /* aws.is_error(v) -> true when v is an aws.error */
 static int aws_is_error (lua_State *L) {
-  int yes = 0;
-  if (lua_getmetatable(L, 1)) {
-    luaL_getmetatable(L, AWS_ERROR);
-    yes = lua_rawequal(L, -1, -2);
-  }
-  lua_pushboolean(L, yes);
+  lua_pushboolean(L, luax_isa(L, 1, AWS_ERROR));
   return 1;
 }
 
@@ -218,47 +198,31 @@ static size_t read_headers (lua_State *L, int idx, const char **names, const cha
   return n;
 }
 
-/* Push response headers as {lowercase-name = value}, repeats joined by ", ". */
+/*
+** Push response headers as {lowercase-name = value}, repeats joined by
+** ", ".  Names are lowercased into Lua strings (nothing to free if a
+** Lua error strikes midway).
+*/
 static void push_fields (lua_State *L, const HttpField *h, size_t n) {
   size_t i;
   lua_createtable(L, 0, (int)n);
   for (i = 0; i < n; i++) {
-    char *k = xstrdup(h[i].name), *p;
-    for (p = k; *p; p++)
-      *p = (char)((*p >= 'A' && *p <= 'Z') ? *p + 32 : *p);
-    lua_getfield(L, -1, k);
-    if (lua_isstring(L, -1))
+    luaL_Buffer b;
+    const char *p;
+    luaL_buffinit(L, &b);
+    for (p = h[i].name; *p; p++)
+      luaL_addchar(&b, (char)((*p >= 'A' && *p <= 'Z') ? *p + 32 : *p));
+    luaL_pushresult(&b);                        /* the key */
+    lua_pushvalue(L, -1);
+    if (lua_rawget(L, -3) == LUA_TSTRING) {     /* a repeated header */
       lua_pushfstring(L, "%s, %s", lua_tostring(L, -1), h[i].value);
-    else
+      lua_remove(L, -2);
+    } else {
+      lua_pop(L, 1);
       lua_pushstring(L, h[i].value);
-    lua_setfield(L, -3, k);
-    lua_pop(L, 1);
-    free(k);
+    }
+    lua_rawset(L, -3);
   }
-}
-
-static const char *opt_field (lua_State *L, int t, const char *k) {
-  const char *v;
-  lua_getfield(L, t, k);
-  v = lua_isnil(L, -1) ? NULL : luaL_checkstring(L, -1);
-  lua_pop(L, 1);
-  return v;
-}
-
-static lua_Number opt_number (lua_State *L, int t, const char *k, lua_Number def) {
-  lua_Number v;
-  lua_getfield(L, t, k);
-  v = lua_isnil(L, -1) ? def : luaL_checknumber(L, -1);
-  lua_pop(L, 1);
-  return v;
-}
-
-static int opt_bool (lua_State *L, int t, const char *k) {
-  int v;
-  lua_getfield(L, t, k);
-  v = lua_toboolean(L, -1);
-  lua_pop(L, 1);
-  return v;
 }
 
 /*}====================================================================*/
@@ -280,33 +244,30 @@ static int aws_sign (lua_State *L) {
   SigV4Header hdrs[MAX_HEADERS];
   SigV4Request r;
   SigV4Result res;
-  size_t nh, i, blen = 0;
+  size_t nh, i;
   char err[256];
   int rc;
   luaL_checktype(L, 1, LUA_TTABLE);
   memset(&r, 0, sizeof(r));
-  r.method = opt_field(L, 1, "method");
-  r.url = opt_field(L, 1, "url");
-  r.service = opt_field(L, 1, "service");
-  r.region = opt_field(L, 1, "region");
-  r.payload_hash = opt_field(L, 1, "payload_hash");
-  lua_getfield(L, 1, "body");
-  r.body = lua_isnil(L, -1) ? NULL : luaL_checklstring(L, -1, &blen);
-  r.body_len = blen;          /* the string stays referenced by the table */
-  lua_pop(L, 1);
+  r.method = luax_opt_string(L, 1, "method", NULL);
+  r.url = luax_opt_string(L, 1, "url", NULL);
+  r.service = luax_opt_string(L, 1, "service", NULL);
+  r.region = luax_opt_string(L, 1, "region", NULL);
+  r.payload_hash = luax_opt_string(L, 1, "payload_hash", NULL);
+  r.body = luax_opt_lstring(L, 1, "body", &r.body_len);
   {
     struct timeval tv;
     gettimeofday(&tv, NULL);
-    r.time = (time_t)opt_number(L, 1, "time", (lua_Number)tv.tv_sec);
+    r.time = (time_t)luax_opt_number(L, 1, "time", (lua_Number)tv.tv_sec);
   }
-  r.presign = opt_bool(L, 1, "presign");
-  r.expires = (long)opt_number(L, 1, "expires", 3600);
-  r.s3 = opt_bool(L, 1, "s3");
+  r.presign = luax_opt_bool(L, 1, "presign", 0);
+  r.expires = (long)luax_opt_number(L, 1, "expires", 3600);
+  r.s3 = luax_opt_bool(L, 1, "s3", 0);
   lua_getfield(L, 1, "credentials");
   luaL_argexpected(L, lua_istable(L, -1), 1, "credentials table");
-  r.access_key_id = opt_field(L, -1, "access_key_id");
-  r.secret_access_key = opt_field(L, -1, "secret_access_key");
-  r.session_token = opt_field(L, -1, "session_token");
+  r.access_key_id = luax_opt_string(L, -1, "access_key_id", NULL);
+  r.secret_access_key = luax_opt_string(L, -1, "secret_access_key", NULL);
+  r.session_token = luax_opt_string(L, -1, "session_token", NULL);
   redact_register(r.secret_access_key);
   redact_register(r.session_token);
   lua_getfield(L, 1, "headers");
@@ -322,8 +283,7 @@ static int aws_sign (lua_State *L) {
     return luaL_error(L, "%s", err);
   lua_createtable(L, 0, 5);
   if (r.presign) {
-    lua_pushstring(L, res.url);
-    lua_setfield(L, -2, "url");
+    luax_setstr(L, "url", res.url);
   } else {
     lua_createtable(L, 0, (int)res.nheaders);
     for (i = 0; i < res.nheaders; i++) {
@@ -332,12 +292,9 @@ static int aws_sign (lua_State *L) {
     }
     lua_setfield(L, -2, "headers");
   }
-  lua_pushstring(L, res.canonical_request);
-  lua_setfield(L, -2, "canonical_request");
-  lua_pushstring(L, res.string_to_sign);
-  lua_setfield(L, -2, "string_to_sign");
-  lua_pushstring(L, res.signature);
-  lua_setfield(L, -2, "signature");
+  luax_setstr(L, "canonical_request", res.canonical_request);
+  luax_setstr(L, "string_to_sign", res.string_to_sign);
+  luax_setstr(L, "signature", res.signature);
   sigv4_result_free(&res);
   return 1;
 }
@@ -366,28 +323,28 @@ static int aws_session (lua_State *L) {
   AwsSessionOptions o;
   AwsError e;
   AwsSession *s;
-  if (lua_isnoneornil(L, 1))
+  if (lua_isnoneornil(L, 1)) {   /* aws.session() and aws.session(nil) */
+    lua_settop(L, 0);
     lua_newtable(L);
+  }
   luaL_checktype(L, 1, LUA_TTABLE);
   lua_settop(L, 1);
   memset(&o, 0, sizeof(o));
-  o.profile = opt_field(L, 1, "profile");
-  o.region = opt_field(L, 1, "region");
-  o.max_attempts = (int)opt_number(L, 1, "max_attempts", 0);
-  o.retry_base = opt_number(L, 1, "retry_base", 0);
-  o.retry_cap = opt_number(L, 1, "retry_cap", 0);
-  o.timeout_ms = (long)(opt_number(L, 1, "timeout", 0) * 1000);
-  o.connect_timeout_ms = (long)(opt_number(L, 1, "connect_timeout", 0) * 1000);
+  o.profile = luax_opt_string(L, 1, "profile", NULL);
+  o.region = luax_opt_string(L, 1, "region", NULL);
+  o.max_attempts = (int)luax_opt_number(L, 1, "max_attempts", 0);
+  o.retry_base = luax_opt_number(L, 1, "retry_base", 0);
+  o.retry_cap = luax_opt_number(L, 1, "retry_cap", 0);
+  o.timeout_ms = (long)(luax_opt_number(L, 1, "timeout", 0) * 1000);
+  o.connect_timeout_ms = (long)(luax_opt_number(L, 1, "connect_timeout", 0) * 1000);
   lua_getfield(L, 1, "credentials");
   if (!lua_isnil(L, -1)) {
     luaL_argexpected(L, lua_istable(L, -1), 1, "credentials table");
-    o.access_key_id = opt_field(L, -1, "access_key_id");
-    o.secret_access_key = opt_field(L, -1, "secret_access_key");
-    o.session_token = opt_field(L, -1, "session_token");
+    o.access_key_id = luax_opt_string(L, -1, "access_key_id", NULL);
+    o.secret_access_key = luax_opt_string(L, -1, "secret_access_key", NULL);
+    o.session_token = luax_opt_string(L, -1, "session_token", NULL);
   }
-  ls = (LSession *)lua_newuserdatauv(L, sizeof(LSession), 0);
-  ls->s = NULL;   /* closed until initialised */
-  luaL_setmetatable(L, AWS_SESSION);
+  ls = (LSession *)luax_newudata(L, sizeof(LSession), 0, AWS_SESSION);  /* closed */
   s = (AwsSession *)xcalloc(1, sizeof(AwsSession));
   memset(&e, 0, sizeof(e));
   if (aws_session_init(s, &o, &e) != 0) {
@@ -398,6 +355,7 @@ static int aws_session (lua_State *L) {
   return 1;
 }
 
+/* s:close(), also __gc and __close: idempotent. */
 static int session_close (lua_State *L) {
   LSession *ls = (LSession *)luaL_checkudata(L, 1, AWS_SESSION);
   if (ls->s != NULL) {
@@ -408,12 +366,10 @@ static int session_close (lua_State *L) {
   return 0;
 }
 
+/* s:region() -> the resolved region, or nil.  (lua_pushstring(L, NULL)
+   pushes nil, here and below.) */
 static int session_region (lua_State *L) {
-  AwsSession *s = tosession(L);
-  if (s->region == NULL)
-    lua_pushnil(L);
-  else
-    lua_pushstring(L, s->region);
+  lua_pushstring(L, tosession(L)->region);
   return 1;
 }
 
@@ -425,11 +381,7 @@ static int session_profile (lua_State *L) {
 /* s:config(key) -> the active profile's value (credentials file first). */
 static int session_config (lua_State *L) {
   AwsSession *s = tosession(L);
-  const char *v = aws_profile_get(&s->cfg, NULL, luaL_checkstring(L, 2));
-  if (v == NULL)
-    lua_pushnil(L);
-  else
-    lua_pushstring(L, v);
+  lua_pushstring(L, aws_profile_get(&s->cfg, NULL, luaL_checkstring(L, 2)));
   return 1;
 }
 
@@ -441,10 +393,7 @@ static int session_endpoint (lua_State *L) {
   memset(&e, 0, sizeof(e));
   if (aws_config_endpoint(&s->cfg, luaL_checkstring(L, 2), &url, &e) != 0)
     return raise_error(L, &e);
-  if (url == NULL)
-    lua_pushnil(L);
-  else
-    lua_pushstring(L, url);
+  lua_pushstring(L, url);
   return 1;
 }
 
@@ -461,19 +410,13 @@ static int session_credentials (lua_State *L) {
   if (aws_session_credentials(s, &c, &e) != 0)
     return raise_error(L, &e);
   lua_createtable(L, 0, 5);
-  lua_pushstring(L, c->access_key_id);
-  lua_setfield(L, -2, "access_key_id");
-  lua_pushstring(L, c->source);
-  lua_setfield(L, -2, "source");
-  if (c->expiration > 0) {
-    lua_pushnumber(L, c->expiration);
-    lua_setfield(L, -2, "expiration");
-  }
-  lua_pushboolean(L, c->session_token != NULL);
-  lua_setfield(L, -2, "session_token");
+  luax_setstr(L, "access_key_id", c->access_key_id);
+  luax_setstr(L, "source", c->source);
+  if (c->expiration > 0)
+    luax_setnum(L, "expiration", c->expiration);
+  luax_setbool(L, "session_token", c->session_token != NULL);
   sigv4_sha256_hex(c->secret_access_key, strlen(c->secret_access_key), hex);
-  lua_pushstring(L, hex);
-  lua_setfield(L, -2, "secret_sha256");
+  luax_setstr(L, "secret_sha256", hex);
   return 1;
 }
 
@@ -490,20 +433,20 @@ static int session_request (lua_State *L) {
   AwsRequest r;
   HttpResponse resp;
   AwsError e;
-  size_t nh, i, blen = 0;
+  size_t nh, i;
   luaL_checktype(L, 2, LUA_TTABLE);
   lua_settop(L, 2);
   memset(&r, 0, sizeof(r));
-  r.protocol = opt_field(L, 2, "protocol");
-  r.service = opt_field(L, 2, "service");
-  r.operation = opt_field(L, 2, "operation");
-  r.signing_name = opt_field(L, 2, "signing_name");
-  r.region = opt_field(L, 2, "region");
-  r.method = opt_field(L, 2, "method");
-  r.url = opt_field(L, 2, "url");
-  r.s3 = opt_bool(L, 2, "s3");
-  r.unsigned_request = opt_bool(L, 2, "unsigned");
-  r.max_attempts = (int)opt_number(L, 2, "max_attempts", 0);
+  r.protocol = luax_opt_string(L, 2, "protocol", NULL);
+  r.service = luax_opt_string(L, 2, "service", NULL);
+  r.operation = luax_opt_string(L, 2, "operation", NULL);
+  r.signing_name = luax_opt_string(L, 2, "signing_name", NULL);
+  r.region = luax_opt_string(L, 2, "region", NULL);
+  r.method = luax_opt_string(L, 2, "method", NULL);
+  r.url = luax_opt_string(L, 2, "url", NULL);
+  r.s3 = luax_opt_bool(L, 2, "s3", 0);
+  r.unsigned_request = luax_opt_bool(L, 2, "unsigned", 0);
+  r.max_attempts = (int)luax_opt_number(L, 2, "max_attempts", 0);
   luaL_argcheck(L, r.method != NULL && r.url != NULL, 2, "method and url are required");
   if (r.signing_name == NULL)
     r.signing_name = r.service;
@@ -517,9 +460,7 @@ static int session_request (lua_State *L) {
                   "AWS_REGION, or region in the profile");
     return raise_error(L, &e);
   }
-  lua_getfield(L, 2, "body");
-  r.body = lua_isnil(L, -1) ? NULL : luaL_checklstring(L, -1, &blen);
-  r.body_len = blen;
+  r.body = luax_opt_lstring(L, 2, "body", &r.body_len);
   lua_getfield(L, 2, "headers");
   nh = read_headers(L, -1, names, values);
   for (i = 0; i < nh; i++) {
@@ -558,8 +499,7 @@ static void push_node (lua_State *L, const XmlNode *n) {
   size_t i;
   luaL_checkstack(L, 4, "XML nested too deeply");
   lua_createtable(L, (int)n->nchildren, 2);
-  lua_pushstring(L, n->name);
-  lua_setfield(L, -2, "name");
+  luax_setstr(L, "name", n->name);
   lua_pushlstring(L, n->text, n->text_len);
   lua_setfield(L, -2, "text");
   for (i = 0; i < n->nchildren; i++) {
@@ -568,69 +508,90 @@ static void push_node (lua_State *L, const XmlNode *n) {
   }
 }
 
-typedef struct XmlBox {
-  XmlNode *root;
-} XmlBox;
-
-static int xmlbox_gc (lua_State *L) {
-  XmlBox *b = (XmlBox *)lua_touserdata(L, 1);
-  xml_free(b->root);
-  b->root = NULL;
+/* __gc of an aws.xmltree box: frees the parsed tree (NULL when done). */
+static int xmltree_gc (lua_State *L) {
+  XmlNode **box = (XmlNode **)luaL_checkudata(L, 1, AWS_XMLTREE);
+  xml_free(*box);
+  *box = NULL;
   return 0;
 }
 
-/* aws.xml_decode(text) -> tree, or nil, message (malformed input). */
+/*
+** aws.xml_decode(text) -> tree, or nil, message (malformed input).  The
+** parsed tree lives in a GC box while it is converted, so a Lua error
+** (too deep, out of memory) cannot leak it.
+*/
 static int aws_xml_decode (lua_State *L) {
   size_t len;
   const char *s = luaL_checklstring(L, 1, &len);
   char err[256];
-  XmlBox *box = (XmlBox *)lua_newuserdatauv(L, sizeof(XmlBox), 0);
-  box->root = NULL;  /* owned by the GC from now on */
-  lua_createtable(L, 0, 1);
-  lua_pushcfunction(L, xmlbox_gc);
-  lua_setfield(L, -2, "__gc");
-  lua_setmetatable(L, -2);
-  box->root = xml_parse(s, len, err, sizeof(err));
-  if (box->root == NULL) {
+  XmlNode **box = (XmlNode **)luax_newudata(L, sizeof(XmlNode *), 0, AWS_XMLTREE);
+  *box = xml_parse(s, len, err, sizeof(err));
+  if (*box == NULL) {
     luaL_pushfail(L);
     lua_pushstring(L, err);
     return 2;
   }
-  push_node(L, box->root);
-  xml_free(box->root);
-  box->root = NULL;
+  push_node(L, *box);
+  xml_free(*box);  /* now rather than at the next GC cycle */
+  *box = NULL;
   return 1;
+}
+
+/*
+** The string codecs share one shape: argument 1 in, a Buf filled by the
+** Lua-free encoder, a Lua string out.  Misuse (not a string) raises.
+*/
+typedef void (*Encoder)(Buf *out, const char *s, size_t n);
+
+static int push_encoded (lua_State *L, Encoder fn) {
+  size_t n;
+  const char *s = luaL_checklstring(L, 1, &n);
+  Buf b = BUF_INIT;
+  fn(&b, s, n);
+  return luax_pushbuf(L, &b);
+}
+
+static void uri_encode_all (Buf *out, const char *s, size_t n) {
+  sigv4_uri_encode(out, s, n, 0);
+}
+
+static void uri_encode_path (Buf *out, const char *s, size_t n) {
+  sigv4_uri_encode(out, s, n, 1);
+}
+
+static void base64_encode (Buf *out, const char *s, size_t n) {
+  aws_base64_encode(out, s, n);
 }
 
 static int aws_xml_escape (lua_State *L) {
-  size_t n;
-  const char *s = luaL_checklstring(L, 1, &n);
-  Buf b = BUF_INIT;
-  xml_escape(&b, s, n);
-  lua_pushlstring(L, buf_cstr(&b), b.len);
-  buf_free(&b);
-  return 1;
+  return push_encoded(L, xml_escape);
 }
 
-/* aws.uri_encode(s [, keep_slash]) */
+/* aws.uri_encode(s [, keep_slash]): SigV4's percent-encoding. */
 static int aws_uri_encode (lua_State *L) {
-  size_t n;
-  const char *s = luaL_checklstring(L, 1, &n);
-  Buf b = BUF_INIT;
-  sigv4_uri_encode(&b, s, n, lua_toboolean(L, 2));
-  lua_pushlstring(L, buf_cstr(&b), b.len);
-  buf_free(&b);
-  return 1;
+  return push_encoded(L, lua_toboolean(L, 2) ? uri_encode_path : uri_encode_all);
 }
 
 static int aws_uri_decode (lua_State *L) {
+  return push_encoded(L, sigv4_uri_decode);
+}
+
+static int aws_b64encode (lua_State *L) {
+  return push_encoded(L, base64_encode);
+}
+
+/* aws.base64_decode(s) -> bytes, or nil on invalid input */
+static int aws_b64decode (lua_State *L) {
   size_t n;
   const char *s = luaL_checklstring(L, 1, &n);
   Buf b = BUF_INIT;
-  sigv4_uri_decode(&b, s, n);
-  lua_pushlstring(L, buf_cstr(&b), b.len);
-  buf_free(&b);
-  return 1;
+  if (aws_base64_decode(&b, s, n) != 0) {
+    buf_free(&b);
+    luaL_pushfail(L);
+    return 1;
+  }
+  return luax_pushbuf(L, &b);
 }
 
 /* aws.parse_time(s) -> epoch seconds, or nil */
@@ -656,29 +617,6 @@ static int aws_rfc1123 (lua_State *L) {
   char out[64];
   aws_time_rfc1123(luaL_checknumber(L, 1), out);
   lua_pushstring(L, out);
-  return 1;
-}
-
-static int aws_b64encode (lua_State *L) {
-  size_t n;
-  const char *s = luaL_checklstring(L, 1, &n);
-  Buf b = BUF_INIT;
-  aws_base64_encode(&b, s, n);
-  lua_pushlstring(L, buf_cstr(&b), b.len);
-  buf_free(&b);
-  return 1;
-}
-
-/* aws.base64_decode(s) -> bytes, or nil on invalid input */
-static int aws_b64decode (lua_State *L) {
-  size_t n;
-  const char *s = luaL_checklstring(L, 1, &n);
-  Buf b = BUF_INIT;
-  if (aws_base64_decode(&b, s, n) != 0)
-    luaL_pushfail(L);
-  else
-    lua_pushlstring(L, buf_cstr(&b), b.len);
-  buf_free(&b);
   return 1;
 }
 
@@ -785,28 +723,24 @@ static const luaL_Reg session_metameth[] = {
   {NULL, NULL}
 };
 
-static void createmeta (lua_State *L, const char *name, const luaL_Reg *meta,
-                        const luaL_Reg *methods) {
-  luaL_newmetatable(L, name);
-  luaL_setfuncs(L, meta, 0);
-  if (methods != NULL) {
-    luaL_newlibtable(L, session_methods);
-    luaL_setfuncs(L, methods, 0);
-    lua_setfield(L, -2, "__index");
-  }
-  lua_pop(L, 1);
-}
+static const luaL_Reg error_metameth[] = {
+  {"__tostring", error_tostring},
+  {NULL, NULL}
+};
 
+static const luaL_Reg xmltree_metameth[] = {
+  {"__gc", xmltree_gc},
+  {NULL, NULL}
+};
+
+/* require "aws": the metatables, the C functions, and an __index that
+   finds the Lua-written ones. */
 int luaopen_aws (lua_State *L) {
-  createmeta(L, AWS_SESSION, session_metameth, session_methods);
-  luaL_newmetatable(L, AWS_ERROR);
-  lua_pushcfunction(L, error_tostring);
-  lua_setfield(L, -2, "__tostring");
-  lua_pushliteral(L, AWS_ERROR);
-  lua_setfield(L, -2, "__name");
-  lua_pop(L, 1);
+  luax_createmeta(L, AWS_SESSION, session_metameth, session_methods);
+  luax_createmeta(L, AWS_ERROR, error_metameth, NULL);
+  luax_createmeta(L, AWS_XMLTREE, xmltree_metameth, NULL);
   luaL_newlib(L, aws_funcs);
-  lua_createtable(L, 0, 1);
+  lua_createtable(L, 0, 1);   /* the module's metatable: functions written in Lua */
   lua_pushcfunction(L, module_index);
   lua_setfield(L, -2, "__index");
   lua_setmetatable(L, -2);

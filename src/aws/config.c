@@ -32,6 +32,8 @@ static void lower (char *s) {
     *s = (char)tolower((unsigned char)*s);
 }
 
+/* Add key = value to a section (taking ownership of both); a repeated
+   key replaces the earlier value. */
 static void ini_add (IniFile *f, const char *section, char *key, char *value) {
   size_t i;
   lower(key);
@@ -49,6 +51,12 @@ static void ini_add (IniFile *f, const char *section, char *key, char *value) {
   f->n++;
 }
 
+/*
+** Parse INI text into f: [section] headers, key = value lines, indented
+** continuation lines as nested "parent.key" entries (for s3 = ... and
+** services sections), comments.  Never fails: malformed lines are
+** skipped.
+*/
 void ini_parse (IniFile *f, const char *text, size_t len) {
   char *section = NULL, *parent = NULL;
   size_t i = 0;
@@ -100,6 +108,7 @@ void ini_parse (IniFile *f, const char *text, size_t len) {
   free(parent);
 }
 
+/* Load an INI file; a missing file is an empty one (f->exists = 0). */
 void ini_load (IniFile *f, const char *path) {
   FILE *fp;
   Buf b = BUF_INIT;
@@ -118,6 +127,7 @@ void ini_load (IniFile *f, const char *path) {
   buf_free(&b);
 }
 
+/* Free every entry and the path. */
 void ini_free (IniFile *f) {
   size_t i;
   for (i = 0; i < f->n; i++) {
@@ -184,6 +194,8 @@ int aws_profile_exists (const AwsConfig *c, const char *profile) {
   return yes;
 }
 
+/* The path in environment variable 'env' (a leading ~/ expanded), else
+   $HOME/rel.  Caller frees. */
 static char *home_path (const char *env, const char *rel) {
   const char *v = getenv(env), *home;
   Buf b = BUF_INIT;
@@ -199,6 +211,11 @@ static char *home_path (const char *env, const char *rel) {
   return buf_steal(&b);
 }
 
+/*
+** Load the credentials and config files and choose the profile (the
+** explicit one, AWS_PROFILE, else "default").  A profile asked for but
+** found in neither file is an error (ProfileNotFound).
+*/
 int aws_config_load (AwsConfig *c, const char *profile, AwsError *err) {
   char *cp = home_path("AWS_CONFIG_FILE", ".aws/config");
   char *sp = home_path("AWS_SHARED_CREDENTIALS_FILE", ".aws/credentials");
@@ -235,6 +252,8 @@ void aws_config_free (AwsConfig *c) {
   memset(c, 0, sizeof(*c));
 }
 
+/* The region: the explicit one, AWS_REGION, AWS_DEFAULT_REGION, then
+   the profile's; NULL when none (borrowed). */
 const char *aws_config_region (const AwsConfig *c, const char *explicit_region) {
   const char *v;
   if (explicit_region != NULL && explicit_region[0] != '\0')
@@ -247,6 +266,12 @@ const char *aws_config_region (const AwsConfig *c, const char *explicit_region) 
   return (v != NULL && v[0] != '\0') ? v : NULL;
 }
 
+/*
+** Endpoint override for a service id: AWS_ENDPOINT_URL_<SERVICE>, the
+** profile's services section, AWS_ENDPOINT_URL, the profile's
+** endpoint_url, unless ignore_configured_endpoint_urls.  *url is
+** borrowed (NULL: none); -1 when the named services section is missing.
+*/
 int aws_config_endpoint (const AwsConfig *c, const char *service_id, const char **url,
                          AwsError *err) {
   Buf name = BUF_INIT;

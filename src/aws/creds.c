@@ -33,6 +33,7 @@
 #define PROCESS_TIMEOUT_S 60
 #define PROCESS_MAX_OUTPUT (1u << 20)
 
+/* Free the strings (the secret ones wiped first) and zero c. */
 void aws_creds_clear (AwsCreds *c) {
   if (c->secret_access_key != NULL)
     explicit_bzero(c->secret_access_key, strlen(c->secret_access_key));
@@ -44,6 +45,7 @@ void aws_creds_clear (AwsCreds *c) {
   memset(c, 0, sizeof(*c));
 }
 
+/* Take ownership of the strings and register the secrets for redaction. */
 void aws_creds_set (AwsCreds *c, char *akid, char *secret, char *token, double expiration,
                     const char *source) {
   aws_creds_clear(c);
@@ -79,6 +81,12 @@ static const char *jstring (const cJSON *o, const char *k) {
   return cJSON_IsString(v) ? v->valuestring : NULL;
 }
 
+/*
+** Parse credential JSON (credential_process, container endpoint, IMDS):
+** AccessKeyId / SecretAccessKey / Token or SessionToken / Expiration;
+** credential_process output must carry Version 1.  0 on success, else
+** -1 with a message in err.
+*/
 int aws_creds_from_json (const char *kind, const char *body, size_t len, AwsCreds *out,
                          char *err, size_t errlen) {
   cJSON *doc = cJSON_ParseWithLength(body, len);
@@ -128,6 +136,8 @@ done:
   return rc;
 }
 
+/* Parse an STS <XResponse><XResult><Credentials> document ('result' is
+   "AssumeRoleResult" or "AssumeRoleWithWebIdentityResult"). */
 int aws_creds_from_sts_xml (const char *result, const char *body, size_t len, AwsCreds *out,
                             char *err, size_t errlen) {
   char perr[160];
@@ -159,6 +169,8 @@ int aws_creds_from_sts_xml (const char *result, const char *body, size_t len, Aw
   return rc;
 }
 
+/* Split a command line shell-style (quotes, backslashes), no expansion;
+   NULL on an unterminated quote.  Caller frees with aws_argv_free(). */
 char **aws_split_command (const char *cmd) {
   char **argv = NULL;
   size_t argc = 0;
@@ -236,6 +248,11 @@ void aws_argv_free (char **argv) {
 ** Providers
 ** =====================================================================*/
 
+/*
+** Credentials from an access key id and secret (and optional token):
+** 1 with out set, 0 when both are absent, -1 when only one is given.
+** 'where' names the source in messages.
+*/
 static int static_keys (const char *akid, const char *secret, const char *token,
                         const char *where, AwsCreds *out, AwsError *err) {
   if ((akid == NULL || akid[0] == '\0') && (secret == NULL || secret[0] == '\0'))
@@ -250,6 +267,8 @@ static int static_keys (const char *akid, const char *secret, const char *token,
   return 1;
 }
 
+/* AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_SESSION_TOKEN (or
+   AWS_SECURITY_TOKEN) and AWS_CREDENTIAL_EXPIRATION: 1, 0 or -1. */
 static int from_env (AwsCreds *out, AwsError *err) {
   const char *token = getenv("AWS_SESSION_TOKEN"), *exp = getenv("AWS_CREDENTIAL_EXPIRATION");
   int r;
@@ -264,6 +283,8 @@ static int from_env (AwsCreds *out, AwsError *err) {
   return r;
 }
 
+/* Static keys of a profile in the credentials file (config_file = 0)
+   or the config file: 1, 0 or -1 as static_keys(). */
 static int from_profile_file (AwsSession *s, const char *profile, int config_file,
                               AwsCreds *out, AwsError *err) {
   const char *(*get)(const AwsConfig *, const char *, const char *) =
@@ -314,30 +335,21 @@ static int drain (int fds[2], Buf out[2], time_t deadline) {
   return 0;
 }
 
-/* credential_process: run without a shell, parse stdout. */
-static int from_process (const char *cmd, const char *profile, AwsCreds *out, AwsError *err) {
-  char **argv = aws_split_command(cmd);
-  int po[2] = {-1, -1}, pe[2] = {-1, -1}, fds[2], status = 0;
-  Buf bufs[2] = {BUF_INIT, BUF_INIT};
+/*
+** Run argv (no shell) with stdout and stderr captured into out[0] and
+** out[1] (PROCESS_MAX_OUTPUT each), killing it after PROCESS_TIMEOUT_S.
+** Returns 0 with waitpid's *status and *timed_out, or -1 with err when
+** it could not be started.
+*/
+static int run_capture (char **argv, Buf out[2], int *status, int *timed_out, AwsError *err) {
+  int po[2] = {-1, -1}, pe[2] = {-1, -1}, fds[2];
   pid_t pid;
-  char perr[200];
-  int rc = -1, timed_out;
-  if (argv == NULL || argv[0] == NULL) {
-    aws_error_set(err, "InvalidConfig", 0, "profile %s: credential_process is empty or has "
-                  "an unterminated quote", profile);
-    aws_argv_free(argv);
-    return -1;
-  }
   if (pipe(po) != 0 || pipe(pe) != 0) {
     aws_error_set(err, "CredentialProcessError", 0, "cannot create pipes: %s", strerror(errno));
-    goto done;
-  }
-  pid = fork();
-  if (pid < 0) {
+    pid = -1;
+  } else if ((pid = fork()) < 0) {
     aws_error_set(err, "CredentialProcessError", 0, "cannot fork: %s", strerror(errno));
-    goto done;
-  }
-  if (pid == 0) {
+  } else if (pid == 0) {
     dup2(po[1], 1);
     dup2(pe[1], 2);
     close(po[0]); close(po[1]); close(pe[0]); close(pe[1]);
@@ -345,20 +357,45 @@ static int from_process (const char *cmd, const char *profile, AwsCreds *out, Aw
     fprintf(stderr, "cannot run %s: %s\n", argv[0], strerror(errno));
     _exit(127);
   }
-  close(po[1]);
-  close(pe[1]);
-  po[1] = pe[1] = -1;
+  if (po[1] >= 0) close(po[1]);
+  if (pe[1] >= 0) close(pe[1]);
+  if (pid < 0) {
+    if (po[0] >= 0) close(po[0]);
+    if (pe[0] >= 0) close(pe[0]);
+    return -1;
+  }
   fds[0] = po[0];
   fds[1] = pe[0];
-  po[0] = pe[0] = -1;
-  timed_out = drain(fds, bufs, time(NULL) + PROCESS_TIMEOUT_S) != 0;
+  *timed_out = drain(fds, out, time(NULL) + PROCESS_TIMEOUT_S) != 0;
   if (fds[0] >= 0) close(fds[0]);
   if (fds[1] >= 0) close(fds[1]);
-  if (timed_out)
+  if (*timed_out)
     kill(pid, SIGKILL);
-  while (waitpid(pid, &status, 0) < 0 && errno == EINTR)
+  while (waitpid(pid, status, 0) < 0 && errno == EINTR)
     ;
-  if (timed_out) {
+  return 0;
+}
+
+/*
+** credential_process: run the profile's command without a shell and
+** read credentials from its stdout (the process credential JSON).
+** Returns 1 with credentials, or -1 with err (bad command, failure,
+** timeout, bad output: stderr is quoted, shortened).
+*/
+static int from_process (const char *cmd, const char *profile, AwsCreds *out, AwsError *err) {
+  char **argv = aws_split_command(cmd);
+  Buf bufs[2] = {BUF_INIT, BUF_INIT};
+  char perr[200];
+  int rc = -1, status = 0, timed_out = 0;
+  if (argv == NULL || argv[0] == NULL) {
+    aws_error_set(err, "InvalidConfig", 0, "profile %s: credential_process is empty or has "
+                  "an unterminated quote", profile);
+    aws_argv_free(argv);
+    return -1;
+  }
+  if (run_capture(argv, bufs, &status, &timed_out, err) != 0) {
+    /* err says why */
+  } else if (timed_out) {
     aws_error_set(err, "CredentialProcessError", 0, "profile %s: credential_process %s did "
                   "not finish within %d s", profile, argv[0], PROCESS_TIMEOUT_S);
   } else if (!WIFEXITED(status) || WEXITSTATUS(status) != 0) {
@@ -377,24 +414,35 @@ static int from_process (const char *cmd, const char *profile, AwsCreds *out, Aw
     snprintf(out->source, sizeof(out->source), "credential_process (profile %s)", profile);
     rc = 1;
   }
-done:
-  if (po[0] >= 0) close(po[0]);
-  if (po[1] >= 0) close(po[1]);
-  if (pe[0] >= 0) close(pe[0]);
-  if (pe[1] >= 0) close(pe[1]);
   if (bufs[0].data != NULL)
-    explicit_bzero(bufs[0].data, bufs[0].len);
+    explicit_bzero(bufs[0].data, bufs[0].len);   /* it held the secret */
   buf_free(&bufs[0]);
   buf_free(&bufs[1]);
   aws_argv_free(argv);
   return rc;
 }
 
+/* Read a small file (a token) into out, at most about 'max' bytes.
+   Returns 0, or -1 with errno set when it cannot be opened. */
+static int read_small_file (const char *path, size_t max, Buf *out) {
+  FILE *fp = fopen(path, "r");
+  char chunk[4096];
+  size_t n;
+  if (fp == NULL)
+    return -1;
+  while ((n = fread(chunk, 1, sizeof(chunk), fp)) > 0 && out->len < max)
+    buf_append(out, chunk, n);
+  fclose(fp);
+  return 0;
+}
+
+/* Append "&name=value" (value percent-encoded) to a query form. */
 static void form_param (Buf *form, const char *name, const char *value) {
   buf_printf(form, "&%s=", name);
   sigv4_uri_encode(form, value, strlen(value), 0);
 }
 
+/* The role session name: the configured one, else pgtide-session-<time>. */
 static void session_name (Buf *b, const char *configured) {
   if (configured != NULL && configured[0] != '\0')
     buf_puts(b, configured);
@@ -402,22 +450,21 @@ static void session_name (Buf *b, const char *configured) {
     buf_printf(b, "pgtide-session-%ld", (long)time(NULL));
 }
 
+/*
+** Web identity: AssumeRoleWithWebIdentity (unsigned) with the token read
+** from token_file.  Returns 1 with credentials in out, or -1 with err.
+*/
 static int web_identity (AwsSession *s, const char *role_arn, const char *token_file,
                          const char *sname, AwsCreds *out, AwsError *err) {
   Buf form = BUF_INIT, token = BUF_INIT, name = BUF_INIT;
   HttpResponse resp;
-  FILE *fp = fopen(token_file, "r");
-  char chunk[4096], perr[200];
-  size_t n;
+  char perr[200];
   int rc = -1;
-  if (fp == NULL) {
+  if (read_small_file(token_file, 1u << 20, &token) != 0) {
     aws_error_set(err, "InvalidConfig", 0, "cannot read web identity token file %s: %s",
                   token_file, strerror(errno));
     return -1;
   }
-  while ((n = fread(chunk, 1, sizeof(chunk), fp)) > 0 && token.len < (1u << 20))
-    buf_append(&token, chunk, n);
-  fclose(fp);
   redact_register(buf_cstr(&token));
   session_name(&name, sname);
   buf_puts(&form, "Action=AssumeRoleWithWebIdentity&Version=2011-06-15");
@@ -490,6 +537,14 @@ static int container_host_ok (const char *url) {
   return ok;
 }
 
+/*
+** ECS/EKS container credentials: GET the relative URI on 169.254.170.2
+** or the full URI (https, loopback or the link-local ECS/EKS hosts
+** only), with the authorization token from the token file or the
+** environment.  Returns 1 with credentials, 0 when not configured, -1
+** with err (a configured endpoint that fails is an error, not a
+** fallthrough).
+*/
 static int from_container (AwsSession *s, AwsCreds *out, AwsError *err) {
   const char *rel = getenv("AWS_CONTAINER_CREDENTIALS_RELATIVE_URI");
   const char *full = getenv("AWS_CONTAINER_CREDENTIALS_FULL_URI");
@@ -512,17 +567,11 @@ static int from_container (AwsSession *s, AwsCreds *out, AwsError *err) {
     return 0;
   }
   if (tokfile != NULL && tokfile[0] != '\0') {   /* re-read on every fetch */
-    FILE *fp = fopen(tokfile, "r");
-    char chunk[4096];
-    size_t n;
-    if (fp == NULL) {
+    if (read_small_file(tokfile, 65536, &auth) != 0) {
       aws_error_set(err, "InvalidConfig", 0, "cannot read %s: %s", tokfile, strerror(errno));
       buf_free(&url);
       return -1;
     }
-    while ((n = fread(chunk, 1, sizeof(chunk), fp)) > 0 && auth.len < 65536)
-      buf_append(&auth, chunk, n);
-    fclose(fp);
     while (auth.len > 0 && isspace((unsigned char)auth.data[auth.len - 1]))
       auth.data[--auth.len] = '\0';
   } else if (getenv("AWS_CONTAINER_AUTHORIZATION_TOKEN") != NULL) {
@@ -560,6 +609,46 @@ done:
   return rc;
 }
 
+/*
+** IMDSv2: PUT for a session token.  Returns 1 with the token in 'token'
+** (registered as a secret), 0 to go on without one (IMDSv1, unless
+** disabled), -1 when no usable instance metadata answered (not on EC2:
+** not an error).
+*/
+static int imds_token (AwsSession *s, const char *base, long timeout_ms, int attempts,
+                       Buf *token) {
+  HttpHeader th[1] = {{"X-aws-ec2-metadata-token-ttl-seconds", "21600"}};
+  HttpResponse resp;
+  Buf url = BUF_INIT;
+  char e[256];
+  int rc;
+  buf_printf(&url, "%s/latest/api/token", base);
+  if (metadata_get(s, "PUT", url.data, th, 1, timeout_ms, attempts, &resp, e, sizeof(e)) != 0) {
+    log_debug("aws: instance metadata not available at %s: %s", base, e);
+    rc = -1;
+  } else if (resp.status == 200 && resp.body.len > 0) {
+    buf_append(token, resp.body.data, resp.body.len);
+    redact_register(token->data);
+    rc = 1;
+  } else if ((resp.status == 403 || resp.status == 404 || resp.status == 405) &&
+             !aws_truthy(getenv("AWS_EC2_METADATA_V1_DISABLED"))) {
+    rc = 0;
+  } else {
+    log_debug("aws: instance metadata token request returned HTTP %ld", resp.status);
+    rc = -1;
+  }
+  http_response_free(&resp);
+  buf_free(&url);
+  return rc;
+}
+
+/*
+** EC2 instance metadata (IMDSv2 token, then the instance profile's role,
+** then its credentials), with the SDKs' environment and profile
+** settings for the endpoint, timeout and attempts.  Returns 1 with
+** credentials, 0 when there is no instance metadata or no role, -1 with
+** err when the role's credentials cannot be read.
+*/
 static int from_imds (AwsSession *s, AwsCreds *out, AwsError *err) {
   const char *ep = getenv("AWS_EC2_METADATA_SERVICE_ENDPOINT");
   const char *tmo = getenv("AWS_METADATA_SERVICE_TIMEOUT");
@@ -588,32 +677,17 @@ static int from_imds (AwsSession *s, AwsCreds *out, AwsError *err) {
     timeout_ms = (long)(atof(tmo) * 1000);
   if (att != NULL && atoi(att) > 0)
     attempts = atoi(att);
-
-  /* IMDSv2 session token */
-  {
-    HttpHeader th[1] = {{"X-aws-ec2-metadata-token-ttl-seconds", "21600"}};
-    buf_printf(&url, "%s/latest/api/token", base.data);
-    if (metadata_get(s, "PUT", url.data, th, 1, timeout_ms, attempts, &resp, e,
-                     sizeof(e)) != 0) {
-      log_debug("aws: instance metadata not available at %s: %s", base.data, e);
-      http_response_free(&resp);
-      goto done;              /* not on EC2: not an error */
-    }
-    if (resp.status == 200 && resp.body.len > 0) {
-      buf_append(&token, resp.body.data, resp.body.len);
-      redact_register(token.data);
+  switch (imds_token(s, base.data, timeout_ms, attempts, &token)) {
+    case -1:
+      goto done;
+    case 1:
       h[0].name = "X-aws-ec2-metadata-token";
       h[0].value = token.data;
       nh = 1;
-    } else if (!(resp.status == 403 || resp.status == 404 || resp.status == 405) ||
-               aws_truthy(getenv("AWS_EC2_METADATA_V1_DISABLED"))) {
-      log_debug("aws: instance metadata token request returned HTTP %ld", resp.status);
-      http_response_free(&resp);
-      goto done;
-    }
-    http_response_free(&resp);
+      break;
+    default:
+      break;
   }
-  buf_reset(&url);
   buf_printf(&url, "%s/latest/meta-data/iam/security-credentials/", base.data);
   if (metadata_get(s, "GET", url.data, h, nh, timeout_ms, attempts, &resp, e, sizeof(e)) != 0 ||
       resp.status != 200 || resp.body.len == 0) {
@@ -623,8 +697,6 @@ static int from_imds (AwsSession *s, AwsCreds *out, AwsError *err) {
   }
   buf_append(&role, resp.body.data, strcspn(resp.body.data, "\r\n"));
   http_response_free(&resp);
-  buf_reset(&url);
-  buf_printf(&url, "%s/latest/meta-data/iam/security-credentials/", base.data);
   sigv4_uri_encode(&url, role.data, role.len, 0);
   if (metadata_get(s, "GET", url.data, h, nh, timeout_ms, attempts, &resp, e, sizeof(e)) != 0) {
     aws_error_set(err, "CredentialsEndpointError", 0, "instance metadata: %s", e);
@@ -651,18 +723,17 @@ done:
 static int profile_creds (AwsSession *s, const char *profile, const char **visited,
                           int depth, AwsCreds *out, AwsError *err);
 
-static int assume_role (AwsSession *s, const char *profile, const char **visited, int depth,
-                        AwsCreds *out, AwsError *err) {
-  const char *role = aws_profile_get(&s->cfg, profile, "role_arn");
+/*
+** The credentials a role profile assumes the role with: its
+** source_profile's (following role chains, detecting loops) or its
+** credential_source's (Environment, Ec2InstanceMetadata, EcsContainer).
+** Returns 1 with credentials in 'source', or -1 with err.
+*/
+static int role_source_creds (AwsSession *s, const char *profile, const char **visited,
+                              int depth, AwsCreds *source, AwsError *err) {
   const char *src = aws_profile_get(&s->cfg, profile, "source_profile");
   const char *csrc = aws_profile_get(&s->cfg, profile, "credential_source");
-  const char *v;
-  AwsCreds source;
-  Buf form = BUF_INIT, name = BUF_INIT;
-  HttpResponse resp;
-  char perr[200];
-  int r, i, rc = -1;
-  memset(&source, 0, sizeof(source));
+  int r, i;
   if ((src != NULL) == (csrc != NULL)) {
     aws_error_set(err, "InvalidConfig", 0, "profile %s has role_arn and needs exactly one of "
                   "source_profile and credential_source", profile);
@@ -688,25 +759,25 @@ static int assume_role (AwsSession *s, const char *profile, const char **visited
       return -1;
     }
     r = strcmp(src, profile) == 0
-      ? from_profile_file(s, src, 0, &source, err)
-      : profile_creds(s, src, visited, depth + 1, &source, err);
+      ? from_profile_file(s, src, 0, source, err)
+      : profile_creds(s, src, visited, depth + 1, source, err);
     if (r == 0 && strcmp(src, profile) == 0)
-      r = from_profile_file(s, src, 1, &source, err);
+      r = from_profile_file(s, src, 1, source, err);
     if (r == 0)
       aws_error_set(err, "NoCredentials", 0, "profile %s: source_profile %s has no "
                     "credentials", profile, src);
   } else if (strcmp(csrc, "Environment") == 0) {
-    r = from_env(&source, err);
+    r = from_env(source, err);
     if (r == 0)
       aws_error_set(err, "NoCredentials", 0, "profile %s: credential_source Environment but "
                     "AWS_ACCESS_KEY_ID is not set", profile);
   } else if (strcmp(csrc, "Ec2InstanceMetadata") == 0) {
-    r = from_imds(s, &source, err);
+    r = from_imds(s, source, err);
     if (r == 0)
       aws_error_set(err, "NoCredentials", 0, "profile %s: no credentials from instance "
                     "metadata", profile);
   } else if (strcmp(csrc, "EcsContainer") == 0) {
-    r = from_container(s, &source, err);
+    r = from_container(s, source, err);
     if (r == 0)
       aws_error_set(err, "NoCredentials", 0, "profile %s: credential_source EcsContainer but "
                     "no container credentials are configured", profile);
@@ -715,7 +786,26 @@ static int assume_role (AwsSession *s, const char *profile, const char **visited
                   profile, csrc);
     r = -1;
   }
-  if (r != 1)
+  return r == 1 ? 1 : -1;
+}
+
+/*
+** A profile with role_arn: get the source credentials, then call STS
+** AssumeRole (RoleSessionName, ExternalId, DurationSeconds from the
+** profile; MFA is refused: there is no prompt).  Returns 1 with the
+** role's credentials in out, or -1 with err.
+*/
+static int assume_role (AwsSession *s, const char *profile, const char **visited, int depth,
+                        AwsCreds *out, AwsError *err) {
+  const char *role = aws_profile_get(&s->cfg, profile, "role_arn");
+  const char *v;
+  AwsCreds source;
+  Buf form = BUF_INIT, name = BUF_INIT;
+  HttpResponse resp;
+  char perr[200];
+  int rc = -1;
+  memset(&source, 0, sizeof(source));
+  if (role_source_creds(s, profile, visited, depth, &source, err) != 1)
     goto done;
   if (aws_profile_get(&s->cfg, profile, "mfa_serial") != NULL) {
     aws_error_set(err, "InvalidConfig", 0, "profile %s uses mfa_serial: pgtide cannot prompt "
@@ -774,6 +864,14 @@ static int profile_creds (AwsSession *s, const char *profile, const char **visit
   return 0;
 }
 
+/*
+** The credential chain in the AWS CLI's order (see creds.h): environment
+** (unless a profile was named explicitly), the profile's role_arn (with
+** source credentials or a web identity token file), AWS_ROLE_ARN with
+** AWS_WEB_IDENTITY_TOKEN_FILE, the credentials file, credential_process,
+** the config file, container credentials, instance metadata.  0 with
+** out filled, or -1 with err (SSO profiles get a hint).
+*/
 int aws_creds_resolve (AwsSession *s, AwsCreds *out, AwsError *err) {
   const char *profile = s->cfg.profile, *role, *wif, *proc;
   const char *visited[MAX_ROLE_CHAIN + 1];

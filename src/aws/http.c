@@ -39,6 +39,8 @@ static void global_init (void) {
   curl_global_init(CURL_GLOBAL_DEFAULT);
 }
 
+/* A client holding one reusable curl handle (connection reuse); NULL
+   when libcurl cannot be initialised. */
 HttpClient *http_client_new (void) {
   HttpClient *c;
   pthread_once(&init_once, global_init);
@@ -58,6 +60,7 @@ void http_client_free (HttpClient *c) {
   free(c);
 }
 
+/* Free a response's headers and body; it is empty afterwards. */
 void http_response_free (HttpResponse *resp) {
   size_t i;
   for (i = 0; i < resp->nheaders; i++) {
@@ -77,6 +80,7 @@ const char *http_field (const HttpField *h, size_t n, const char *name) {
   return NULL;
 }
 
+/* curl write callback: append to the body, refusing more than t->max. */
 static size_t on_body (char *p, size_t size, size_t nmemb, void *ud) {
   Transfer *t = ud;
   size_t n = size * nmemb;
@@ -135,6 +139,8 @@ static int has_header (const HttpRequest *req, const char *name) {
   return 0;
 }
 
+/* Which libcurl failures are timeouts, connection errors (retried) or
+   interrupts. */
 static HttpResult classify (CURLcode rc) {
   switch (rc) {
     case CURLE_OPERATION_TIMEDOUT:
@@ -151,14 +157,65 @@ static HttpResult classify (CURLcode rc) {
   }
 }
 
+/*
+** The request's header lines for libcurl, plus empty "Expect:" and
+** "Content-Type:" lines that stop libcurl adding its own (they would be
+** sent unsigned).  NULL when out of memory.
+*/
+static struct curl_slist *header_list (const HttpRequest *req, int has_body) {
+  struct curl_slist *hl = NULL, *n;
+  size_t i;
+  for (i = 0; i < req->nheaders; i++) {
+    Buf line = BUF_INIT;
+    if (req->headers[i].value == NULL || req->headers[i].value[0] == '\0')
+      buf_printf(&line, "%s;", req->headers[i].name);   /* "Name;" sends an empty value */
+    else
+      buf_printf(&line, "%s: %s", req->headers[i].name, req->headers[i].value);
+    n = curl_slist_append(hl, line.data);
+    buf_free(&line);
+    if (n == NULL) {
+      curl_slist_free_all(hl);
+      return NULL;
+    }
+    hl = n;
+  }
+  if (!has_header(req, "Expect") && (n = curl_slist_append(hl, "Expect:")) != NULL)
+    hl = n;
+  if (has_body && !has_header(req, "Content-Type") &&
+      (n = curl_slist_append(hl, "Content-Type:")) != NULL)
+    hl = n;
+  return hl;
+}
+
+/* The method and body: HEAD without a body, other methods than GET and
+   POST by name, a body (possibly empty) for POST, PUT and PATCH. */
+static void set_method (CURL *h, const HttpRequest *req, int has_body) {
+  if (strcmp(req->method, "HEAD") == 0) {
+    curl_easy_setopt(h, CURLOPT_NOBODY, 1L);
+  } else if (strcmp(req->method, "GET") != 0 || req->body != NULL) {
+    if (strcmp(req->method, "POST") != 0)
+      curl_easy_setopt(h, CURLOPT_CUSTOMREQUEST, req->method);
+    if (has_body) {
+      curl_easy_setopt(h, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)req->body_len);
+      curl_easy_setopt(h, CURLOPT_POSTFIELDS, req->body != NULL ? req->body : "");
+    }
+  }
+}
+
+/*
+** One HTTP exchange on the client's reused handle (see http.h): no
+** redirects, http(s) only, bounded time and response size, aborted on
+** SIGINT.  Returns HTTP_OK when a response arrived (any status; resp
+** filled, caller frees), otherwise the kind of failure with a message
+** in err.
+*/
 HttpResult http_do (HttpClient *c, const HttpRequest *req, HttpResponse *resp,
                     char *err, size_t errlen) {
   CURL *h = c->curl;
-  struct curl_slist *hl = NULL;
+  struct curl_slist *hl;
   char errbuf[CURL_ERROR_SIZE];
   Transfer t;
   CURLcode rc;
-  size_t i;
   HttpResult result = HTTP_OK;
   int has_body = req->body != NULL || strcmp(req->method, "POST") == 0 ||
                  strcmp(req->method, "PUT") == 0 || strcmp(req->method, "PATCH") == 0;
@@ -166,33 +223,17 @@ HttpResult http_do (HttpClient *c, const HttpRequest *req, HttpResponse *resp,
   memset(resp, 0, sizeof(*resp));
   if (err != NULL && errlen > 0)
     err[0] = '\0';
+  hl = header_list(req, has_body);
+  if (hl == NULL) {
+    if (err != NULL)
+      snprintf(err, errlen, "out of memory building headers");
+    return HTTP_ERR_OTHER;
+  }
   curl_easy_reset(h);
   errbuf[0] = '\0';
   t.resp = resp;
   t.max = req->max_response ? req->max_response : (size_t)256 << 20;
   t.too_large = 0;
-
-  for (i = 0; i < req->nheaders; i++) {
-    Buf line = BUF_INIT;
-    struct curl_slist *n;
-    if (req->headers[i].value == NULL || req->headers[i].value[0] == '\0')
-      buf_printf(&line, "%s;", req->headers[i].name);   /* "Name;" sends an empty value */
-    else
-      buf_printf(&line, "%s: %s", req->headers[i].name, req->headers[i].value);
-    n = curl_slist_append(hl, line.data);
-    buf_free(&line);
-    if (n == NULL)
-      goto oom;
-    hl = n;
-  }
-  /* libcurl defaults we never want: they would be sent unsigned */
-  if (!has_header(req, "Expect"))
-    hl = curl_slist_append(hl, "Expect:");
-  if (has_body && !has_header(req, "Content-Type"))
-    hl = curl_slist_append(hl, "Content-Type:");
-  if (hl == NULL)
-    goto oom;
-
   curl_easy_setopt(h, CURLOPT_URL, req->url);
   curl_easy_setopt(h, CURLOPT_HTTPHEADER, hl);
   curl_easy_setopt(h, CURLOPT_NOSIGNAL, 1L);
@@ -211,17 +252,7 @@ HttpResult http_do (HttpClient *c, const HttpRequest *req, HttpResponse *resp,
   curl_easy_setopt(h, CURLOPT_USERAGENT, "pgtide/" HTTP_VERSION_TAG);   /* never signed */
   if (req->ca_bundle != NULL && req->ca_bundle[0] != '\0')
     curl_easy_setopt(h, CURLOPT_CAINFO, req->ca_bundle);
-
-  if (strcmp(req->method, "HEAD") == 0) {
-    curl_easy_setopt(h, CURLOPT_NOBODY, 1L);
-  } else if (strcmp(req->method, "GET") != 0 || req->body != NULL) {
-    if (strcmp(req->method, "POST") != 0)
-      curl_easy_setopt(h, CURLOPT_CUSTOMREQUEST, req->method);
-    if (has_body) {
-      curl_easy_setopt(h, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)req->body_len);
-      curl_easy_setopt(h, CURLOPT_POSTFIELDS, req->body != NULL ? req->body : "");
-    }
-  }
+  set_method(h, req, has_body);
 
   rc = curl_easy_perform(h);
   curl_easy_getinfo(h, CURLINFO_RESPONSE_CODE, &resp->status);
@@ -239,10 +270,4 @@ HttpResult http_do (HttpClient *c, const HttpRequest *req, HttpResponse *resp,
   /* never leave pointers to our stack in the reusable handle */
   curl_easy_setopt(h, CURLOPT_ERRORBUFFER, NULL);
   return result;
-
-oom:
-  curl_slist_free_all(hl);
-  if (err != NULL)
-    snprintf(err, errlen, "out of memory building headers");
-  return HTTP_ERR_OTHER;
 }

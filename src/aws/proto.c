@@ -75,6 +75,8 @@ static void set_message (AwsError *e, const char *msg) {
   free(clean);
 }
 
+/* Reset e (keeping service, operation and attempts: the retry loop set
+   them) and set code, status and a redacted, formatted message. */
 void aws_error_set (AwsError *e, const char *code, int status, const char *fmt, ...) {
   Buf b = BUF_INIT;
   va_list ap;
@@ -96,6 +98,7 @@ void aws_error_set (AwsError *e, const char *code, int status, const char *fmt, 
   buf_free(&b);
 }
 
+/* The HTTP reason phrase of the statuses AWS answers with. */
 static const char *reason_phrase (long status) {
   switch (status) {
     case 301: return "Moved Permanently";
@@ -117,6 +120,8 @@ static const char *reason_phrase (long status) {
   }
 }
 
+/* At most 'max' printable bytes of a body (others as spaces), redacted,
+   with "..." when cut. */
 void aws_excerpt (Buf *out, const char *body, size_t len, size_t max) {
   Buf raw = BUF_INIT;
   size_t i;
@@ -144,6 +149,12 @@ static void json_code (char *dst, size_t dstlen, const char *type) {
   dst[n] = '\0';
 }
 
+/*
+** JSON protocols: the code from __type (or x-amzn-ErrorType; the
+** x-amzn-query-error header wins for awsQueryCompatible services) and
+** the message from message / Message / errorMessage.  Returns non-zero
+** when a code was found.
+*/
 static int parse_json_error (AwsError *e, const HttpField *h, size_t nh, const char *body,
                              size_t len) {
   cJSON *doc = len > 0 ? cJSON_ParseWithLength(body, len) : NULL;
@@ -210,6 +221,12 @@ static int parse_xml_error (AwsError *e, const char *body, size_t len) {
   return e->code[0] != '\0';
 }
 
+/*
+** Fill e from an HTTP error response: request id, code and message from
+** the protocol's error document (the other format as a fallback), else
+** the status as the code and the reason phrase plus a redacted body
+** excerpt as the message; then classify retryability.
+*/
 void aws_error_from_response (AwsError *e, const char *protocol, long status,
                               const HttpField *h, size_t nh, const char *body, size_t len) {
   const char *rid;
@@ -263,6 +280,7 @@ static const char *const months[] = {"Jan", "Feb", "Mar", "Apr", "May", "Jun", "
                                      "Aug", "Sep", "Oct", "Nov", "Dec"};
 static const char *const wdays[] = {"Sun", "Mon", "Tue", "Wed", "Thu", "Fri", "Sat"};
 
+/* "Sun, 06 Nov 1994 08:49:37 GMT" -> epoch seconds; 0 on success. */
 static int parse_rfc1123 (const char *s, double *out) {
   struct tm tm;
   char mon[4];
@@ -284,6 +302,11 @@ static int parse_rfc1123 (const char *s, double *out) {
   return 0;
 }
 
+/*
+** Epoch seconds from AWS timestamps: epoch seconds as text, ISO 8601
+** (date, optional time, fraction, Z or +hh:mm offset) or RFC 1123.
+** Returns 0 and sets *out, or -1.
+*/
 int aws_time_parse (const char *s, double *out) {
   const char *p = s;
   struct tm tm;
@@ -352,6 +375,7 @@ int aws_time_parse (const char *s, double *out) {
   return 0;
 }
 
+/* "2024-03-01T12:00:00Z" (milliseconds only when not zero). */
 void aws_time_iso8601 (double t, char out[64]) {
   time_t s = (time_t)floor(t);
   int ms = (int)lround((t - (double)s) * 1000.0);

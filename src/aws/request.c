@@ -48,6 +48,12 @@ static int config_int (const AwsConfig *c, const char *env, const char *key) {
   return v != NULL ? atoi(v) : 0;
 }
 
+/*
+** Load the configuration (profile, region, endpoints), create the HTTP
+** client and take the retry settings (standard mode defaults).  Static
+** credentials in the options are used as given.  0, or -1 with err (the
+** session is then freed).
+*/
 int aws_session_init (AwsSession *s, const AwsSessionOptions *o, AwsError *err) {
   const char *region, *ca;
   memset(s, 0, sizeof(*s));
@@ -104,6 +110,9 @@ void aws_session_free (AwsSession *s) {
   memset(s, 0, sizeof(*s));
 }
 
+/* The session's credentials: resolved on first use, refreshed 15 minutes
+   before they expire (a failed refresh is tolerated until 10 minutes
+   before).  *c points into the session. */
 int aws_session_credentials (AwsSession *s, const AwsCreds **out, AwsError *err) {
   double now = now_seconds() + s->clock_skew;
   AwsCreds fresh;
@@ -162,6 +171,7 @@ static void log_body (Buf *b, const char *body, size_t len) {
     buf_printf(b, "... (%zu bytes)", len);
 }
 
+/* --debug aws: the request line, headers (secret ones masked) and body. */
 static void log_request (const AwsRequest *r, int attempt, int max, const HttpHeader *h,
                          size_t nh) {
   Buf b = BUF_INIT;
@@ -178,6 +188,7 @@ static void log_request (const AwsRequest *r, int attempt, int max, const HttpHe
   buf_free(&b);
 }
 
+/* --debug aws: the status, time, headers and body of a response. */
 static void log_response (const AwsRequest *r, const HttpResponse *resp) {
   Buf b = BUF_INIT;
   size_t i;
@@ -274,6 +285,106 @@ static int sign_attempt (AwsSession *s, const AwsRequest *r, const AwsCreds *cre
   return 0;
 }
 
+/*
+** One HTTP exchange: credentials (unless unsigned), signing, the request.
+** Returns the transport result; on a transport failure err describes it
+** and resp is empty.  -1 (not an HttpResult) when credentials or signing
+** failed: err says why and the request must not be retried.
+*/
+static int send_once (AwsSession *s, const AwsRequest *r, int attempt, int max,
+                      HttpResponse *resp, AwsError *err) {
+  const AwsCreds *creds = NULL;
+  SigV4Result sig;
+  HttpHeader *all = NULL;
+  size_t nall = 0;
+  HttpRequest hr;
+  HttpResult hres;
+  char e[512];
+  if (!r->unsigned_request) {
+    creds = r->creds;
+    if (creds == NULL && aws_session_credentials(s, &creds, err) != 0)
+      return -1;
+  }
+  if (sign_attempt(s, r, creds, &sig, &all, &nall, err) != 0)
+    return -1;
+  if (log_topic("aws"))
+    log_request(r, attempt, max, all, nall);
+  memset(&hr, 0, sizeof(hr));
+  hr.method = r->method;
+  hr.url = r->url;
+  hr.headers = all;
+  hr.nheaders = nall;
+  hr.body = r->body;
+  hr.body_len = r->body_len;
+  hr.timeout_ms = s->timeout_ms;
+  hr.connect_timeout_ms = s->connect_timeout_ms;
+  hr.ca_bundle = s->ca_bundle;
+  hres = http_do(s->http, &hr, resp, e, sizeof(e));
+  free(all);
+  sigv4_result_free(&sig);
+  if (hres != HTTP_OK) {
+    http_response_free(resp);    /* whatever arrived before the failure */
+    transport_error(err, hres, e, r->url);
+    if (log_topic("aws"))
+      log_str(topic_level(), err->message);
+  } else if (log_topic("aws")) {
+    log_response(r, resp);
+  }
+  return (int)hres;
+}
+
+/*
+** The server said our clock is off: take its time from the Date header
+** as the session's skew.  Returns 1 when corrected (retry at once).
+*/
+static int fix_clock_skew (AwsSession *s, const AwsRequest *r, const HttpResponse *resp) {
+  const char *date = http_field(resp->headers, resp->nheaders, "Date");
+  double server;
+  if (date == NULL || aws_time_parse(date, &server) != 0)
+    return 0;
+  s->clock_skew = server - now_seconds();
+  log_warn("aws: clock skew of %.0f s detected by %s, retrying with the server's time",
+           s->clock_skew, r->service);
+  return 1;
+}
+
+/* S3 names the bucket's region when the request went to another one. */
+static void note_bucket_region (const HttpResponse *resp, AwsError *err) {
+  const char *br = http_field(resp->headers, resp->nheaders, "x-amz-bucket-region");
+  if (br != NULL && (resp->status == 301 || resp->status == 400)) {
+    size_t l = strlen(err->message);
+    snprintf(err->message + l, sizeof(err->message) - l, " (the bucket is in region %s)", br);
+  }
+}
+
+/*
+** Standard retry mode after a failed attempt: retry when the error is
+** retryable, attempts and the retry quota are left and no interrupt
+** came; then sleep the backoff delay.  Returns 1 to retry.
+*/
+static int retry_after (AwsSession *s, const AwsRequest *r, const AwsError *err, int attempt,
+                        int max, int cost) {
+  double delay;
+  if (!err->retryable || attempt >= max || interrupt_requested())
+    return 0;
+  if (s->quota < cost) {
+    log_warn("aws: retry quota exhausted, not retrying %s.%s", r->service, r->operation);
+    return 0;
+  }
+  s->quota -= cost;
+  delay = aws_backoff_delay(attempt, s->retry_base, s->retry_cap, next_random(s));
+  log_info("aws: %s.%s failed (%s%s%s), retrying in %.1f s (attempt %d of %d)",
+           r->service, r->operation, err->code, err->status ? ", HTTP " : "",
+           err->status ? (err->status >= 500 ? "5xx" : "4xx") : "", delay, attempt + 1, max);
+  return backoff_sleep(delay);
+}
+
+/*
+** Send a request with retries (see request.h): sign each attempt afresh,
+** retry transport failures, throttling and 5xx with backoff, retry once
+** at once after correcting a clock skew.  Returns 0 with a 2xx response
+** in resp (caller frees), or -1 with err filled (resp empty).
+*/
 int aws_request_send (AwsSession *s, const AwsRequest *r, HttpResponse *resp, AwsError *err) {
   int max = r->max_attempts > 0 ? r->max_attempts : s->max_attempts;
   int attempt, skew_retried = 0;
@@ -281,101 +392,41 @@ int aws_request_send (AwsSession *s, const AwsRequest *r, HttpResponse *resp, Aw
   memset(err, 0, sizeof(*err));
   snprintf(err->service, sizeof(err->service), "%s", r->service ? r->service : "");
   snprintf(err->operation, sizeof(err->operation), "%s", r->operation ? r->operation : "");
-
   for (attempt = 1;; attempt++) {
-    const AwsCreds *creds = NULL;
-    SigV4Result sig;
-    HttpHeader *all = NULL;
-    size_t nall = 0;
-    HttpRequest hr;
-    HttpResult hres;
-    char e[512];
-    int cost;
-
+    int hres, cost = RETRY_COST;
     err->attempts = attempt;
-    if (!r->unsigned_request) {
-      creds = r->creds;
-      if (creds == NULL && aws_session_credentials(s, &creds, err) != 0)
-        return -1;
-    }
-    if (sign_attempt(s, r, creds, &sig, &all, &nall, err) != 0)
+    hres = send_once(s, r, attempt, max, resp, err);
+    if (hres < 0)
       return -1;
-    if (log_topic("aws"))
-      log_request(r, attempt, max, all, nall);
-    memset(&hr, 0, sizeof(hr));
-    hr.method = r->method;
-    hr.url = r->url;
-    hr.headers = all;
-    hr.nheaders = nall;
-    hr.body = r->body;
-    hr.body_len = r->body_len;
-    hr.timeout_ms = s->timeout_ms;
-    hr.connect_timeout_ms = s->connect_timeout_ms;
-    hr.ca_bundle = s->ca_bundle;
-    hres = http_do(s->http, &hr, resp, e, sizeof(e));
-    free(all);
-    sigv4_result_free(&sig);
-
     if (hres != HTTP_OK) {
-      http_response_free(resp);    /* whatever arrived before the failure */
-      transport_error(err, hres, e, r->url);
       cost = hres == HTTP_ERR_TIMEOUT ? TIMEOUT_RETRY_COST : RETRY_COST;
-      if (log_topic("aws"))
-        log_str(topic_level(), err->message);
+    } else if (resp->status >= 200 && resp->status < 300) {
+      s->quota += attempt == 1 ? 1 : RETRY_COST;
+      if (s->quota > QUOTA_MAX)
+        s->quota = QUOTA_MAX;
+      return 0;
     } else {
-      if (log_topic("aws"))
-        log_response(r, resp);
-      if (resp->status >= 200 && resp->status < 300) {
-        s->quota += attempt == 1 ? 1 : RETRY_COST;
-        if (s->quota > QUOTA_MAX)
-          s->quota = QUOTA_MAX;
-        return 0;
-      }
       aws_error_from_response(err, r->protocol, resp->status, resp->headers, resp->nheaders,
                               resp->body.data, resp->body.len);
-      cost = RETRY_COST;
-      if (clock_skew_error(err) && !skew_retried) {
-        const char *date = http_field(resp->headers, resp->nheaders, "Date");
-        double server;
-        if (date != NULL && aws_time_parse(date, &server) == 0) {
-          s->clock_skew = server - now_seconds();
-          skew_retried = 1;
-          log_warn("aws: clock skew of %.0f s detected by %s, retrying with the server's "
-                   "time", s->clock_skew, r->service);
-          http_response_free(resp);
-          attempt--;
-          continue;
-        }
+      if (clock_skew_error(err) && !skew_retried && fix_clock_skew(s, r, resp)) {
+        skew_retried = 1;
+        http_response_free(resp);
+        attempt--;       /* this retry is free */
+        continue;
       }
-      {
-        const char *br = http_field(resp->headers, resp->nheaders, "x-amz-bucket-region");
-        if (br != NULL && (resp->status == 301 || resp->status == 400)) {
-          size_t l = strlen(err->message);
-          snprintf(err->message + l, sizeof(err->message) - l,
-                   " (the bucket is in region %s)", br);
-        }
-      }
+      note_bucket_region(resp, err);
       http_response_free(resp);
     }
-    if (!err->retryable || attempt >= max || interrupt_requested())
+    if (!retry_after(s, r, err, attempt, max, cost))
       return -1;
-    if (s->quota < cost) {
-      log_warn("aws: retry quota exhausted, not retrying %s.%s", r->service, r->operation);
-      return -1;
-    }
-    s->quota -= cost;
-    {
-      double delay = aws_backoff_delay(attempt, s->retry_base, s->retry_cap, next_random(s));
-      log_info("aws: %s.%s failed (%s%s%s), retrying in %.1f s (attempt %d of %d)",
-               r->service, r->operation, err->code, err->status ? ", HTTP " : "",
-               err->status ? (err->status >= 500 ? "5xx" : "4xx") : "", delay, attempt + 1,
-               max);
-      if (!backoff_sleep(delay))
-        return -1;
-    }
   }
 }
 
+/*
+** POST a query-protocol form to STS (the configured endpoint, the
+** regional one, or the global one without a region), signed with
+** 'creds' or unsigned.  0 with the response (caller frees), or -1.
+*/
 int aws_sts_call (AwsSession *s, const char *action, const char *form, const AwsCreds *creds,
                   int unsigned_request, HttpResponse *resp, AwsError *err) {
   static const HttpHeader ct[] = {

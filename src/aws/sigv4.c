@@ -66,6 +66,8 @@ static int unreserved (int c) {
   return isalnum(c) || c == '-' || c == '_' || c == '.' || c == '~';
 }
 
+/* Percent-encode every byte but A-Z a-z 0-9 - _ . ~ (and '/' when
+   keep_slash), upper-case hex, as SigV4 requires. */
 void sigv4_uri_encode (Buf *out, const char *s, size_t n, int keep_slash) {
   static const char digits[] = "0123456789ABCDEF";
   size_t i;
@@ -88,6 +90,7 @@ static int hexval (int c) {
   return -1;
 }
 
+/* Decode %XX escapes; invalid escapes are kept literally. */
 void sigv4_uri_decode (Buf *out, const char *s, size_t n) {
   size_t i;
   for (i = 0; i < n; i++) {
@@ -224,6 +227,8 @@ void sigv4_amz_date (time_t t, char out[17]) {
   strftime(out, 17, "%Y%m%dT%H%M%SZ", &tm);
 }
 
+/* Split a URL into scheme, lowercase host[:port] (default port dropped),
+   path and query (see sigv4.h); -1 when it cannot be parsed. */
 int sigv4_split_url (const char *url, Buf *scheme, Buf *host, Buf *path, Buf *query) {
   const char *p = url, *sep, *auth, *auth_end, *h, *h_end, *port = NULL;
   size_t i;
@@ -336,6 +341,7 @@ static void add_out_header (SigV4Result *out, const char *name, const char *valu
   out->nheaders++;
 }
 
+/* Free everything a successful sigv4_sign() allocated. */
 void sigv4_result_free (SigV4Result *res) {
   size_t i;
   for (i = 0; i < res->nheaders; i++) {
@@ -426,16 +432,107 @@ static void canonical_headers (const SigV4Request *req, const SigV4Header *extra
   free(h);
 }
 
+/*
+** The payload hash, in this order: the caller's x-amz-content-sha256
+** header (trimmed), an explicit req->payload_hash, UNSIGNED-PAYLOAD for
+** presigned S3 URLs, else the SHA-256 of the body.  Sets *add_header
+** when an X-Amz-Content-SHA256 header must be added and signed (S3 and
+** explicit hashes, header signing only).
+*/
+static void payload_hash (const SigV4Request *req, char *out, size_t outlen, int *add_header) {
+  const char *hv = find_header(req, "x-amz-content-sha256");
+  *add_header = 0;
+  if (hv != NULL) {
+    Buf t = BUF_INIT;
+    trimall(&t, hv);
+    snprintf(out, outlen, "%s", buf_cstr(&t));
+    buf_free(&t);
+  } else if (req->payload_hash != NULL) {
+    snprintf(out, outlen, "%s", req->payload_hash);
+    *add_header = !req->presign;
+  } else if (req->presign && req->s3) {
+    snprintf(out, outlen, "%s", SIGV4_UNSIGNED_PAYLOAD);
+  } else {
+    sigv4_sha256_hex(req->body, req->body_len, out);
+    *add_header = req->s3 && !req->presign;
+  }
+}
+
+/* The canonical URI: S3 paths as sent (encoded once, not normalised),
+   other services' normalised and encoded a second time. */
+static void canonical_uri (const SigV4Request *req, Buf *path, Buf *uri) {
+  if (req->s3) {
+    if (path->len == 0)
+      buf_putc(uri, '/');
+    else
+      buf_append(uri, path->data, path->len);
+  } else {
+    Buf norm = BUF_INIT;
+    sigv4_normalize_path(&norm, buf_cstr(path), path->len);
+    sigv4_uri_encode(uri, buf_cstr(&norm), norm.len, 1);
+    buf_free(&norm);
+  }
+}
+
+/*
+** The query string of a presigned URL, before the signature: the
+** caller's parameters (normalised, in their order), then X-Amz-Algorithm,
+** -Credential, -Date, -Expires, -SignedHeaders and -Security-Token.
+*/
+static void presign_query (const SigV4Request *req, Buf *query, const char *scope,
+                           const char *amzdate, const Buf *signed_list, const char *token,
+                           Buf *out) {
+  Buf cred = BUF_INIT;
+  QueryPair *pairs;
+  size_t np, i;
+  pairs = split_query(buf_cstr(query), query->len, &np);
+  for (i = 0; i < np; i++)
+    buf_printf(out, "%s=%s&", pairs[i].name, pairs[i].value);
+  free_pairs(pairs, np);
+  buf_puts(out, "X-Amz-Algorithm=AWS4-HMAC-SHA256&X-Amz-Credential=");
+  buf_printf(&cred, "%s/%s", req->access_key_id, scope);
+  sigv4_uri_encode(out, cred.data, cred.len, 0);
+  buf_free(&cred);
+  buf_printf(out, "&X-Amz-Date=%s&X-Amz-Expires=%ld&X-Amz-SignedHeaders=", amzdate,
+             req->expires > 0 ? req->expires : 3600L);
+  sigv4_uri_encode(out, signed_list->data, signed_list->len, 0);
+  if (token != NULL) {
+    buf_puts(out, "&X-Amz-Security-Token=");
+    sigv4_uri_encode(out, token, strlen(token), 0);
+  }
+}
+
+/* The presigned URL: the request URL up to its query, then the query
+   and the signature.  Caller frees. */
+static char *presigned_url (const char *url, const char *query, const char *signature) {
+  Buf u = BUF_INIT;
+  const char *rest = url;
+  if (url[0] != '/') {            /* absolute: keep scheme and host as given */
+    const char *a = strstr(url, "://") + 3;
+    rest = a + strcspn(a, "/?#");
+    buf_append(&u, url, (size_t)(rest - url));
+  }
+  buf_append(&u, rest, strcspn(rest, "?#"));
+  buf_printf(&u, "?%s&X-Amz-Signature=%s", query, signature);
+  return buf_steal(&u);
+}
+
+/*
+** Sign a request (see sigv4.h): canonical request, string to sign,
+** signature, then either the headers to add or the presigned URL.  The
+** secret and the signing key never leave this function (the key is
+** cleansed).  Returns 0, or -1 with a message in err (out is then empty).
+*/
 int sigv4_sign (const SigV4Request *req, SigV4Result *out, char *err, size_t errlen) {
   Buf scheme = BUF_INIT, host = BUF_INIT, path = BUF_INIT, query = BUF_INIT;
   Buf cr = BUF_INIT, uri = BUF_INIT, hdrs = BUF_INIT, signed_list = BUF_INIT;
-  Buf cq = BUF_INIT, scope = BUF_INIT, sts = BUF_INIT, tmp = BUF_INIT;
+  Buf cq = BUF_INIT, scope = BUF_INIT, sts = BUF_INIT, pq = BUF_INIT;
   SigV4Header extra[3];
   size_t nextra = 0, i;
   char amzdate[17], date8[9], payload[SIGV4_HEX_LEN + 64], crhash[SIGV4_HEX_LEN];
   unsigned char key[32], sig[32];
-  const char *hv, *token;
-  int rc = -1, add_sha_header = 0;
+  const char *token;
+  int rc = -1, add_sha_header;
 
   memset(out, 0, sizeof(*out));
   if (req->method == NULL || req->url == NULL || req->service == NULL ||
@@ -458,24 +555,9 @@ int sigv4_sign (const SigV4Request *req, SigV4Result *out, char *err, size_t err
   memcpy(date8, amzdate, 8);
   date8[8] = '\0';
   buf_printf(&scope, "%s/%s/%s/aws4_request", date8, req->region, req->service);
+  payload_hash(req, payload, sizeof(payload), &add_sha_header);
 
-  /* payload hash: caller's header, explicit value, presigned S3, body */
-  hv = find_header(req, "x-amz-content-sha256");
-  if (hv != NULL) {
-    Buf t = BUF_INIT;
-    trimall(&t, hv);
-    snprintf(payload, sizeof(payload), "%s", buf_cstr(&t));
-    buf_free(&t);
-  } else if (req->payload_hash != NULL) {
-    snprintf(payload, sizeof(payload), "%s", req->payload_hash);
-    add_sha_header = !req->presign;
-  } else if (req->presign && req->s3) {
-    snprintf(payload, sizeof(payload), "%s", SIGV4_UNSIGNED_PAYLOAD);
-  } else {
-    sigv4_sha256_hex(req->body, req->body_len, payload);
-    add_sha_header = req->s3 && !req->presign;
-  }
-
+  /* the headers signing adds (header mode only) */
   if (!req->presign) {
     extra[nextra].name = "X-Amz-Date";
     extra[nextra++].value = amzdate;
@@ -489,52 +571,19 @@ int sigv4_sign (const SigV4Request *req, SigV4Result *out, char *err, size_t err
     }
   }
   canonical_headers(req, extra, nextra, buf_cstr(&host), &hdrs, &signed_list);
-
-  /* canonical URI */
-  if (req->s3) {
-    if (path.len == 0)
-      buf_putc(&uri, '/');
-    else
-      buf_append(&uri, path.data, path.len);
+  canonical_uri(req, &path, &uri);
+  if (req->presign) {     /* the auth parameters are part of the canonical query */
+    presign_query(req, &query, buf_cstr(&scope), amzdate, &signed_list, token, &pq);
+    sigv4_canonical_query(&cq, pq.data, pq.len);
   } else {
-    sigv4_normalize_path(&tmp, path.data != NULL ? path.data : "", path.len);
-    sigv4_uri_encode(&uri, tmp.data, tmp.len, 1);
+    sigv4_canonical_query(&cq, buf_cstr(&query), query.len);
   }
 
-  /* canonical query (presign: the auth parameters are part of it) */
-  if (req->presign) {
-    Buf aq = BUF_INIT;
-    size_t np;
-    QueryPair *pairs;
-    buf_puts(&aq, "X-Amz-Algorithm=AWS4-HMAC-SHA256&X-Amz-Credential=");
-    buf_reset(&tmp);
-    buf_printf(&tmp, "%s/%s", req->access_key_id, buf_cstr(&scope));
-    sigv4_uri_encode(&aq, tmp.data, tmp.len, 0);
-    buf_printf(&aq, "&X-Amz-Date=%s&X-Amz-Expires=%ld&X-Amz-SignedHeaders=", amzdate,
-               req->expires > 0 ? req->expires : 3600L);
-    sigv4_uri_encode(&aq, signed_list.data, signed_list.len, 0);
-    if (token != NULL) {
-      buf_puts(&aq, "&X-Amz-Security-Token=");
-      sigv4_uri_encode(&aq, token, strlen(token), 0);
-    }
-    /* the URL: original parameters (normalised, in order), then auth */
-    buf_reset(&tmp);
-    pairs = split_query(query.data != NULL ? query.data : "", query.len, &np);
-    for (i = 0; i < np; i++)
-      buf_printf(&tmp, "%s=%s&", pairs[i].name, pairs[i].value);
-    free_pairs(pairs, np);
-    buf_append(&tmp, aq.data, aq.len);
-    sigv4_canonical_query(&cq, tmp.data, tmp.len);
-    buf_free(&aq);
-  } else {
-    sigv4_canonical_query(&cq, query.data != NULL ? query.data : "", query.len);
-  }
-
+  /* canonical request, string to sign, signature */
   for (i = 0; req->method[i]; i++)
     buf_putc(&cr, (char)toupper((unsigned char)req->method[i]));
   buf_printf(&cr, "\n%s\n%s\n%s\n%s\n%s", buf_cstr(&uri), buf_cstr(&cq), buf_cstr(&hdrs),
              buf_cstr(&signed_list), payload);
-
   sigv4_sha256_hex(cr.data, cr.len, crhash);
   buf_printf(&sts, "AWS4-HMAC-SHA256\n%s\n%s\n%s", amzdate, buf_cstr(&scope), crhash);
   sigv4_signing_key(req->secret_access_key, date8, req->region, req->service, key);
@@ -543,16 +592,7 @@ int sigv4_sign (const SigV4Request *req, SigV4Result *out, char *err, size_t err
   sigv4_hex(sig, 32, out->signature);
 
   if (req->presign) {
-    Buf u = BUF_INIT;
-    const char *rest = req->url;
-    if (req->url[0] != '/') {
-      const char *a = strstr(req->url, "://") + 3;
-      rest = a + strcspn(a, "/?#");
-      buf_append(&u, req->url, (size_t)(rest - req->url));
-    }
-    buf_append(&u, rest, strcspn(rest, "?#"));
-    buf_printf(&u, "?%s&X-Amz-Signature=%s", buf_cstr(&tmp), out->signature);
-    out->url = buf_steal(&u);
+    out->url = presigned_url(req->url, buf_cstr(&pq), out->signature);
   } else {
     Buf auth = BUF_INIT;
     for (i = 0; i < nextra; i++)
@@ -570,6 +610,6 @@ int sigv4_sign (const SigV4Request *req, SigV4Result *out, char *err, size_t err
 done:
   buf_free(&scheme); buf_free(&host); buf_free(&path); buf_free(&query);
   buf_free(&cr); buf_free(&uri); buf_free(&hdrs); buf_free(&signed_list);
-  buf_free(&cq); buf_free(&scope); buf_free(&sts); buf_free(&tmp);
+  buf_free(&cq); buf_free(&scope); buf_free(&sts); buf_free(&pq);
   return rc;
 }

@@ -28,6 +28,8 @@ static void stop (Builder *b, const char *why) {
   XML_StopParser(b->parser, XML_FALSE);
 }
 
+/* expat start-element callback: push a new child (namespace prefix
+   dropped), enforcing the depth and node limits. */
 static void XMLCALL on_start (void *ud, const XML_Char *name, const XML_Char **atts) {
   Builder *b = ud;
   const char *local = strrchr(name, ':');
@@ -60,6 +62,8 @@ static void XMLCALL on_start (void *ud, const XML_Char *name, const XML_Char **a
   b->depth++;
 }
 
+/* expat end-element callback: keep the node's text (trimmed when it has
+   children) and pop it. */
 static void XMLCALL on_end (void *ud, const XML_Char *name) {
   Builder *b = ud;
   XmlNode *n;
@@ -125,6 +129,8 @@ void xml_free (XmlNode *root) {
   free(stack);
 }
 
+/* Parse a document into an element tree (see xml.h); NULL with a
+   message (line, column) in err.  Caller frees with xml_free(). */
 XmlNode *xml_parse (const char *data, size_t len, char *err, size_t errlen) {
   Builder *b = xcalloc(1, sizeof(Builder));
   XmlNode *root = NULL;
@@ -181,6 +187,7 @@ const XmlNode *xml_child (const XmlNode *n, const char *name) {
   return NULL;
 }
 
+/* Follow a '/'-separated path of child names ("Error/Code"), or NULL. */
 const XmlNode *xml_path (const XmlNode *n, const char *path) {
   char part[256];
   while (n != NULL && *path) {
@@ -202,6 +209,7 @@ const char *xml_path_text (const XmlNode *n, const char *path) {
   return c != NULL ? c->text : NULL;
 }
 
+/* Append s with & < > " ' escaped (request bodies). */
 void xml_escape (Buf *out, const char *s, size_t n) {
   size_t i;
   for (i = 0; i < n; i++) {

@@ -189,6 +189,8 @@ static int msghandler (lua_State *L) {
   return 1;
 }
 
+/* lua_pcall with the message handler and the SIGINT hook installed for
+   the call (see host.h). */
 int host_docall (lua_State *L, int narg, int nres) {
   int status;
   int base = lua_gettop(L) - narg;
@@ -203,6 +205,8 @@ int host_docall (lua_State *L, int narg, int nres) {
   return status;
 }
 
+/* Print the error on the stack (redacted, through its __tostring) to
+   stderr and pop it. */
 void host_report (lua_State *L, const char *prefix) {
   const char *msg;
   char *masked;

@@ -14,6 +14,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "host/luax.h"
 #include "host/modules.h"
 
 #define JSON_TREE "json.tree"
@@ -24,6 +25,7 @@
 static const char null_sentinel;
 #define JSON_NULL ((void *)&null_sentinel)
 
+/* __gc of a tree box: cJSON_Delete once. */
 static int tree_gc (lua_State *L) {
   cJSON **box = (cJSON **)luaL_checkudata(L, 1, JSON_TREE);
   if (*box != NULL) {
@@ -36,17 +38,20 @@ static int tree_gc (lua_State *L) {
 /* A GC-owned holder for a cJSON tree, created before the tree exists so a
    Lua error while converting can never leak it. */
 static cJSON **newtreebox (lua_State *L) {
-  cJSON **box = (cJSON **)lua_newuserdatauv(L, sizeof(cJSON *), 0);
-  *box = NULL;
-  luaL_setmetatable(L, JSON_TREE);
-  return box;
+  return (cJSON **)luax_newudata(L, sizeof(cJSON *), 0, JSON_TREE);
 }
 
+/* Give the table at the top the array mark. */
 static void setarray (lua_State *L) {
   luaL_getmetatable(L, ARRAY_MT);
   lua_setmetatable(L, -2);
 }
 
+/*
+** Push the Lua value of a cJSON item: null -> json.null, integral
+** numbers below 2^53 -> integers, arrays marked as arrays.  Raises when
+** nested deeper than MAXDEPTH.
+*/
 static void push_item (lua_State *L, const cJSON *item, int depth) {
   const cJSON *c;
   lua_Integer i = 0;
@@ -97,17 +102,16 @@ static int json_decode (lua_State *L) {
   return 1;
 }
 
+/*
+** Is the table at 'idx' (absolute) a JSON array?  Marked ones are
+** (*n = its length, even 0); unmarked ones when their keys are exactly
+** 1..n with n > 0.  Never raises.
+*/
 static int is_array (lua_State *L, int idx, lua_Integer *n) {
   lua_Integer count = 0, max = 0;
-  if (lua_getmetatable(L, idx)) {
-    int marked;
-    luaL_getmetatable(L, ARRAY_MT);
-    marked = lua_rawequal(L, -1, -2);
-    lua_pop(L, 2);
-    if (marked) {
-      *n = (lua_Integer)lua_rawlen(L, idx);
-      return 1;
-    }
+  if (luax_isa(L, idx, ARRAY_MT)) {
+    *n = (lua_Integer)lua_rawlen(L, idx);
+    return 1;
   }
   lua_pushnil(L);
   while (lua_next(L, idx) != 0) {
@@ -128,8 +132,64 @@ static int cmpstr (const void *a, const void *b) {
   return strcmp(*(const char *const *)a, *(const char *const *)b);
 }
 
-/* Convert the Lua value at 'idx' to a new cJSON item (owned by caller
-   until attached to its parent, which is already in a GC box). */
+static cJSON *to_json (lua_State *L, int idx, int depth);
+
+/*
+** Convert the table at 'idx' (absolute) to a new cJSON array or object;
+** object keys are sorted so output is deterministic.  The container
+** lives in a GC box while it is filled, so a Lua error (bad key, bad
+** value, too deep) cannot leak it; ownership moves to the caller on
+** return.
+*/
+static cJSON *table_to_json (lua_State *L, int idx, int depth) {
+  lua_Integer n, i;
+  cJSON **box = newtreebox(L);
+  cJSON *item;
+  if (is_array(L, idx, &n)) {
+    *box = cJSON_CreateArray();
+    for (i = 1; i <= n; i++) {
+      lua_rawgeti(L, idx, i);
+      cJSON_AddItemToArray(*box, to_json(L, -1, depth + 1));
+      lua_pop(L, 1);
+    }
+  } else {
+    size_t nk = 0, k, cap = 16;
+    const char **keys = (const char **)lua_newuserdatauv(L, cap * sizeof(char *), 0);
+    *box = cJSON_CreateObject();
+    lua_pushnil(L);
+    while (lua_next(L, idx) != 0) {
+      lua_pop(L, 1);
+      if (lua_type(L, -1) != LUA_TSTRING)
+        luaL_error(L, "cannot encode a table with a %s key as JSON", luaL_typename(L, -1));
+      if (nk == cap) {
+        const char **bigger = (const char **)lua_newuserdatauv(L, cap * 2 * sizeof(char *), 0);
+        memcpy(bigger, keys, cap * sizeof(char *));
+        lua_replace(L, -3);  /* keep only the bigger array anchored */
+        keys = bigger;
+        cap *= 2;
+      }
+      keys[nk++] = lua_tostring(L, -1);  /* the key stays alive in the table */
+    }
+    qsort(keys, nk, sizeof(char *), cmpstr);
+    for (k = 0; k < nk; k++) {
+      lua_getfield(L, idx, keys[k]);
+      cJSON_AddItemToObject(*box, keys[k], to_json(L, -1, depth + 1));
+      lua_pop(L, 1);
+    }
+    lua_pop(L, 1);  /* keys */
+  }
+  item = *box;
+  *box = NULL;  /* ownership moves to the caller */
+  lua_pop(L, 1);
+  return item;
+}
+
+/*
+** Convert the Lua value at 'idx' to a new cJSON item (owned by the
+** caller until attached to its parent, which is already in a GC box).
+** Integers are written exactly (even beyond 2^53); NaN, infinities,
+** functions, userdata and cycles (depth) raise.
+*/
 static cJSON *to_json (lua_State *L, int idx, int depth) {
   idx = lua_absindex(L, idx);
   if (depth > MAXDEPTH)
@@ -144,7 +204,7 @@ static cJSON *to_json (lua_State *L, int idx, int depth) {
       if (lua_isinteger(L, idx)) {
         char tmp[32];
         snprintf(tmp, sizeof(tmp), LUA_INTEGER_FMT, lua_tointeger(L, idx));
-        return cJSON_CreateRaw(tmp);  /* exact, even beyond 2^53 */
+        return cJSON_CreateRaw(tmp);
       } else {
         double d = lua_tonumber(L, idx);
         if (isnan(d) || isinf(d))
@@ -157,50 +217,8 @@ static cJSON *to_json (lua_State *L, int idx, int depth) {
       if (lua_touserdata(L, idx) == JSON_NULL)
         return cJSON_CreateNull();
       break;
-    case LUA_TTABLE: {
-      lua_Integer n, i;
-      cJSON **box = newtreebox(L);  /* owns the container while we fill it */
-      if (is_array(L, idx, &n)) {
-        *box = cJSON_CreateArray();
-        for (i = 1; i <= n; i++) {
-          lua_rawgeti(L, idx, i);
-          cJSON_AddItemToArray(*box, to_json(L, -1, depth + 1));
-          lua_pop(L, 1);
-        }
-      } else {
-        const char **keys;
-        size_t nk = 0, k, cap = 16;
-        keys = (const char **)lua_newuserdatauv(L, cap * sizeof(char *), 0);
-        *box = cJSON_CreateObject();
-        lua_pushnil(L);
-        while (lua_next(L, idx) != 0) {
-          lua_pop(L, 1);
-          if (lua_type(L, -1) != LUA_TSTRING)
-            luaL_error(L, "cannot encode a table with a %s key as JSON", luaL_typename(L, -1));
-          if (nk == cap) {
-            const char **bigger = (const char **)lua_newuserdatauv(L, cap * 2 * sizeof(char *), 0);
-            memcpy(bigger, keys, cap * sizeof(char *));
-            lua_replace(L, -3);  /* keep only the bigger array anchored */
-            keys = bigger;
-            cap *= 2;
-          }
-          keys[nk++] = lua_tostring(L, -1);  /* the key stays alive in the table */
-        }
-        qsort(keys, nk, sizeof(char *), cmpstr);
-        for (k = 0; k < nk; k++) {
-          lua_getfield(L, idx, keys[k]);
-          cJSON_AddItemToObject(*box, keys[k], to_json(L, -1, depth + 1));
-          lua_pop(L, 1);
-        }
-        lua_pop(L, 1);  /* keys */
-      }
-      {
-        cJSON *item = *box;
-        *box = NULL;  /* ownership moves to the caller */
-        lua_pop(L, 1);
-        return item;
-      }
-    }
+    case LUA_TTABLE:
+      return table_to_json(L, idx, depth);
     default:
       break;
   }
@@ -258,11 +276,10 @@ static const luaL_Reg json_funcs[] = {
   {NULL, NULL}
 };
 
+/* require "json": the tree box and array-mark metatables, json.null. */
 int luaopen_json (lua_State *L) {
-  luaL_newmetatable(L, JSON_TREE);
-  lua_pushcfunction(L, tree_gc);
-  lua_setfield(L, -2, "__gc");
-  lua_pop(L, 1);
+  static const luaL_Reg tree_meta[] = {{"__gc", tree_gc}, {NULL, NULL}};
+  luax_createmeta(L, JSON_TREE, tree_meta, NULL);
   luaL_newmetatable(L, ARRAY_MT);
   lua_pushliteral(L, "array");
   lua_setfield(L, -2, "__jsontype");

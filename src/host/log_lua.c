@@ -4,11 +4,16 @@
 ** engine.  log.info(fmt, ...) formats with string.format and reports the
 ** message at INFO; every message is redacted by the logger.
 */
+#include <errno.h>
 #include <lauxlib.h>
+#include <string.h>
 
 #include "host/modules.h"
 #include "util/log.h"
 
+/* log.<level>(fmt, ...): format with string.format (upvalue 1) when
+   there are arguments, then log; below the level, nothing is formatted.
+   Raises only what string.format raises. */
 static int log_at (lua_State *L, LogLevel level) {
   if (level < log_get_level())
     return 0;
@@ -49,7 +54,7 @@ static int l_open (lua_State *L) {
   const char *path = luaL_checkstring(L, 1);
   if (log_open_file(path) != 0) {
     lua_pushnil(L);
-    lua_pushfstring(L, "cannot open log file %s", path);
+    lua_pushfstring(L, "cannot open log file %s: %s", path, strerror(errno));
     return 2;
   }
   lua_pushboolean(L, 1);
@@ -104,6 +109,7 @@ static const luaL_Reg funcs[] = {
   {NULL, NULL}
 };
 
+/* require "log": every function gets string.format as upvalue 1. */
 int luaopen_log (lua_State *L) {
   luaL_newlibtable(L, funcs);
   lua_getglobal(L, "string");

@@ -14,6 +14,7 @@
 ** Metatables and userdata
 ** ======================================================================= */
 
+/* See luax.h: the metatable 'name' from Lua's three registration tables. */
 void luax_createmeta (lua_State *L, const char *name, const luaL_Reg *metameth,
                       const luaL_Reg *methods) {
   luaL_newmetatable(L, name);
@@ -27,6 +28,7 @@ void luax_createmeta (lua_State *L, const char *name, const luaL_Reg *metameth,
   lua_pop(L, 1);
 }
 
+/* See luax.h: a zero-filled ("closed") userdata with its metatable. */
 void *luax_newudata (lua_State *L, size_t size, int nuv, const char *name) {
   void *p = lua_newuserdatauv(L, size, nuv);
   memset(p, 0, size);
@@ -34,6 +36,7 @@ void *luax_newudata (lua_State *L, size_t size, int nuv, const char *name) {
   return p;
 }
 
+/* See luax.h: compares the value's metatable with the registered one. */
 int luax_isa (lua_State *L, int idx, const char *name) {
   int yes = 0;
   if (lua_getmetatable(L, idx)) {
@@ -47,7 +50,8 @@ int luax_isa (lua_State *L, int idx, const char *name) {
 /* }====================================================================== */
 
 /* {======================================================================
-** Options tables
+** Options tables: each getter reads t[k] through getopt() and checks its
+** type; the contracts (defaults, messages) are in luax.h.
 ** ======================================================================= */
 
 /*
@@ -219,6 +223,7 @@ int luax_raise_error (lua_State *L, const char *mt, ...) {
 
 /* }====================================================================== */
 
+/* See luax.h: push b's bytes, free b. */
 int luax_pushbuf (lua_State *L, Buf *b) {
   lua_pushlstring(L, buf_cstr(b), b->len);
   buf_free(b);

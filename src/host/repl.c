@@ -23,35 +23,34 @@
 #include <unistd.h>
 
 #include "host/host.h"
+#include "host/luax.h"
 #include "host/modules.h"
 #include "util/interrupt.h"
 #include "util/redact.h"
 
 #define EOFMARK "<eof>"
-#define MAXLINE 65536
 
 typedef struct Repl {
   int tty;
   const char *prompt, *prompt2;
 } Repl;
 
-/* Read one line without its newline; NULL at end of input.  Caller frees. */
+/* Read one line without its newline (any length); NULL at end of
+   input.  Caller frees. */
 static char *read_line (Repl *r, int first) {
-  if (r->tty) {
-    char *line = readline(first ? r->prompt : r->prompt2);
-    return line;
-  } else {
-    char *buf = malloc(MAXLINE);
-    size_t n;
-    if (buf == NULL || fgets(buf, MAXLINE, stdin) == NULL) {
-      free(buf);
-      return NULL;
-    }
-    n = strlen(buf);
-    if (n > 0 && buf[n - 1] == '\n')
-      buf[--n] = '\0';
-    return buf;
+  char *buf = NULL;
+  size_t cap = 0;
+  ssize_t n;
+  if (r->tty)
+    return readline(first ? r->prompt : r->prompt2);
+  n = getline(&buf, &cap, stdin);
+  if (n < 0) {
+    free(buf);
+    return NULL;
   }
+  if (n > 0 && buf[n - 1] == '\n')
+    buf[n - 1] = '\0';
+  return buf;
 }
 
 /* Is the status a syntax error that only lacks more input? */
@@ -147,22 +146,26 @@ static void report (lua_State *L) {
   lua_pop(L, 2);
 }
 
+/*
+** repl.loop(options): the loop itself (see the top of this file).
+** Returns at end of input; raises only on bad options.  Stack while it
+** runs: 1 options, 2 env, 3 print, then the chunk being run.
+*/
 static int repl_loop (lua_State *L) {
   Repl r;
   const char *history;
   char *text;
   int status;
   luaL_checktype(L, 1, LUA_TTABLE);
+  lua_settop(L, 1);
+  r.prompt = luax_opt_string(L, 1, "prompt", "pgtide> ");
+  r.prompt2 = luax_opt_string(L, 1, "prompt2", "pgtide>> ");
+  history = luax_opt_string(L, 1, "history", NULL);
   lua_getfield(L, 1, "env");        /* 2 */
-  lua_getfield(L, 1, "print");      /* 3 */
-  lua_getfield(L, 1, "prompt");     /* 4 */
-  lua_getfield(L, 1, "prompt2");    /* 5 */
-  lua_getfield(L, 1, "history");    /* 6 */
-  luaL_checktype(L, 2, LUA_TTABLE);
-  luaL_checktype(L, 3, LUA_TFUNCTION);
-  r.prompt = luaL_optstring(L, 4, "pgtide> ");
-  r.prompt2 = luaL_optstring(L, 5, "pgtide>> ");
-  history = lua_tostring(L, 6);
+  if (!lua_istable(L, 2))
+    return luaL_error(L, "option 'env' must be a table");
+  if (luax_opt_function(L, 1, "print") == 0)   /* 3 */
+    return luaL_error(L, "option 'print' is required");
   r.tty = isatty(STDIN_FILENO) && isatty(STDOUT_FILENO);
   if (r.tty) {
     using_history();
@@ -193,7 +196,7 @@ static int repl_loop (lua_State *L) {
       report(L);
     free(text);
     interrupt_clear();
-    lua_settop(L, 6);
+    lua_settop(L, 3);
   }
   if (r.tty) {
     fputc('\n', stdout);

@@ -25,11 +25,13 @@
 
 #include "host/embedded.h"
 #include "host/host.h"
+#include "host/luax.h"
 #include "host/modules.h"
 #include "util/buf.h"
 #include "util/interrupt.h"
 #include "util/redact.h"
 
+/* The io-style failure result: nil, "<what> <path>: <strerror(errno)>". */
 static int fail (lua_State *L, const char *what, const char *path) {
   lua_pushnil(L);
   lua_pushfstring(L, "%s %s: %s", what, path, strerror(errno));
@@ -85,58 +87,65 @@ static void sync_dir (const char *path) {
   }
 }
 
-/*
-** sys.write_atomic(path, data [, mode]) -> true | nil, err.
-** Writes a temporary file beside 'path', fsyncs it, renames it over
-** 'path' and fsyncs the directory: readers see the old or the new
-** contents, never a torn file, even after kill -9 or a power loss.
-*/
-static int sys_write_atomic (lua_State *L) {
-  const char *path = luaL_checkstring(L, 1);
-  size_t len, off = 0;
-  const char *data = luaL_checklstring(L, 2, &len);
-  int mode = (int)luaL_optinteger(L, 3, 0600);
-  Buf tmp = BUF_INIT;
-  int fd;
-  buf_printf(&tmp, "%s.tmp.%ld", path, (long)getpid());
-  fd = open(tmp.data, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, mode);
-  if (fd < 0) {
-    int r = fail(L, "cannot create", tmp.data);
-    buf_free(&tmp);
-    return r;
-  }
+/* Write all of data[0..len) to fd; returns 0, or -1 with errno set. */
+static int write_all (int fd, const char *data, size_t len) {
+  size_t off = 0;
   while (off < len) {
     ssize_t w = write(fd, data + off, len - off);
     if (w < 0) {
       if (errno == EINTR)
         continue;
-      close(fd);
-      unlink(tmp.data);
-      {
-        int r = fail(L, "cannot write", tmp.data);
-        buf_free(&tmp);
-        return r;
-      }
+      return -1;
     }
     off += (size_t)w;
   }
-  if (fsync(fd) != 0 || close(fd) != 0 || rename(tmp.data, path) != 0) {
-    int r = fail(L, "cannot save", path);
-    unlink(tmp.data);
-    buf_free(&tmp);
-    return r;
-  }
-  sync_dir(path);
-  buf_free(&tmp);
-  lua_pushboolean(L, 1);
-  return 1;
+  return 0;
 }
 
-/* sys.mkdir_p(path [, mode]) -> true | nil, err */
+/*
+** sys.write_atomic(path, data [, mode]) -> true | nil, err.
+** Writes a temporary file beside 'path', fsyncs it, renames it over
+** 'path' and fsyncs the directory: readers see the old or the new
+** contents, never a torn file, even after kill -9 or a power loss.
+** The message is built before close()/unlink() can change errno.
+*/
+static int sys_write_atomic (lua_State *L) {
+  const char *path = luaL_checkstring(L, 1);
+  size_t len;
+  const char *data = luaL_checklstring(L, 2, &len);
+  int mode = (int)luaL_optinteger(L, 3, 0600);
+  Buf tmp = BUF_INIT;
+  int fd, nret = 1;
+  buf_printf(&tmp, "%s.tmp.%ld", path, (long)getpid());
+  fd = open(tmp.data, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, mode);
+  if (fd < 0) {
+    nret = fail(L, "cannot create", tmp.data);
+  } else if (write_all(fd, data, len) != 0) {
+    nret = fail(L, "cannot write", tmp.data);
+    close(fd);
+    unlink(tmp.data);
+  } else if (fsync(fd) != 0) {
+    nret = fail(L, "cannot save", path);
+    close(fd);
+    unlink(tmp.data);
+  } else if (close(fd) != 0 || rename(tmp.data, path) != 0) {
+    nret = fail(L, "cannot save", path);
+    unlink(tmp.data);
+  } else {
+    sync_dir(path);
+    lua_pushboolean(L, 1);
+  }
+  buf_free(&tmp);
+  return nret;
+}
+
+/* sys.mkdir_p(path [, mode]) -> true | nil, err.  Creates the missing
+   directories of path; an existing non-directory is an error. */
 static int sys_mkdir_p (lua_State *L) {
   const char *path = luaL_checkstring(L, 1);
   int mode = (int)luaL_optinteger(L, 2, 0700);
   char tmp[PATH_MAX];
+  struct stat st;
   char *p;
   if (strlcpy_(tmp, path, sizeof(tmp)) >= sizeof(tmp))
     return luaL_error(L, "path too long");
@@ -149,6 +158,12 @@ static int sys_mkdir_p (lua_State *L) {
     }
   if (mkdir(tmp, (mode_t)mode) != 0 && errno != EEXIST)
     return fail(L, "cannot create directory", tmp);
+  if (stat(tmp, &st) != 0)
+    return fail(L, "cannot create directory", tmp);
+  if (!S_ISDIR(st.st_mode)) {
+    errno = ENOTDIR;
+    return fail(L, "cannot create directory", tmp);
+  }
   lua_pushboolean(L, 1);
   return 1;
 }
@@ -179,16 +194,22 @@ static int sys_readfile (lua_State *L) {
     n = fread(p, 1, LUAL_BUFFERSIZE, f);
     luaL_addsize(&b, n);
   } while (n == LUAL_BUFFERSIZE);
+  if (ferror(f)) {   /* a read error is not the end of the file */
+    int e = errno;
+    fclose(f);
+    errno = e;
+    return fail(L, "cannot read", path);
+  }
   fclose(f);
   luaL_pushresult(&b);
   return 1;
 }
 
-/* sys.readdir(path) -> sorted list of names (no . and ..) | nil, err */
 static int cmpname (const void *a, const void *b) {
   return strcmp(*(char *const *)a, *(char *const *)b);
 }
 
+/* sys.readdir(path) -> sorted list of names (no . and ..) | nil, err */
 static int sys_readdir (lua_State *L) {
   const char *path = luaL_checkstring(L, 1);
   DIR *d = opendir(path);
@@ -356,9 +377,7 @@ static int sys_redact (lua_State *L) {
   const char *s = luaL_checklstring(L, 1, &n);
   Buf out = BUF_INIT;
   redact_into(&out, s, n);
-  lua_pushlstring(L, buf_cstr(&out), out.len);
-  buf_free(&out);
-  return 1;
+  return luax_pushbuf(L, &out);
 }
 
 static int sys_version (lua_State *L) {

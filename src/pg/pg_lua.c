@@ -3,10 +3,11 @@
 ** Lua module "pg": PostgreSQL connections, queries, transactions and
 ** small COPY transfers for runbooks and scripts.
 **
-** This file is the Lua-facing layer only: argument checks, conversion
-** between Lua values and PostgreSQL's text format, object lifecycle and
-** error objects.  Connecting is pgconn.c, waiting and COPY plumbing is
-** pgio.c, value formats are pgvalue.c; bulk data is the core engine's.
+** This file is the Lua-facing layer only: argument checks, object
+** lifecycle and error objects; the conversion of values between Lua and
+** PostgreSQL's text format is pg_lua_values.c.  Connecting is pgconn.c,
+** waiting and COPY plumbing is pgio.c, value formats are pgvalue.c; bulk
+** data is the core engine's.
 **
 ** Type mapping (results): NULL -> nil; bool -> boolean; int2, int4,
 ** int8, oid -> integer (64-bit, exact); float4, float8 -> float (exact,
@@ -26,7 +27,9 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "host/luax.h"
 #include "host/modules.h"
+#include "pg/pg_lua_internal.h"
 #include "pg/pgconn.h"
 #include "pg/pgio.h"
 #include "pg/pgvalue.h"
@@ -37,7 +40,6 @@
 #define PG_CONN    "pg.conn"      /* metatable names (also '__name') */
 #define PG_COPY    "pg.copy"
 #define PG_RESULT  "pg.result"    /* internal: owns a PGresult */
-#define PG_BUF     "pg.buffer"    /* internal: owns a Buf */
 #define PG_ERROR   "pg.error"
 
 #define ERRLEN PGCONN_ERRLEN
@@ -55,9 +57,6 @@ typedef struct PgCopy {
   lua_Integer bytes;          /* bytes sent so far */
 } PgCopy;
 
-/* The NULL sentinel for parameters (pg.null). */
-static const char null_sentinel;
-#define PG_NULL ((void *)&null_sentinel)
 
 /*
 ** {======================================================
@@ -66,6 +65,7 @@ static const char null_sentinel;
 ** =======================================================
 */
 
+/* __gc and __close of a result box: PQclear once. */
 static int result_gc (lua_State *L) {
   PGresult **box = (PGresult **)luaL_checkudata(L, 1, PG_RESULT);
   if (*box != NULL) {
@@ -75,23 +75,9 @@ static int result_gc (lua_State *L) {
   return 0;
 }
 
+/* Push an empty result box; store the PGresult in it at once. */
 static PGresult **newresultbox (lua_State *L) {
-  PGresult **box = (PGresult **)lua_newuserdatauv(L, sizeof(PGresult *), 0);
-  *box = NULL;
-  luaL_setmetatable(L, PG_RESULT);
-  return box;
-}
-
-static int buffer_gc (lua_State *L) {
-  buf_free((Buf *)luaL_checkudata(L, 1, PG_BUF));
-  return 0;
-}
-
-static Buf *newbufbox (lua_State *L) {
-  Buf *b = (Buf *)lua_newuserdatauv(L, sizeof(Buf), 0);
-  buf_init(b);
-  luaL_setmetatable(L, PG_BUF);
-  return b;
+  return (PGresult **)luax_newudata(L, sizeof(PGresult *), 0, PG_RESULT);
 }
 
 /* }====================================================== */
@@ -149,40 +135,21 @@ static int pg_raise (lua_State *L, PgConn *c, const PGresult *res, const char *o
     msg = conn != NULL ? PQerrorMessage(conn) : "no connection";
   if (msg[0] == '\0')
     msg = "unknown error";
-  lua_createtable(L, 0, 12);
-  lua_pushstring(L, op);
-  lua_setfield(L, -2, "op");
+  luax_push_error(L, PG_ERROR, "op", op, "label", c != NULL ? c->label : NULL, NULL);
   setredacted(L, "message", msg);
-  for (i = 0; fields[i].name != NULL; i++)
-    if (res != NULL)
-      setredacted(L, fields[i].name, PQresultErrorField(res, fields[i].code));
-  if (pos != NULL) {
-    lua_pushinteger(L, atoi(pos));
-    lua_setfield(L, -2, "position");
-  }
-  if (c != NULL && c->label[0] != '\0') {
-    lua_pushstring(L, c->label);
-    lua_setfield(L, -2, "label");
-  }
-  if (conn != NULL && PQstatus(conn) == CONNECTION_BAD) {
-    lua_pushboolean(L, 1);
-    lua_setfield(L, -2, "connection_lost");
-  }
-  luaL_setmetatable(L, PG_ERROR);
+  for (i = 0; fields[i].name != NULL && res != NULL; i++)
+    setredacted(L, fields[i].name, PQresultErrorField(res, fields[i].code));
+  if (pos != NULL)
+    luax_setint(L, "position", atoi(pos));
+  if (conn != NULL && PQstatus(conn) == CONNECTION_BAD)
+    luax_setbool(L, "connection_lost", 1);
   return lua_error(L);
 }
 
 /* Raise a pg.error that carries only a message (usage or state error). */
 static int pg_raise_msg (lua_State *L, const char *op, const char *kind, const char *msg) {
-  lua_createtable(L, 0, 3);
-  lua_pushstring(L, op);
-  lua_setfield(L, -2, "op");
+  luax_push_error(L, PG_ERROR, "op", op, "kind", kind, NULL);
   setredacted(L, "message", msg);
-  if (kind != NULL) {
-    lua_pushstring(L, kind);
-    lua_setfield(L, -2, "kind");
-  }
-  luaL_setmetatable(L, PG_ERROR);
   return lua_error(L);
 }
 
@@ -329,160 +296,9 @@ static int send_failed (lua_State *L, PgConn *c, const char *op) {
 
 /*
 ** {======================================================
-** Parameters: Lua values -> text (or binary bytea)
+** Sending commands
 ** =======================================================
 */
-
-static void addarray (lua_State *L, Buf *b, int idx, int bytea_elems, int depth);
-
-/* Append the array-literal form of the value at 'idx' (an element). */
-static void addelement (lua_State *L, Buf *b, int idx, int bytea_elems, int depth) {
-  char num[64];
-  size_t len;
-  const char *s;
-  switch (lua_type(L, idx)) {
-    case LUA_TNIL:
-      buf_puts(b, "NULL");
-      break;
-    case LUA_TLIGHTUSERDATA:
-      if (lua_touserdata(L, idx) != PG_NULL)
-        luaL_error(L, "array element: unsupported value (use pg.null for NULL)");
-      buf_puts(b, "NULL");
-      break;
-    case LUA_TBOOLEAN:
-      buf_puts(b, lua_toboolean(L, idx) ? "t" : "f");
-      break;
-    case LUA_TNUMBER:
-      if (lua_isinteger(L, idx))
-        snprintf(num, sizeof(num), LUA_INTEGER_FMT, lua_tointeger(L, idx));
-      else
-        pgvalue_format_float(num, sizeof(num), lua_tonumber(L, idx));
-      pgvalue_array_quote(b, num, strlen(num));
-      break;
-    case LUA_TSTRING:
-      s = lua_tolstring(L, idx, &len);
-      if (bytea_elems) {
-        Buf hex = BUF_INIT;
-        pgvalue_bytea_encode(&hex, (const unsigned char *)s, len);
-        pgvalue_array_quote(b, hex.data, hex.len);
-        buf_free(&hex);
-      } else
-        pgvalue_array_quote(b, s, len);
-      break;
-    case LUA_TTABLE:
-      addarray(L, b, idx, bytea_elems, depth + 1);
-      break;
-    default:
-      luaL_error(L, "array element: %s values cannot be sent", luaL_typename(L, idx));
-  }
-}
-
-/* Append "{e1,e2,...}" for the list at 'idx' (recursively for nesting). */
-static void addarray (lua_State *L, Buf *b, int idx, int bytea_elems, int depth) {
-  lua_Integer i, n;
-  if (depth > 6)  /* PostgreSQL's MAXDIM */
-    luaL_error(L, "array parameter nested too deeply");
-  idx = lua_absindex(L, idx);
-  luaL_checkstack(L, 2, "array parameter");
-  n = (lua_Integer)lua_rawlen(L, idx);
-  buf_putc(b, '{');
-  for (i = 1; i <= n; i++) {
-    if (i > 1)
-      buf_putc(b, ',');
-    lua_rawgeti(L, idx, i);
-    addelement(L, b, -1, bytea_elems, depth);
-    lua_pop(L, 1);
-  }
-  buf_putc(b, '}');
-}
-
-typedef struct Params {
-  int n;
-  const char **values;
-  int *lengths;
-  int *formats;
-} Params;
-
-/* Non-zero when some parameter's encoding depends on the parameter's
-   type (strings: bytea is sent raw; lists: bytea[] elements in hex). */
-static int needs_types (lua_State *L, int base, int n) {
-  int i;
-  for (i = 0; i < n; i++) {
-    int t = lua_type(L, base + i);
-    if (t == LUA_TSTRING || t == LUA_TTABLE)
-      return 1;
-  }
-  return 0;
-}
-
-/*
-** Convert the n Lua values at base.. into libpq parameter arrays.  The
-** arrays live in a userdata and converted strings are pushed as Lua
-** strings, so everything is owned by the stack (nothing leaks if a
-** conversion raises).  'types' (may be NULL) are the parameter types
-** the server inferred.  Pushes 1 + n values.
-*/
-static void convert_params (lua_State *L, int base, int n, const Oid *types, Params *p) {
-  int i;
-  char num[64];
-  size_t sz = (size_t)(n > 0 ? n : 1);
-  char *mem = (char *)lua_newuserdatauv(L, sz * (sizeof(char *) + 2 * sizeof(int)), 0);
-  p->n = n;
-  p->values = (const char **)(void *)mem;
-  p->lengths = (int *)(void *)(mem + sz * sizeof(char *));
-  p->formats = p->lengths + sz;
-  luaL_checkstack(L, n + 4, "too many parameters");
-  for (i = 0; i < n; i++) {
-    int idx = base + i;
-    Oid type = types != NULL ? types[i] : 0;
-    size_t len = 0;
-    p->formats[i] = 0;
-    p->lengths[i] = 0;
-    switch (lua_type(L, idx)) {
-      case LUA_TNIL:
-        p->values[i] = NULL;
-        lua_pushnil(L);
-        break;
-      case LUA_TLIGHTUSERDATA:
-        if (lua_touserdata(L, idx) != PG_NULL)
-          luaL_argerror(L, idx, "nil, boolean, number, string, list or pg.null expected");
-        p->values[i] = NULL;
-        lua_pushnil(L);
-        break;
-      case LUA_TBOOLEAN:
-        p->values[i] = lua_pushstring(L, lua_toboolean(L, idx) ? "true" : "false");
-        break;
-      case LUA_TNUMBER:
-        if (lua_isinteger(L, idx))
-          snprintf(num, sizeof(num), LUA_INTEGER_FMT, lua_tointeger(L, idx));
-        else
-          pgvalue_format_float(num, sizeof(num), lua_tonumber(L, idx));
-        p->values[i] = lua_pushstring(L, num);
-        break;
-      case LUA_TSTRING:
-        p->values[i] = lua_tolstring(L, idx, &len);
-        lua_pushvalue(L, idx);
-        if (type == PGV_BYTEAOID) {  /* raw bytes: binary format */
-          if (len > 0x7fffffff)
-            luaL_argerror(L, idx, "bytea parameter too large");
-          p->formats[i] = 1;
-          p->lengths[i] = (int)len;
-        } else if (strlen(p->values[i]) != len) {
-          luaL_argerror(L, idx, "string with a NUL byte sent to a non-bytea parameter");
-        }
-        break;
-      case LUA_TTABLE: {
-        Buf *b = newbufbox(L);
-        addarray(L, b, idx, type == PGV_BYTEAARRAYOID, 1);
-        p->values[i] = lua_pushlstring(L, buf_cstr(b), b->len);
-        lua_remove(L, -2);  /* the box; the Lua string owns the text */
-        break;
-      }
-      default:
-        luaL_argerror(L, idx, "nil, boolean, number, string, list or pg.null expected");
-    }
-  }
-}
 
 /*
 ** Send 'sql' with the n parameters at base.. (n may be 0).  'multi'
@@ -494,14 +310,14 @@ static void convert_params (lua_State *L, int base, int n, const Oid *types, Par
 static void send_command (lua_State *L, PgConn *c, const char *sql, int base, int n,
                           int multi, const char *op) {
   int top = lua_gettop(L);
-  Params p;
+  PglParams p;
   log_sql(c, sql);
   if (n == 0 && multi) {
     if (!PQsendQuery(c->conn, sql))
       send_failed(L, c, op);
     return;
   }
-  if (n > 0 && needs_types(L, base, n)) {
+  if (n > 0 && pgl_needs_types(L, base, n)) {
     PGresult *desc;
     Oid *types;
     int i, np;
@@ -515,126 +331,15 @@ static void send_command (lua_State *L, PgConn *c, const char *sql, int base, in
     types = (Oid *)lua_newuserdatauv(L, sizeof(Oid) * (size_t)(n > 0 ? n : 1), 0);
     for (i = 0; i < n; i++)
       types[i] = i < np ? PQparamtype(desc, i) : 0;
-    convert_params(L, base, n, types, &p);
+    pgl_convert_params(L, base, n, types, &p);
     if (!PQsendQueryPrepared(c->conn, "", n, p.values, p.lengths, p.formats, 0))
       send_failed(L, c, op);
   } else {
-    convert_params(L, base, n, NULL, &p);
+    pgl_convert_params(L, base, n, NULL, &p);
     if (!PQsendQueryParams(c->conn, sql, n, NULL, p.values, p.lengths, p.formats, 0))
       send_failed(L, c, op);
   }
   lua_settop(L, top);
-}
-
-/* }====================================================== */
-
-
-/*
-** {======================================================
-** Results -> Lua
-** =======================================================
-*/
-
-/* Push value (row, col) of 'res' converted per the type mapping. */
-static void pushvalue (lua_State *L, const PGresult *res, int row, int col, Buf *scratch) {
-  const char *v = PQgetvalue(res, row, col);
-  int len = PQgetlength(res, row, col);
-  long long iv;
-  double dv;
-  switch (pgvalue_kind(PQftype(res, col))) {
-    case PGV_KIND_BOOL:
-      lua_pushboolean(L, v[0] == 't');
-      break;
-    case PGV_KIND_INTEGER:
-      if (pgvalue_parse_int(v, &iv) == 0)
-        lua_pushinteger(L, (lua_Integer)iv);
-      else  /* oid above 2^63 cannot happen; keep the text to be safe */
-        lua_pushlstring(L, v, (size_t)len);
-      break;
-    case PGV_KIND_FLOAT:
-      if (pgvalue_parse_float(v, &dv) == 0)
-        lua_pushnumber(L, dv);
-      else
-        lua_pushlstring(L, v, (size_t)len);
-      break;
-    case PGV_KIND_BYTEA:
-      buf_reset(scratch);
-      if (pgvalue_bytea_decode(v, (size_t)len, scratch) != 0)
-        luaL_error(L, "malformed bytea value from the server");
-      lua_pushlstring(L, scratch->data != NULL ? scratch->data : "", scratch->len);
-      break;
-    default:
-      lua_pushlstring(L, v, (size_t)len);
-  }
-}
-
-/* Push the column list: { {name=, type=, type_oid=, type_mod=,
-   table_oid=, table_column=}, ... }. */
-static void pushcolumns (lua_State *L, const PGresult *res) {
-  int i, nf = PQnfields(res);
-  lua_createtable(L, nf, 0);
-  for (i = 0; i < nf; i++) {
-    Oid t = PQftype(res, i);
-    const char *tn = pgvalue_type_name(t);
-    lua_createtable(L, 0, 6);
-    lua_pushstring(L, PQfname(res, i));
-    lua_setfield(L, -2, "name");
-    if (tn != NULL) {
-      lua_pushstring(L, tn);
-      lua_setfield(L, -2, "type");
-    }
-    lua_pushinteger(L, (lua_Integer)t);
-    lua_setfield(L, -2, "type_oid");
-    lua_pushinteger(L, PQfmod(res, i));
-    lua_setfield(L, -2, "type_mod");
-    if (PQftable(res, i) != InvalidOid) {
-      lua_pushinteger(L, (lua_Integer)PQftable(res, i));
-      lua_setfield(L, -2, "table_oid");
-      lua_pushinteger(L, PQftablecol(res, i));
-      lua_setfield(L, -2, "table_column");
-    }
-    lua_rawseti(L, -2, i + 1);
-  }
-}
-
-/*
-** Push the rows of 'res' (a list of tables keyed by column name; when
-** two columns share a name the first one wins) and the column list.
-*/
-static void pushrows (lua_State *L, const PGresult *res) {
-  int r, f, nr = PQntuples(res), nf = PQnfields(res);
-  char *dup;
-  Buf *scratch = newbufbox(L);
-  int boxidx = lua_gettop(L);
-  dup = (char *)lua_newuserdatauv(L, (size_t)(nf > 0 ? nf : 1), 0);
-  for (f = 0; f < nf; f++) {
-    int g;
-    dup[f] = 0;
-    for (g = 0; g < f; g++)
-      if (strcmp(PQfname(res, f), PQfname(res, g)) == 0)
-        dup[f] = 1;
-  }
-  lua_createtable(L, nr, 0);
-  for (r = 0; r < nr; r++) {
-    lua_createtable(L, 0, nf);
-    for (f = 0; f < nf; f++) {
-      if (dup[f] || PQgetisnull(res, r, f))
-        continue;
-      pushvalue(L, res, r, f, scratch);
-      lua_setfield(L, -2, PQfname(res, f));
-    }
-    lua_rawseti(L, -2, r + 1);
-  }
-  pushcolumns(L, res);
-  lua_remove(L, boxidx + 1);  /* dup flags */
-  lua_remove(L, boxidx);      /* scratch buffer */
-}
-
-/* Affected-row count of a command ("UPDATE 3" -> 3; none -> 0). */
-static lua_Integer affected (const PGresult *res) {
-  const char *n = PQcmdTuples((PGresult *)res);
-  long long v;
-  return (n != NULL && pgvalue_parse_int(n, &v) == 0) ? (lua_Integer)v : 0;
 }
 
 /* }====================================================== */
@@ -680,7 +385,7 @@ static PGresult *run (lua_State *L, PgConn *c, int multi, const char *op) {
 static int conn_query (lua_State *L) {
   PgConn *c = checkready(L, 1, "query");
   PGresult *res = run(L, c, 0, "query");
-  pushrows(L, res);
+  pgl_pushrows(L, res);
   return 2;
 }
 
@@ -696,7 +401,7 @@ static int conn_query_one (lua_State *L) {
     snprintf(msg, sizeof(msg), "query returned %d rows instead of at most one", PQntuples(res));
     return pg_raise_msg(L, "query_one", "usage", msg);
   }
-  pushrows(L, res);
+  pgl_pushrows(L, res);
   lua_rawgeti(L, -2, 1);  /* first row or nil */
   lua_insert(L, -2);
   return 2;
@@ -710,7 +415,7 @@ static int conn_query_one (lua_State *L) {
 static int conn_exec (lua_State *L) {
   PgConn *c = checkready(L, 1, "exec");
   PGresult *res = run(L, c, 1, "exec");
-  lua_pushinteger(L, affected(res));
+  lua_pushinteger(L, pgl_affected(res));
   lua_pushstring(L, PQcmdStatus(res));
   return 2;
 }
@@ -756,8 +461,8 @@ static int conn_wait (lua_State *L) {
   if (PQresultStatus(*box) != PGRES_TUPLES_OK && PQresultStatus(*box) != PGRES_COMMAND_OK &&
       PQresultStatus(*box) != PGRES_EMPTY_QUERY)
     return pg_raise(L, c, *box, "wait");
-  pushrows(L, *box);
-  lua_pushinteger(L, affected(*box));
+  pgl_pushrows(L, *box);
+  lua_pushinteger(L, pgl_affected(*box));
   return 3;
 }
 
@@ -910,7 +615,7 @@ static int end_copy_in (lua_State *L, PgConn *c, const char *errmsg, const char 
     return pg_raise(L, c, NULL, op);
   if (PQresultStatus(*box) != PGRES_COMMAND_OK)
     return pg_raise(L, c, *box, op);
-  lua_pushinteger(L, affected(*box));
+  lua_pushinteger(L, pgl_affected(*box));
   return 1;
 }
 
@@ -938,10 +643,7 @@ static int conn_copy_in (lua_State *L) {
     }
     return end_copy_in(L, c, NULL, "copy_in");
   }
-  w = (PgCopy *)lua_newuserdatauv(L, sizeof(PgCopy), 1);
-  w->owner = NULL;  /* 'done' until the COPY has started */
-  w->bytes = 0;
-  luaL_setmetatable(L, PG_COPY);
+  w = (PgCopy *)luax_newudata(L, sizeof(PgCopy), 1, PG_COPY);  /* 'done' until started */
   lua_pushvalue(L, 1);
   lua_setiuservalue(L, -2, 1);  /* anchor the connection */
   start_copy(L, c, sql, PGRES_COPY_IN, "copy_in");
@@ -1029,8 +731,8 @@ static int conn_copy_out (lua_State *L) {
   if (hasfn)
     luaL_checktype(L, 3, LUA_TFUNCTION);
   lua_settop(L, 3);
-  data = newbufbox(L);    /* 4: everything, without fn */
-  row = newbufbox(L);     /* 5: one row, with fn */
+  data = pgl_newbufbox(L);    /* 4: everything, without fn */
+  row = pgl_newbufbox(L);     /* 5: one row, with fn */
   final = newresultbox(L);  /* 6 */
   start_copy(L, c, sql, PGRES_COPY_OUT, "copy_out");
   for (;;) {
@@ -1088,6 +790,8 @@ static int conn_copy_out (lua_State *L) {
 ** =======================================================
 */
 
+/* conn:status() -> "closed", "broken", "copy", "idle", "active",
+   "transaction" or "failed transaction".  Never raises. */
 static int conn_status (lua_State *L) {
   PgConn *c = toconn(L, 1);
   const char *s;
@@ -1110,13 +814,6 @@ static int conn_status (lua_State *L) {
   return 1;
 }
 
-static void setstr (lua_State *L, const char *k, const char *v) {
-  if (v != NULL) {
-    lua_pushstring(L, v);
-    lua_setfield(L, -2, k);
-  }
-}
-
 /*
 ** conn:info() -> { label, host, port, dbname, user, server_version
 ** (150004), server_version_string, backend_pid, ssl (boolean),
@@ -1125,19 +822,16 @@ static void setstr (lua_State *L, const char *k, const char *v) {
 static int conn_info (lua_State *L) {
   PgConn *c = checkready(L, 1, "info");
   lua_createtable(L, 0, 10);
-  setstr(L, "label", c->label);
-  setstr(L, "host", PQhost(c->conn));
-  setstr(L, "port", PQport(c->conn));
-  setstr(L, "dbname", PQdb(c->conn));
-  setstr(L, "user", PQuser(c->conn));
-  setstr(L, "server_version_string", PQparameterStatus(c->conn, "server_version"));
-  setstr(L, "application_name", PQparameterStatus(c->conn, "application_name"));
-  lua_pushinteger(L, PQserverVersion(c->conn));
-  lua_setfield(L, -2, "server_version");
-  lua_pushinteger(L, PQbackendPID(c->conn));
-  lua_setfield(L, -2, "backend_pid");
-  lua_pushboolean(L, PQsslInUse(c->conn));
-  lua_setfield(L, -2, "ssl");
+  luax_setstr(L, "label", c->label);
+  luax_setstr(L, "host", PQhost(c->conn));
+  luax_setstr(L, "port", PQport(c->conn));
+  luax_setstr(L, "dbname", PQdb(c->conn));
+  luax_setstr(L, "user", PQuser(c->conn));
+  luax_setstr(L, "server_version_string", PQparameterStatus(c->conn, "server_version"));
+  luax_setstr(L, "application_name", PQparameterStatus(c->conn, "application_name"));
+  luax_setint(L, "server_version", PQserverVersion(c->conn));
+  luax_setint(L, "backend_pid", PQbackendPID(c->conn));
+  luax_setbool(L, "ssl", PQsslInUse(c->conn));
   return 1;
 }
 
@@ -1251,9 +945,7 @@ static int pg_connect (lua_State *L) {
       label = lua_tostring(L, -1);
     lua_pop(L, 1);
   }
-  c = (PgConn *)lua_newuserdatauv(L, sizeof(PgConn), 0);
-  memset(c, 0, sizeof(*c));  /* 'closed' until the connection succeeds */
-  luaL_setmetatable(L, PG_CONN);
+  c = (PgConn *)luax_newudata(L, sizeof(PgConn), 0, PG_CONN);  /* closed until connected */
   strlcpy_(c->label, label, sizeof(c->label));
   c->conn = pgconn_open(conninfo, label, PGCONN_NORMAL, err, sizeof(err));
   if (c->conn == NULL)
@@ -1265,22 +957,13 @@ static int pg_connect (lua_State *L) {
 
 /* pg.is_error(v) -> true when v is a pg.error object. */
 static int pg_is_error (lua_State *L) {
-  int is = 0;
-  if (lua_getmetatable(L, 1)) {
-    luaL_getmetatable(L, PG_ERROR);
-    is = lua_rawequal(L, -1, -2);
-  }
-  lua_pushboolean(L, is);
+  lua_pushboolean(L, luax_isa(L, 1, PG_ERROR));
   return 1;
 }
 
 /* pg.type_name(oid) -> "int8", "text[]"... or nil for non-built-in types. */
 static int pg_type_name (lua_State *L) {
-  const char *n = pgvalue_type_name((unsigned int)luaL_checkinteger(L, 1));
-  if (n == NULL)
-    lua_pushnil(L);
-  else
-    lua_pushstring(L, n);
+  lua_pushstring(L, pgvalue_type_name((unsigned int)luaL_checkinteger(L, 1)));  /* NULL: nil */
   return 1;
 }
 
@@ -1318,7 +1001,7 @@ static int pg_safe_conninfo (lua_State *L) {
 static int pg_bytea_hex (lua_State *L) {
   size_t len;
   const char *s = luaL_checklstring(L, 1, &len);
-  Buf *b = newbufbox(L);
+  Buf *b = pgl_newbufbox(L);
   pgvalue_bytea_encode(b, (const unsigned char *)s, len);
   lua_pushlstring(L, b->data, b->len);
   return 1;
@@ -1390,36 +1073,18 @@ static const luaL_Reg result_metameth[] = {
   {NULL, NULL}
 };
 
-static const luaL_Reg buffer_metameth[] = {
-  {"__gc", buffer_gc},
-  {NULL, NULL}
-};
-
 static const luaL_Reg error_metameth[] = {
   {"__tostring", error_tostring},
   {NULL, NULL}
 };
 
-/* Create metatable 'name' with its metamethods and, when 'methods' is
-   given, a method table as __index. */
-static void createmeta (lua_State *L, const char *name, const luaL_Reg *metameth,
-                        const luaL_Reg *methods) {
-  luaL_newmetatable(L, name);
-  luaL_setfuncs(L, metameth, 0);
-  if (methods != NULL) {
-    lua_newtable(L);  /* method table */
-    luaL_setfuncs(L, methods, 0);
-    lua_setfield(L, -2, "__index");
-  }
-  lua_pop(L, 1);
-}
-
+/* require "pg": the metatables, the module functions and pg.null. */
 int luaopen_pg (lua_State *L) {
-  createmeta(L, PG_CONN, conn_metameth, conn_methods);
-  createmeta(L, PG_COPY, copy_metameth, copy_methods);
-  createmeta(L, PG_RESULT, result_metameth, NULL);
-  createmeta(L, PG_BUF, buffer_metameth, NULL);
-  createmeta(L, PG_ERROR, error_metameth, NULL);
+  luax_createmeta(L, PG_CONN, conn_metameth, conn_methods);
+  luax_createmeta(L, PG_COPY, copy_metameth, copy_methods);
+  luax_createmeta(L, PG_RESULT, result_metameth, NULL);
+  pgl_open_values(L);
+  luax_createmeta(L, PG_ERROR, error_metameth, NULL);
   luaL_newlib(L, pg_funcs);
   lua_pushlightuserdata(L, PG_NULL);
   lua_setfield(L, -2, "null");

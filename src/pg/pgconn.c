@@ -116,6 +116,7 @@ static const char *const hint_unreachable =
 static const char *const hint_tls =
   "TLS failed: check sslmode, sslrootcert and that the server certificate matches the host name";
 
+/* The known cause a libpq connection message matches, or NULL. */
 static const Cause *cause_of (const char *msg) {
   const Cause *c;
   if (msg == NULL)
@@ -135,6 +136,7 @@ const char *pgconn_error_kind (const char *msg) {
   return c != NULL ? c->kind : NULL;
 }
 
+/* The hint shown for a connection failure's cause, or NULL. */
 static const char *hint_for (const char *msg) {
   const Cause *c = cause_of(msg);
   if (c == NULL)
@@ -148,6 +150,8 @@ static const char *hint_for (const char *msg) {
   return hint_tls;
 }
 
+/* "cannot connect to LABEL (host H port P): <libpq message>; hint: ..."
+   on one line, redacted, into err (the hint for the common causes). */
 void pgconn_explain (PGconn *conn, const char *label, char *err, size_t errlen) {
   const char *raw = conn != NULL ? PQerrorMessage(conn) : "out of memory";
   Buf b = BUF_INIT;
@@ -181,6 +185,8 @@ void pgconn_explain (PGconn *conn, const char *label, char *err, size_t errlen) 
   buf_free(&b);
 }
 
+/* "[SQLSTATE] message (detail)" for a failed result, redacted; the
+   connection's message when there is no result. */
 void pgconn_result_error (const PGresult *res, PGconn *conn, char *err, size_t errlen) {
   const char *state = res ? PQresultErrorField(res, PG_DIAG_SQLSTATE) : NULL;
   const char *msg = res ? PQresultErrorField(res, PG_DIAG_MESSAGE_PRIMARY) : NULL;
@@ -202,6 +208,13 @@ void pgconn_result_error (const PGresult *res, PGconn *conn, char *err, size_t e
   buf_free(&b);
 }
 
+/*
+** Open a connection (see pgconn.h).  Defaults the conninfo can override:
+** application_name pgtide (or PGAPPNAME), connect_timeout 10 s (or
+** PGCONNECT_TIMEOUT).  Passwords (given or from .pgpass) are registered
+** for redaction; notices go to the log.  NULL with a redacted,
+** actionable message in err on failure; the caller owns the connection.
+*/
 PGconn *pgconn_open (const char *conninfo, const char *label, PgConnKind kind,
                      char *err, size_t errlen) {
   const char *keys[6], *vals[6];
@@ -247,6 +260,8 @@ int pgconn_server_version (PGconn *conn) {
   return conn != NULL ? PQserverVersion(conn) : 0;
 }
 
+/* The conninfo without its password, the password apart (both caller
+   frees); NULL with a message in err when it cannot be parsed. */
 char *pgconn_strip_password (const char *conninfo, char **password, char *err, size_t errlen) {
   char *perr = NULL;
   PQconninfoOption *opts, *o;

@@ -24,6 +24,8 @@ static long long now_ms (void) {
   return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
+/* Ask the server to cancel what conn runs (a separate cancel
+   connection); 0 when delivered, -1 with a message in err. */
 int pgio_cancel (PGconn *conn, char *err, size_t errlen) {
   char buf[256];
   PGcancel *c;
@@ -116,6 +118,13 @@ int pgio_busy (PGconn *conn) {
   return PQisBusy(conn);
 }
 
+/*
+** Collect the results of the command last sent (see pgio.h): the first
+** error, else the last result; a COPY start at once.  The first wait is
+** bounded by timeout_ms (NULL, *timedout = 1 on timeout); an interrupt
+** sends a cancel request once.  NULL with *timedout = 0: the connection
+** failed.  Caller clears the result.
+*/
 PGresult *pgio_get_result (PGconn *conn, int timeout_ms, int *timedout) {
   PGresult *keep = NULL, *res;
   int cancelled = 0, first = 1;
@@ -160,6 +169,8 @@ PGresult *pgio_get_result (PGconn *conn, int timeout_ms, int *timedout) {
   }
 }
 
+/* Next COPY OUT row (see pgio.h): its length with *row (PQfreemem), 0 at
+   the end with the final result in *final, -1 on a lost connection. */
 int pgio_copy_get (PGconn *conn, char **row, PGresult **final, char *err, size_t errlen) {
   int cancelled = 0;
   *row = NULL;
@@ -190,6 +201,8 @@ int pgio_copy_get (PGconn *conn, char **row, PGresult **final, char *err, size_t
   }
 }
 
+/* Send COPY IN data in chunks of at most 1 GB, waiting while libpq's
+   buffer is full.  0, or -1 with a message in err. */
 int pgio_copy_put (PGconn *conn, const char *data, size_t len, char *err, size_t errlen) {
   while (len > 0) {
     int chunk = len > (1u << 30) ? (1 << 30) : (int)len;
@@ -218,6 +231,7 @@ PGresult *pgio_copy_end (PGconn *conn, const char *errmsg) {
   return pgio_get_result(conn, -1, &timedout);
 }
 
+/* Leave COPY OUT early: cancel the COPY and discard what is left. */
 void pgio_copy_out_abort (PGconn *conn) {
   char err[300], *row;
   PGresult *final;
@@ -230,6 +244,7 @@ void pgio_copy_out_abort (PGconn *conn) {
   pgio_drain(conn);
 }
 
+/* Discard every pending result (after an abandoned command). */
 void pgio_drain (PGconn *conn) {
   PGresult *res;
   int guard = 0;

@@ -194,6 +194,7 @@ static const TypeName type_names[] = {
   {6157, "int8multirange[]"},
 };
 
+/* How a result column of this type maps to Lua (see pgvalue.h). */
 PgValueKind pgvalue_kind (unsigned int type_oid) {
   switch (type_oid) {
     case PGV_BOOLOID: return PGV_KIND_BOOL;
@@ -205,6 +206,7 @@ PgValueKind pgvalue_kind (unsigned int type_oid) {
   }
 }
 
+/* The SQL name of a built-in type ("_text" is "text[]"), or NULL. */
 const char *pgvalue_type_name (unsigned int type_oid) {
   size_t lo = 0, hi = sizeof(type_names) / sizeof(type_names[0]);
   while (lo < hi) {  /* binary search: the table is sorted by OID */
@@ -269,6 +271,7 @@ int pgvalue_bytea_decode (const char *in, size_t len, Buf *out) {
   return 0;
 }
 
+/* Append \x and the hex digits of raw bytes (bytea's input form). */
 void pgvalue_bytea_encode (Buf *out, const unsigned char *in, size_t len) {
   static const char digits[] = "0123456789abcdef";
   size_t i;
@@ -281,6 +284,7 @@ void pgvalue_bytea_encode (Buf *out, const unsigned char *in, size_t len) {
   out->data[out->len] = '\0';
 }
 
+/* A complete, in-range decimal integer: 0 and *v, else -1. */
 int pgvalue_parse_int (const char *s, long long *v) {
   char *end;
   long long r;
@@ -294,6 +298,7 @@ int pgvalue_parse_int (const char *s, long long *v) {
   return 0;
 }
 
+/* A float result, "NaN" and "[-]Infinity" included: 0 and *v, else -1. */
 int pgvalue_parse_float (const char *s, double *v) {
   char *end;
   if (s == NULL || *s == '\0')
@@ -309,6 +314,8 @@ int pgvalue_parse_float (const char *s, double *v) {
   return 0;
 }
 
+/* The shortest text that reads back as exactly v, NaN and infinities
+   spelled as PostgreSQL expects. */
 void pgvalue_format_float (char *dst, size_t dstlen, double v) {
   int prec;
   if (isnan(v)) {
@@ -327,6 +334,8 @@ void pgvalue_format_float (char *dst, size_t dstlen, double v) {
   }
 }
 
+/* Append one array-literal element, quoted so any text reads back as
+   itself. */
 void pgvalue_array_quote (Buf *out, const char *s, size_t len) {
   size_t i;
   buf_putc(out, '"');

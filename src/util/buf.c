@@ -100,6 +100,7 @@ void buf_putc (Buf *b, char c) {
   buf_append(b, &c, 1);
 }
 
+/* Append formatted text (vsnprintf, growing as needed). */
 void buf_vprintf (Buf *b, const char *fmt, va_list ap) {
   va_list ap2;
   int n;

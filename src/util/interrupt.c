@@ -10,6 +10,8 @@
 static volatile sig_atomic_t flag;
 static void (*hook)(void);
 
+/* SIGINT / SIGTERM: set the flag (a second one exits at once) and run
+   the async-signal-safe hook. */
 static void handler (int sig) {
   if (flag) {  /* second signal: give up waiting and die the default way */
     signal(sig, SIG_DFL);
@@ -21,6 +23,7 @@ static void handler (int sig) {
     hook();
 }
 
+/* Install the handlers for SIGINT and SIGTERM (see interrupt.h). */
 void interrupt_install (void (*on_signal)(void)) {
   struct sigaction sa;
   hook = on_signal;

@@ -46,6 +46,7 @@ int log_level_from_name (const char *name) {
   return -1;
 }
 
+/* Also append log lines to 'path' (0, or -1 with errno). */
 int log_open_file (const char *path) {
   FILE *f = fopen(path, "a");
   if (f == NULL)
@@ -77,6 +78,7 @@ void log_set_topics (const char *csv) {
   strlcpy_(topics, csv != NULL ? csv : "", sizeof(topics));
 }
 
+/* Is the debug topic on (--debug topic1,topic2 or all)? */
 int log_topic (const char *topic) {
   const char *p = topics;
   size_t n = strlen(topic);
@@ -113,6 +115,11 @@ static void draw_status (void) {
   }
 }
 
+/*
+** Write one log line: timestamp, level, context, the message redacted.
+** On stderr (without the date) around the TTY status line, and to the
+** log file.  Thread-safe.
+*/
 void log_str (LogLevel l, const char *msg) {
   struct timeval tv;
   struct tm tm;
@@ -159,6 +166,8 @@ void log_msg (LogLevel l, const char *fmt, ...) {
   va_end(ap);
 }
 
+/* Draw (or with NULL, clear) the TTY status line; no-op when stderr is
+   not a TTY. */
 void log_status (const char *line) {
   pthread_mutex_lock(&lock);
   clear_status();

@@ -16,6 +16,8 @@ static pthread_mutex_t lock = PTHREAD_MUTEX_INITIALIZER;
 static char **secrets;
 static size_t nsecrets, capsecrets;
 
+/* Remember a secret (copied; shorter than 4 bytes: ignored): later
+   text containing it is masked.  Thread-safe. */
 void redact_register (const char *secret) {
   size_t i;
   if (secret == NULL || strlen(secret) < 4)
@@ -140,6 +142,8 @@ static size_t uri_password (const char *s, size_t n, size_t i, size_t *pend) {
   return 0;
 }
 
+/* First pass: mask values of secret-looking keys (password=,
+   Authorization:, aws_secret_access_key...) wherever they appear. */
 static void pattern_pass (Buf *out, const char *s, size_t n) {
   size_t i = 0;
   while (i < n) {
@@ -166,6 +170,8 @@ static void pattern_pass (Buf *out, const char *s, size_t n) {
   }
 }
 
+/* Append in[0..n) to out with secret-looking values and every
+   registered secret (longest match first) masked. */
 void redact_into (Buf *out, const char *in, size_t n) {
   Buf tmp = BUF_INIT;
   size_t k;

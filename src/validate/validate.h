@@ -34,7 +34,9 @@
 **               differing tables when too many rows differ) after a
 **               delay, up to N times; what still differs is reported.
 **
-** Lua-free; the binding is src/validate/validate_lua.c.
+** Lua-free; the binding is src/validate/validate_lua.c.  The
+** implementation is split over src/validate/validate_*.c: the map of
+** which file does what is at the top of validate_internal.h.
 */
 #ifndef PGTIDE_VALIDATE_H
 #define PGTIDE_VALIDATE_H

@@ -26,11 +26,10 @@
 ** __tostring; per-table failures are in the report.
 */
 #include <lauxlib.h>
-#include <stdlib.h>
-#include <string.h>
+#include <stdio.h>
 
+#include "host/luax.h"
 #include "host/modules.h"
-#include "util/buf.h"
 #include "util/interrupt.h"
 #include "validate/validate.h"
 
@@ -38,6 +37,7 @@
 #define VALIDATE_REPORT "core.validate.report"   /* internal: owns a VReport */
 #define ERRLEN 1536
 
+/* __tostring of core.validate.error: "validate failed: <message>". */
 static int error_tostring (lua_State *L) {
   lua_getfield(L, 1, "message");
   if (!lua_isstring(L, -1)) {
@@ -48,88 +48,19 @@ static int error_tostring (lua_State *L) {
   return 1;
 }
 
+/* Raise a core.validate.error {op, message, interrupted}; never returns. */
 static int validate_raise (lua_State *L, const char *op, const char *msg) {
-  lua_createtable(L, 0, 3);
-  lua_pushstring(L, op);
-  lua_setfield(L, -2, "op");
-  lua_pushstring(L, msg);
-  lua_setfield(L, -2, "message");
-  lua_pushboolean(L, interrupt_requested());
-  lua_setfield(L, -2, "interrupted");
-  luaL_setmetatable(L, VALIDATE_ERROR);
+  luax_push_error(L, VALIDATE_ERROR, "op", op, "message", msg, NULL);
+  luax_setbool(L, "interrupted", interrupt_requested());
   return lua_error(L);
 }
 
-/* __gc of the report box: frees the C report. */
+/* __gc of the report box: frees the C report (a zeroed one is empty). */
 static int report_gc (lua_State *L) {
   VReport *r = (VReport *)luaL_checkudata(L, 1, VALIDATE_REPORT);
   validate_report_free(r);
   return 0;
 }
-
-/* {======================================================================
-** Options
-** ======================================================================= */
-
-static const char *opt_string (lua_State *L, int t, const char *k, const char *def) {
-  const char *v;
-  lua_getfield(L, t, k);
-  if (lua_isnil(L, -1)) {
-    lua_pop(L, 1);
-    return def;
-  }
-  if (lua_type(L, -1) != LUA_TSTRING)
-    luaL_error(L, "option '%s' must be a string", k);
-  v = lua_tostring(L, -1);
-  lua_pop(L, 1);   /* still anchored by the options table */
-  return v;
-}
-
-static lua_Integer opt_int (lua_State *L, int t, const char *k, lua_Integer def, lua_Integer min) {
-  lua_Integer v;
-  int ok;
-  lua_getfield(L, t, k);
-  if (lua_isnil(L, -1)) {
-    lua_pop(L, 1);
-    return def;
-  }
-  v = lua_tointegerx(L, -1, &ok);
-  if (!ok || v < min)
-    luaL_error(L, "option '%s' must be an integer >= %d", k, (int)min);
-  lua_pop(L, 1);
-  return v;
-}
-
-static double opt_number (lua_State *L, int t, const char *k, double def) {
-  double v;
-  int ok;
-  lua_getfield(L, t, k);
-  if (lua_isnil(L, -1)) {
-    lua_pop(L, 1);
-    return def;
-  }
-  v = (double)lua_tonumberx(L, -1, &ok);
-  if (!ok || v < 0)
-    luaL_error(L, "option '%s' must be a number >= 0", k);
-  lua_pop(L, 1);
-  return v;
-}
-
-static int opt_bool (lua_State *L, int t, const char *k, int def) {
-  int v;
-  lua_getfield(L, t, k);
-  if (lua_isnil(L, -1)) {
-    lua_pop(L, 1);
-    return def;
-  }
-  if (!lua_isboolean(L, -1))
-    luaL_error(L, "option '%s' must be a boolean", k);
-  v = lua_toboolean(L, -1);
-  lua_pop(L, 1);
-  return v;
-}
-
-/* }====================================================================== */
 
 /* {======================================================================
 ** The consistent-point hook: C callbacks that call the Lua functions
@@ -175,23 +106,7 @@ static int hook_resume (void *ud, char *err, size_t errlen) {
 ** The report as Lua tables
 ** ======================================================================= */
 
-static void set_int (lua_State *L, const char *k, lua_Integer v) {
-  lua_pushinteger(L, v);
-  lua_setfield(L, -2, k);
-}
-
-static void set_str (lua_State *L, const char *k, const char *v) {
-  if (v == NULL)
-    return;
-  lua_pushstring(L, v);
-  lua_setfield(L, -2, k);
-}
-
-static void set_bool (lua_State *L, const char *k, int v) {
-  lua_pushboolean(L, v);
-  lua_setfield(L, -2, k);
-}
-
+/* Push a list of n strings. */
 static void push_strv (lua_State *L, char **v, int n) {
   int i;
   lua_createtable(L, n, 0);
@@ -201,26 +116,31 @@ static void push_strv (lua_State *L, char **v, int n) {
   }
 }
 
+/*
+** Push one differing row: {kind, key} for keyed tables, {kind, hash,
+** source_count, target_count, values} for row groups of tables without
+** a key, plus the differing columns of a changed row.
+*/
 static void push_row (lua_State *L, const VTableResult *t, const VRowDiff *d) {
   int i;
   lua_createtable(L, 0, 6);
-  set_str(L, "kind", validate_kind_name(d->kind));
+  luax_setstr(L, "kind", validate_kind_name(d->kind));
   if (t->nkey > 0) {
     push_strv(L, d->key, t->nkey);
     lua_setfield(L, -2, "key");
   } else {
     char hex[32];
     snprintf(hex, sizeof(hex), "%016llx", (unsigned long long)d->hash);
-    set_str(L, "hash", hex);
-    set_int(L, "source_count", d->source_count);
-    set_int(L, "target_count", d->target_count);
+    luax_setstr(L, "hash", hex);
+    luax_setint(L, "source_count", d->source_count);
+    luax_setint(L, "target_count", d->target_count);
     if (d->values != NULL) {
       lua_createtable(L, t->ncolumns, 0);
       for (i = 0; i < t->ncolumns; i++) {
         lua_createtable(L, 0, 2);
-        set_str(L, "name", t->columns[i]);
-        set_str(L, "value", d->values[i]);
-        set_bool(L, "null", d->values[i] == NULL);
+        luax_setstr(L, "name", t->columns[i]);
+        luax_setstr(L, "value", d->values[i]);
+        luax_setbool(L, "null", d->values[i] == NULL);
         lua_rawseti(L, -2, i + 1);
       }
       lua_setfield(L, -2, "values");
@@ -231,14 +151,14 @@ static void push_row (lua_State *L, const VTableResult *t, const VRowDiff *d) {
     for (i = 0; i < d->ncols; i++) {
       const VColDiff *c = &d->cols[i];
       lua_createtable(L, 0, 6);
-      set_str(L, "name", c->name);
+      luax_setstr(L, "name", c->name);
       if (c->hidden) {
-        set_bool(L, "hidden", 1);
+        luax_setbool(L, "hidden", 1);
       } else {
-        set_str(L, "source", c->source);
-        set_str(L, "target", c->target);
-        set_bool(L, "source_null", c->source == NULL);
-        set_bool(L, "target_null", c->target == NULL);
+        luax_setstr(L, "source", c->source);
+        luax_setstr(L, "target", c->target);
+        luax_setbool(L, "source_null", c->source == NULL);
+        luax_setbool(L, "target_null", c->target == NULL);
       }
       lua_rawseti(L, -2, i + 1);
     }
@@ -246,14 +166,15 @@ static void push_row (lua_State *L, const VTableResult *t, const VRowDiff *d) {
   }
 }
 
+/* Push one table's result (fields listed in docs/validation.md). */
 static void push_table (lua_State *L, const VTableResult *t) {
   int i;
   lua_createtable(L, 0, 24);
-  set_str(L, "schema", t->schema);
-  set_str(L, "name", t->name);
-  set_str(L, "status", validate_status_name(t->status));
-  set_str(L, "error", t->error);
-  set_str(L, "key_kind", t->key_kind);
+  luax_setstr(L, "schema", t->schema);
+  luax_setstr(L, "name", t->name);
+  luax_setstr(L, "status", validate_status_name(t->status));
+  luax_setstr(L, "error", t->error);
+  luax_setstr(L, "key_kind", t->key_kind);
   push_strv(L, t->key_cols, t->nkey);
   lua_setfield(L, -2, "key");
   push_strv(L, t->columns, t->ncolumns);
@@ -262,21 +183,20 @@ static void push_table (lua_State *L, const VTableResult *t) {
   lua_setfield(L, -2, "only_source");
   push_strv(L, t->only_target, t->nonly_target);
   lua_setfield(L, -2, "only_target");
-  set_bool(L, "multiset", t->nkey == 0 && t->status != VT_NOT_FOUND &&
+  luax_setbool(L, "multiset", t->nkey == 0 && t->status != VT_NOT_FOUND &&
                           t->status != VT_MISSING_ON_TARGET);
-  set_int(L, "source_rows", t->source_rows);
-  set_int(L, "target_rows", t->target_rows);
-  set_int(L, "missing", t->missing);
-  set_int(L, "extra", t->extra);
-  set_int(L, "changed", t->changed);
-  set_int(L, "chunks", t->nchunks);
-  set_int(L, "chunks_differing", t->chunks_differing);
-  set_bool(L, "truncated", t->truncated);
-  set_int(L, "rechecks", t->rechecks);
-  set_int(L, "initial_differences", t->initial_differences);
-  set_int(L, "bytes", t->bytes);
-  lua_pushnumber(L, t->seconds);
-  lua_setfield(L, -2, "seconds");
+  luax_setint(L, "source_rows", t->source_rows);
+  luax_setint(L, "target_rows", t->target_rows);
+  luax_setint(L, "missing", t->missing);
+  luax_setint(L, "extra", t->extra);
+  luax_setint(L, "changed", t->changed);
+  luax_setint(L, "chunks", t->nchunks);
+  luax_setint(L, "chunks_differing", t->chunks_differing);
+  luax_setbool(L, "truncated", t->truncated);
+  luax_setint(L, "rechecks", t->rechecks);
+  luax_setint(L, "initial_differences", t->initial_differences);
+  luax_setint(L, "bytes", t->bytes);
+  luax_setnum(L, "seconds", t->seconds);
   lua_createtable(L, t->nrows, 0);
   for (i = 0; i < t->nrows; i++) {
     push_row(L, t, &t->rows[i]);
@@ -285,25 +205,24 @@ static void push_table (lua_State *L, const VTableResult *t) {
   lua_setfield(L, -2, "rows");
 }
 
+/* Push the whole report: totals and the list of table results. */
 static void push_report (lua_State *L, const VReport *r) {
   int i;
   lua_createtable(L, 0, 18);
-  set_str(L, "mode", validate_mode_name(r->mode));
+  luax_setstr(L, "mode", validate_mode_name(r->mode));
   if (r->lsn[0] != '\0')
-    set_str(L, "lsn", r->lsn);
-  lua_pushnumber(L, r->fence_ms);
-  lua_setfield(L, -2, "fence_ms");
-  lua_pushnumber(L, r->seconds);
-  lua_setfield(L, -2, "seconds");
-  set_int(L, "bytes_source", r->bytes_source);
-  set_int(L, "bytes_target", r->bytes_target);
-  set_int(L, "table_bytes", r->table_bytes);
-  set_int(L, "tables_equal", r->tables_equal);
-  set_int(L, "tables_different", r->tables_different);
-  set_int(L, "tables_failed", r->tables_failed);
-  set_int(L, "missing", r->missing);
-  set_int(L, "extra", r->extra);
-  set_int(L, "changed", r->changed);
+    luax_setstr(L, "lsn", r->lsn);
+  luax_setnum(L, "fence_ms", r->fence_ms);
+  luax_setnum(L, "seconds", r->seconds);
+  luax_setint(L, "bytes_source", r->bytes_source);
+  luax_setint(L, "bytes_target", r->bytes_target);
+  luax_setint(L, "table_bytes", r->table_bytes);
+  luax_setint(L, "tables_equal", r->tables_equal);
+  luax_setint(L, "tables_different", r->tables_different);
+  luax_setint(L, "tables_failed", r->tables_failed);
+  luax_setint(L, "missing", r->missing);
+  luax_setint(L, "extra", r->extra);
+  luax_setint(L, "changed", r->changed);
   lua_createtable(L, r->ntables, 0);
   for (i = 0; i < r->ntables; i++) {
     push_table(L, &r->tables[i]);
@@ -315,6 +234,30 @@ static void push_report (lua_State *L, const VReport *r) {
 /* }====================================================================== */
 
 /*
+** The 'tables' option (at stack slot 'idx': nil or a list of names) as
+** o->tables / o->ntables.  The pointer array is a userdata pushed on the
+** stack; the names stay anchored by the list.  Raises on a bad list.
+*/
+static void opt_tables (lua_State *L, int idx, VOptions *o) {
+  const char **tables;
+  lua_Integer i, n;
+  if (lua_isnil(L, idx))
+    return;
+  if (!lua_istable(L, idx))
+    luaL_error(L, "option 'tables' must be a list of table names");
+  n = (lua_Integer)lua_rawlen(L, idx);
+  tables = (const char **)lua_newuserdatauv(L, sizeof(char *) * (size_t)(n + 1), 0);
+  for (i = 1; i <= n; i++) {
+    if (lua_rawgeti(L, idx, i) != LUA_TSTRING)
+      luaL_error(L, "option 'tables' must be a list of table names");
+    tables[i - 1] = lua_tostring(L, -1);
+    lua_pop(L, 1);
+  }
+  o->tables = tables;
+  o->ntables = (int)n;
+}
+
+/*
 ** validate.run(options) -> report.  Raises core.validate.error when the
 ** run stops (connection, consistent point, interrupt); argument errors
 ** raise strings.
@@ -323,34 +266,36 @@ static int validate_run_lua (lua_State *L) {
   VOptions o;
   VReport *r;
   LuaHook hook;
-  const char **tables = NULL;
   const char *mode;
   char err[ERRLEN];
   int m, rc;
   luaL_checktype(L, 1, LUA_TTABLE);
   lua_settop(L, 1);
   validate_options_init(&o);
-  o.source = opt_string(L, 1, "source", NULL);
-  o.target = opt_string(L, 1, "target", NULL);
+  o.source = luax_opt_string(L, 1, "source", NULL);
+  o.target = luax_opt_string(L, 1, "target", NULL);
   if (o.source == NULL || o.target == NULL)
     return luaL_error(L, "options 'source' and 'target' are required");
-  o.jobs = (int)opt_int(L, 1, "jobs", 4, 1);
-  o.chunk_rows = (long)opt_int(L, 1, "chunk_rows", o.chunk_rows, 100);
-  o.max_rows = (int)opt_int(L, 1, "max_rows", o.max_rows, 0);
-  o.max_value_len = (int)opt_int(L, 1, "max_value_len", o.max_value_len, 0);
-  o.redact = opt_bool(L, 1, "redact", 0);
-  o.progress = opt_bool(L, 1, "progress", 1);
-  o.scan = opt_bool(L, 1, "scan", 1);
-  o.recheck_times = (int)opt_int(L, 1, "recheck", o.recheck_times, 0);
-  o.recheck_delay = opt_number(L, 1, "recheck_delay", o.recheck_delay);
-  o.statement_timeout_s = (int)opt_int(L, 1, "statement_timeout", o.statement_timeout_s, 0);
-  o.lock_timeout_ms = (int)(opt_number(L, 1, "lock_timeout", o.lock_timeout_ms / 1000.0) * 1000);
-  mode = opt_string(L, 1, "mode", "offline");
+  o.jobs = (int)luax_opt_int_min(L, 1, "jobs", 4, 1);
+  o.chunk_rows = (long)luax_opt_int_min(L, 1, "chunk_rows", o.chunk_rows, 100);
+  o.max_rows = (int)luax_opt_int_min(L, 1, "max_rows", o.max_rows, 0);
+  o.max_value_len = (int)luax_opt_int_min(L, 1, "max_value_len", o.max_value_len, 0);
+  o.redact = luax_opt_bool(L, 1, "redact", 0);
+  o.progress = luax_opt_bool(L, 1, "progress", 1);
+  o.scan = luax_opt_bool(L, 1, "scan", 1);
+  o.recheck_times = (int)luax_opt_int_min(L, 1, "recheck", o.recheck_times, 0);
+  o.recheck_delay = luax_opt_number_min(L, 1, "recheck_delay", o.recheck_delay, 0);
+  o.statement_timeout_s = (int)luax_opt_int_min(L, 1, "statement_timeout",
+                                                o.statement_timeout_s, 0);
+  o.lock_timeout_ms = (int)(luax_opt_number_min(L, 1, "lock_timeout",
+                                                o.lock_timeout_ms / 1000.0, 0) * 1000);
+  mode = luax_opt_string(L, 1, "mode", "offline");
   m = validate_mode_from_name(mode);
   if (m < 0)
     return luaL_error(L, "option 'mode' must be offline, consistent or recheck (got '%s')", mode);
   o.mode = (VMode)m;
-  /* stack: 1 options, 2 pause_at, 3 resume, 4 tables box */
+  /* stack: 1 options, 2 pause_at, 3 resume, 4 tables, then the name
+     array (when tables are given) and the report box */
   lua_getfield(L, 1, "pause_at");
   lua_getfield(L, 1, "resume");
   if (o.mode == VMODE_CONSISTENT) {
@@ -364,24 +309,8 @@ static int validate_run_lua (lua_State *L) {
     o.hook.ud = &hook;
   }
   lua_getfield(L, 1, "tables");
-  if (!lua_isnil(L, 4)) {
-    lua_Integer i, n;
-    if (!lua_istable(L, 4))
-      return luaL_error(L, "option 'tables' must be a list of table names");
-    n = (lua_Integer)lua_rawlen(L, 4);
-    tables = (const char **)lua_newuserdatauv(L, sizeof(char *) * (size_t)(n + 1), 0);
-    for (i = 1; i <= n; i++) {
-      if (lua_rawgeti(L, 4, i) != LUA_TSTRING)
-        return luaL_error(L, "option 'tables' must be a list of table names");
-      tables[i - 1] = lua_tostring(L, -1);   /* anchored by the list */
-      lua_pop(L, 1);
-    }
-    o.tables = tables;
-    o.ntables = (int)n;
-  }
-  r = (VReport *)lua_newuserdatauv(L, sizeof(VReport), 0);
-  memset(r, 0, sizeof(*r));
-  luaL_setmetatable(L, VALIDATE_REPORT);
+  opt_tables(L, 4, &o);
+  r = (VReport *)luax_newudata(L, sizeof(VReport), 0, VALIDATE_REPORT);
   rc = validate_run(&o, r, err, sizeof(err));
   if (rc != 0)
     return validate_raise(L, "run", err);   /* the box's __gc frees the report */
@@ -395,25 +324,19 @@ static const luaL_Reg validate_funcs[] = {
   {NULL, NULL}
 };
 
+/* require "core.validate": the metatables, run() and the list of modes. */
 int luaopen_core_validate (lua_State *L) {
-  if (luaL_newmetatable(L, VALIDATE_ERROR)) {
-    lua_pushcfunction(L, error_tostring);
-    lua_setfield(L, -2, "__tostring");
-  }
-  lua_pop(L, 1);
-  if (luaL_newmetatable(L, VALIDATE_REPORT)) {
-    lua_pushcfunction(L, report_gc);
-    lua_setfield(L, -2, "__gc");
-  }
-  lua_pop(L, 1);
+  static const luaL_Reg error_meta[] = {{"__tostring", error_tostring}, {NULL, NULL}};
+  static const luaL_Reg report_meta[] = {{"__gc", report_gc}, {NULL, NULL}};
+  int m;
+  luax_createmeta(L, VALIDATE_ERROR, error_meta, NULL);
+  luax_createmeta(L, VALIDATE_REPORT, report_meta, NULL);
   luaL_newlib(L, validate_funcs);
   lua_createtable(L, 3, 0);
-  lua_pushliteral(L, "offline");
-  lua_rawseti(L, -2, 1);
-  lua_pushliteral(L, "consistent");
-  lua_rawseti(L, -2, 2);
-  lua_pushliteral(L, "recheck");
-  lua_rawseti(L, -2, 3);
+  for (m = VMODE_OFFLINE; m <= VMODE_RECHECK; m++) {
+    lua_pushstring(L, validate_mode_name((VMode)m));
+    lua_rawseti(L, -2, m + 1);
+  }
   lua_setfield(L, -2, "modes");
   return 1;
 }

@@ -22,6 +22,13 @@ T.test("json round-trips values, keeps arrays, sorts keys and is exact for integ
   T.raises(function() json.encode({ [true] = 1 }) end, "boolean key")
   local cyc = {}; cyc.self = cyc
   T.raises(function() json.encode(cyc) end, "nested too deeply")
+  local many, want = {}, {}
+  for i = 40, 1, -1 do
+    local k = string.format("k%02d", i)
+    many[k] = i
+  end
+  for i = 1, 40 do want[#want + 1] = string.format('"k%02d":%d', i, i) end
+  T.eq(json.encode(many), "{" .. table.concat(want, ",") .. "}", "more keys than the first batch")
 end)
 
 T.test("sys.write_atomic replaces files whole and mkdir_p creates parents", function()
@@ -36,6 +43,12 @@ T.test("sys.write_atomic replaces files whole and mkdir_p creates parents", func
   T.eq(ok, nil)
   T.match(err, "cannot create")
   T.eq(sys.readfile(d .. "/missing"), nil)
+  local ok2, err2 = sys.mkdir_p(d .. "/f")       -- an existing file is not a directory
+  T.eq(ok2, nil)
+  T.match(err2, "Not a directory")
+  local ok3, err3 = sys.readfile(d)              -- reading a directory fails, not ""
+  T.eq(ok3, nil)
+  T.match(err3, "cannot read")
 end)
 
 T.test("sys.redact masks registered secrets and secret-shaped values", function()
@@ -60,6 +73,23 @@ T.test("util helpers: closest names, splitting, formatting", function()
   T.eq(util.format_bytes(1536), "1.5 kB")
   T.eq(util.format_duration(75), "1m15s")
   T.eq(util.shell_quote("it's"), "'it'\\''s'")
+end)
+
+T.test("util: deep_equal, plain, set", function()
+  T.ok(util.deep_equal({ a = { 1, 2 }, b = "x" }, { b = "x", a = { 1, 2 } }))
+  T.eq(util.deep_equal({ a = { 1, 2 } }, { a = { 1 } }), false)
+  T.eq(util.deep_equal({}, { x = false }), false)
+  local v = util.plain(json.decode('{"a":[1,null,{"b":null}],"c":[]}'))
+  T.eq(v, { a = { 1, nil, {} }, c = {} })
+  T.eq(getmetatable(v.c), nil, "the array mark is dropped")
+  T.eq(util.set { "a", "b" }, { a = true, b = true })
+  T.eq(util.set(nil), nil)
+end)
+
+T.test("the REPL reads piped lines of any length", function()
+  local code, out = T.run({ "repl" }, { stdin = '#"' .. string.rep("x", 70000) .. '"\n' })
+  T.eq(code, 0)
+  T.eq(out, "70000\n")
 end)
 
 T.test("params convert command-line strings and reject bad ones", function()

@@ -343,6 +343,19 @@ T.test("validate.run usage errors", function()
     "unknown validation mode")
   T.raises(function() validate.run { source = "a", target = "b", mode = "consistent" } end,
     "needs the running CDC")
+  T.raises(function() validate.run { source = "a", target = "b", tables = { 'a."b' } } end,
+    "invalid table name")
+end)
+
+T.test("table names are split as the data half reads them", function()
+  local function split(n) return { validate.split_name(n) } end
+  T.eq(split("app.orders"), { "app", "orders" })
+  T.eq(split("orders"), { "public", "orders" })
+  T.eq(split('"We.ird"."T ""x"""'), { "We.ird", 'T "x"' })
+  T.eq(split('"a".b'), { "a", "b" })
+  for _, bad in ipairs { "", "a.", ".b", "a.b.c", '"a"b', '"a', 'a."b' } do
+    T.eq(split(bad), {}, bad)
+  end
 end)
 
 T.test("the CDC hook pauses, waits for the LSN and resumes", function()

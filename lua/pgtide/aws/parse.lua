@@ -19,6 +19,7 @@
 local aws = require "aws"
 local json = require "json"
 local model_util = require "pgtide.aws.model"
+local util = require "pgtide.util"
 
 local resolve, members = model_util.resolve, model_util.members
 local M = {}
@@ -204,13 +205,6 @@ local function json_value(model, shape, v)
   return v
 end
 
-local function strip_null(v)
-  if v == json.null then return nil end
-  if type(v) ~= "table" then return v end
-  local out = {}
-  for k, x in pairs(v) do out[k] = strip_null(x) end
-  return out
-end
 
 ---------------------------------------------------------------------------
 
@@ -228,7 +222,7 @@ function M.response(model, op, ctx, body)
       end
       doc = v
     end
-    result = out_shape and json_value(model, out_shape, doc) or strip_null(doc)
+    result = out_shape and json_value(model, out_shape, doc) or util.plain(doc)
     request_id = ctx.headers["x-amzn-requestid"]
   elseif protocol == "query" or protocol == "ec2" then
     local root = decode_xml(ctx, body)
