@@ -313,6 +313,7 @@ local function objects_by_oid(conn, entries)
       SELECT con.oid::int8 AS oid, con.contype::text AS contype,
              pg_catalog.quote_ident(con.conname) AS qname, con.conname AS name,
              pg_catalog.format('%I.%I', n.nspname, c.relname) AS qtable, c.relkind::text AS relkind,
+             rc.relkind::text AS ref_relkind,
              con.condeferrable AS deferrable, con.condeferred AS deferred,
              pg_catalog.pg_get_constraintdef(con.oid) AS def,
              pg_catalog.quote_ident(ic.relname) AS index_name,
@@ -321,6 +322,7 @@ local function objects_by_oid(conn, entries)
         JOIN pg_catalog.pg_class c ON c.oid = con.conrelid
         JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
         LEFT JOIN pg_catalog.pg_class ic ON ic.oid = con.conindid
+        LEFT JOIN pg_catalog.pg_class rc ON rc.oid = con.confrelid
        WHERE con.oid = ANY ($1::pg_catalog.oid[])]], con_oids)) do
       out.constraints[r.oid] = r
     end
@@ -394,7 +396,10 @@ local function fk_entry(chunk, c)
   local fk = { name = c.qtable .. " " .. c.name, table = c.qtable, add = chunk,
                check = constraint_exists(c.qtable, c.name) }
   local already_not_valid = c.def:sub(-10) == " NOT VALID"
-  if c.relkind == "r" and not already_not_valid then
+  -- A key referencing a partitioned table is added valid: on PostgreSQL 15,
+  -- VALIDATE CONSTRAINT leaves the clones on the referenced partitions
+  -- NOT VALID.
+  if c.relkind == "r" and c.ref_relkind ~= "p" and not already_not_valid then
     local dumped = string.format("ALTER TABLE ONLY %s\n    ADD CONSTRAINT %s %s;\n",
                                  c.qtable, c.qname, c.def)
     local sql = replace_exact(chunk, dumped, string.format(
@@ -525,7 +530,11 @@ local function pre_data_script(tools, dump, list, opts, preamble)
     text = text:sub(p + 1)
   end
   local t = text:find("\n--\n-- PostgreSQL database dump complete", 1, true)
-  return t and text:sub(1, t) or text, preamble
+  text = t and text:sub(1, t) or text
+  -- pg_dump -n emits CREATE SCHEMA even for schemas every database has
+  -- (public): create schemas only when missing.
+  text = ("\n" .. text):gsub("\nCREATE SCHEMA ([^;\n]+);", "\nCREATE SCHEMA IF NOT EXISTS %1;"):sub(2)
+  return text, preamble
 end
 
 --[[ extract(src, opts) -> parts.  'src' is an open pg connection to the
