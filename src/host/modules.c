@@ -14,5 +14,6 @@ const NativeModule native_modules[] = {
   {"pg", luaopen_pg},
   {"core.load", luaopen_core_load},
   {"core.validate", luaopen_core_validate},
+  {"core.cdc", luaopen_core_cdc},
   {NULL, NULL}
 };

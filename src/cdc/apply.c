@@ -1,0 +1,2004 @@
+/*
+** apply.c
+** The CDC apply engine (see apply.h for the contract and the design).
+**
+** Sections: helpers; the pipeline (sending statements, matching results
+** to what was sent); session setup and progress; the relation cache and
+** schema drift checks; the row path (prepared statements); the set path
+** (net effect per key, COPY, set-based statements); segments,
+** transactions and commits.
+*/
+#include "cdc/apply.h"
+
+#include <errno.h>
+#include <poll.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "pg/pgconn.h"
+#include "util/buf.h"
+#include "util/log.h"
+
+#define FIRST_NORMAL_OID 16384
+#define CHECK_EVERY 64            /* sends between flush/result checks */
+#define MISSING_WARN_MAX 10       /* log this many missing rows, then count */
+
+/*
+** {======================================================
+** Types
+** =======================================================
+*/
+
+typedef struct RelCol {
+  char *name;
+  char *qname;                   /* quoted identifier */
+  uint32_t typoid;
+  int32_t typmod;
+  int key;                       /* part of the replica identity */
+  int identity_always;           /* target: GENERATED ALWAYS AS IDENTITY */
+} RelCol;
+
+typedef struct Stmt {
+  char *key;                     /* shape: kind, tuple tags, column masks */
+  char name[32];
+} Stmt;
+
+typedef struct Rel {
+  uint32_t relid;
+  char *nspname, *relname;
+  char *qname;                   /* "ns"."rel" */
+  char *display;                 /* ns.rel, for messages */
+  char replident;
+  int ncols;
+  RelCol *cols;
+  int nkeys;
+  int *keys;                     /* column indexes of the identity */
+  int full;                      /* REPLICA IDENTITY FULL */
+  int set_ok;                    /* keyed, with a unique index on the key */
+  int partitioned;               /* target relkind 'p': no ONLY */
+  int any_identity_always;
+  unsigned gen;                  /* bumped when the relation changes */
+  int temp_ready, temp_dirty;    /* set path temporary table state */
+  char tempname[48];
+  Stmt *stmts;
+  int nstmts, stmtcap;
+} Rel;
+
+typedef struct TypeName {
+  uint32_t oid;
+  char *name;                    /* nsp.typname from a Type message */
+} TypeName;
+
+typedef struct Pending {
+  char kind;                     /* 'q' statement, 'c' change, 's' sync */
+  char op;                       /* 'U' / 'D' for 'c' */
+  Rel *rel;
+} Pending;
+
+typedef struct SegEnt {
+  size_t off, len;               /* record in seg (flag byte + message) */
+} SegEnt;
+
+/* One key's net effect in the set path. */
+typedef struct NetEnt {
+  Rel *rel;
+  char op;                       /* final state: 'i' whole row, 'u' row with
+                                    unchanged-TOAST columns, 'd' absent */
+  int existed;                   /* the row existed before the segment */
+  size_t keyoff, keylen;         /* key bytes in keys */
+  uint32_t hash;
+  PgoValue *vals;                /* rel->ncols values (into the segment) */
+  int next_in_rel;
+} NetEnt;
+
+struct Applier {
+  PGconn *conn;
+  char *origin;
+  ApplyProgressMode mode;
+  int set_threshold, segment_changes, replica_role;
+  size_t segment_bytes;
+  volatile int *abort_flag;
+  int pipeline, in_xact, since_check;
+  Pending *ring;
+  size_t ring_cap, ring_head, ring_len;
+  int head_has_result;
+  int pipe_failed;
+  CdcError pipe_err;
+  Rel **rels;                    /* open addressing on relid */
+  size_t rel_cap, nrels;
+  TypeName *types;
+  size_t ntypes, type_cap;
+  Buf seg;                       /* buffered changes of the open segment */
+  SegEnt *ents;
+  size_t nents, ents_cap;
+  Buf pbuf, sql, sql2;
+  const char **pvals;
+  int *plens, *pfmts;
+  size_t pcap;
+  size_t *poffs;
+  PgoDecoder dec;
+  PgoMsg msg;
+  ApplyStats stats;
+  unsigned stmt_seq;
+  /* set path scratch */
+  NetEnt *net;
+  size_t nnet, net_cap;
+  int *nethash;                  /* open addressing: index+1 into net */
+  size_t nethash_cap;
+  Buf keys;
+};
+
+/* }====================================================== */
+
+/*
+** {======================================================
+** Helpers
+** =======================================================
+*/
+
+/* Append s as a double-quoted identifier (always quoted: safe for any name). */
+static void quote_ident (Buf *b, const char *s) {
+  buf_putc(b, '"');
+  for (; *s; s++) {
+    if (*s == '"')
+      buf_putc(b, '"');
+    buf_putc(b, *s);
+  }
+  buf_putc(b, '"');
+}
+
+/* A quoted identifier as a new string (caller frees). */
+static char *quoted (const char *s) {
+  Buf b = BUF_INIT;
+  quote_ident(&b, s);
+  return buf_steal(&b);
+}
+
+/* A PostgreSQL timestamp as timestamptz text in UTC. */
+static void format_pgts (int64_t pgts, char *out, size_t n) {
+  int64_t us = pgts + PGO_EPOCH_OFFSET_US;
+  time_t secs = (time_t)(us >= 0 ? us / 1000000 : (us - 999999) / 1000000);
+  long frac = (long)(us - (int64_t)secs * 1000000);
+  struct tm tm;
+  gmtime_r(&secs, &tm);
+  snprintf(out, n, "%04d-%02d-%02d %02d:%02d:%02d.%06ld+00", tm.tm_year + 1900, tm.tm_mon + 1,
+           tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec, frac);
+}
+
+/* FNV-1a: keys of the set path's hash table. */
+static uint32_t hash_bytes (const void *p, size_t n) {
+  const unsigned char *s = p;
+  uint32_t h = 2166136261u;
+  while (n--) {
+    h ^= *s++;
+    h *= 16777619u;
+  }
+  return h;
+}
+
+static int aborted (const Applier *a) {
+  return a->abort_flag != NULL && *a->abort_flag;
+}
+
+/* Room for n statement parameters (values, lengths, formats, offsets). */
+static void params_reserve (Applier *a, size_t n) {
+  if (n > a->pcap) {
+    size_t cap = a->pcap ? a->pcap : 32;
+    while (cap < n)
+      cap *= 2;
+    a->pvals = xrealloc(a->pvals, cap * sizeof(*a->pvals));
+    a->plens = xrealloc(a->plens, cap * sizeof(*a->plens));
+    a->pfmts = xrealloc(a->pfmts, cap * sizeof(*a->pfmts));
+    a->poffs = xrealloc(a->poffs, cap * sizeof(*a->poffs));
+    a->pcap = cap;
+  }
+}
+
+/* Parameter i from a tuple value ('n' gives NULL).  Values are copied
+   into pbuf with a NUL; pointers are fixed up by params_finish(). */
+static void param_set (Applier *a, int i, const PgoValue *v) {
+  params_reserve(a, (size_t)i + 1);
+  if (v->kind == PGO_VAL_NULL || v->kind == PGO_VAL_UNCHANGED) {
+    a->poffs[i] = (size_t)-1;
+    a->plens[i] = 0;
+    a->pfmts[i] = 0;
+    return;
+  }
+  a->poffs[i] = a->pbuf.len;
+  buf_append(&a->pbuf, v->data, v->len);
+  buf_putc(&a->pbuf, '\0');
+  a->plens[i] = (int)v->len;
+  a->pfmts[i] = v->kind == PGO_VAL_BINARY ? 1 : 0;
+}
+
+static void params_finish (Applier *a, int n) {
+  int i;
+  for (i = 0; i < n; i++)
+    a->pvals[i] = a->poffs[i] == (size_t)-1 ? NULL : a->pbuf.data + a->poffs[i];
+}
+
+/* }====================================================== */
+
+/*
+** {======================================================
+** Pipeline
+** =======================================================
+*/
+
+/*
+** The ring of statements sent in the pipeline whose results are not read
+** yet, oldest first: results arrive in the same order, so the head says
+** what each result belongs to (for error messages and row counts).
+*/
+static void ring_push (Applier *a, char kind, char op, Rel *rel) {
+  Pending *p;
+  if (a->ring_len == a->ring_cap) {
+    size_t cap = a->ring_cap ? a->ring_cap * 2 : 256, i;
+    Pending *r = xmalloc(cap * sizeof(Pending));
+    for (i = 0; i < a->ring_len; i++)
+      r[i] = a->ring[(a->ring_head + i) % a->ring_cap];
+    free(a->ring);
+    a->ring = r;
+    a->ring_cap = cap;
+    a->ring_head = 0;
+  }
+  p = &a->ring[(a->ring_head + a->ring_len) % a->ring_cap];
+  p->kind = kind;
+  p->op = op;
+  p->rel = rel;
+  a->ring_len++;
+}
+
+static void ring_pop (Applier *a) {
+  a->ring_head = (a->ring_head + 1) % a->ring_cap;
+  a->ring_len--;
+  a->head_has_result = 0;
+}
+
+/* A libpq call failed on the connection itself: retryable. */
+static int conn_broken (Applier *a, CdcError *err, const char *what) {
+  cdc_err_from_pg(err, what, NULL, a->conn);
+  err->kind = CDC_ERR_CONNECTION;
+  err->retryable = 1;
+  return -1;
+}
+
+/* Handle one result for the ring head. */
+static void take_result (Applier *a, PGresult *res) {
+  Pending *p = &a->ring[a->ring_head];
+  ExecStatusType st = PQresultStatus(res);
+  a->head_has_result = 1;
+  if (st == PGRES_FATAL_ERROR) {
+    if (!a->pipe_failed) {
+      a->pipe_failed = 1;
+      cdc_err_from_pg(&a->pipe_err, p->rel != NULL ? "apply" : "apply statement", res, a->conn);
+      if (p->rel != NULL) {
+        Buf msg = BUF_INIT;
+        strlcpy_(a->pipe_err.table, p->rel->display, sizeof(a->pipe_err.table));
+        buf_printf(&msg, "%s (table %s)", a->pipe_err.message, p->rel->display);
+        strlcpy_(a->pipe_err.message, msg.data, sizeof(a->pipe_err.message));
+        buf_free(&msg);
+      }
+    }
+  } else if (p->kind == 'c' && st == PGRES_COMMAND_OK && strcmp(PQcmdTuples(res), "0") == 0) {
+    a->stats.missing++;
+    if (a->stats.missing <= MISSING_WARN_MAX)
+      log_warn("cdc: %s on %s found no row on the target%s", p->op == 'U' ? "UPDATE" : "DELETE",
+               p->rel->display, a->stats.missing == MISSING_WARN_MAX ? " (further cases only counted)" : "");
+  }
+}
+
+/*
+** Consume whatever results are ready.  With 'wait', block (in 1 s poll
+** slices, honouring the abort flag) until every pending entry, which
+** must end with a sync, is answered.  Returns -1 only for a broken
+** connection or an abort; statement errors are kept in pipe_err.
+*/
+static int pipe_drain (Applier *a, int wait, CdcError *err) {
+  for (;;) {
+    PGresult *res;
+    if (a->ring_len == 0)
+      return 0;
+    if (!PQconsumeInput(a->conn))
+      return conn_broken(a, err, "apply connection");
+    if (PQisBusy(a->conn)) {
+      struct pollfd pfd;
+      int fl;
+      if (!wait)
+        return 0;
+      fl = PQflush(a->conn);
+      if (fl < 0)
+        return conn_broken(a, err, "apply connection");
+      pfd.fd = PQsocket(a->conn);
+      pfd.events = POLLIN | (fl == 1 ? POLLOUT : 0);
+      pfd.revents = 0;
+      if (poll(&pfd, 1, 1000) < 0 && errno != EINTR)
+        return conn_broken(a, err, "apply connection");
+      if (aborted(a)) {
+        cdc_err_set(err, CDC_ERR_CONNECTION, 1, "apply interrupted while waiting for the target");
+        return -1;
+      }
+      continue;
+    }
+    res = PQgetResult(a->conn);
+    if (res == NULL) {
+      if (a->ring[a->ring_head].kind == 's' || !a->head_has_result) {
+        if (PQstatus(a->conn) != CONNECTION_OK)
+          return conn_broken(a, err, "apply connection");
+        cdc_err_set(err, CDC_ERR_PROTOCOL, 1, "apply: pipeline results out of step");
+        return -1;
+      }
+      ring_pop(a);
+      continue;
+    }
+    if (PQresultStatus(res) == PGRES_PIPELINE_SYNC) {
+      PQclear(res);
+      if (a->ring[a->ring_head].kind != 's') {
+        cdc_err_set(err, CDC_ERR_PROTOCOL, 1, "apply: unexpected pipeline sync");
+        return -1;
+      }
+      ring_pop(a);
+      continue;
+    }
+    if (a->ring[a->ring_head].kind == 's') {
+      PQclear(res);
+      if (PQstatus(a->conn) != CONNECTION_OK)
+        return conn_broken(a, err, "apply connection");
+      cdc_err_set(err, CDC_ERR_PROTOCOL, 1, "apply: result where a sync was expected");
+      return -1;
+    }
+    take_result(a, res);
+    PQclear(res);
+  }
+}
+
+/* Enter pipeline mode (non-blocking connection) if not already in it. */
+static int pipe_enter (Applier *a, CdcError *err) {
+  if (a->pipeline)
+    return 0;
+  if (PQsetnonblocking(a->conn, 1) != 0 || PQenterPipelineMode(a->conn) != 1)
+    return conn_broken(a, err, "enter pipeline mode");
+  a->pipeline = 1;
+  return 0;
+}
+
+/* After each send: every CHECK_EVERY sends, push the output out and read
+   results, so neither side's buffers fill up (no deadlock, bounded
+   memory). */
+static int pipe_after_send (Applier *a, CdcError *err) {
+  if (++a->since_check < CHECK_EVERY && a->pbuf.len < (1u << 20))
+    return 0;
+  a->since_check = 0;
+  for (;;) {
+    struct pollfd pfd;
+    int fl = PQflush(a->conn);
+    if (fl < 0)
+      return conn_broken(a, err, "apply connection");
+    if (pipe_drain(a, 0, err) != 0)
+      return -1;
+    if (fl == 0)
+      return 0;
+    pfd.fd = PQsocket(a->conn);
+    pfd.events = POLLIN | POLLOUT;
+    pfd.revents = 0;
+    if (poll(&pfd, 1, 1000) < 0 && errno != EINTR)
+      return conn_broken(a, err, "apply connection");
+    if (aborted(a)) {
+      cdc_err_set(err, CDC_ERR_CONNECTION, 1, "apply interrupted while sending to the target");
+      return -1;
+    }
+  }
+}
+
+/* Send a parameterless statement through the pipeline. */
+static int pipe_exec (Applier *a, const char *sql, Rel *rel, CdcError *err) {
+  if (pipe_enter(a, err) != 0)
+    return -1;
+  if (!PQsendQueryParams(a->conn, sql, 0, NULL, NULL, NULL, NULL, 0))
+    return conn_broken(a, err, "apply: send");
+  ring_push(a, 'q', 0, rel);
+  return pipe_after_send(a, err);
+}
+
+/* Send a statement with the parameters prepared in pvals. */
+static int pipe_exec_params (Applier *a, const char *sql, int n, CdcError *err) {
+  if (pipe_enter(a, err) != 0)
+    return -1;
+  if (!PQsendQueryParams(a->conn, sql, n, NULL, a->pvals, NULL, NULL, 0))
+    return conn_broken(a, err, "apply: send");
+  ring_push(a, 'q', 0, NULL);
+  return pipe_after_send(a, err);
+}
+
+/* Sync and wait for every result; statement errors come back here. */
+static int pipe_sync (Applier *a, CdcError *err) {
+  if (!a->pipeline)
+    return 0;
+  if (PQpipelineSync(a->conn) != 1)
+    return conn_broken(a, err, "apply: pipeline sync");
+  ring_push(a, 's', 0, NULL);
+  if (pipe_drain(a, 1, err) != 0)
+    return -1;
+  if (a->pipe_failed) {
+    *err = a->pipe_err;
+    a->pipe_failed = 0;
+    return -1;
+  }
+  return 0;
+}
+
+/* Leave pipeline mode (after a sync) for COPY and plain queries. */
+static int pipe_leave (Applier *a, CdcError *err) {
+  if (!a->pipeline)
+    return 0;
+  if (pipe_sync(a, err) != 0)
+    return -1;
+  if (PQexitPipelineMode(a->conn) != 1 || PQsetnonblocking(a->conn, 0) != 0)
+    return conn_broken(a, err, "exit pipeline mode");
+  a->pipeline = 0;
+  return 0;
+}
+
+/* A statement outside the pipeline; rows go to *out when asked. */
+static int exec_params (Applier *a, const char *sql, int n, const char *const *vals,
+                        PGresult **out, const char *what, CdcError *err) {
+  PGresult *res;
+  ExecStatusType st;
+  if (pipe_leave(a, err) != 0)
+    return -1;
+  res = PQexecParams(a->conn, sql, n, NULL, vals, NULL, NULL, 0);
+  st = PQresultStatus(res);
+  if (st != PGRES_COMMAND_OK && st != PGRES_TUPLES_OK) {
+    cdc_err_from_pg(err, what, res, a->conn);
+    PQclear(res);
+    return -1;
+  }
+  if (out != NULL)
+    *out = res;
+  else
+    PQclear(res);
+  return 0;
+}
+
+/* }====================================================== */
+
+/*
+** {======================================================
+** Session and progress
+** =======================================================
+*/
+
+/* Create the replication origin when missing and bind this session to
+   it; a predecessor's backend that still holds it is waited for. */
+static int setup_origin (Applier *a, CdcError *err) {
+  const char *vals[1];
+  PGresult *res = NULL;
+  int tries;
+  vals[0] = a->origin;
+  if (exec_params(a, "SELECT pg_replication_origin_oid($1) IS NULL", 1, vals, &res,
+                  "look up the replication origin", err) != 0)
+    return -1;
+  if (strcmp(PQgetvalue(res, 0, 0), "t") == 0 &&
+      exec_params(a, "SELECT pg_replication_origin_create($1)", 1, vals, NULL,
+                  "create the replication origin", err) != 0) {
+    PQclear(res);
+    return -1;
+  }
+  PQclear(res);
+  /* a killed predecessor's backend may hold the origin for a moment */
+  for (tries = 0;; tries++) {
+    if (exec_params(a, "SELECT pg_replication_origin_session_setup($1)", 1, vals, NULL,
+                    "set up the replication origin", err) == 0)
+      return 0;
+    if (strcmp(err->sqlstate, "55006") != 0 || tries >= 50 || aborted(a))
+      return -1;
+    usleep(200000);
+  }
+}
+
+/* The progress table, for targets where replication origins are not
+   allowed. */
+static int setup_table (Applier *a, CdcError *err) {
+  if (exec_params(a, "CREATE SCHEMA IF NOT EXISTS pgtide", 0, NULL, NULL,
+                  "create schema pgtide on the target", err) != 0)
+    return -1;
+  return exec_params(a,
+    "CREATE TABLE IF NOT EXISTS pgtide.cdc_progress (name text PRIMARY KEY, "
+    "lsn pg_lsn NOT NULL, commit_time timestamptz, updated_at timestamptz NOT NULL DEFAULT now())",
+    0, NULL, NULL, "create table pgtide.cdc_progress on the target", err);
+}
+
+Applier *apply_open (const char *conninfo, const ApplyOptions *opt, CdcError *err) {
+  char msg[PGCONN_ERRLEN];
+  Applier *a;
+  PGconn *conn = pgconn_open(conninfo, "target", PGCONN_NORMAL, msg, sizeof(msg));
+  if (conn == NULL) {
+    cdc_err_set(err, CDC_ERR_CONNECTION, 1, "%s", msg);
+    return NULL;
+  }
+  a = xcalloc(1, sizeof(Applier));
+  a->conn = conn;
+  a->origin = xstrdup(opt->origin != NULL ? opt->origin : "pgtide");
+  a->mode = opt->progress;
+  a->set_threshold = opt->set_threshold;
+  a->segment_bytes = opt->segment_bytes ? opt->segment_bytes : (16u << 20);
+  a->segment_changes = opt->segment_changes > 0 ? opt->segment_changes : 20000;
+  a->replica_role = opt->replica_role;
+  a->abort_flag = opt->abort_flag;
+  pgo_decoder_init(&a->dec, 2);
+  pgo_msg_init(&a->msg);
+  /* set-based statements join a small staging table to big tables:
+     index nested loops, never a scan of the target table */
+  if (exec_params(a, "SET enable_hashjoin = off", 0, NULL, NULL, "configure the apply session", err) != 0 ||
+      exec_params(a, "SET enable_mergejoin = off", 0, NULL, NULL, "configure the apply session", err) != 0 ||
+      exec_params(a, "SET statement_timeout = 0", 0, NULL, NULL, "configure the apply session", err) != 0 ||
+      exec_params(a, "SET idle_in_transaction_session_timeout = 0", 0, NULL, NULL,
+                  "configure the apply session", err) != 0)
+    goto fail;
+  if (a->replica_role &&
+      exec_params(a, "SET session_replication_role = replica", 0, NULL, NULL,
+                  "SET session_replication_role = replica (needs superuser, or pass "
+                  "replica_role=false to apply with triggers and foreign-key checks on)", err) != 0)
+    goto fail;
+  if (opt->session_sql != NULL && opt->session_sql[0] != '\0') {
+    PGresult *res = PQexec(a->conn, opt->session_sql);
+    if (PQresultStatus(res) != PGRES_COMMAND_OK) {
+      cdc_err_from_pg(err, "apply the source's output settings", res, a->conn);
+      PQclear(res);
+      goto fail;
+    }
+    PQclear(res);
+  }
+  if (a->mode == APPLY_PROGRESS_ORIGIN || a->mode == APPLY_PROGRESS_AUTO) {
+    if (setup_origin(a, err) == 0) {
+      a->mode = APPLY_PROGRESS_ORIGIN;
+    } else if (a->mode == APPLY_PROGRESS_AUTO && strcmp(err->sqlstate, "42501") == 0) {
+      log_info("cdc: no privilege for replication origins on the target; "
+               "recording progress in pgtide.cdc_progress instead");
+      a->mode = APPLY_PROGRESS_TABLE;
+    } else {
+      goto fail;
+    }
+  }
+  if (a->mode == APPLY_PROGRESS_TABLE && setup_table(a, err) != 0)
+    goto fail;
+  return a;
+fail:
+  apply_close(a);
+  return NULL;
+}
+
+/* Free a relation cache entry (NULL is fine). */
+static void rel_free (Rel *r) {
+  int i;
+  if (r == NULL)
+    return;
+  for (i = 0; i < r->ncols; i++) {
+    free(r->cols[i].name);
+    free(r->cols[i].qname);
+  }
+  for (i = 0; i < r->nstmts; i++)
+    free(r->stmts[i].key);
+  free(r->stmts);
+  free(r->cols);
+  free(r->keys);
+  free(r->nspname);
+  free(r->relname);
+  free(r->qname);
+  free(r->display);
+  free(r);
+}
+
+void apply_close (Applier *a) {
+  size_t i;
+  if (a == NULL)
+    return;
+  if (a->conn != NULL)
+    PQfinish(a->conn);
+  for (i = 0; i < a->rel_cap; i++)
+    rel_free(a->rels[i]);
+  free(a->rels);
+  for (i = 0; i < a->ntypes; i++)
+    free(a->types[i].name);
+  free(a->types);
+  free(a->ring);
+  free(a->ents);
+  free(a->pvals);
+  free(a->plens);
+  free(a->pfmts);
+  free(a->poffs);
+  for (i = 0; i < a->nnet; i++)
+    free(a->net[i].vals);
+  free(a->net);
+  free(a->nethash);
+  buf_free(&a->keys);
+  buf_free(&a->seg);
+  buf_free(&a->pbuf);
+  buf_free(&a->sql);
+  buf_free(&a->sql2);
+  pgo_msg_free(&a->msg);
+  free(a->origin);
+  free(a);
+}
+
+int apply_progress (Applier *a, PgLsn *lsn, CdcError *err) {
+  const char *vals[1];
+  PGresult *res = NULL;
+  int rc;
+  vals[0] = a->origin;
+  *lsn = 0;
+  if (a->mode == APPLY_PROGRESS_ORIGIN)
+    rc = exec_params(a, "SELECT pg_replication_origin_progress($1, true)", 1, vals, &res,
+                     "read the replication origin progress", err);
+  else
+    rc = exec_params(a, "SELECT lsn FROM pgtide.cdc_progress WHERE name = $1", 1, vals, &res,
+                     "read pgtide.cdc_progress", err);
+  if (rc != 0)
+    return -1;
+  if (PQntuples(res) > 0 && !PQgetisnull(res, 0, 0) &&
+      pgo_lsn_parse(PQgetvalue(res, 0, 0), lsn) != 0) {
+    cdc_err_set(err, CDC_ERR_PROTOCOL, 0, "bad progress LSN \"%s\"", PQgetvalue(res, 0, 0));
+    PQclear(res);
+    return -1;
+  }
+  PQclear(res);
+  return 0;
+}
+
+int apply_drop_progress (const char *conninfo, const char *name, CdcError *err) {
+  char msg[PGCONN_ERRLEN];
+  const char *vals[1];
+  PGresult *res;
+  PGconn *conn = pgconn_open(conninfo, "target", PGCONN_NORMAL, msg, sizeof(msg));
+  int rc = 0;
+  if (conn == NULL) {
+    cdc_err_set(err, CDC_ERR_CONNECTION, 1, "%s", msg);
+    return -1;
+  }
+  vals[0] = name;
+  res = PQexecParams(conn,
+    "SELECT pg_replication_origin_drop(roname) FROM pg_replication_origin WHERE roname = $1",
+    1, NULL, vals, NULL, NULL, 0);
+  if (PQresultStatus(res) != PGRES_TUPLES_OK) {
+    cdc_err_from_pg(err, "drop the replication origin", res, conn);
+    rc = -1;
+  }
+  PQclear(res);
+  if (rc == 0) {
+    res = PQexec(conn, "SELECT to_regclass('pgtide.cdc_progress') IS NOT NULL");
+    if (PQresultStatus(res) == PGRES_TUPLES_OK && strcmp(PQgetvalue(res, 0, 0), "t") == 0) {
+      PQclear(res);
+      res = PQexecParams(conn, "DELETE FROM pgtide.cdc_progress WHERE name = $1", 1, NULL, vals,
+                         NULL, NULL, 0);
+      if (PQresultStatus(res) != PGRES_COMMAND_OK) {
+        cdc_err_from_pg(err, "delete the progress row", res, conn);
+        rc = -1;
+      }
+    }
+    PQclear(res);
+  }
+  PQfinish(conn);
+  return rc;
+}
+
+/* }====================================================== */
+
+/*
+** {======================================================
+** Relation cache and schema drift
+** =======================================================
+*/
+
+/* The relation cache: open addressing on the source relation id. */
+static Rel **rel_slot (Applier *a, uint32_t relid) {
+  size_t i = (relid * 2654435761u) & (a->rel_cap - 1);
+  while (a->rels[i] != NULL && a->rels[i]->relid != relid)
+    i = (i + 1) & (a->rel_cap - 1);
+  return &a->rels[i];
+}
+
+static Rel *rel_find (Applier *a, uint32_t relid) {
+  return a->rel_cap == 0 ? NULL : *rel_slot(a, relid);
+}
+
+/* Insert or replace (freeing the old entry: the pipeline must be drained,
+   as pending results point at entries). */
+static void rel_put (Applier *a, Rel *r) {
+  Rel **slot;
+  if ((a->nrels + 1) * 2 > a->rel_cap) {
+    Rel **old = a->rels;
+    size_t oldcap = a->rel_cap, i;
+    a->rel_cap = oldcap ? oldcap * 2 : 64;
+    a->rels = xcalloc(a->rel_cap, sizeof(Rel *));
+    for (i = 0; i < oldcap; i++)
+      if (old[i] != NULL)
+        *rel_slot(a, old[i]->relid) = old[i];
+    free(old);
+  }
+  slot = rel_slot(a, r->relid);
+  if (*slot == NULL)
+    a->nrels++;
+  else
+    rel_free(*slot);
+  *slot = r;
+}
+
+/* Type messages: source type oid -> "namespace.name", for drift checks
+   of user-defined types (their oids differ between servers). */
+static const char *type_name (Applier *a, uint32_t oid) {
+  size_t i;
+  for (i = 0; i < a->ntypes; i++)
+    if (a->types[i].oid == oid)
+      return a->types[i].name;
+  return NULL;
+}
+
+static void type_put (Applier *a, const PgoMsg *m) {
+  size_t i;
+  Buf b = BUF_INIT;
+  buf_printf(&b, "%s.%s", m->nspname[0] ? m->nspname : "pg_catalog", m->relname);
+  for (i = 0; i < a->ntypes; i++)
+    if (a->types[i].oid == m->typoid) {
+      free(a->types[i].name);
+      a->types[i].name = buf_steal(&b);
+      return;
+    }
+  if (a->ntypes == a->type_cap) {
+    a->type_cap = a->type_cap ? a->type_cap * 2 : 16;
+    a->types = xrealloc(a->types, a->type_cap * sizeof(TypeName));
+  }
+  a->types[a->ntypes].oid = m->typoid;
+  a->types[a->ntypes].name = buf_steal(&b);
+  a->ntypes++;
+}
+
+/* Whether a Relation message describes the cached definition (the
+   server re-sends unchanged ones after cache invalidations). */
+static int rel_same (const Rel *r, const PgoMsg *m) {
+  int i;
+  const char *nsp = m->nspname[0] ? m->nspname : "pg_catalog";
+  if (strcmp(r->nspname, nsp) != 0 || strcmp(r->relname, m->relname) != 0 ||
+      r->replident != m->replident || r->ncols != m->ncols)
+    return 0;
+  for (i = 0; i < r->ncols; i++)
+    if (strcmp(r->cols[i].name, m->cols[i].name) != 0 || r->cols[i].typoid != m->cols[i].typoid ||
+        r->cols[i].typmod != m->cols[i].typmod ||
+        r->cols[i].key != ((m->cols[i].flags & PGO_COL_KEY) != 0))
+      return 0;
+  return 1;
+}
+
+/* Fill a schema drift error naming the table and column; returns -1. */
+static int drift (CdcError *err, const Rel *r, const char *column, const char *fmt, ...)
+  __attribute__((format(printf, 4, 5)));
+
+static int drift (CdcError *err, const Rel *r, const char *column, const char *fmt, ...) {
+  va_list ap;
+  Buf b = BUF_INIT;
+  va_start(ap, fmt);
+  buf_vprintf(&b, fmt, ap);
+  va_end(ap);
+  cdc_err_set(err, CDC_ERR_DRIFT, 0, "schema drift on %s: %s", r->display, buf_cstr(&b));
+  strlcpy_(err->table, r->display, sizeof(err->table));
+  strlcpy_(err->column, column != NULL ? column : "", sizeof(err->column));
+  buf_free(&b);
+  return -1;
+}
+
+/* The target's name for a built-in type, for messages. */
+static void builtin_type_name (Applier *a, uint32_t oid, int32_t typmod, char *out, size_t n) {
+  char o[16], t[16];
+  const char *vals[2];
+  PGresult *res;
+  snprintf(o, sizeof(o), "%u", oid);
+  snprintf(t, sizeof(t), "%d", typmod);
+  vals[0] = o;
+  vals[1] = t;
+  res = PQexecParams(a->conn, "SELECT format_type($1::oid, $2::int)", 2, NULL, vals, NULL, NULL, 0);
+  if (PQresultStatus(res) == PGRES_TUPLES_OK && PQntuples(res) == 1)
+    strlcpy_(out, PQgetvalue(res, 0, 0), n);
+  else
+    snprintf(out, n, "type %u", oid);
+  PQclear(res);
+}
+
+/*
+** Build the cache entry for a Relation message: look the table up on
+** the target, check every column (exists, same type, not generated
+** there), note identity columns, whether a unique index covers exactly
+** the replica identity (needed by the set path), and the relkind.
+** Returns -1 with a drift error naming table and column on mismatch.
+*/
+static int rel_setup (Applier *a, const PgoMsg *m, CdcError *err) {
+  static const char *const colsql =
+    "SELECT c.oid, c.relkind::text, a.attname, a.atttypid, format_type(a.atttypid, a.atttypmod), "
+    "a.attnotnull, a.atthasdef, a.attidentity::text, a.attgenerated::text, a.attnum, "
+    "tn.nspname || '.' || t.typname "
+    "FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
+    "JOIN pg_attribute a ON a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped "
+    "JOIN pg_type t ON t.oid = a.atttypid JOIN pg_namespace tn ON tn.oid = t.typnamespace "
+    "WHERE n.nspname = $1 AND c.relname = $2 AND c.relkind IN ('r', 'p') ORDER BY a.attnum";
+  static const char *const idxsql =
+    "SELECT i.indkey::text FROM pg_index i WHERE i.indrelid = $1::oid AND i.indisunique "
+    "AND i.indimmediate AND i.indisvalid AND i.indpred IS NULL AND i.indexprs IS NULL";
+  Rel *r = xcalloc(1, sizeof(Rel));
+  Rel *old = rel_find(a, m->relid);
+  PGresult *res = NULL, *ires = NULL;
+  const char *vals[2];
+  int i, j, nt, *attnums = NULL, rc = -1;
+  Buf b = BUF_INIT;
+
+  r->relid = m->relid;
+  r->nspname = xstrdup(m->nspname[0] ? m->nspname : "pg_catalog");
+  r->relname = xstrdup(m->relname);
+  quote_ident(&b, r->nspname);
+  buf_putc(&b, '.');
+  quote_ident(&b, r->relname);
+  r->qname = buf_steal(&b);
+  buf_printf(&b, "%s.%s", r->nspname, r->relname);
+  r->display = buf_steal(&b);
+  r->replident = m->replident;
+  r->full = m->replident == 'f';
+  r->ncols = m->ncols;
+  r->cols = xcalloc((size_t)(m->ncols > 0 ? m->ncols : 1), sizeof(RelCol));
+  r->keys = xcalloc((size_t)(m->ncols > 0 ? m->ncols : 1), sizeof(int));
+  attnums = xcalloc((size_t)(m->ncols > 0 ? m->ncols : 1), sizeof(int));
+  r->gen = old != NULL ? old->gen + 1 : 0;
+  for (i = 0; i < m->ncols; i++) {
+    r->cols[i].name = xstrdup(m->cols[i].name);
+    r->cols[i].qname = quoted(m->cols[i].name);
+    r->cols[i].typoid = m->cols[i].typoid;
+    r->cols[i].typmod = m->cols[i].typmod;
+    r->cols[i].key = (m->cols[i].flags & PGO_COL_KEY) != 0;
+    if (r->cols[i].key && !r->full)
+      r->keys[r->nkeys++] = i;
+  }
+
+  vals[0] = r->nspname;
+  vals[1] = r->relname;
+  if (exec_params(a, colsql, 2, vals, &res, "read the target's columns", err) != 0)
+    goto done;
+  nt = PQntuples(res);
+  if (nt == 0) {
+    drift(err, r, NULL, "table %s does not exist on the target", r->display);
+    goto done;
+  }
+  r->partitioned = strcmp(PQgetvalue(res, 0, 1), "p") == 0;
+  for (i = 0; i < r->ncols; i++) {
+    RelCol *c = &r->cols[i];
+    for (j = 0; j < nt; j++)
+      if (strcmp(PQgetvalue(res, j, 2), c->name) == 0)
+        break;
+    if (j == nt) {
+      drift(err, r, c->name, "column \"%s\" exists on the source but not on the target", c->name);
+      goto done;
+    }
+    if (PQgetvalue(res, j, 8)[0] != '\0') {
+      drift(err, r, c->name, "column \"%s\" is a generated column on the target but not on the source",
+            c->name);
+      goto done;
+    }
+    {
+      uint32_t toid = (uint32_t)strtoul(PQgetvalue(res, j, 3), NULL, 10);
+      const char *tname = PQgetvalue(res, j, 10);
+      if (c->typoid < FIRST_NORMAL_OID && toid != c->typoid) {
+        char sname[128];
+        builtin_type_name(a, c->typoid, c->typmod, sname, sizeof(sname));
+        drift(err, r, c->name, "column \"%s\" is %s on the source but %s on the target", c->name,
+              sname, PQgetvalue(res, j, 4));
+        goto done;
+      }
+      if (c->typoid >= FIRST_NORMAL_OID && type_name(a, c->typoid) != NULL &&
+          strcmp(type_name(a, c->typoid), tname) != 0) {
+        drift(err, r, c->name, "column \"%s\" is %s on the source but %s on the target", c->name,
+              type_name(a, c->typoid), tname);
+        goto done;
+      }
+    }
+    c->identity_always = strcmp(PQgetvalue(res, j, 7), "a") == 0;
+    if (c->identity_always)
+      r->any_identity_always = 1;
+    attnums[i] = atoi(PQgetvalue(res, j, 9));
+  }
+  /* a target-only NOT NULL column without a default breaks every INSERT */
+  for (j = 0; j < nt; j++) {
+    const char *name = PQgetvalue(res, j, 2);
+    int known = 0;
+    for (i = 0; i < r->ncols && !known; i++)
+      known = strcmp(r->cols[i].name, name) == 0;
+    if (!known && strcmp(PQgetvalue(res, j, 5), "t") == 0 && strcmp(PQgetvalue(res, j, 6), "f") == 0 &&
+        PQgetvalue(res, j, 7)[0] == '\0' && PQgetvalue(res, j, 8)[0] == '\0') {
+      drift(err, r, name, "column \"%s\" exists only on the target and is NOT NULL without a default",
+            name);
+      goto done;
+    }
+  }
+  /* set path: a unique index on exactly the identity columns */
+  if (r->nkeys > 0 && !r->full) {
+    char oid[16];
+    const char *iv[1];
+    strlcpy_(oid, PQgetvalue(res, 0, 0), sizeof(oid));
+    iv[0] = oid;
+    if (exec_params(a, idxsql, 1, iv, &ires, "read the target's unique indexes", err) != 0)
+      goto done;
+    for (j = 0; j < PQntuples(ires) && !r->set_ok; j++) {
+      int nk = 0, match = 1;
+      const char *p = PQgetvalue(ires, j, 0);
+      while (*p && match) {
+        int att = (int)strtol(p, (char **)&p, 10), found = 0;
+        for (i = 0; i < r->nkeys && !found; i++)
+          found = attnums[r->keys[i]] == att;
+        match = found;
+        nk++;
+        while (*p == ' ')
+          p++;
+      }
+      r->set_ok = match && nk == r->nkeys;
+    }
+  }
+  snprintf(r->tempname, sizeof(r->tempname), "pgtide_s_%u_%u", r->relid, r->gen);
+  rel_put(a, r);
+  r = NULL;
+  rc = 0;
+done:
+  PQclear(res);
+  PQclear(ires);
+  free(attnums);
+  rel_free(r);
+  return rc;
+}
+
+/* }====================================================== */
+
+/*
+** {======================================================
+** Row path: one prepared statement per change
+** =======================================================
+*/
+
+/* The prepared statement of this shape, or NULL when not prepared yet
+   (the caller then builds the SQL and calls stmt_prepare). */
+static const char *stmt_find (const Rel *r, const char *key) {
+  int i;
+  for (i = 0; i < r->nstmts; i++)
+    if (strcmp(r->stmts[i].key, key) == 0)
+      return r->stmts[i].name;
+  return NULL;
+}
+
+/* Prepare (in the pipeline) the statement for this shape; its name. */
+static const char *stmt_prepare (Applier *a, Rel *r, const char *key, const char *sql, int nparams,
+                                 CdcError *err) {
+  Stmt *s;
+  if (r->nstmts == r->stmtcap) {
+    r->stmtcap = r->stmtcap ? r->stmtcap * 2 : 4;
+    r->stmts = xrealloc(r->stmts, (size_t)r->stmtcap * sizeof(Stmt));
+  }
+  s = &r->stmts[r->nstmts];
+  snprintf(s->name, sizeof(s->name), "pgtide_%u", ++a->stmt_seq);
+  if (pipe_enter(a, err) != 0)
+    return NULL;
+  if (!PQsendPrepare(a->conn, s->name, sql, nparams, NULL)) {
+    conn_broken(a, err, "apply: prepare");
+    return NULL;
+  }
+  ring_push(a, 'q', 0, r);
+  s->key = xstrdup(key);
+  r->nstmts++;
+  return s->name;
+}
+
+/* WHERE clause matching one row of a REPLICA IDENTITY FULL table by its
+   old values, compared as text (types without equality work too); at
+   most one row, as the source changed one.  Parameters from *np on. */
+static void full_where (Buf *b, Rel *r, const PgoTuple *old, int *np) {
+  int i, first = 1;
+  buf_printf(b, " WHERE ctid = (SELECT ctid FROM %s%s WHERE ", r->partitioned ? "" : "ONLY ",
+             r->qname);
+  for (i = 0; i < r->ncols; i++) {
+    if (old->vals[i].kind == PGO_VAL_UNCHANGED)
+      continue;
+    if (!first)
+      buf_puts(b, " AND ");
+    first = 0;
+    if (old->vals[i].kind == PGO_VAL_NULL)
+      buf_printf(b, "%s IS NULL", r->cols[i].qname);
+    else
+      buf_printf(b, "%s::text = $%d", r->cols[i].qname, ++*np);
+  }
+  if (first)
+    buf_puts(b, "true");
+  buf_puts(b, " LIMIT 1)");
+}
+
+/* A tuple must have the relation's column count. */
+static int check_tuple (Rel *r, const PgoTuple *t, const char *what, CdcError *err) {
+  if (t->ncols != r->ncols) {
+    cdc_err_set(err, CDC_ERR_PROTOCOL, 0, "%s on %s has %d columns, the relation %d", what,
+                r->display, t->ncols, r->ncols);
+    return -1;
+  }
+  return 0;
+}
+
+/* INSERT of one row through its prepared statement. */
+static int send_insert (Applier *a, Rel *r, const PgoMsg *m, CdcError *err) {
+  const char *name;
+  int i;
+  if (check_tuple(r, &m->newtup, "INSERT", err) != 0)
+    return -1;
+  name = stmt_find(r, "I");
+  if (name == NULL) {
+    buf_reset(&a->sql);
+    buf_printf(&a->sql, "INSERT INTO %s (", r->qname);
+    for (i = 0; i < r->ncols; i++)
+      buf_printf(&a->sql, "%s%s", i ? ", " : "", r->cols[i].qname);
+    buf_printf(&a->sql, ")%s VALUES (", r->any_identity_always ? " OVERRIDING SYSTEM VALUE" : "");
+    for (i = 0; i < r->ncols; i++)
+      buf_printf(&a->sql, "%s$%d", i ? ", " : "", i + 1);
+    buf_putc(&a->sql, ')');
+    name = stmt_prepare(a, r, "I", a->sql.data, r->ncols, err);
+    if (name == NULL)
+      return -1;
+  }
+  buf_reset(&a->pbuf);
+  for (i = 0; i < r->ncols; i++) {
+    if (m->newtup.vals[i].kind == PGO_VAL_UNCHANGED) {
+      cdc_err_set(err, CDC_ERR_PROTOCOL, 0, "INSERT on %s carries an unchanged-TOAST column", r->display);
+      return -1;
+    }
+    param_set(a, i, &m->newtup.vals[i]);
+  }
+  params_finish(a, r->ncols);
+  if (!PQsendQueryPrepared(a->conn, name, r->ncols, a->pvals, a->plens, a->pfmts, 0))
+    return conn_broken(a, err, "apply: send");
+  ring_push(a, 'q', 'I', r);
+  a->stats.inserts++;
+  return pipe_after_send(a, err);
+}
+
+/*
+** UPDATE and DELETE.  The row is found by the old key tuple when the
+** source sent one ('K': the key changed or has TOASTed values), by the
+** key columns of the new tuple otherwise, and by all old values for
+** REPLICA IDENTITY FULL ('O').  UPDATE sets every column the source sent
+** except unchanged TOAST values and GENERATED ALWAYS identity columns.
+*/
+static int send_upddel (Applier *a, Rel *r, const PgoMsg *m, CdcError *err) {
+  int is_upd = m->kind == PGO_UPDATE, i, np = 0, nset = 0;
+  const PgoTuple *old = m->old_kind ? &m->oldtup : NULL;
+  const PgoTuple *keysrc = old != NULL ? old : &m->newtup;
+  const char *name;
+  if (!r->full && r->nkeys == 0 && m->old_kind != 'O') {
+    cdc_err_set(err, CDC_ERR_CONFIG, 0,
+                "%s on %s, which has no replica identity: add a primary key or set REPLICA IDENTITY FULL",
+                is_upd ? "UPDATE" : "DELETE", r->display);
+    strlcpy_(err->table, r->display, sizeof(err->table));
+    return -1;
+  }
+  if ((is_upd && check_tuple(r, &m->newtup, "UPDATE", err) != 0) ||
+      (old != NULL && check_tuple(r, old, is_upd ? "UPDATE" : "DELETE", err) != 0))
+    return -1;
+  if (!is_upd && old == NULL) {
+    cdc_err_set(err, CDC_ERR_PROTOCOL, 0, "DELETE on %s without an old tuple", r->display);
+    return -1;
+  }
+  if ((m->old_kind == 'O' || r->full) && old == NULL) {
+    cdc_err_set(err, CDC_ERR_PROTOCOL, 0, "UPDATE on %s (REPLICA IDENTITY FULL) without the old row",
+                r->display);
+    return -1;
+  }
+  if (is_upd) {
+    for (i = 0; i < r->ncols; i++)
+      if (m->newtup.vals[i].kind != PGO_VAL_UNCHANGED && !r->cols[i].identity_always)
+        nset++;
+    if (nset == 0) {  /* nothing the target can change: only unchanged TOAST */
+      a->stats.updates++;
+      return 0;
+    }
+  }
+  /* the statement's shape is its cache key */
+  buf_reset(&a->sql2);
+  buf_putc(&a->sql2, is_upd ? 'U' : 'D');
+  buf_putc(&a->sql2, m->old_kind ? m->old_kind : 'N');
+  if (is_upd)
+    for (i = 0; i < r->ncols; i++)
+      buf_putc(&a->sql2, m->newtup.vals[i].kind == PGO_VAL_UNCHANGED ? 'u' : '.');
+  if (m->old_kind == 'O')
+    for (i = 0; i < r->ncols; i++)
+      buf_putc(&a->sql2, old->vals[i].kind == PGO_VAL_NULL ? 'n'
+                         : old->vals[i].kind == PGO_VAL_UNCHANGED ? 'u' : '.');
+  name = stmt_find(r, a->sql2.data);
+  if (name == NULL) {
+    buf_reset(&a->sql);
+    if (is_upd) {
+      int n = 0;
+      buf_printf(&a->sql, "UPDATE %s%s SET ", r->partitioned ? "" : "ONLY ", r->qname);
+      for (i = 0; i < r->ncols; i++) {
+        if (m->newtup.vals[i].kind == PGO_VAL_UNCHANGED || r->cols[i].identity_always)
+          continue;
+        buf_printf(&a->sql, "%s%s = $%d", n++ ? ", " : "", r->cols[i].qname, ++np);
+      }
+    } else {
+      buf_printf(&a->sql, "DELETE FROM %s%s", r->partitioned ? "" : "ONLY ", r->qname);
+    }
+    if (m->old_kind == 'O' || r->full) {
+      full_where(&a->sql, r, old, &np);
+    } else {
+      buf_puts(&a->sql, " WHERE ");
+      for (i = 0; i < r->nkeys; i++)
+        buf_printf(&a->sql, "%s%s = $%d", i ? " AND " : "", r->cols[r->keys[i]].qname, ++np);
+    }
+    name = stmt_prepare(a, r, a->sql2.data, a->sql.data, np, err);
+    if (name == NULL)
+      return -1;
+  }
+
+  buf_reset(&a->pbuf);
+  np = 0;
+  if (is_upd)
+    for (i = 0; i < r->ncols; i++)
+      if (m->newtup.vals[i].kind != PGO_VAL_UNCHANGED && !r->cols[i].identity_always)
+        param_set(a, np++, &m->newtup.vals[i]);
+  if (m->old_kind == 'O' || r->full) {
+    for (i = 0; i < r->ncols; i++) {
+      if (old->vals[i].kind == PGO_VAL_BINARY) {
+        cdc_err_set(err, CDC_ERR_PROTOCOL, 0, "binary values cannot match REPLICA IDENTITY FULL rows (%s)",
+                    r->display);
+        return -1;
+      }
+      if (old->vals[i].kind == PGO_VAL_TEXT)
+        param_set(a, np++, &old->vals[i]);   /* compared as text */
+    }
+  } else {
+    for (i = 0; i < r->nkeys; i++) {
+      const PgoValue *v = &keysrc->vals[r->keys[i]];
+      if (v->kind == PGO_VAL_UNCHANGED) {
+        cdc_err_set(err, CDC_ERR_PROTOCOL, 0, "%s on %s: key column \"%s\" was not sent",
+                    is_upd ? "UPDATE" : "DELETE", r->display, r->cols[r->keys[i]].name);
+        return -1;
+      }
+      param_set(a, np++, v);
+    }
+  }
+  params_finish(a, np);
+  if (!PQsendQueryPrepared(a->conn, name, np, a->pvals, a->plens, a->pfmts, 0))
+    return conn_broken(a, err, "apply: send");
+  ring_push(a, 'c', is_upd ? 'U' : 'D', r);
+  if (is_upd)
+    a->stats.updates++;
+  else
+    a->stats.deletes++;
+  return pipe_after_send(a, err);
+}
+
+/* TRUNCATE of every listed relation, with the source's options. */
+static int send_truncate (Applier *a, const PgoMsg *m, CdcError *err) {
+  int i;
+  buf_reset(&a->sql);
+  buf_puts(&a->sql, "TRUNCATE ");
+  for (i = 0; i < m->nrels; i++) {
+    Rel *r = rel_find(a, m->relids[i]);
+    if (r == NULL) {
+      cdc_err_set(err, CDC_ERR_PROTOCOL, 0, "TRUNCATE of relation %u before its Relation message",
+                  m->relids[i]);
+      return -1;
+    }
+    buf_printf(&a->sql, "%s%s%s", i ? ", " : "", r->partitioned ? "" : "ONLY ", r->qname);
+  }
+  if (m->flags & PGO_TRUNCATE_RESTART_IDENTITY)
+    buf_puts(&a->sql, " RESTART IDENTITY");
+  if (m->flags & PGO_TRUNCATE_CASCADE)
+    buf_puts(&a->sql, " CASCADE");
+  a->stats.truncates++;
+  return pipe_exec(a, a->sql.data, m->nrels == 1 ? rel_find(a, m->relids[0]) : NULL, err);
+}
+
+/* Decode a stored record (flag byte + pgoutput message). */
+static int decode_rec (Applier *a, const uint8_t *rec, size_t len, PgoMsg *m, CdcError *err) {
+  char msg[256];
+  if (len < 2) {
+    cdc_err_set(err, CDC_ERR_PROTOCOL, 0, "apply: empty change record");
+    return -1;
+  }
+  a->dec.in_stream = (rec[0] & APPLY_REC_STREAMED) != 0;
+  a->dec.stream_xid = a->dec.in_stream ? 1 : 0;
+  if (pgo_decode(&a->dec, rec + 1, len - 1, m, msg, sizeof(msg)) != 0) {
+    cdc_err_set(err, CDC_ERR_PROTOCOL, 0, "%s", msg);
+    return -1;
+  }
+  return 0;
+}
+
+/* One decoded change by the row path. */
+static int row_apply (Applier *a, const PgoMsg *m, CdcError *err) {
+  Rel *r = rel_find(a, m->relid);
+  if (r == NULL) {
+    cdc_err_set(err, CDC_ERR_PROTOCOL, 0, "%s of relation %u before its Relation message",
+                pgo_kind_name(m->kind), m->relid);
+    return -1;
+  }
+  a->stats.row_changes++;
+  if (pipe_enter(a, err) != 0)
+    return -1;
+  return m->kind == PGO_INSERT ? send_insert(a, r, m, err) : send_upddel(a, r, m, err);
+}
+
+/* Segment changes [from, to) by the row path, in source order. */
+static int row_apply_range (Applier *a, size_t from, size_t to, CdcError *err) {
+  size_t i;
+  for (i = from; i < to; i++) {
+    if (decode_rec(a, (const uint8_t *)a->seg.data + a->ents[i].off, a->ents[i].len, &a->msg, err) != 0 ||
+        row_apply(a, &a->msg, err) != 0)
+      return -1;
+  }
+  return 0;
+}
+
+/* }====================================================== */
+
+/*
+** {======================================================
+** Set path: net effect per key, COPY, set-based statements
+** =======================================================
+*/
+
+/* Empty the net state (keeps the allocations). */
+static void net_clear (Applier *a) {
+  size_t i;
+  for (i = 0; i < a->nnet; i++)
+    free(a->net[i].vals);
+  a->nnet = 0;
+  buf_reset(&a->keys);
+  if (a->nethash != NULL)
+    memset(a->nethash, 0, a->nethash_cap * sizeof(int));
+}
+
+/* Key bytes of a tuple: per key column, kind, length, data. */
+static void make_key (Buf *b, Rel *r, const PgoTuple *t) {
+  int i;
+  buf_append(b, &r->relid, sizeof(r->relid));
+  for (i = 0; i < r->nkeys; i++) {
+    const PgoValue *v = &t->vals[r->keys[i]];
+    uint32_t len = v->len;
+    buf_putc(b, v->kind);
+    buf_append(b, &len, sizeof(len));
+    buf_append(b, v->data, v->len);
+  }
+}
+
+/* The entry for key bytes; with 'create', a new one when absent (the
+   hash table is rebuilt as it grows).  NULL when absent otherwise. */
+static NetEnt *net_find (Applier *a, const char *key, size_t keylen, int create) {
+  uint32_t h = hash_bytes(key, keylen);
+  size_t i;
+  NetEnt *e;
+  if ((a->nnet + 1) * 2 > a->nethash_cap) {
+    size_t k;
+    a->nethash_cap = a->nethash_cap ? a->nethash_cap * 2 : 1024;
+    free(a->nethash);
+    a->nethash = xcalloc(a->nethash_cap, sizeof(int));
+    for (k = 0; k < a->nnet; k++) {
+      i = a->net[k].hash & (a->nethash_cap - 1);
+      while (a->nethash[i] != 0)
+        i = (i + 1) & (a->nethash_cap - 1);
+      a->nethash[i] = (int)k + 1;
+    }
+  }
+  i = h & (a->nethash_cap - 1);
+  while (a->nethash[i] != 0) {
+    e = &a->net[a->nethash[i] - 1];
+    if (e->hash == h && e->keylen == keylen && memcmp(a->keys.data + e->keyoff, key, keylen) == 0)
+      return e;
+    i = (i + 1) & (a->nethash_cap - 1);
+  }
+  if (!create)
+    return NULL;
+  if (a->nnet == a->net_cap) {
+    a->net_cap = a->net_cap ? a->net_cap * 2 : 1024;
+    a->net = xrealloc(a->net, a->net_cap * sizeof(NetEnt));
+  }
+  e = &a->net[a->nnet];
+  memset(e, 0, sizeof(*e));
+  e->hash = h;
+  e->existed = -1;               /* set by the first change that touches it */
+  e->keyoff = a->keys.len;
+  e->keylen = keylen;
+  buf_append(&a->keys, key, keylen);
+  a->nethash[i] = (int)++a->nnet;
+  return e;
+}
+
+/* Record an entry's final state and values (pointers into the segment). */
+static void net_set (NetEnt *e, Rel *r, char op, const PgoTuple *t) {
+  e->rel = r;
+  e->op = op;
+  if (e->vals == NULL)
+    e->vals = xmalloc((size_t)(r->ncols > 0 ? r->ncols : 1) * sizeof(PgoValue));
+  memcpy(e->vals, t->vals, (size_t)r->ncols * sizeof(PgoValue));
+}
+
+static int has_unchanged (const PgoValue *v, int n) {
+  int i;
+  for (i = 0; i < n; i++)
+    if (v[i].kind == PGO_VAL_UNCHANGED)
+      return 1;
+  return 0;
+}
+
+/* The entry of a key; 'existed' records whether the row was there
+   before the segment (from the first change that touches the key). */
+static NetEnt *net_touch (Applier *a, const Buf *key, int existed) {
+  NetEnt *e = net_find(a, key->data, key->len, 1);
+  if (e->existed < 0)
+    e->existed = existed;
+  return e;
+}
+
+/*
+** Fold one change into the net state.  Returns 1 when the change can
+** not be expressed there (the set path must stop before it and send it
+** alone): a key change whose new row has unchanged TOAST values we do
+** not know, binary values, a table without a usable key.
+*/
+static int net_add (Applier *a, const PgoMsg *m, Rel *r) {
+  Buf k1 = BUF_INIT, k2 = BUF_INIT;
+  NetEnt *e, *eo;
+  int i, rc = 0;
+  const PgoTuple *t = m->kind == PGO_DELETE ? &m->oldtup : &m->newtup;
+  if (!r->set_ok || t->ncols != r->ncols || (m->old_kind && m->oldtup.ncols != r->ncols))
+    return 1;
+  for (i = 0; i < t->ncols; i++)
+    if (t->vals[i].kind == PGO_VAL_BINARY)
+      return 1;
+  if (m->kind == PGO_INSERT) {
+    make_key(&k1, r, t);
+    net_set(net_touch(a, &k1, 0), r, 'i', t);
+  } else if (m->kind == PGO_DELETE) {
+    make_key(&k1, r, t);
+    net_set(net_touch(a, &k1, 1), r, 'd', t);
+  } else {
+    PgoValue *merged;
+    PgoTuple mt;
+    make_key(&k1, r, m->old_kind ? &m->oldtup : t);
+    for (i = 0; i < r->nkeys; i++)
+      if (t->vals[r->keys[i]].kind == PGO_VAL_UNCHANGED && !m->old_kind) {
+        rc = 1;               /* key value not sent: cannot place the row */
+        goto done;
+      }
+    make_key(&k2, r, t);
+    eo = net_find(a, k1.data, k1.len, 0);
+    merged = xmalloc((size_t)r->ncols * sizeof(PgoValue));
+    memcpy(merged, t->vals, (size_t)r->ncols * sizeof(PgoValue));
+    if (eo != NULL && eo->op != 'd')
+      for (i = 0; i < r->ncols; i++)
+        if (merged[i].kind == PGO_VAL_UNCHANGED)
+          merged[i] = eo->vals[i];
+    mt.ncols = r->ncols;
+    mt.vals = merged;
+    if (k1.len == k2.len && memcmp(k1.data, k2.data, k1.len) == 0) {
+      e = eo != NULL ? eo : net_touch(a, &k2, 1);
+      net_set(e, r, has_unchanged(merged, r->ncols) ? 'u' : 'i', &mt);
+    } else if (has_unchanged(merged, r->ncols)) {
+      rc = 1;                 /* key change with TOAST values only the old row has */
+    } else {
+      /* the old key goes away (its key values come from the old tuple),
+         the new key gets the whole row */
+      if (eo == NULL)
+        eo = net_touch(a, &k1, 1);
+      net_set(eo, r, 'd', m->old_kind ? &m->oldtup : t);
+      net_set(net_touch(a, &k2, 0), r, 'i', &mt);
+    }
+    free(merged);
+  }
+done:
+  buf_free(&k1);
+  buf_free(&k2);
+  return rc;
+}
+
+/*
+** What the target must do for an entry: 'd' delete (existed, now
+** absent), 'f' set every column (existed, whole row known), 'u' set the
+** sent columns (existed, unchanged-TOAST columns kept), 'i' insert (new
+** row), 0 nothing (inserted and deleted within the segment).
+*/
+static char net_eff (const NetEnt *e) {
+  if (e->op == 'd')
+    return e->existed ? 'd' : 0;
+  if (e->op == 'u')
+    return 'u';
+  return e->existed ? 'f' : 'i';
+}
+
+/* COPY text escaping of one value: runs without special characters are
+   appended in one piece. */
+static void copy_value (Buf *b, const PgoValue *v) {
+  const char *p, *end, *run;
+  if (v->kind != PGO_VAL_TEXT) {
+    buf_append(b, "\\N", 2);
+    return;
+  }
+  buf_reserve(b, v->len + 16);
+  for (p = run = v->data, end = v->data + v->len; p < end; p++) {
+    const char *esc;
+    switch (*p) {
+      case '\\': esc = "\\\\"; break;
+      case '\n': esc = "\\n"; break;
+      case '\r': esc = "\\r"; break;
+      case '\t': esc = "\\t"; break;
+      default: continue;
+    }
+    buf_append(b, run, (size_t)(p - run));
+    buf_append(b, esc, 2);
+    run = p + 1;
+  }
+  buf_append(b, run, (size_t)(end - run));
+}
+
+/* Run SQL (possibly several statements) outside the pipeline, reading
+   every result; the first failure is returned in err. */
+static int exec_simple (Applier *a, const char *sql, Rel *r, CdcError *err) {
+  PGresult *res;
+  int rc = 0;
+  if (!PQsendQuery(a->conn, sql))
+    return conn_broken(a, err, "apply: send");
+  while ((res = PQgetResult(a->conn)) != NULL) {
+    ExecStatusType st = PQresultStatus(res);
+    if (st != PGRES_COMMAND_OK && st != PGRES_TUPLES_OK && rc == 0) {
+      cdc_err_from_pg(err, "apply (set-based)", res, a->conn);
+      if (r != NULL)
+        strlcpy_(err->table, r->display, sizeof(err->table));
+      rc = -1;
+    }
+    PQclear(res);
+  }
+  if (rc == 0 && PQstatus(a->conn) != CONNECTION_OK)
+    return conn_broken(a, err, "apply connection");
+  return rc;
+}
+
+/* The temporary table of a relation: its columns with the target's
+   types, plus the operation and the unchanged-column mask. */
+static int temp_ensure (Applier *a, Rel *r, CdcError *err) {
+  int i;
+  if (r->temp_ready)
+    return 0;
+  buf_reset(&a->sql2);
+  buf_printf(&a->sql2, "CREATE TEMP TABLE IF NOT EXISTS %s ON COMMIT DELETE ROWS AS SELECT "
+             "NULL::\"char\" AS _pgtide_op, NULL::text AS _pgtide_mask", r->tempname);
+  for (i = 0; i < r->ncols; i++)
+    buf_printf(&a->sql2, ", %s", r->cols[i].qname);
+  buf_printf(&a->sql2, " FROM %s WITH NO DATA", r->qname);
+  if (exec_simple(a, a->sql2.data, NULL, err) != 0)
+    return -1;
+  r->temp_ready = 1;
+  return 0;
+}
+
+/*
+** COPY a relation's net rows: with 'direct', the new rows ('i') straight
+** into the target table; otherwise the rows to delete or update into the
+** staging table, with their operation and unchanged-column mask.
+*/
+static int copy_rel (Applier *a, Rel *r, int first, int direct, CdcError *err) {
+  PGresult *res;
+  int i, k;
+  Buf row = BUF_INIT;
+  buf_reset(&a->sql2);
+  if (direct)
+    buf_printf(&a->sql2, "COPY %s (", r->qname);
+  else
+    buf_printf(&a->sql2, "COPY %s (_pgtide_op, _pgtide_mask, ", r->tempname);
+  for (i = 0; i < r->ncols; i++)
+    buf_printf(&a->sql2, "%s%s", i ? ", " : "", r->cols[i].qname);
+  buf_puts(&a->sql2, ") FROM STDIN");
+  res = PQexec(a->conn, a->sql2.data);
+  if (PQresultStatus(res) != PGRES_COPY_IN) {
+    cdc_err_from_pg(err, direct ? "apply: COPY into the table" : "apply: COPY into the staging table",
+                    res, a->conn);
+    strlcpy_(err->table, r->display, sizeof(err->table));
+    PQclear(res);
+    return -1;
+  }
+  PQclear(res);
+  for (k = first; k >= 0; k = a->net[k].next_in_rel) {
+    NetEnt *e = &a->net[k];
+    char eff = net_eff(e);
+    if (eff == 0 || (eff == 'i') != (direct != 0))
+      continue;
+    if (!direct) {
+      buf_putc(&row, eff);
+      buf_putc(&row, '\t');
+      if (eff == 'u')
+        for (i = 0; i < r->ncols; i++)
+          buf_putc(&row, e->vals[i].kind == PGO_VAL_UNCHANGED ? '1' : '0');
+      else
+        buf_puts(&row, "\\N");
+      buf_putc(&row, '\t');
+    }
+    for (i = 0; i < r->ncols; i++) {
+      if (i > 0)
+        buf_putc(&row, '\t');
+      copy_value(&row, &e->vals[i]);
+    }
+    buf_putc(&row, '\n');
+    a->stats.set_rows++;
+    if (row.len >= (256u << 10)) {
+      if (PQputCopyData(a->conn, row.data, (int)row.len) != 1)
+        goto broken;
+      buf_reset(&row);
+    }
+  }
+  if ((row.len > 0 && PQputCopyData(a->conn, row.data, (int)row.len) != 1) ||
+      PQputCopyEnd(a->conn, NULL) != 1)
+    goto broken;
+  buf_free(&row);
+  res = PQgetResult(a->conn);
+  if (PQresultStatus(res) != PGRES_COMMAND_OK) {
+    cdc_err_from_pg(err, direct ? "apply: COPY into the table" : "apply: COPY into the staging table",
+                    res, a->conn);
+    strlcpy_(err->table, r->display, sizeof(err->table));
+    PQclear(res);
+    while ((res = PQgetResult(a->conn)) != NULL)
+      PQclear(res);
+    return -1;
+  }
+  PQclear(res);
+  while ((res = PQgetResult(a->conn)) != NULL)
+    PQclear(res);
+  return 0;
+broken:
+  buf_free(&row);
+  return conn_broken(a, err, "apply: COPY");
+}
+
+/* " AND t.k = s.k" for each identity column. */
+static void key_match (Buf *b, Rel *r) {
+  int i;
+  for (i = 0; i < r->nkeys; i++)
+    buf_printf(b, " AND t.%s = s.%s", r->cols[r->keys[i]].qname, r->cols[r->keys[i]].qname);
+}
+
+/* Per-relation counts of the effective operations. */
+typedef struct NetCounts {
+  int del, full, part, ins;
+} NetCounts;
+
+static NetCounts net_counts (Applier *a, int first) {
+  NetCounts c = {0, 0, 0, 0};
+  int k;
+  for (k = first; k >= 0; k = a->net[k].next_in_rel)
+    switch (net_eff(&a->net[k])) {
+      case 'd': c.del++; break;
+      case 'f': c.full++; break;
+      case 'u': c.part++; break;
+      case 'i': c.ins++; break;
+      default: break;
+    }
+  return c;
+}
+
+/* SET list for the columns an UPDATE may change ('mask' marks kept
+   unchanged-TOAST columns, NULL for none); returns how many. */
+static int set_list (Buf *b, Rel *r, const char *mask) {
+  int i, n = 0;
+  for (i = 0; i < r->ncols; i++) {
+    if ((mask != NULL && mask[i] == '1') || r->cols[i].identity_always || r->cols[i].key)
+      continue;
+    buf_printf(b, "%s%s = s.%s", n ? ", " : "", r->cols[i].qname, r->cols[i].qname);
+    n++;
+  }
+  return n;
+}
+
+/* The set-based statements for one relation's staged rows, as one
+   multi-statement string: deletes, whole-row updates, then one UPDATE
+   per unchanged-column mask.  New rows are COPYed directly afterwards. */
+static void set_statements (Applier *a, Rel *r, int first, Buf *b) {
+  const char *only = r->partitioned ? "" : "ONLY ";
+  NetCounts c = net_counts(a, first);
+  char **masks = NULL;
+  int nmasks = 0, cap = 0, i, k;
+  if (c.del > 0) {
+    buf_printf(b, "DELETE FROM %s%s t USING %s s WHERE s._pgtide_op = 'd'", only, r->qname, r->tempname);
+    key_match(b, r);
+    buf_putc(b, ';');
+  }
+  if (c.full > 0) {
+    Buf set = BUF_INIT;
+    if (set_list(&set, r, NULL) > 0) {
+      buf_printf(b, "UPDATE %s%s t SET %s FROM %s s WHERE s._pgtide_op = 'f'", only, r->qname, set.data,
+                 r->tempname);
+      key_match(b, r);
+      buf_putc(b, ';');
+    }
+    buf_free(&set);
+  }
+  if (c.part == 0)
+    return;
+  for (k = first; k >= 0; k = a->net[k].next_in_rel) {
+    NetEnt *e = &a->net[k];
+    Buf mk = BUF_INIT;
+    int j, seen = 0;
+    if (net_eff(e) != 'u')
+      continue;
+    for (i = 0; i < r->ncols; i++)
+      buf_putc(&mk, e->vals[i].kind == PGO_VAL_UNCHANGED ? '1' : '0');
+    for (j = 0; j < nmasks && !seen; j++)
+      seen = strcmp(masks[j], mk.data) == 0;
+    if (!seen) {
+      if (nmasks == cap) {
+        cap = cap ? cap * 2 : 4;
+        masks = xrealloc(masks, (size_t)cap * sizeof(char *));
+      }
+      masks[nmasks++] = buf_steal(&mk);
+    }
+    buf_free(&mk);
+  }
+  for (k = 0; k < nmasks; k++) {
+    Buf set = BUF_INIT;
+    if (set_list(&set, r, masks[k]) > 0) {
+      buf_printf(b, "UPDATE %s%s t SET %s FROM %s s WHERE s._pgtide_op = 'u' AND s._pgtide_mask = '%s'",
+                 only, r->qname, set.data, r->tempname, masks[k]);
+      key_match(b, r);
+      buf_putc(b, ';');
+    }
+    buf_free(&set);
+    free(masks[k]);
+  }
+  free(masks);
+}
+
+/*
+** Apply segment changes [from, to) set-based.  The caller has folded
+** the keyed changes into the net state; rowidx lists the changes of
+** tables without a usable key, sent row by row (table order does not
+** matter with triggers and foreign keys off).  Each relation's net rows
+** are staged with COPY and applied by its statements, all under a
+** savepoint.  On a statement error the savepoint is rolled back and the
+** range is replayed row by row in source order.
+*/
+static int set_apply (Applier *a, size_t from, size_t to, const size_t *rowidx, size_t nrow,
+                      CdcError *err) {
+  size_t i;
+  int *heads = NULL, nheads = 0, k, rc = 0;
+  Rel **hrels = NULL;
+  CdcError serr;
+  if (from >= to)
+    return 0;
+  /* group net entries by relation */
+  for (i = 0; i < a->nnet; i++) {
+    NetEnt *e = &a->net[i];
+    for (k = 0; k < nheads && hrels[k] != e->rel; k++)
+      ;
+    if (k == nheads) {
+      heads = xrealloc(heads, (size_t)(nheads + 1) * sizeof(int));
+      hrels = xrealloc(hrels, (size_t)(nheads + 1) * sizeof(Rel *));
+      hrels[k] = e->rel;
+      heads[k] = -1;
+      nheads++;
+    }
+    e->next_in_rel = heads[k];
+    heads[k] = (int)i;
+  }
+  if (pipe_leave(a, err) != 0) {
+    rc = -1;
+    goto done;
+  }
+  for (k = 0; k < nheads; k++)
+    if (temp_ensure(a, hrels[k], err) != 0) {
+      rc = -1;
+      goto done;
+    }
+  if (exec_simple(a, "SAVEPOINT pgtide_set", NULL, err) != 0) {
+    rc = -1;
+    goto done;
+  }
+  cdc_err_clear(&serr);
+  for (k = 0; k < nheads && rc == 0; k++) {
+    Rel *r = hrels[k];
+    NetCounts nc = net_counts(a, heads[k]);
+    if (nc.del + nc.full + nc.part > 0) {
+      if (r->temp_dirty) {      /* staged earlier in this transaction */
+        buf_reset(&a->sql2);
+        buf_printf(&a->sql2, "TRUNCATE %s", r->tempname);
+        if (exec_simple(a, a->sql2.data, NULL, &serr) != 0) {
+          rc = -3;
+          break;
+        }
+      }
+      r->temp_dirty = 1;
+      buf_reset(&a->sql);
+      set_statements(a, r, heads[k], &a->sql);
+      if (copy_rel(a, r, heads[k], 0, &serr) != 0 ||
+          (a->sql.len > 0 && exec_simple(a, a->sql.data, r, &serr) != 0)) {
+        rc = -3;
+        break;
+      }
+    }
+    /* new rows last: a unique value freed by a delete above is free now */
+    if (nc.ins > 0 && copy_rel(a, r, heads[k], 1, &serr) != 0)
+      rc = -3;
+  }
+  /* keyless tables, row by row, in the same savepoint */
+  for (i = 0; i < nrow && rc == 0; i++) {
+    if (decode_rec(a, (const uint8_t *)a->seg.data + a->ents[rowidx[i]].off, a->ents[rowidx[i]].len,
+                   &a->msg, err) != 0) {
+      rc = -1;
+      goto done;
+    }
+    if (row_apply(a, &a->msg, &serr) != 0)
+      rc = -3;
+  }
+  if (rc == 0 && pipe_leave(a, &serr) != 0)
+    rc = -3;
+  if (rc == 0) {
+    if (exec_simple(a, "RELEASE SAVEPOINT pgtide_set", NULL, err) != 0) {
+      rc = -1;
+      goto done;
+    }
+    a->stats.set_segments++;
+    a->stats.set_changes += to - from - nrow;
+    for (i = from; i < to; i++) {
+      char kind = a->seg.data[a->ents[i].off + 1];   /* flag byte, then the type */
+      if (kind == PGO_INSERT) a->stats.inserts++;
+      else if (kind == PGO_UPDATE) a->stats.updates++;
+      else if (kind == PGO_DELETE) a->stats.deletes++;
+    }
+    /* row-path changes were counted by row_apply too */
+    for (i = 0; i < nrow; i++) {
+      char kind = a->seg.data[a->ents[rowidx[i]].off + 1];
+      if (kind == PGO_INSERT) a->stats.inserts--;
+      else if (kind == PGO_UPDATE) a->stats.updates--;
+      else if (kind == PGO_DELETE) a->stats.deletes--;
+    }
+    goto done;
+  }
+  /* rc == -3: roll back to the savepoint and replay row by row */
+  if (serr.kind == CDC_ERR_CONNECTION || PQstatus(a->conn) != CONNECTION_OK) {
+    *err = serr;
+    rc = -1;
+    goto done;
+  }
+  if (a->pipeline) {          /* drain a failed pipeline before plain queries */
+    CdcError ignore;
+    if (PQpipelineSync(a->conn) == 1) {
+      ring_push(a, 's', 0, NULL);
+      if (pipe_drain(a, 1, &ignore) != 0) {
+        *err = ignore;
+        rc = -1;
+        goto done;
+      }
+    }
+    a->pipe_failed = 0;
+    PQexitPipelineMode(a->conn);
+    PQsetnonblocking(a->conn, 0);
+    a->pipeline = 0;
+  }
+  log_info("cdc: set-based apply of %zu changes failed (%s); replaying them row by row",
+           to - from, serr.message);
+  if (exec_simple(a, "ROLLBACK TO SAVEPOINT pgtide_set", NULL, err) != 0) {
+    rc = -1;
+    goto done;
+  }
+  a->stats.fallbacks++;
+  rc = row_apply_range(a, from, to, err);
+done:
+  free(heads);
+  free(hrels);
+  return rc;
+}
+
+/* }====================================================== */
+
+/*
+** {======================================================
+** Segments, transactions, commits
+** =======================================================
+*/
+
+/* BEGIN the group's target transaction before its first statement. */
+static int begin_if_needed (Applier *a, CdcError *err) {
+  if (a->in_xact)
+    return 0;
+  if (pipe_exec(a, "BEGIN", NULL, err) != 0)
+    return -1;
+  a->in_xact = 1;
+  return 0;
+}
+
+/*
+** Apply the buffered segment.  Set path when big enough: the keyed
+** changes are folded into the net state up to the first change it can
+** not express; that range is applied set-based, the change alone row by
+** row, and folding starts again after it.
+*/
+static int flush_segment (Applier *a, CdcError *err) {
+  size_t n = a->nents, start = 0, *rowidx;
+  int rc = 0;
+  if (n == 0)
+    return 0;
+  if (a->set_threshold <= 0 || n < (size_t)a->set_threshold) {
+    rc = row_apply_range(a, 0, n, err);
+    goto done;
+  }
+  rowidx = xmalloc(n * sizeof(size_t));
+  while (start < n && rc == 0) {
+    size_t cut, nrow = 0;
+    int stop = 0;
+    net_clear(a);
+    for (cut = start; cut < n && rc == 0; cut++) {
+      Rel *r;
+      if (decode_rec(a, (const uint8_t *)a->seg.data + a->ents[cut].off, a->ents[cut].len,
+                     &a->msg, err) != 0) {
+        rc = -1;
+        break;
+      }
+      r = rel_find(a, a->msg.relid);
+      if (r == NULL) {
+        cdc_err_set(err, CDC_ERR_PROTOCOL, 0, "%s of relation %u before its Relation message",
+                    pgo_kind_name(a->msg.kind), a->msg.relid);
+        rc = -1;
+        break;
+      }
+      if (!r->set_ok)
+        rowidx[nrow++] = cut;
+      else if (net_add(a, &a->msg, r) != 0) {
+        stop = 1;
+        break;
+      }
+    }
+    if (rc != 0)
+      break;
+    rc = set_apply(a, start, cut, rowidx, nrow, err);
+    if (rc == 0 && stop)
+      rc = row_apply_range(a, cut, cut + 1, err);
+    start = stop ? cut + 1 : cut;
+  }
+  free(rowidx);
+done:
+  a->nents = 0;
+  buf_reset(&a->seg);
+  net_clear(a);
+  return rc < 0 ? -1 : 0;
+}
+
+/* Buffer a change record in the segment; 1 when the segment is full. */
+static int seg_add (Applier *a, const uint8_t *rec, size_t len) {
+  if (a->nents == a->ents_cap) {
+    a->ents_cap = a->ents_cap ? a->ents_cap * 2 : 1024;
+    a->ents = xrealloc(a->ents, a->ents_cap * sizeof(SegEnt));
+  }
+  a->ents[a->nents].off = a->seg.len;
+  a->ents[a->nents].len = len;
+  buf_append(&a->seg, rec, len);
+  a->nents++;
+  return a->seg.len >= a->segment_bytes || a->nents >= (size_t)a->segment_changes;
+}
+
+int apply_txn (Applier *a, SpillBuf *txn, CdcError *err) {
+  SpillReader rd;
+  const uint8_t *rec;
+  size_t len;
+  int rc = 0, got;
+  if (begin_if_needed(a, err) != 0)
+    return -1;
+  spill_reader_init(&rd, txn);
+  while (rc == 0 && (got = spill_read(&rd, &rec, &len, err)) != 0) {
+    if (got < 0) {
+      rc = -1;
+      break;
+    }
+    if (len < 2) {
+      cdc_err_set(err, CDC_ERR_PROTOCOL, 0, "apply: empty change record");
+      rc = -1;
+      break;
+    }
+    a->stats.bytes += len;
+    switch (rec[1]) {
+      case PGO_INSERT:
+      case PGO_UPDATE:
+      case PGO_DELETE:
+        if (seg_add(a, rec, len))
+          rc = flush_segment(a, err);
+        break;
+      case PGO_RELATION: {
+        Rel *r;
+        if (decode_rec(a, rec, len, &a->msg, err) != 0) {
+          rc = -1;
+          break;
+        }
+        r = rel_find(a, a->msg.relid);
+        if (r != NULL && rel_same(r, &a->msg))
+          break;
+        /* changes before it were decoded with the old definition */
+        if (flush_segment(a, err) != 0 || decode_rec(a, rec, len, &a->msg, err) != 0 ||
+            rel_setup(a, &a->msg, err) != 0)
+          rc = -1;
+        break;
+      }
+      case PGO_TYPE:
+        if (decode_rec(a, rec, len, &a->msg, err) != 0)
+          rc = -1;
+        else
+          type_put(a, &a->msg);
+        break;
+      case PGO_TRUNCATE:
+        if (flush_segment(a, err) != 0 || decode_rec(a, rec, len, &a->msg, err) != 0 ||
+            send_truncate(a, &a->msg, err) != 0)
+          rc = -1;
+        break;
+      default:                 /* Origin, Message: nothing to apply */
+        break;
+    }
+  }
+  spill_reader_free(&rd);
+  if (rc == 0)
+    a->stats.txns++;
+  return rc;
+}
+
+int apply_commit (Applier *a, PgLsn end_lsn, int64_t commit_ts, CdcError *err) {
+  char lsn[PGO_LSN_BUFSZ], ts[64];
+  if (begin_if_needed(a, err) != 0 || flush_segment(a, err) != 0)
+    return -1;
+  pgo_lsn_format(end_lsn, lsn);
+  format_pgts(commit_ts, ts, sizeof(ts));
+  buf_reset(&a->pbuf);
+  {
+    PgoValue v1 = {PGO_VAL_TEXT, (uint32_t)strlen(lsn), lsn}, v2 = {PGO_VAL_TEXT, (uint32_t)strlen(ts), ts};
+    PgoValue v0 = {PGO_VAL_TEXT, (uint32_t)strlen(a->origin), a->origin};
+    if (a->mode == APPLY_PROGRESS_ORIGIN) {
+      param_set(a, 0, &v1);
+      param_set(a, 1, &v2);
+      params_finish(a, 2);
+      if (pipe_exec_params(a, "SELECT pg_replication_origin_xact_setup($1::pg_lsn, $2::timestamptz)",
+                           2, err) != 0)
+        return -1;
+    } else {
+      param_set(a, 0, &v0);
+      param_set(a, 1, &v1);
+      param_set(a, 2, &v2);
+      params_finish(a, 3);
+      if (pipe_exec_params(a,
+            "INSERT INTO pgtide.cdc_progress AS p (name, lsn, commit_time) VALUES ($1, $2::pg_lsn, $3::timestamptz) "
+            "ON CONFLICT (name) DO UPDATE SET lsn = EXCLUDED.lsn, commit_time = EXCLUDED.commit_time, "
+            "updated_at = now()", 3, err) != 0)
+        return -1;
+    }
+  }
+  if (pipe_exec(a, "COMMIT", NULL, err) != 0 || pipe_sync(a, err) != 0)
+    return -1;
+  a->in_xact = 0;
+  a->stats.commits++;
+  /* staging tables were emptied by ON COMMIT DELETE ROWS */
+  {
+    size_t i;
+    for (i = 0; i < a->rel_cap; i++)
+      if (a->rels[i] != NULL)
+        a->rels[i]->temp_dirty = 0;
+  }
+  return 0;
+}
+
+int apply_in_group (const Applier *a) {
+  return a->in_xact;
+}
+
+const ApplyStats *apply_stats (const Applier *a) {
+  return &a->stats;
+}
+
+const char *apply_progress_name (const Applier *a) {
+  return a->mode == APPLY_PROGRESS_ORIGIN ? "origin" : "table";
+}
+
+int apply_backend_pid (const Applier *a) {
+  return PQbackendPID(a->conn);
+}
+
+/* }====================================================== */

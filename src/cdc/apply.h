@@ -1,0 +1,102 @@
+/*
+** apply.h
+** Applies decoded source transactions to the target database: the write
+** half of CDC.  Lua-free; one Applier per target connection, used by one
+** thread.
+**
+** The caller groups source transactions: apply_txn() adds one whole
+** source transaction to the open target transaction, apply_commit()
+** commits it together with the source position (end LSN and commit time
+** of the last source transaction in the group), so progress and data are
+** durable atomically and resuming from apply_progress() never loses or
+** repeats a change.  A source transaction is never split.
+**
+** Inside a target transaction, changes are buffered into segments.  A
+** small segment is sent row by row as prepared statements in libpq
+** pipeline mode (no round trip per row).  A segment of at least
+** set_threshold changes takes the set-based path: the net effect per key
+** is computed, COPYed into a temporary table per source table, then
+** applied with one DELETE, one INSERT .. ON CONFLICT and one UPDATE per
+** set of unchanged-TOAST columns, under a savepoint; if that fails (for
+** example a transient unique-key conflict between rows that the source
+** changed in a different order) the segment is rolled back to the
+** savepoint and replayed row by row, in source order.
+**
+** Session: session_replication_role = replica (triggers and foreign-key
+** checks off, as PostgreSQL's own subscriber does), the source's output
+** settings (DateStyle, TimeZone, ...) so text comparisons for REPLICA
+** IDENTITY FULL tables see the same text the source sent.
+**
+** Records given to apply_txn() are the ones the receiver stored: one flag
+** byte (APPLY_REC_STREAMED when the message came inside a stream block and
+** so carries an xid) followed by the pgoutput message.
+*/
+#ifndef PGTIDE_APPLY_H
+#define PGTIDE_APPLY_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "cdc/cdcerr.h"
+#include "cdc/pgoutput.h"
+#include "cdc/spill.h"
+
+#define APPLY_REC_STREAMED 1
+
+typedef enum ApplyProgressMode {
+  APPLY_PROGRESS_AUTO = 0,       /* origin when permitted, else table */
+  APPLY_PROGRESS_ORIGIN,         /* pg_replication_origin_* on the target */
+  APPLY_PROGRESS_TABLE           /* row in pgtide.cdc_progress */
+} ApplyProgressMode;
+
+typedef struct ApplyOptions {
+  const char *origin;            /* progress name: origin name / table key */
+  ApplyProgressMode progress;
+  int set_threshold;             /* changes per segment for the set path; 0 never */
+  size_t segment_bytes;          /* max raw bytes buffered per segment */
+  int segment_changes;           /* max changes per segment */
+  int replica_role;              /* SET session_replication_role = replica */
+  const char *session_sql;       /* extra SET statements (source output settings) */
+  volatile int *abort_flag;      /* set by another thread: stop waiting */
+} ApplyOptions;
+
+typedef struct ApplyStats {
+  uint64_t inserts, updates, deletes, truncates;
+  uint64_t txns, commits;        /* source transactions, target commits */
+  uint64_t row_changes;          /* changes sent as single statements */
+  uint64_t set_segments, set_changes, set_rows;   /* set path use */
+  uint64_t fallbacks;            /* set segments replayed row by row */
+  uint64_t missing;              /* UPDATE/DELETE that found no row */
+  uint64_t bytes;                /* raw change bytes applied */
+} ApplyStats;
+
+typedef struct Applier Applier;
+
+/* Connect and prepare the session (role, settings, progress origin or
+   table).  NULL with err on failure. */
+Applier *apply_open(const char *conninfo, const ApplyOptions *opt, CdcError *err);
+void apply_close(Applier *a);
+
+/* The committed source position (0 when nothing was applied yet). */
+int apply_progress(Applier *a, PgLsn *lsn, CdcError *err);
+
+/* Apply one complete source transaction into the open group (BEGIN is
+   sent before the first).  On error the group is lost: the caller
+   closes the Applier and resumes from apply_progress(). */
+int apply_txn(Applier *a, SpillBuf *txn, CdcError *err);
+
+/* Commit the open group, recording end_lsn/commit_ts as the progress. */
+int apply_commit(Applier *a, PgLsn end_lsn, int64_t commit_ts, CdcError *err);
+
+int apply_in_group(const Applier *a);
+const ApplyStats *apply_stats(const Applier *a);
+/* "origin" or "table" */
+const char *apply_progress_name(const Applier *a);
+/* Backend PID of the apply connection (tests terminate it). */
+int apply_backend_pid(const Applier *a);
+
+/* Drop the progress origin and table row of 'name' on the target
+   (cleanup).  Missing objects are not errors. */
+int apply_drop_progress(const char *conninfo, const char *name, CdcError *err);
+
+#endif

@@ -1,0 +1,72 @@
+/*
+** cdcerr.c
+** Filling and classifying CdcError records (see cdcerr.h).
+*/
+#include "cdc/cdcerr.h"
+
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "pg/pgconn.h"
+#include "util/buf.h"
+#include "util/redact.h"
+
+void cdc_err_clear (CdcError *e) {
+  memset(e, 0, sizeof(*e));
+}
+
+void cdc_err_set (CdcError *e, CdcErrKind kind, int retryable, const char *fmt, ...) {
+  va_list ap;
+  Buf b = BUF_INIT;
+  char *masked;
+  if (e == NULL)
+    return;
+  e->kind = kind;
+  e->retryable = retryable;
+  va_start(ap, fmt);
+  buf_vprintf(&b, fmt, ap);
+  va_end(ap);
+  masked = redact_str(buf_cstr(&b));
+  strlcpy_(e->message, masked, sizeof(e->message));
+  free(masked);
+  buf_free(&b);
+}
+
+static int retryable_state (const char *s) {
+  if (s == NULL || s[0] == '\0')
+    return 0;
+  return strncmp(s, "08", 2) == 0 || strncmp(s, "57P", 3) == 0 ||
+         strncmp(s, "40", 2) == 0 || strncmp(s, "53", 2) == 0 ||
+         strcmp(s, "55006") == 0 || strcmp(s, "55P03") == 0 ? 1 : 0;
+}
+
+void cdc_err_from_pg (CdcError *e, const char *what, const PGresult *res, PGconn *conn) {
+  char msg[PGCONN_ERRLEN];
+  const char *state = res != NULL ? PQresultErrorField(res, PG_DIAG_SQLSTATE) : NULL;
+  int broken = conn == NULL || PQstatus(conn) != CONNECTION_OK;
+  pgconn_result_error(res, conn, msg, sizeof(msg));
+  /* libpq messages may span lines: keep one line */
+  for (char *p = msg; *p; p++)
+    if (*p == '\n')
+      *p = ' ';
+  cdc_err_set(e, broken || (state != NULL && strncmp(state, "08", 2) == 0) ||
+                 (state != NULL && strncmp(state, "57P", 3) == 0)
+                   ? CDC_ERR_CONNECTION : CDC_ERR_SQL,
+              broken || retryable_state(state), "%s: %s", what, msg);
+  strlcpy_(e->sqlstate, state != NULL ? state : "", sizeof(e->sqlstate));
+}
+
+const char *cdc_err_kind_name (CdcErrKind kind) {
+  switch (kind) {
+    case CDC_ERR_NONE: return "none";
+    case CDC_ERR_CONNECTION: return "connection";
+    case CDC_ERR_SQL: return "sql";
+    case CDC_ERR_PROTOCOL: return "protocol";
+    case CDC_ERR_DRIFT: return "drift";
+    case CDC_ERR_CONFIG: return "config";
+    case CDC_ERR_IO: return "io";
+  }
+  return "unknown";
+}
