@@ -1,28 +1,43 @@
 --[[
-local: migrate a PostgreSQL database with pgtide's own engine, no AWS.
+local: migrate a PostgreSQL database with pgtide's own engine, no AWS,
+with zero downtime: the target is kept in sync by logical replication
+until you cut over.
 
   pgtide run local source="host=... dbname=app" target="host=... dbname=app"
+  pgtide status            # from another terminal: phase, progress, lag, retained WAL
+  pgtide cutover           # ... and when you are ready (or cutover=auto)
 
 Steps (each resumable: a rerun after a failure, Ctrl-C or kill -9
 continues where it stopped):
   preflight    connectivity, versions, privileges, extensions, tables
-               without a primary key, disk headroom: pass / warn / fail
-               with the fix for each
+               without a primary key, disk headroom; with cdc: wal_level,
+               slots, senders, the REPLICATION role and a usable replica
+               identity on every table: pass / warn / fail with the fix
   schema       pg_dump of the source schema, split; the pre-data part
                (types, tables, functions, views...) applied to the target
-  full-load    every table copied in parallel from one snapshot (units
-               recorded as they finish; a resume skips them)
+  full-load    with cdc: the publication and the replication slot first,
+               then every table copied in parallel from the slot's
+               exported snapshot (no gap, no overlap with the stream);
+               units recorded as they finish
   post-data    indexes and keys in parallel (PRIMARY KEY / UNIQUE built
                as indexes then attached USING INDEX), the rest of
-               post-data, foreign keys NOT VALID then VALIDATE (in
-               parallel), triggers, materialized views refreshed
+               post-data, foreign keys (deferred to the cutover with cdc),
+               triggers, materialized views refreshed
   sequences    every sequence set to the source's value plus a margin
   vacuum       VACUUM ANALYZE of every table, in parallel
-  count-check  exact row counts compared table by table
+  count-check  every row of every table compared (the validation core);
+               with cdc at a consistent point of the live stream
+  stream       (cdc) applies changes in the foreground, showing lag, until
+               cutover is requested: `pgtide cutover`, Ctrl-C then 'y' on a
+               terminal, or cutover=auto once lag stays low
+  cutover      (cdc) optional write fence, the source's LSN applied,
+               sequences synced, foreign keys applied, final validation,
+               switch-over instructions, stream stopped
+  cleanup      (cdc, destructive) drops the slot, the publication and the
+               progress record on the target
 
-With cdc=true (the CDC runbook half) a replication slot is created
-before the full load and the load uses its snapshot; foreign keys are
-then deferred to the cutover (see docs/fullload.md).
+Why a crash during the full load restarts the load under a new slot:
+see docs/runbooks.md, "CDC and cutover".
 ]]
 local runbook = require "pgtide.runbook"
 local preflight = require "pgtide.preflight"
@@ -30,7 +45,11 @@ local schema = require "pgtide.schema"
 local sequences = require "pgtide.sequences"
 local catalog = require "pgtide.catalog"
 local util = require "pgtide.util"
+local validate = require "pgtide.validate"
+local stream = require "pgtide.stream"
+local cutover = require "pgtide.cutover"
 local load = require "core.load"
+local cdc = require "core.cdc"
 local log = require "log"
 local sys = require "sys"
 
@@ -41,8 +60,32 @@ local rb = runbook.new {
     source = { type = "conninfo", required = true, doc = "source database" },
     target = { type = "conninfo", required = true, doc = "target database (schema created here)" },
     jobs = { type = "integer", default = 0, doc = "parallel connections (0: number of cores)" },
-    cdc = { type = "boolean", default = false,
-            doc = "keep the target in sync after the load (logical replication)" },
+    cdc = { type = "boolean", default = true,
+            doc = "keep the target in sync after the load (logical replication) until cutover; "
+              .. "false: a one-shot clone" },
+    cutover = { type = "enum", values = { "manual", "auto" }, default = "manual",
+                doc = "manual: stream until `pgtide cutover` (or Ctrl-C, 'y' on a terminal); "
+                  .. "auto: cut over once lag stays under cutover_lag for cutover_window" },
+    cutover_lag = { type = "number", default = 2, doc = "seconds of lag under which cutover=auto may start" },
+    cutover_window = { type = "number", default = 10,
+                       doc = "seconds the lag must stay under cutover_lag before cutover=auto starts" },
+    cutover_timeout = { type = "integer", default = 300,
+                        doc = "seconds the cutover waits for the target to apply the source's position" },
+    catchup_timeout = { type = "integer", default = 3600,
+                        doc = "seconds the count check waits for the stream to catch up after the load" },
+    write_fence = { type = "boolean", default = false,
+                    doc = "at cutover make the source database read-only for new sessions and end the "
+                      .. "other sessions on it (see docs/runbooks.md)" },
+    cutover_validate = { type = "boolean", default = true,
+                         doc = "validate schema and every row at cutover (consistent point, or offline "
+                           .. "when fenced)" },
+    wal_warn_mb = { type = "integer", default = 1024,
+                    doc = "warn when the replication slot retains more WAL than this on the source" },
+    memory_cap = { type = "string", default = "64MB",
+                   doc = "memory for changes in flight; larger transactions spill to the state directory" },
+    replica_role = { type = "boolean", default = true,
+                     doc = "apply with session_replication_role = replica (needs superuser on the "
+                       .. "target): the target's triggers and foreign keys do not fire" },
     mode = { type = "enum", values = { "post-data", "schema-first" }, default = "post-data",
              doc = "post-data: indexes and constraints after the data; schema-first: all but FKs before" },
     schemas = { type = "list", doc = "only these schemas (default: all)" },
@@ -114,11 +157,200 @@ local function parts_of(ctx)
   return schema.load(out.parts_file)
 end
 
--- The snapshot the full load uses: nil (a fresh exported snapshot) for a
--- one-shot clone.  The CDC half replaces this with the slot's snapshot.
+-- The loaded tables, once each, as { schema, table, qname } (qname
+-- quoted for SQL), sorted by name.
+local function unit_tables(ctx)
+  local fl = ctx.outputs["full-load"]
+  runbook.require(fl and fl.units, "the full-load step has not run")
+  local seen, list = {}, {}
+  for _, u in ipairs(fl.units) do
+    local k = u.schema .. "." .. u.table
+    if not seen[k] then
+      seen[k] = true
+      list[#list + 1] = { schema = u.schema, table = u.table,
+                          qname = ctx.src:quote_ident(u.schema) .. "." .. ctx.src:quote_ident(u.table) }
+    end
+  end
+  table.sort(list, function(a, b) return a.schema .. "." .. a.table < b.schema .. "." .. b.table end)
+  return list
+end
+
+-- The loaded tables as validation names them: partitions through their
+-- root (the validation compares a partitioned table as a whole), quoted.
+local function validation_names(ctx)
+  local schemas, tables = {}, {}
+  for i, t in ipairs(unit_tables(ctx)) do schemas[i], tables[i] = t.schema, t.table end
+  local out = {}
+  for _, r in ipairs(ctx.src:query([[
+      SELECT DISTINCT format('%I.%I', rn.nspname, r.relname) AS q
+        FROM unnest($1::text[], $2::text[]) AS x (s, t)
+        JOIN pg_namespace n ON n.nspname = x.s
+        JOIN pg_class c ON c.relnamespace = n.oid AND c.relname = x.t
+        JOIN pg_class r ON r.oid = coalesce(pg_partition_root(c.oid), c.oid)
+        JOIN pg_namespace rn ON rn.oid = r.relnamespace
+       ORDER BY 1]], schemas, tables)) do
+    out[#out + 1] = r.q
+  end
+  return out
+end
+
+-- The table list for the final validation: nil (every table, and the
+-- whole schema compared) unless the migration is limited to some schemas.
+local function validation_tables(ctx)
+  if not ctx.params.schemas and not ctx.params.exclude_schemas then return nil end
+  return validation_names(ctx)
+end
+
+--[[ The publication: FOR TABLE the planned tables (partition leaves
+  included), created before the slot so that pgoutput sees it from the
+  slot's first change.  Listing the tables (rather than FOR ALL TABLES)
+  needs only their ownership, and leaves out tables the migration does
+  not copy (excluded schemas, tables created later), whose changes the
+  target could not take. ]]
+local function ensure_publication(ctx, name)
+  if ctx.src:query_one("SELECT 1 AS x FROM pg_publication WHERE pubname = $1", name) then return end
+  local list = {}
+  for _, t in ipairs(unit_tables(ctx)) do list[#list + 1] = t.qname end
+  local sql = "CREATE PUBLICATION " .. ctx.src:quote_ident(name)
+  if #list > 0 then sql = sql .. " FOR TABLE " .. table.concat(list, ", ") end
+  ctx.src:exec(sql)
+  log.info("full load: created publication %s (%d tables)", name, #list)
+end
+
+-- Did this migration create the slot named 'name'?  (Its state says so.)
+local function slot_is_ours(ctx, name)
+  local fl = ctx.outputs["full-load"] or {}
+  return fl.slot_pending == name or (fl.slot ~= nil and fl.slot.name == name)
+end
+
+local function foreign_slot_message(ctx, name)
+  return string.format("a replication slot named %s already exists on the source, and this migration "
+    .. "(state in %s) did not create it: another migration named '%s' uses it. Give this migration "
+    .. "its own name (name=NAME, or 'name' in the config file); if that slot is abandoned, drop it: "
+    .. "SELECT pg_drop_replication_slot('%s')", name, ctx.state_dir, ctx.name, name)
+end
+
+local open_slots = setmetatable({}, { __mode = "k" })   -- ctx -> slot object holding the snapshot
+
+--[[ The snapshot the full load uses.  Without CDC: nil (the load exports
+  a fresh one).  With CDC: the exported snapshot of this migration's
+  replication slot, created here (after the publication) before any row
+  is copied.  The snapshot lives only as long as the slot's creating
+  session, so a load interrupted by a crash cannot continue under it:
+  the old slot is dropped, a new one created, and every unit copied
+  again (each unit's copy replaces what an earlier attempt left, see
+  docs/fullload.md).  When every unit was already recorded and the slot
+  still exists, there is nothing left to copy and no snapshot is needed.
+  See docs/runbooks.md ("CDC and cutover") for why. ]]
 function rb.load_snapshot(ctx)
-  local _ = ctx
-  return nil
+  if not ctx.params.cdc then return nil end
+  local out = ctx.out
+  local n = stream.names(ctx.name)
+  local info = cdc.slot_info { source = ctx.params.source, slot = n.slot }
+  local done = {}
+  for _, id in ipairs(out.done or {}) do done[id] = true end
+  local all_done = out.units ~= nil and #out.units > 0
+  for _, u in ipairs(out.units or {}) do
+    if not done[u.id] then all_done = false; break end
+  end
+  if all_done and info.exists and out.slot and out.slot.name == n.slot then
+    log.info("full load: every unit was copied under slot %s's snapshot; nothing left to copy", n.slot)
+    return nil
+  end
+  if info.exists and not slot_is_ours(ctx, n.slot) then
+    runbook.fail("%s", foreign_slot_message(ctx, n.slot))
+  end
+  if info.exists then
+    if info.active then
+      log.warn("full load: slot %s is active: waiting for its session (a killed run's) to end", n.slot)
+    end
+    log.warn("full load: slot %s is left from an interrupted load; its snapshot ended with that run, "
+      .. "so the load restarts under a new slot%s", n.slot,
+      #(out.done or {}) > 0 and string.format(" (the %d units copied before are copied again)",
+        #out.done) or "")
+    cdc.drop { source = ctx.params.source, slot = n.slot, target = ctx.params.target, origin = n.slot }
+  end
+  out.done = {}
+  out.slot = nil
+  out.slot_pending = n.slot   -- ours even if we die before recording it below
+  ctx:save()
+  ensure_publication(ctx, n.publication)
+  local slot = cdc.create_slot { source = ctx.params.source, slot = n.slot, publication = n.publication }
+  open_slots[ctx] = slot
+  out.slot = { name = n.slot, publication = n.publication, lsn = slot.lsn, created_at = util.now_iso() }
+  ctx:save()
+  log.info("full load: slot %s created at %s; the copy uses its snapshot %s", n.slot, slot.lsn,
+    slot.snapshot)
+  return slot.snapshot
+end
+
+-- End the session that exports the slot's snapshot (after the load).
+function rb.release_snapshot(ctx)
+  local slot = open_slots[ctx]
+  if slot then
+    open_slots[ctx] = nil
+    slot:close()
+  end
+end
+
+--[[ Tables in scope whose UPDATE/DELETE cannot be published: replica
+  identity DEFAULT without a primary key, NOTHING, or USING INDEX of an
+  index that is gone.  Returns the bad ones { name, why } and the names
+  of those with REPLICA IDENTITY FULL. ]]
+local function replica_identity(ctx)
+  local keep = scope_fn(ctx)
+  local bad, full = {}, {}
+  for _, r in ipairs(ctx.src:query([[
+      SELECT n.nspname AS schema, format('%I.%I', n.nspname, c.relname) AS name,
+             c.relreplident::text AS ident,
+             EXISTS (SELECT 1 FROM pg_index i WHERE i.indrelid = c.oid AND i.indisprimary) AS has_pk,
+             EXISTS (SELECT 1 FROM pg_index i WHERE i.indrelid = c.oid AND i.indisreplident) AS has_index
+        FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+       WHERE c.relkind = 'r' AND c.relpersistence = 'p'
+         AND n.nspname NOT IN ('pg_catalog', 'information_schema') AND n.nspname !~ '^pg_'
+         AND NOT EXISTS (SELECT 1 FROM pg_depend d WHERE d.classid = 'pg_class'::regclass
+                           AND d.objid = c.oid AND d.deptype = 'e')
+       ORDER BY 2]])) do
+    if keep(r.schema) then
+      if r.ident == "f" then
+        full[#full + 1] = r.name
+      elseif r.ident == "n" then
+        bad[#bad + 1] = { name = r.name, why = "REPLICA IDENTITY NOTHING" }
+      elseif r.ident == "d" and not r.has_pk then
+        bad[#bad + 1] = { name = r.name, why = "no primary key" }
+      elseif r.ident == "i" and not r.has_index then
+        bad[#bad + 1] = { name = r.name, why = "its replica identity index is gone" }
+      end
+    end
+  end
+  return bad, full
+end
+
+--[[ The runbook's connections live as long as the run; the streaming
+  phase can last days.  Before the steps that use them after streaming,
+  drop a connection that no longer answers (a terminated backend, a
+  restarted server, a proxy's idle timeout) so it reopens on next use. ]]
+local function revive(ctx)
+  for _, key in ipairs { "src", "dst" } do
+    local c = rawget(ctx, key)
+    if c and not pcall(c.query_one, c, "SELECT 1 AS ok") then
+      log.warn("the %s connection was lost; reconnecting", key == "src" and "source" or "target")
+      pcall(c.close, c)
+      rawset(ctx, key, nil)
+    end
+  end
+end
+
+-- Steps publish their phase for `pgtide status` as they start, on live
+-- connections.
+local function step(def)
+  local run = def.run
+  def.run = function(ctx)
+    stream.publish(ctx, { phase = def.name, step = def.name })
+    revive(ctx)
+    return run(ctx)
+  end
+  return rb:step(def)
 end
 
 -- Run statements on the target in parallel; raise listing the failures.
@@ -201,11 +433,16 @@ end
 
 -- }==================================================================
 
-rb:step {
+step {
   name = "preflight",
   title = "Check both databases before starting",
-  plan = "connects to the source and the target; checks versions, privileges, extensions, "
-    .. "tables without a primary key, large objects, pg_dump and disk headroom; changes nothing",
+  plan = function(ctx)
+    return "connects to the source and the target; checks versions, privileges, extensions, "
+      .. "tables without a primary key, large objects, pg_dump and disk headroom"
+      .. (ctx.params.cdc and "; for CDC: wal_level, free slots and WAL senders, the REPLICATION "
+        .. "role, WAL kept for slots, and a usable replica identity on every table" or "")
+      .. "; changes nothing"
+  end,
   run = function(ctx)
     local extra, status = {}, { pass = 0, warn = 0, fail = 0, skip = 0 }
     local function add(title, st, message, fix)
@@ -228,12 +465,13 @@ rb:step {
       local checks = { "version", "target_version", "target_privileges", "select_privileges",
                        "extensions", "disk", "rls", "long_transactions", "prepared_transactions" }
       if ctx.params.cdc then
-        for _, id in ipairs { "wal_level", "slots", "wal_senders", "replication_role" } do
+        for _, id in ipairs { "wal_level", "slots", "wal_senders", "replication_role", "slot_wal_keep" } do
           checks[#checks + 1] = id
         end
       end
       report = preflight.run { src = ctx.src, dst = ctx.dst, checks = checks,
-                               scope = scope_fn(ctx), target_disk_gb = ctx.params.target_disk_gb }
+                               scope = scope_fn(ctx), target_disk_gb = ctx.params.target_disk_gb,
+                               slot = stream.names(ctx.name).slot }
       -- checks specific to the local engine
       local nopk = catalog.tables_without_pk(ctx.src, filter(ctx))
       if #nopk == 0 then
@@ -244,12 +482,42 @@ rb:step {
           if i > 10 then names[#names + 1] = string.format("and %d more", #nopk - 10); break end
           names[#names + 1] = t.qname or (t.schema .. "." .. t.name)
         end
-        add("Tables without a primary key", ctx.params.cdc and "fail" or "warn",
-          string.format("%d table(s): %s. They are copied (by block ranges when large), but rows "
-            .. "cannot be compared by key%s", #nopk, table.concat(names, ", "),
-            ctx.params.cdc and ", and their UPDATEs and DELETEs cannot be replicated" or ""),
-          "add a primary key (ALTER TABLE ... ADD PRIMARY KEY (...)), or ALTER TABLE ... "
-            .. "REPLICA IDENTITY FULL")
+        add("Tables without a primary key", "warn",
+          string.format("%d table(s): %s. They are copied (by block ranges when large), but their rows "
+            .. "are compared as multisets rather than by key%s", #nopk, table.concat(names, ", "),
+            ctx.params.cdc and ", and their changes are applied row by row" or ""),
+          "add a primary key where the data has one (ALTER TABLE ... ADD PRIMARY KEY (...))")
+      end
+      if ctx.params.cdc then
+        local n = stream.names(ctx.name)
+        local info = cdc.slot_info { source = ctx.params.source, slot = n.slot }
+        if info.exists and not slot_is_ours(ctx, n.slot) then
+          add("Replication slot name", "fail", foreign_slot_message(ctx, n.slot),
+            "name=NAME on the command line (the slot and publication are named pgtide_<name>)")
+        else
+          add("Replication slot name", "pass", string.format("slot and publication %s%s", n.slot,
+            info.exists and " (created by this migration)" or " are free"))
+        end
+        local bad, full = replica_identity(ctx)
+        if #bad > 0 then
+          local names, fixes = {}, {}
+          for i, t in ipairs(bad) do
+            if i <= 10 then
+              names[#names + 1] = string.format("%s (%s)", t.name, t.why)
+              fixes[#fixes + 1] = string.format("ALTER TABLE %s REPLICA IDENTITY FULL;", t.name)
+            end
+          end
+          if #bad > 10 then names[#names + 1] = string.format("and %d more", #bad - 10) end
+          add("Replica identity for CDC", "fail", string.format("%d table(s) have no usable replica "
+            .. "identity, so the source itself refuses their UPDATEs and DELETEs once they are "
+            .. "published: %s", #bad, table.concat(names, ", ")),
+            "add a primary key (ALTER TABLE t ADD PRIMARY KEY (cols)), or set REPLICA IDENTITY FULL "
+              .. "(UPDATE/DELETE then carry the whole old row): " .. table.concat(fixes, " "))
+        else
+          add("Replica identity for CDC", "pass", string.format("every table has a usable replica "
+            .. "identity%s", #full > 0 and string.format(" (%d with REPLICA IDENTITY FULL: their changes "
+              .. "are applied row by row)", #full) or ""))
+        end
       end
       local lo = ctx.src:query_one("SELECT count(*) AS n FROM pg_largeobject_metadata").n
       if lo > 0 then
@@ -293,7 +561,7 @@ rb:step {
   end,
 }
 
-rb:step {
+step {
   name = "schema",
   title = "Pre-Migration Schema Setup",
   plan = function(ctx)
@@ -329,13 +597,17 @@ rb:step {
   end,
 }
 
-rb:step {
+step {
   name = "full-load",
   title = "Full load: copy every table in parallel",
   plan = function(ctx)
-    return string.format("copies every table with %d parallel connections from one snapshot, "
+    return string.format("%scopies every table with %d parallel connections from one snapshot, "
       .. "largest first, tables over %d MB as parallel ranges; binary COPY where possible; each "
-      .. "finished unit is recorded so a rerun continues", jobs(ctx), ctx.params.split_threshold_mb)
+      .. "finished unit is recorded so a rerun continues%s",
+      ctx.params.cdc and string.format("creates publication and replication slot %s (pgoutput), "
+        .. "then ", stream.names(ctx.name).slot) or "",
+      jobs(ctx), ctx.params.split_threshold_mb,
+      ctx.params.cdc and " (after a crash, under a new slot: the old snapshot is gone)" or "")
   end,
   check = function(ctx)
     return ctx.out.complete == true
@@ -353,11 +625,13 @@ rb:step {
       ctx:save()
     end
     out.done = out.done or {}
+    -- with CDC this creates the slot and may reset out.done (see load_snapshot)
+    local snapshot = rb.load_snapshot(ctx)
     local after, after_setup = post_load_statements(ctx)
-    local last_save = sys.monotonic()
-    local summary = load.full_load {
+    local last_save, last_pub = sys.monotonic(), 0
+    local ok, summary = pcall(load.full_load, {
       source = ctx.params.source, target = ctx.params.target, jobs = jobs(ctx),
-      snapshot = rb.load_snapshot(ctx), units = out.units, done_units = out.done, progress = true,
+      snapshot = snapshot, units = out.units, done_units = out.done, progress = true,
       after = after, after_setup = after_setup,
       on_unit_done = function(u)
         out.done[#out.done + 1] = u.id
@@ -375,12 +649,31 @@ rb:step {
           ctx:save()
           last_save = sys.monotonic()
         end
+        if sys.monotonic() - last_pub >= stream.PUBLISH_INTERVAL then
+          last_pub = sys.monotonic()
+          local tables = {}
+          for _, t in ipairs(p.tables or {}) do
+            tables[#tables + 1] = { name = t.schema .. "." .. t.table, rows = t.rows, bytes = t.bytes,
+              units = t.units, units_done = t.units_done, est_bytes = t.est_bytes,
+              percent = t.units_done == t.units and 100 or (t.est_bytes or 0) > 0
+                and math.min(99, math.floor(100 * t.bytes / t.est_bytes)) or 0 }
+          end
+          local progress = util.copy(out.progress)
+          progress.tables = tables
+          stream.publish(ctx, { phase = "full-load", full_load = progress })
+        end
       end,
       progress_interval = 2,
-    }
+    })
+    rb.release_snapshot(ctx)
+    if not ok then error(summary, 0) end
     out.summary = { units = summary.units, loaded = summary.loaded, skipped = summary.units_skipped,
                     rows = summary.rows, bytes = summary.bytes, seconds = summary.seconds,
-                    copy_seconds = summary.copy_seconds, mb_per_s = summary.mb_per_s }
+                    copy_seconds = summary.copy_seconds, mb_per_s = summary.mb_per_s, tables = {} }
+    for _, t in ipairs(summary.tables or {}) do
+      local rows = out.summary.tables
+      rows[#rows + 1] = { name = t.schema .. "." .. t.table, rows = t.rows, bytes = t.bytes }
+    end
     out.progress = nil
     out.complete = true
     log.info("full load: %d rows, %s copied in %s (%.1f MB/s), %d units (%d loaded before); "
@@ -449,7 +742,7 @@ local function apply_foreign_keys(ctx, parts)
 end
 rb.apply_foreign_keys = apply_foreign_keys
 
-rb:step {
+step {
   name = "post-data",
   title = "Indexes, constraints, foreign keys and triggers",
   plan = function(ctx)
@@ -498,7 +791,7 @@ rb:step {
   end,
 }
 
-rb:step {
+step {
   name = "sequences",
   title = "Post-Migration Sequence Synchronization",
   plan = function(ctx)
@@ -506,18 +799,22 @@ rb:step {
       .. "backwards, and past max() of the owning column", ctx.params.sequence_margin)
   end,
   run = function(ctx)
+    -- with CDC, apply starts now (the target's indexes exist) and runs under the next steps
+    if ctx.params.cdc then stream.ensure(ctx) end
     local r = sequences.sync { src = ctx.src, dst = ctx.dst, margin = ctx.params.sequence_margin,
                                scope = scope_fn(ctx) }
     for _, line in ipairs(sequences.lines(r)) do log.info("%s", line) end
     ctx.out.synced, ctx.out.unchanged, ctx.out.missing = #r.synced, #r.unchanged, #r.missing
   end,
   verify = function(ctx)
-    sequences.verify { src = ctx.src, dst = ctx.dst, margin = ctx.params.sequence_margin,
-                       scope = scope_fn(ctx) }
+    -- with CDC the source keeps writing: the margin absorbs what it used since the sync, so
+    -- check only that the target is still ahead (the cutover sets them again)
+    sequences.verify { src = ctx.src, dst = ctx.dst, scope = scope_fn(ctx),
+                       margin = ctx.params.cdc and 0 or ctx.params.sequence_margin }
   end,
 }
 
-rb:step {
+step {
   name = "vacuum",
   title = "VACUUM ANALYZE the target",
   plan = "VACUUM (ANALYZE) of every loaded table (ANALYZE of partitioned parents), in parallel, "
@@ -553,50 +850,187 @@ rb:step {
   end,
 }
 
-rb:step {
+step {
   name = "count-check",
-  title = "Verify Data Migration: row counts",
-  plan = "counts the rows of every loaded table on both sides and compares them exactly",
+  title = "Verify Data Migration: row counts and every row",
+  plan = function(ctx)
+    return "compares every row of every loaded table on both servers (the validation core: "
+      .. "chunk hashes, then the differing rows by key) and the exact row counts; "
+      .. (ctx.params.cdc and "with CDC the stream catches up first, then the comparison runs at a "
+        .. "consistent point (apply paused at a source LSN while the target snapshot is taken)"
+        or "offline: one snapshot per side")
+  end,
   run = function(ctx)
-    local fl = ctx.outputs["full-load"]
-    runbook.require(fl and fl.units, "the full-load step has not run")
-    local seen, list = {}, {}
-    for _, u in ipairs(fl.units) do
-      local k = u.schema .. "." .. u.table
-      if not seen[k] then
-        seen[k] = true
-        list[#list + 1] = u
+    local list = validation_names(ctx)
+    local opts = { schema = false, tables = list, jobs = jobs(ctx) }
+    if ctx.params.cdc then
+      local r = stream.ensure(ctx)
+      stream.catch_up(ctx, r, ctx.params.catchup_timeout, "count check")
+      opts.mode, opts.cdc, opts.pause_timeout = "consistent", r, ctx.params.catchup_timeout
+    end
+    local report = validate.verify(ctx, opts)
+    local rows = 0
+    for _, t in ipairs(report.data and report.data.tables or {}) do rows = rows + (t.source_rows or 0) end
+    ctx.out.tables, ctx.out.rows, ctx.out.differences = #list, rows, 0
+    log.info("count check: %d tables, %d rows, all equal (every row compared%s)", #list, rows,
+      report.data and report.data.lsn and (", consistent at source LSN " .. report.data.lsn) or "")
+  end,
+}
+
+step {
+  name = "stream",
+  title = "Stream changes until cutover",
+  plan = function(ctx)
+    if not ctx.params.cdc then return "nothing (cdc=false)" end
+    return string.format("applies the source's changes to the target in the foreground, showing lag "
+      .. "(and WAL retained by the slot, warning past %d MB), until cutover is requested: `pgtide "
+      .. "cutover` from another terminal, Ctrl-C then 'y' on a terminal%s", ctx.params.wal_warn_mb,
+      ctx.params.cutover == "auto" and string.format(", or automatically once lag stays under %s s "
+        .. "for %s s", tostring(ctx.params.cutover_lag), tostring(ctx.params.cutover_window)) or "")
+  end,
+  check = function(ctx)
+    return not ctx.params.cdc
+  end,
+  run = function(ctx)
+    stream.run_until_cutover(ctx)
+  end,
+}
+
+-- Client sessions on the source holding a transaction id (writers), not pgtide's.
+local function writers(src)
+  return src:query([[
+    SELECT pid, usename, application_name FROM pg_stat_activity
+     WHERE datname = current_database() AND pid <> pg_backend_pid() AND backend_xid IS NOT NULL
+       AND backend_type = 'client backend' AND coalesce(application_name, '') NOT LIKE 'pgtide%']])
+end
+
+step {
+  name = "cutover",
+  title = "Cutover: catch up, sequences, foreign keys, final checks",
+  plan = function(ctx)
+    if not ctx.params.cdc then return "nothing (cdc=false)" end
+    return string.format("%sreads the source's current LSN and waits (up to %d s) until the target "
+      .. "applied it; sets sequences to the source's value + %d; adds the deferred foreign keys "
+      .. "(NOT VALID, then VALIDATE); %s; prints the switch-over instructions; stops the stream",
+      ctx.params.write_fence and "fences writes (the source database becomes read-only for new "
+        .. "sessions, other sessions are ended); " or "",
+      ctx.params.cutover_timeout, ctx.params.sequence_margin,
+      not ctx.params.cutover_validate and "no final validation (cutover_validate=false)"
+        or ctx.params.write_fence and "validates schema and every row (offline: writes are fenced)"
+        or "validates schema and every row at a consistent point of the live stream")
+  end,
+  check = function(ctx)
+    return not ctx.params.cdc
+  end,
+  run = function(ctx)
+    local p, out = ctx.params, ctx.out
+    local r = stream.ensure(ctx)
+    if not out.fence then
+      -- the backlog first, so that a fence holds writes back only briefly
+      stream.catch_up(ctx, r, p.cutover_timeout, "cutover: catch-up")
+    end
+    if p.write_fence and not out.fence then
+      out.fence = stream.fence(ctx)
+      ctx:save()
+    elseif not p.write_fence then
+      for _, w in ipairs(writers(ctx.src)) do
+        log.warn("cutover: source session pid %d (%s, %s) is in a write transaction: writes after the "
+          .. "cutover point stay on the source (stop the application's writes, or use write_fence=true)",
+          w.pid, tostring(w.usename), tostring(w.application_name))
       end
     end
-    table.sort(list, function(a, b) return a.schema .. "." .. a.table < b.schema .. "." .. b.table end)
-    -- one query per batch of tables, run on both servers at once
-    local diffs, total = {}, 0
-    for first = 1, #list, 100 do
-      local cols = {}
-      for i = first, math.min(first + 99, #list) do
-        local u = list[i]
-        cols[#cols + 1] = string.format("(SELECT count(*) FROM ONLY %s.%s) AS c%d",
-          ctx.src:quote_ident(u.schema), ctx.src:quote_ident(u.table), i)
-      end
-      local sql = "SELECT " .. table.concat(cols, ", ")
-      ctx.src:send(sql)
-      local ok, b = pcall(ctx.dst.query_one, ctx.dst, sql)
-      local rows = ctx.src:wait()
-      if not ok then error(b, 0) end
-      local a = rows[1]
-      for i = first, math.min(first + 99, #list) do
-        local u, k = list[i], "c" .. i
-        total = total + a[k]
-        if a[k] ~= b[k] then
-          diffs[#diffs + 1] = string.format("%s.%s: source %d, target %d", u.schema, u.table, a[k], b[k])
-          log.error("count differs: %s", diffs[#diffs])
-        end
-      end
+    local lsn = ctx.src:query_one("SELECT pg_current_wal_lsn()::text AS l").l
+    out.cutover_lsn = lsn
+    ctx:save()
+    stream.catch_up(ctx, r, p.cutover_timeout, "cutover", lsn)
+    local seq = sequences.sync { src = ctx.src, dst = ctx.dst, margin = p.sequence_margin,
+                                 scope = scope_fn(ctx) }
+    for _, line in ipairs(sequences.lines(seq)) do log.info("%s", line) end
+    out.sequences = { synced = #seq.synced, unchanged = #seq.unchanged, missing = #seq.missing }
+    -- unless writes are fenced, the source may use values while this runs: the target must be ahead
+    sequences.verify { src = ctx.src, dst = ctx.dst, margin = out.fence and p.sequence_margin or 0,
+                       scope = scope_fn(ctx) }
+    if not out.foreign_keys_applied then
+      local parts = parts_of(ctx)
+      stream.publish(ctx, { phase = "cutover: foreign keys" })
+      apply_foreign_keys(ctx, parts)
+      out.foreign_keys_applied = #parts.foreign_keys
+      ctx:save()
     end
-    ctx.out.tables, ctx.out.rows, ctx.out.differences = #list, total, #diffs
-    runbook.require(#diffs == 0, "row counts differ in %d table(s): %s", #diffs,
-      table.concat(diffs, "; "))
-    log.info("count check: %d tables, %d rows, all equal", #list, total)
+    if p.cutover_validate then
+      stream.publish(ctx, { phase = "cutover: validation" })
+      local opts = { tables = validation_tables(ctx), jobs = jobs(ctx) }
+      if out.fence then
+        opts.mode = "offline"
+      else
+        opts.mode, opts.cdc, opts.pause_timeout = "consistent", r, p.cutover_timeout
+      end
+      log.info("cutover: final validation of the schema and every row (%s)", opts.mode == "offline"
+        and "offline: writes are fenced" or "consistent point of the live stream")
+      validate.verify(ctx, opts)
+    end
+    local pg = require "pg"
+    local lines = cutover.instructions {
+      target_display = pg.safe_conninfo(p.target),
+      next = "The cleanup step comes next: it drops the replication slot (which otherwise keeps WAL "
+        .. "on the source) and the publication (it asks first; --yes without a terminal).",
+    }
+    if out.fence then
+      lines[#lines + 1] = "  The source database is read-only (write fence). To undo: "
+        .. stream.unfence_sql(ctx.src, out.fence.database)
+    else
+      lines[#lines + 1] = "  Writes made on the source from now on are NOT replicated: the "
+        .. "application must write to the target only."
+    end
+    for _, l in ipairs(lines) do log.info("%s", l) end
+    local final = stream.stop(ctx) or {}
+    out.applied_lsn = final.applied_lsn
+    out.stream = { txns = final.txns, inserts = final.inserts, updates = final.updates,
+                   deletes = final.deletes, truncates = final.truncates, reconnects = final.reconnects }
+    out.finished_at = util.now_iso()
+    stream.clear_request(ctx.state_dir)   -- a request made while this step ran is answered too
+    stream.publish(ctx, { phase = "cutover done", cdc = { state = "stopped", applied_lsn = final.applied_lsn } })
+    log.info("cutover done: the target has every change up to %s; the stream is stopped", lsn)
+  end,
+}
+
+step {
+  name = "cleanup",
+  title = "Cleanup: drop the replication slot and the publication",
+  destructive = true,
+  plan = function(ctx)
+    if not ctx.params.cdc then return "nothing (cdc=false)" end
+    local n = stream.names(ctx.name)
+    return string.format("drops replication slot %s and publication %s on the source, and the "
+      .. "replication progress record on the target", n.slot, n.publication)
+  end,
+  check = function(ctx)
+    return not ctx.params.cdc
+  end,
+  run = function(ctx)
+    local n = stream.names(ctx.name)
+    stream.stop(ctx)
+    -- the write fence makes new sessions read-only: this one needs to write
+    ctx.src:exec("SET default_transaction_read_only = off")
+    local t0 = sys.monotonic()
+    while true do
+      local ok, err = pcall(ctx.src.exec, ctx.src, [[SELECT pg_drop_replication_slot(slot_name)
+                                                    FROM pg_replication_slots WHERE slot_name = $1]], n.slot)
+      if ok then break end
+      -- 55006: a walsender (an ending run's) still holds it for a moment
+      if type(err) ~= "table" or err.sqlstate ~= "55006" or sys.monotonic() - t0 > 30 then error(err, 0) end
+      sys.sleep(0.2)
+    end
+    ctx.src:exec("DROP PUBLICATION IF EXISTS " .. ctx.src:quote_ident(n.publication))
+    cdc.drop { target = ctx.params.target, origin = n.slot }
+    ctx.out.dropped = { slot = n.slot, publication = n.publication }
+    log.info("cleanup: dropped replication slot %s, publication %s and the progress record on the target",
+      n.slot, n.publication)
+  end,
+  verify = function(ctx)
+    local n = stream.names(ctx.name)
+    local info = cdc.slot_info { source = ctx.params.source, slot = n.slot }
+    runbook.require(not info.exists, "replication slot %s still exists on the source", n.slot)
   end,
 }
 

@@ -5,8 +5,9 @@
 -- composite type, arrays, jsonb, bytea, tsvector, generated and identity
 -- columns, views, a materialized view, functions, triggers, foreign keys
 -- (including one to a partitioned table), standalone and owned
--- sequences, a table without a primary key, and assorted indexes (GIN,
--- trigram, partial, expression).  Data is generated server-side.
+-- sequences, a table without a primary key (REPLICA IDENTITY FULL), and
+-- assorted indexes (GIN, trigram, partial, expression).  Data is
+-- generated server-side.
 --
 --   psql -v scale=1 -f scripts/demo_data.sql     (scale 1: about 250 MB; 0.1 for tests)
 \set ON_ERROR_STOP on
@@ -88,6 +89,11 @@ CREATE TABLE audit_log (
 ) PARTITION BY HASH (action);
 CREATE TABLE audit_log_0 PARTITION OF audit_log FOR VALUES WITH (MODULUS 2, REMAINDER 0);
 CREATE TABLE audit_log_1 PARTITION OF audit_log FOR VALUES WITH (MODULUS 2, REMAINDER 1);
+-- no key: logical replication identifies its rows by all their values
+-- (without this the source refuses UPDATE/DELETE once it is published,
+-- and pgtide's preflight refuses the table for CDC)
+ALTER TABLE audit_log_0 REPLICA IDENTITY FULL;
+ALTER TABLE audit_log_1 REPLICA IDENTITY FULL;
 
 CREATE TABLE reviews (
   id bigserial PRIMARY KEY,
@@ -172,7 +178,7 @@ CREATE TRIGGER reviews_tsv BEFORE INSERT OR UPDATE OF body ON reviews
 
 CREATE FUNCTION log_order() RETURNS trigger LANGUAGE plpgsql AS $$
 BEGIN
-  INSERT INTO audit_log (actor, action, payload)
+  INSERT INTO shop.audit_log (actor, action, payload)
   VALUES (current_user, 'order', jsonb_build_object('order_id', NEW.id, 'status', NEW.status));
   RETURN NULL;
 END $$;

@@ -28,9 +28,9 @@ Consistent mode: the data comparison takes a source snapshot at an LSN,
 then calls pause_at(lsn), which must return only once change apply has
 applied every source transaction ending at or before lsn and holds the
 later ones, takes the target snapshot and calls resume().  With
-cdc = object, pause_at calls cdc:pause_at(lsn) and then, when the object
-has it, cdc:wait_applied(lsn, timeout) (it must return true), and resume
-calls cdc:resume().
+cdc = object, pause_at calls cdc:pause_at(lsn) and then
+cdc:wait_applied(lsn, timeout) (or the native worker's wait_until), which
+must return true; resume calls cdc:resume().
 ]]
 local errors = require "pgtide.errors"
 local util = require "pgtide.util"
@@ -45,14 +45,18 @@ M.EXIT_EQUAL, M.EXIT_DIFFERENT, M.EXIT_FAILED = 0, 1, 4
 -- The hook functions for a CDC object (see above).
 function M.cdc_hook(cdc, timeout)
   timeout = timeout or 600
+  -- wait_applied (lua/core.lua) or the native worker's wait_until: the
+  -- target snapshot must not be taken before apply reached the pause point.
+  local wait = cdc.wait_applied or cdc.wait_until
+  if not wait then
+    error("the CDC object has neither wait_applied nor wait_until: cannot take a consistent point", 2)
+  end
   local function pause_at(lsn)
     cdc:pause_at(lsn)
-    if cdc.wait_applied then
-      local ok, why = cdc:wait_applied(lsn, timeout)
-      if not ok then
-        error(string.format("change apply did not reach %s within %d s%s", lsn, timeout,
-          why and (": " .. tostring(why)) or ""), 0)
-      end
+    local ok, why = wait(cdc, lsn, timeout)
+    if not ok then
+      error(string.format("change apply did not reach %s within %d s%s", lsn, timeout,
+        why and (": " .. tostring(why)) or ""), 0)
     end
   end
   local function resume() cdc:resume() end

@@ -816,7 +816,11 @@ static int rel_setup (Applier *a, const PgoMsg *m, CdcError *err) {
   static const char *const colsql =
     "SELECT c.oid, c.relkind::text, a.attname, a.atttypid, format_type(a.atttypid, a.atttypmod), "
     "a.attnotnull, a.atthasdef, a.attidentity::text, a.attgenerated::text, a.attnum, "
-    "tn.nspname || '.' || t.typname "
+    "(WITH RECURSIVE b AS (SELECT t.oid, t.typtype, t.typbasetype, t.typnamespace, t.typname "
+    "UNION ALL SELECT bt.oid, bt.typtype, bt.typbasetype, bt.typnamespace, bt.typname FROM b "
+    "JOIN pg_type bt ON bt.oid = b.typbasetype WHERE b.typtype = 'd') "
+    "SELECT bn.nspname || '.' || b.typname FROM b JOIN pg_namespace bn ON bn.oid = b.typnamespace "
+    "WHERE b.typtype <> 'd') "
     "FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
     "JOIN pg_attribute a ON a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped "
     "JOIN pg_type t ON t.oid = a.atttypid JOIN pg_namespace tn ON tn.oid = t.typnamespace "
