@@ -18,21 +18,25 @@ DMS (moto has the resources but no behaviour):
   ModifyEndpoint                          updates those details
   CreateReplicationTask                   forwarded; then creating -> ready
   StartReplicationTask                    forwarded; then starting -> running,
-                                          and the data movement DMS would do:
-                                          checks the source slot named by the
-                                          endpoint's slotName exists, full load
-                                          of the tables the table mappings
-                                          select with pgtide's own engine
-                                          (core.load via `pgtide script`), then
-                                          CDC: the test_decoding slot is read
-                                          (peek, apply, then advance) and each
-                                          transaction applied to the target
-                                          (inserts as upserts, like DMS with
-                                          FullLoadIgnoreConflicts).  A failed
-                                          load sets the task to failed with the
-                                          error as LastFailureMessage.
-                                          start-replication / reload-target /
-                                          resume-processing are honoured.
+                                          and the data movement DMS would do,
+                                          by pgtide's own engine
+                                          (tests/lib/dms_mover.lua via `pgtide
+                                          script`): checks the source slot
+                                          named by the endpoint's slotName
+                                          exists; creates a pgoutput slot and a
+                                          publication for the tables the table
+                                          mappings select (both named after the
+                                          task), full-loads them with core.load
+                                          under the slot's exported snapshot,
+                                          then streams with core.cdc until the
+                                          task is stopped (the endpoint's slot
+                                          is advanced as DMS would consume it).
+                                          A failed load sets the task to failed
+                                          with the error as LastFailureMessage.
+                                          start-replication / reload-target
+                                          (fresh slot and load) and
+                                          resume-processing (stream from the
+                                          slot) are honoured.
   StopReplicationTask                     running -> stopping -> stopped
   DescribeReplicationTasks                moto's answer with Status, StopReason,
                                           LastFailureMessage, start date and
@@ -42,8 +46,10 @@ DMS (moto has the resources but no behaviour):
                                           source/target row counts)
   StartReplicationTaskAssessmentRun,      a run that goes starting -> running ->
   DescribeReplicationTaskAssessmentRuns   passed
-  DeleteReplicationTask                   forwarded after stopping the movement
-CloudWatch: while CDC runs, CDCLatencySource and CDCLatencyTarget are put
+  DeleteReplicationTask                   drops the mover's slot, publication
+                                          and progress on the target; forwarded
+CloudWatch: while CDC runs, CDCLatencySource and CDCLatencyTarget (the
+mover's lag in seconds) are put
 into moto (PutMetricData, namespace AWS/DMS, dimensions
 ReplicationInstanceIdentifier + ReplicationTaskIdentifier = the task ARN's
 last part), so GetMetricData/ListMetrics answered by moto return them.
@@ -262,144 +268,10 @@ def lit(s):
     return "'" + s.replace("'", "''") + "'"
 
 
-# ---------------------------------------------------------------------------
-# test_decoding output -> SQL
-# ---------------------------------------------------------------------------
-
-def parse_ident(s, i):
-    if s[i] == '"':
-        j = i + 1
-        out = []
-        while True:
-            if s[j] == '"':
-                if j + 1 < len(s) and s[j + 1] == '"':
-                    out.append('"')
-                    j += 2
-                    continue
-                return "".join(out), j + 1, True
-            out.append(s[j])
-            j += 1
-    j = i
-    while j < len(s) and s[j] not in ".[: ":
-        j += 1
-    return s[i:j], j, False
-
-
 def qident(name):
     if re.fullmatch(r"[a-z_][a-z0-9_]*", name):
         return name
     return '"' + name.replace('"', '""') + '"'
-
-
-def parse_tuple(s, i):
-    """-> list of (column, type, literal or None for NULL or 'TOAST'), next index."""
-    cols = []
-    while i < len(s):
-        while i < len(s) and s[i] == " ":
-            i += 1
-        if i >= len(s) or s.startswith("new-tuple:", i):
-            break
-        name, i, _ = parse_ident(s, i)
-        assert s[i] == "[", "bad column at %d" % i
-        j = s.index("]:", i)
-        typ = s[i + 1:j]
-        i = j + 2
-        if s[i] == "'":
-            k = i + 1
-            while True:
-                if s[k] == "'":
-                    if k + 1 < len(s) and s[k + 1] == "'":
-                        k += 2
-                        continue
-                    break
-                k += 1
-            cols.append((name, typ, s[i:k + 1]))
-            i = k + 1
-        else:
-            k = i
-            while k < len(s) and s[k] != " ":
-                k += 1
-            tok = s[i:k]
-            cols.append((name, typ, None if tok == "null" else ("TOAST" if tok == "unchanged-toast-datum" else tok)))
-            i = k
-    return cols, i
-
-
-def parse_change(line):
-    """'table public.t: INSERT: a[integer]:1 ...' -> dict."""
-    m = re.match(r"table ", line)
-    if not m:
-        return None
-    i = 6
-    schema, i, _ = parse_ident(line, i)
-    assert line[i] == "."
-    table, i, _ = parse_ident(line, i + 1)
-    rest = line[i:]
-    m = re.match(r": (INSERT|UPDATE|DELETE|TRUNCATE): ?", rest)
-    op = m.group(1)
-    body = rest[m.end():]
-    ch = {"schema": schema, "table": table, "op": op, "old": None, "new": None}
-    if op == "TRUNCATE":
-        return ch
-    if body.startswith("(no-tuple-data)"):
-        return ch
-    if body.startswith("old-key: "):
-        old, j = parse_tuple(body, 9)
-        ch["old"] = old
-        if body.startswith("new-tuple: ", j):
-            ch["new"], _ = parse_tuple(body, j + 11)
-    else:
-        ch["new"], _ = parse_tuple(body, 0)
-    return ch
-
-
-def val(v):
-    return "NULL" if v is None else v
-
-
-class Applier:
-    """Applies decoded changes to a target, upserting by primary key."""
-
-    def __init__(self, target):
-        self.target = target
-        self.keys = {}
-
-    def pk(self, schema, table):
-        k = (schema, table)
-        if k not in self.keys:
-            rows = psql(self.target, """
-              select string_agg(a.attname, chr(31) order by array_position(i.indkey::int2[], a.attnum))
-                from pg_index i join pg_attribute a on a.attrelid = i.indrelid and a.attnum = any (i.indkey)
-               where i.indrelid = to_regclass(%s) and i.indisprimary""" % lit(qident(schema) + "." + qident(table)))
-            cols = [c for c in (rows[0] if rows else []) if c]
-            self.keys[k] = cols
-        return self.keys[k]
-
-    def sql(self, ch):
-        t = qident(ch["schema"]) + "." + qident(ch["table"])
-        if ch["op"] == "TRUNCATE":
-            return "TRUNCATE %s;" % t
-        pk = self.pk(ch["schema"], ch["table"])
-        if ch["op"] == "INSERT":
-            cols = [c for c in ch["new"] if c[2] != "TOAST"]
-            names = ", ".join(qident(c[0]) for c in cols)
-            vals = ", ".join(val(c[2]) for c in cols)
-            if pk:
-                sets = ", ".join("%s = EXCLUDED.%s" % (qident(c[0]), qident(c[0])) for c in cols if c[0] not in pk)
-                return "INSERT INTO %s (%s) VALUES (%s) ON CONFLICT (%s) DO %s;" % (
-                    t, names, vals, ", ".join(qident(c) for c in pk),
-                    ("UPDATE SET " + sets) if sets else "NOTHING")
-            return "INSERT INTO %s (%s) VALUES (%s);" % (t, names, vals)
-        keysrc = ch["old"] or ch["new"] or []
-        if ch["old"] is None and pk:
-            keysrc = [c for c in (ch["new"] or []) if c[0] in pk]
-        if not keysrc:
-            return None   # no replica identity: DMS ignores it as well
-        where = " AND ".join("%s %s" % (qident(c[0]), "IS NULL" if c[2] is None else "= " + c[2]) for c in keysrc)
-        if ch["op"] == "DELETE":
-            return "DELETE FROM %s WHERE %s;" % (t, where)
-        sets = ", ".join("%s = %s" % (qident(c[0]), val(c[2])) for c in ch["new"] if c[2] != "TOAST")
-        return "UPDATE %s SET %s WHERE %s;" % (t, sets, where)
 
 
 # ---------------------------------------------------------------------------
@@ -657,27 +529,37 @@ class Task:
                         "ValidationFailedRecords": 0, "ValidationSuspendedRecords": 0,
                         "LastUpdateTime": now_epoch(),
                     }
-        if kind in ("start-replication", "reload-target") or not self.full_load_done:
-            self.full_load(src, tgt, names)
+        reload = kind in ("start-replication", "reload-target") or not self.full_load_done
+        if "cdc" not in self.migration_type:
+            mode = "loadonly" if reload else None
+        else:
+            mode = "load" if reload else "resume"
+        if mode:
+            self.move(src, tgt, names, mode, slot)
             if self.status == "failed":
                 return
-        self.validate(src, tgt)
         if "cdc" not in self.migration_type:
+            self.validate(src, tgt)
             with LOCK:
                 self.status = "stopped"
                 self.stop_reason = "Stop Reason FULL_LOAD_ONLY_FINISHED"
                 self.stop_date = now_epoch()
-            return
-        if slot:
-            self.cdc(src, tgt, slot)
 
-    def full_load(self, src, tgt, names):
-        with LOCK:
-            self.full_load_start = now_epoch()
-            for v in self.tables.values():
-                v["TableState"] = "Full load"
-                v["FullLoadStartTime"] = now_epoch()
-        pgpass = os.path.join(ARGS.workdir, "load-%s.pgpass" % uuid.uuid4().hex)
+    # -- data movement: tests/lib/dms_mover.lua ---------------------------
+    def mover_name(self):
+        """Slot and publication of this task's mover (derived from the task, so deletion finds them)."""
+        base = "standin_" + re.sub(r"[^a-z0-9_]", "_", self.id.lower())
+        return base[:54] + "_" + hashlib.sha1(self.arn.encode()).hexdigest()[:8]
+
+    def mover_dir(self):
+        d = os.path.join(ARGS.workdir, "mover-" + self.mover_name())
+        os.makedirs(d, exist_ok=True)
+        return d
+
+    def run_mover(self, src, tgt, mode, tables, dms_slot=""):
+        """Start dms_mover.lua with the endpoints' passwords in a pgpass file (removed by the caller)."""
+        d = self.mover_dir()
+        pgpass = os.path.join(d, "pgpass")
         fd = os.open(pgpass, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         with os.fdopen(fd, "w") as f:
             for ep in (src, tgt):
@@ -686,31 +568,119 @@ class Task:
         env = dict(os.environ)
         env["PGPASSFILE"] = pgpass
         env.pop("PGPASSWORD", None)
-        args = [ARGS.pgtide, "script", LOAD_SCRIPT, src.conninfo(), tgt.conninfo(),
-                json.dumps(["%s.%s" % n for n in names])]
         try:
-            p = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
+            os.unlink(os.path.join(d, "stop"))
+        except FileNotFoundError:
+            pass
+        errf = open(os.path.join(d, "mover.err"), "w+b")
+        args = [ARGS.pgtide, "script", MOVER, mode, src.conninfo(), tgt.conninfo(), json.dumps(tables),
+                self.mover_name(), d, str(os.getpid()), dms_slot or ""]
+        p = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=errf, stdin=subprocess.DEVNULL, env=env)
+        return p, errf, pgpass
+
+    @staticmethod
+    def mover_error(errf, rc):
+        errf.seek(0)
+        err = errf.read().decode(errors="replace")
+        lines = [l.strip() for l in err.strip().splitlines()
+                 if l.strip() and not re.match(r"^\d\d:\d\d:\d\d\.\d+Z (INFO|DEBUG|TRACE|WARN)", l.strip())
+                 and not l.startswith("\t") and "stack traceback" not in l]
+        return " ".join(lines[:2]) or "the mover exited with %d" % rc
+
+    def drop_movement(self):
+        """Drop the mover's slot, publication and progress on the target (task deletion)."""
+        src, tgt = ENDPOINTS.get(self.src_arn), ENDPOINTS.get(self.tgt_arn)
+        if src is None or tgt is None or "cdc" not in self.migration_type:
+            return
+        p, errf, pgpass = self.run_mover(src, tgt, "drop", [])
+        try:
+            p.communicate(timeout=60)
+            if p.returncode != 0:
+                log("task %s: dropping %s failed: %s", self.id, self.mover_name(), self.mover_error(errf, p.returncode))
+            else:
+                log("task %s: dropped slot and publication %s", self.id, self.mover_name())
+        except subprocess.TimeoutExpired:
+            p.kill()
+            p.wait()
+        finally:
+            errf.close()
+            os.unlink(pgpass)
+
+    def move(self, src, tgt, names, mode, dms_slot):
+        """Run the mover: full load (unless resuming), then CDC until the task is stopped."""
+        tables = ["%s.%s" % n for n in names]
+        if mode != "resume":
+            with LOCK:
+                self.full_load_start = now_epoch()
+                for v in self.tables.values():
+                    v["TableState"] = "Full load"
+                    v["FullLoadStartTime"] = now_epoch()
+        with LOCK:   # CDC counters of this run add to those of earlier runs
+            base = {k: (v["Inserts"], v["Updates"], v["Deletes"]) for k, v in self.tables.items()}
+        p, errf, pgpass = self.run_mover(src, tgt, mode, tables, dms_slot)
+        phase = {"v": "load" if mode != "resume" else "cdc", "stop": False}
+        stopfile = os.path.join(self.mover_dir(), "stop")
+
+        def watch():
+            # stop: the mover finishes the group in flight and exits; a load is interrupted
+            while p.poll() is None:
+                if self.stop_event.wait(0.2):
+                    phase["stop"] = True
+                    open(stopfile, "w").close()
+                    if phase["v"] == "load":
+                        p.terminate()
+                    try:
+                        p.wait(20)
+                    except subprocess.TimeoutExpired:
+                        p.kill()
+                    return
+        threading.Thread(target=watch, daemon=True).start()
+        statuses, last_validate = 0, 0.0
+        try:
             for line in p.stdout:
                 try:
                     ev = json.loads(line)
                 except ValueError:
                     continue
-                with LOCK:
-                    st = self.tables.get(ev.get("table"))
-                    if st is not None and ev.get("done"):
-                        st["TableState"] = "Table completed"
-                        st["FullLoadRows"] = ev.get("rows", 0)
-                        st["FullLoadEndTime"] = now_epoch()
-                        st["LastUpdateTime"] = now_epoch()
-            err = p.stderr.read().decode(errors="replace")
+                if ev.get("table") and ev.get("done"):
+                    with LOCK:
+                        st = self.tables.get(ev["table"])
+                        if st is not None:
+                            st["TableState"] = "Table completed"
+                            st["FullLoadRows"] = ev.get("rows", 0)
+                            st["FullLoadEndTime"] = now_epoch()
+                            st["LastUpdateTime"] = now_epoch()
+                elif ev.get("event") == "loaded":
+                    with LOCK:
+                        for v in self.tables.values():
+                            v["TableState"] = "Table completed"
+                        self.full_load_finish = now_epoch()
+                        self.full_load_done = True
+                    log("task %s: full load finished (%d tables)", self.id, len(names))
+                    if mode != "loadonly":
+                        self.validate(src, tgt)
+                elif ev.get("event") == "streaming":
+                    phase["v"] = "cdc"
+                    log("task %s: CDC streaming (slot %s)", self.id, self.mover_name())
+                elif ev.get("event") == "status":
+                    self.cdc_status(ev, base)
+                    statuses += 1
+                    if statuses > 1:   # the backlog cached during the full load: DMS reports CDC metrics after it
+                        lat = float(ev.get("seconds") or 0)
+                        behind = (ev.get("received_lsn") or "") != (ev.get("source_lsn") or "") and (ev.get("bytes") or 0) > 0
+                        self.put_latency(lat if behind else 0.0, lat)
+                    if now_epoch() - last_validate > 2:
+                        self.validate(src, tgt)
+                        last_validate = now_epoch()
             rc = p.wait()
         finally:
+            p.stdout.close()
+            msg = self.mover_error(errf, p.returncode) if p.poll() not in (None, 0) else ""
+            errf.close()
             os.unlink(pgpass)
-        if rc != 0:
-            lines = [l.strip() for l in err.strip().splitlines()
-                     if l.strip() and not re.match(r"^\d\d:\d\d:\d\d\.\d+Z (INFO|DEBUG|TRACE)", l.strip())
-                     and not l.startswith("\t") and "stack traceback" not in l]
-            msg = " ".join(lines[:2]) or "full load exited with %d" % rc
+        if rc == 0 or phase["stop"]:
+            return
+        if phase["v"] == "load":
             bad = None
             for k in self.tables:
                 if k in msg or k.split(".")[1] in msg:
@@ -720,13 +690,8 @@ class Task:
                     if v["TableState"] != "Table completed":
                         v["TableState"] = "Table error" if (bad is None or k == bad) else "Table cancelled"
             self.fail("Last Error Table data load failed: %s Stop Reason FATAL_ERROR" % msg, bad)
-            return
-        with LOCK:
-            for v in self.tables.values():
-                v["TableState"] = "Table completed"
-            self.full_load_finish = now_epoch()
-            self.full_load_done = True
-        log("task %s: full load finished (%d tables)", self.id, len(names))
+        else:
+            self.fail("Last Error CDC apply failed: %s Stop Reason FATAL_ERROR" % msg)
 
     def validate(self, src, tgt):
         for key in list(self.tables):
@@ -748,69 +713,20 @@ class Task:
                     st["ValidationState"] = "Pending records"
                     st["ValidationPendingRecords"] = abs(a - b)
 
-    def cdc(self, src, tgt, slot):
-        applier = Applier(tgt)
-        first = True
-        last_validate = 0
-        while not self.stop_event.is_set():
-            t0 = now_epoch()
-            rows = psql(src, """select lsn::text || chr(31) || data from pg_logical_slot_peek_changes(%s, NULL, NULL,
-                              'include-xids', '0', 'include-timestamp', '1', 'skip-empty-xacts', '1')""" % lit(slot))
-            statements, last_lsn, commit_times, counts = [], None, [], {}
-            for r in rows:
-                lsn, data = r[0], r[1] if len(r) > 1 else ""
-                last_lsn = lsn
-                if data.startswith("BEGIN"):
+    def cdc_status(self, ev, base):
+        """Per-table CDC counters from the mover's status line (changes applied on the target)."""
+        with LOCK:
+            for key, c in (ev.get("tables") or {}).items():
+                st = self.tables.get(key)
+                if st is None:
                     continue
-                if data.startswith("COMMIT"):
-                    m = re.search(r"\(at (.+)\)", data)
-                    if m:
-                        commit_times.append(m.group(1))
-                    continue
-                ch = parse_change(data)
-                if ch is None:
-                    continue
-                key = "%s.%s" % (ch["schema"], ch["table"])
-                if key not in self.tables:
-                    continue
-                sql = applier.sql(ch)
-                if sql:
-                    statements.append(sql)
-                    counts.setdefault(key, {"INSERT": 0, "UPDATE": 0, "DELETE": 0, "TRUNCATE": 0})[ch["op"]] += 1
-            fetched = now_epoch()
-            if statements:
-                psql(tgt, None, stdin="\n".join(statements) + "\n", timeout=120)
-            if last_lsn:
-                psql(src, "select count(*) from pg_logical_slot_get_changes(%s, %s::pg_lsn, NULL)" % (lit(slot), lit(last_lsn)))
-            applied = now_epoch()
-            with LOCK:
-                for key, c in counts.items():
-                    st = self.tables[key]
-                    st["Inserts"] += c["INSERT"]
-                    st["Updates"] += c["UPDATE"]
-                    st["Deletes"] += c["DELETE"]
-                    st["AppliedInserts"] += c["INSERT"]
-                    st["AppliedUpdates"] += c["UPDATE"]
-                    st["AppliedDeletes"] += c["DELETE"]
-                    st["LastUpdateTime"] = applied
-            # latency: capture delay of the newest event and apply time
-            lat_src = 0.0
-            if commit_times:
-                newest = commit_times[-1]
-                try:
-                    ts = datetime.datetime.fromisoformat(re.sub(r"([+-]\d\d)$", r"\1:00", newest))
-                    lat_src = max(0.0, fetched - ts.timestamp())
-                except ValueError:
-                    lat_src = 0.0
-            lat_tgt = (applied - fetched) if statements else 0.0
-            if first:
-                first = False     # the backlog cached during the full load: DMS reports CDC metrics after it
-            else:
-                self.put_latency(lat_src, lat_tgt)
-            if now_epoch() - last_validate > 2:
-                self.validate(src, tgt)
-                last_validate = now_epoch()
-            self.stop_event.wait(max(0.05, 0.4 - (now_epoch() - t0)))
+                b = base.get(key, (0, 0, 0))
+                ins, upd, dele = b[0] + c.get("inserts", 0), b[1] + c.get("updates", 0), b[2] + c.get("deletes", 0)
+                if (ins, upd, dele) != (st["Inserts"], st["Updates"], st["Deletes"]):
+                    st["LastUpdateTime"] = now_epoch()
+                st["Inserts"] = st["AppliedInserts"] = ins
+                st["Updates"] = st["AppliedUpdates"] = upd
+                st["Deletes"] = st["AppliedDeletes"] = dele
 
     def put_latency(self, src_lat, tgt_lat):
         inst = INSTANCES.get(self.instance_arn) or self.instance_arn.rsplit(":", 1)[-1]
@@ -830,35 +746,7 @@ class Task:
             log("put_metric_data failed: %s", e)
 
 
-LOAD_SCRIPT = None
-LOAD_LUA = r'''
--- written by dms_standin.py: the full load DMS would do, by pgtide's engine
-local json = require "json"
-local src, dst, list = ...
-local tables = json.decode(list)
-local function emit(t) io.stdout:write(json.encode(t), "\n"); io.stdout:flush() end
-local ok, load = pcall(require, "core.load")
-if ok and load.full_load then
-  local done = {}
-  load.full_load { source = src, target = dst, jobs = 2, tables = tables, progress = false,
-    on_unit_done = function(u)
-      local k = u.schema .. "." .. u.table
-      done[k] = (done[k] or 0) + (u.copied_rows or 0)
-      if not u.parts or u.parts <= 1 or u.part == u.parts then emit { table = k, done = true, rows = done[k] } end
-    end }
-  for _, k in ipairs(tables) do emit { table = k, done = true, rows = done[k] or 0 } end
-else
-  local pg = require "pg"
-  local s, d = pg.connect(src), pg.connect(dst)
-  for _, k in ipairs(tables) do
-    local sch, tbl = k:match("^([^.]+)%.(.+)$")
-    local q = s:quote_ident(sch) .. "." .. s:quote_ident(tbl)
-    local data = s:copy_out("COPY " .. q .. " TO STDOUT")
-    local rows = d:copy_in("COPY " .. q .. " FROM STDIN", data)
-    emit { table = k, done = true, rows = rows }
-  end
-end
-'''
+MOVER = os.path.join(os.path.dirname(os.path.abspath(__file__)), "dms_mover.lua")
 
 
 def assessment_run(spec):
@@ -1141,6 +1029,8 @@ def dms_route(h, op, body):
         task = TASKS.get(req.get("ReplicationTaskArn"))
         if task and task.status in ("running", "starting", "stopping"):
             raise ApiError("InvalidResourceStateFault", "The task is %s; stop it first" % task.status)
+        if task:
+            task.drop_movement()
         res = fwd_json(h, body)
         if res is None:
             return True
@@ -1478,6 +1368,8 @@ def delete_stack_resources(stack):
                             if task.status not in ("stopping", "running", "starting"):
                                 break
                             time.sleep(0.1)
+                    if task:
+                        task.drop_movement()
                     json_call("DeleteReplicationTask", {"ReplicationTaskArn": phys})
                     TASKS.pop(phys, None)
                 elif t == "AWS::DMS::Endpoint":
@@ -2145,7 +2037,7 @@ SFN = SfnRoute()
 
 
 def serve(argv):
-    global ARGS, LOG, LOAD_SCRIPT
+    global ARGS, LOG
     ap = argparse.ArgumentParser(prog="dms_standin.py serve")
     ap.add_argument("--port", type=int, required=True)
     ap.add_argument("--moto", required=True)
@@ -2159,9 +2051,6 @@ def serve(argv):
     SECRETS.add(SECRET)
     os.makedirs(ARGS.workdir, exist_ok=True)
     LOG = open(os.path.join(ARGS.workdir, "dms_standin.log"), "a")
-    LOAD_SCRIPT = os.path.join(ARGS.workdir, "dms_standin_load.lua")
-    with open(LOAD_SCRIPT, "w") as f:
-        f.write(LOAD_LUA)
     srv = ThreadingHTTPServer(("127.0.0.1", ARGS.port), Handler)
     srv.daemon_threads = True
     moto_client("cloudwatch")
