@@ -7,8 +7,11 @@
 #               pgtide   core.cdc worker (pgtide script), its own slot
 #               native   CREATE SUBSCRIPTION on a second target database,
 #                        its own slot created at the same point
-#               pgcopydb `pgcopydb follow` where it runs (the Debian 0.10
-#                        package only decodes with wal2json)
+#               pgcopydb `pgcopydb follow` (Debian's 0.10 decodes with
+#                        wal2json: package postgresql-15-wal2json), its
+#                        slot and origin from `pgcopydb stream setup`
+#                        at the same point, apply switched on through its
+#                        sentinel with endpos at the marker
 #             Both start from identical copies; the time is from start
 #             (process start for pgtide, ALTER SUBSCRIPTION ENABLE for
 #             the subscriber) until a marker row written after the
@@ -74,7 +77,13 @@ pgbench -i -q -s "$scale" "$S" >/dev/null 2>&1
 pg_dump "$S" > "$work/dump.sql"
 psql "$dst" -X -q -c "CREATE DATABASE t_base"
 psql "$(tdb t_base)" -X -q -v ON_ERROR_STOP=1 -f "$work/dump.sql" >/dev/null
-q "$S" "CREATE PUBLICATION bench_pub FOR ALL TABLES" >/dev/null
+# the tables only: pgcopydb keeps its sentinel table on the source
+q "$S" "CREATE PUBLICATION bench_pub FOR TABLE pgbench_accounts, pgbench_branches, pgbench_tellers,
+        pgbench_history" >/dev/null
+SURI="postgresql://postgres@127.0.0.1:$src_port/bench"
+turi() { echo "postgresql://postgres@127.0.0.1:$dst_port/$1"; }
+with_pgcopydb=0
+if command -v pgcopydb >/dev/null && [ -f /usr/lib/postgresql/15/lib/wal2json.so ]; then with_pgcopydb=1; fi
 for i in $(seq 1 "$repeat"); do
   q "$dst" "CREATE DATABASE t_pgtide_$i TEMPLATE t_base" >/dev/null
   q "$dst" "CREATE DATABASE t_native_$i TEMPLATE t_base" >/dev/null
@@ -83,6 +92,12 @@ for i in $(seq 1 "$repeat"); do
   q "$(tdb t_native_$i)" "CREATE SUBSCRIPTION sub_$i CONNECTION 'host=$work/src port=$src_port user=postgres dbname=bench'
            PUBLICATION bench_pub WITH (create_slot = false, slot_name = 's_native_$i', copy_data = false,
            enabled = false)" >/dev/null
+  if [ $with_pgcopydb = 1 ]; then
+    q "$dst" "CREATE DATABASE t_pgcopydb_$i TEMPLATE t_base" >/dev/null
+    pgcopydb stream setup --source "$SURI" --target "$(turi t_pgcopydb_$i)" --dir "$work/pgcopydb_$i" \
+      --slot-name "s_pgcopydb_$i" > "$work/pgcopydb_setup_$i.log" 2>&1 \
+      || { tail -20 "$work/pgcopydb_setup_$i.log" >&2; exit 1; }
+  fi
 done
 
 log "backlog: $txns pgbench transactions with $clients clients ..."
@@ -134,7 +149,7 @@ stop_driver() {   # stopfile; the stats line is then in $work/driver.out
   drv_pid=
 }
 
-pgtide_times=(); native_times=()
+pgtide_times=(); native_times=(); pgcopydb_times=()
 for i in $(seq 1 "$repeat"); do
   log "catch-up $i/$repeat: pgtide ..."
   t0=$(now)
@@ -152,18 +167,35 @@ for i in $(seq 1 "$repeat"); do
   t1=$(now)
   native_times+=("$(elapsed "$t0" "$t1")")
   q "$(tdb t_native_$i)" "ALTER SUBSCRIPTION sub_$i DISABLE" >/dev/null
+
+  if [ $with_pgcopydb = 1 ]; then
+    log "catch-up $i/$repeat: pgcopydb follow ..."
+    endpos=$(q "$S" "SELECT pg_current_wal_lsn()")
+    q "$S" "UPDATE pgcopydb.sentinel SET apply = true, endpos = '$endpos'" >/dev/null
+    t0=$(now)
+    pgcopydb follow --source "$SURI" --target "$(turi t_pgcopydb_$i)" --dir "$work/pgcopydb_$i" \
+      --slot-name "s_pgcopydb_$i" --resume --not-consistent --endpos "$endpos" \
+      > "$work/pgcopydb_follow_$i.log" 2>&1 &
+    pcd_pid=$!
+    wait_marker "$(tdb t_pgcopydb_$i)" END-1 1800
+    t1=$(now)
+    kill "$pcd_pid" 2>/dev/null || true
+    wait "$pcd_pid" 2>/dev/null || true
+    pgcopydb_times+=("$(elapsed "$t0" "$t1")")
+  fi
 done
 median() { printf '%s\n' "$@" | sort -g | awk '{ v[NR] = $1 } END { print (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2 }'; }
 pgtide_s=$(median "${pgtide_times[@]}")
 native_s=$(median "${native_times[@]}")
 
-pgcopydb_result="not run"
-if command -v pgcopydb >/dev/null; then
-  if pgcopydb follow --help 2>&1 | grep -q -- "--plugin"; then
-    pgcopydb_result="available but not wired (needs a third target and slot)"
-  else
-    pgcopydb_result="not applicable: pgcopydb $(pgcopydb --version 2>/dev/null | awk '/version/ {print $3; exit}') decodes only with wal2json, which is not installed for PostgreSQL 15 here"
-  fi
+if [ $with_pgcopydb = 1 ]; then
+  pgcopydb_s=$(median "${pgcopydb_times[@]}")
+  pgcopydb_rps=$(awk -v c="$changes" -v s="$pgcopydb_s" 'BEGIN { printf "%.0f", c / s }')
+  pgcopydb_row="| pgcopydb follow $(pgcopydb --version 2>/dev/null | awk '/version/ {print $3; exit}') (wal2json) | $pgcopydb_s | $pgcopydb_rps | runs: ${pgcopydb_times[*]} s |"
+  tools="pgtide native pgcopydb"
+else
+  pgcopydb_row="| pgcopydb follow | - | - | not run: needs pgcopydb and postgresql-15-wal2json (make deps installs both) |"
+  tools="pgtide native"
 fi
 
 same=yes
@@ -171,7 +203,7 @@ for t in pgbench_accounts pgbench_branches pgbench_tellers pgbench_history; do
   sum_sql="SELECT count(*) || ':' || md5(string_agg(x::text, '|' ORDER BY x::text)) FROM $t x"
   a=$(q "$S" "$sum_sql")
   for i in $(seq 1 "$repeat"); do
-    for tool in pgtide native; do
+    for tool in $tools; do
       b=$(q "$(tdb t_${tool}_$i)" "$sum_sql")
       [ "$a" = "$b" ] || same="NO ($t differs on t_${tool}_$i)"
     done
@@ -190,7 +222,7 @@ stop_driver "$work/stop2"
 lag_stats=$(cat "$work/driver.out")
 
 log "big transaction: about $big_mb MB in one transaction ..."
-q "$S" "CREATE TABLE big (id bigint PRIMARY KEY, v text)" >/dev/null
+q "$S" "CREATE TABLE big (id bigint PRIMARY KEY, v text); ALTER PUBLICATION bench_pub ADD TABLE big" >/dev/null
 q "$(tdb t_pgtide_1)" "CREATE TABLE big (id bigint PRIMARY KEY, v text)" >/dev/null
 rows=$(( big_mb * 1024 * 1024 / 110 ))
 start_driver s_pgtide_1 "$(tdbu t_pgtide_1)" "$work/stop3"
@@ -222,9 +254,9 @@ servers over Unix sockets (the subscriber is inside the target; pgtide runs besi
 |---|---:|---:|---|
 | pgtide (core.cdc, memory_cap 64MB) | $pgtide_s | $pgtide_rps | runs: ${pgtide_times[*]} s; $(field "$pgtide_stats" txns) source txns in $(field "$pgtide_stats" commits) target commits, $(field "$pgtide_stats" set_segments) set-based segments |
 | native CREATE SUBSCRIPTION | $native_s | $native_rps | runs: ${native_times[*]} s |
-| pgcopydb follow | - | - | $pgcopydb_result |
+$pgcopydb_row
 
-- pgtide / native rows per second: **${ratio}x** (target >= 1.5x)
+- pgtide / native rows per second: **${ratio}x** (target >= 1.5x)$([ $with_pgcopydb = 1 ] && awk -v a="$pgtide_s" -v b="$pgcopydb_s" 'BEGIN { printf "; pgtide / pgcopydb follow: **%.2fx**", b / a }')
 - targets equal to the source after catch-up: $same
 - lag while pgbench runs at half the source's capacity ($rate of $cap tps, ${lag_secs}s):
   max **${maxlag} s**, p95 $(field "$lag_stats" p95lag) s, mean $(field "$lag_stats" avglag) s (target < 1 s)
