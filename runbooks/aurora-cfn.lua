@@ -44,7 +44,6 @@ local rb = runbook.new {
     vpc_id = { type = "string", default = "", doc = "VPC of the replication instance (default: the default VPC)" },
     subnet_ids = { type = "list", default = {}, doc = "2+ subnets in different AZs (default: the VPC's subnets)" },
     instance_class = { type = "string", default = "dms.c6i.xlarge", doc = "DMS Instance Class" },
-    engine_version = { type = "string", default = "", doc = "replication engine version (default: latest)" },
     allocated_storage = { type = "integer", default = 500, doc = "replication instance storage (GB)" },
     migration_type = { type = "enum", values = { "full-load-and-cdc", "full-load", "cdc" },
       default = "full-load-and-cdc", doc = "Migration Type" },
@@ -56,9 +55,6 @@ local rb = runbook.new {
     source_security_group_id = { type = "string", default = "", doc = "the source's security group: the "
       .. "workflow may add a rule for DMS to it; cleanup revokes it" },
     dms_source_host = { type = "string", default = "", doc = "source host as DMS reaches it (the Aurora writer endpoint)" },
-    dms_source_port = { type = "integer", doc = "source port as DMS reaches it" },
-    dms_target_host = { type = "string", default = "", doc = "target host as DMS reaches it" },
-    dms_target_port = { type = "integer", doc = "target port as DMS reaches it" },
     slot_plugin = { type = "enum", values = { "test_decoding" }, default = "test_decoding",
       doc = "logical decoding plugin of the source endpoint" },
     stack_timeout = { type = "integer", default = 3600, doc = "timeout for stack creation and deletion (s)" },
@@ -100,11 +96,6 @@ local function rec(ctx)
     dms_security_group_id = o.dms_security_group_id, payload = o.payload,
     slot = s.slot, slots_before = s.slots_before, execution_arn = s.execution_arn,
   }
-end
-
-local function resources(ctx)
-  local r = rec(ctx)
-  return { task_arn = r.task_arn, instance_id = r.instance_id }
 end
 
 -- 1
@@ -495,10 +486,10 @@ rb:step(steps.constraints { name = "constraints", title = "Apply Remaining Const
 
 -- 12
 rb:step(steps.pre_cutover { name = "pre-cutover", title = "Comprehensive Pre-Cutover Validation",
-                            resources = resources })
+                            resources = rec })
 
 -- 13
-rb:step(steps.cutover { name = "cutover", title = "Application Cutover", resources = resources })
+rb:step(steps.cutover { name = "cutover", title = "Application Cutover", resources = rec })
 
 -- 14
 rb:step {

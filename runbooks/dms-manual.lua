@@ -43,17 +43,12 @@ local rb = runbook.new {
     allocated_storage = { type = "integer", default = 50, doc = "replication instance storage (GB)" },
     multi_az = { type = "boolean", default = false, doc = "Multi-AZ (No for cost savings, Yes for production)" },
     publicly_accessible = { type = "boolean", default = true, doc = "replication instance publicly accessible" },
-    engine_version = { type = "string", default = "", doc = "replication engine version (default: latest)" },
     subnet_ids = { type = "list", default = {}, doc = "subnets for a replication subnet group (2+ AZs); "
       .. "empty: the default VPC" },
     vpc_security_group_ids = { type = "list", default = {}, doc = "security groups of the instance (with "
       .. "subnet_ids and none given, pgtide creates one)" },
     source_security_group_id = { type = "string", default = "", doc = "source database security group to "
       .. "open to the instance on the source port (revoked at cleanup)" },
-    dms_source_host = { type = "string", default = "", doc = "source host as DMS reaches it (default: as pgtide does)" },
-    dms_source_port = { type = "integer", doc = "source port as DMS reaches it" },
-    dms_target_host = { type = "string", default = "", doc = "target host as DMS reaches it" },
-    dms_target_port = { type = "integer", doc = "target port as DMS reaches it" },
     source_ssl_mode = { type = "enum", values = { "none", "require", "verify-ca", "verify-full" }, default = "none",
       doc = "SSL mode of the source endpoint" },
     target_ssl_mode = { type = "enum", values = { "require", "verify-ca", "verify-full", "none" }, default = "require",
@@ -78,11 +73,6 @@ local function rec(ctx)
     source_endpoint_arn = ep.source_endpoint_arn, target_endpoint_arn = ep.target_endpoint_arn,
     task_arn = t.task_arn, slot = t.slot,
   }
-end
-
-local function resources(ctx)
-  local r = rec(ctx)
-  return { task_arn = r.task_arn, instance_id = r.instance_id }
 end
 
 -- 1
@@ -206,7 +196,7 @@ rb:step {
 }
 
 -- 7
-rb:step(steps.verify_data { name = "verify-data", title = "Verify Data Migration", resources = resources })
+rb:step(steps.verify_data { name = "verify-data", title = "Verify Data Migration", resources = rec })
 
 -- 8
 rb:step(steps.sequences { name = "sequences", title = "Post-Migration Sequence Synchronization" })
@@ -216,10 +206,10 @@ rb:step(steps.constraints { name = "constraints", title = "Apply Remaining Const
 
 -- 10
 rb:step(steps.pre_cutover { name = "pre-cutover", title = "Comprehensive Pre-Cutover Validation",
-                            resources = resources })
+                            resources = rec })
 
 -- 11
-rb:step(steps.cutover { name = "cutover", title = "Perform Cutover", resources = resources })
+rb:step(steps.cutover { name = "cutover", title = "Perform Cutover", resources = rec })
 
 -- 12
 rb:step {

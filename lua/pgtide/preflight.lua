@@ -103,12 +103,14 @@ local function scoped_tables(env)
   return out
 end
 
-local function list_names(rows, max)
+-- "a, b, c, and 3 more": at most max (10) rows, each shown as show(r),
+-- r.display or its qualified schema.name.
+local function list_names(rows, max, show)
   max = max or 10
   local names = {}
   for i, r in ipairs(rows) do
     if i > max then names[#names + 1] = string.format("and %d more", #rows - max); break end
-    names[#names + 1] = r.display or qname(r.schema, r.name)
+    names[#names + 1] = show and show(r) or r.display or qname(r.schema, r.name)
   end
   return table.concat(names, ", ")
 end
@@ -498,13 +500,12 @@ check {
          and xact_start < now() - interval '10 minutes'
        order by xact_start]])
     if #rows == 0 then return "pass", "no transaction has been open for more than 10 minutes" end
-    local shown = {}
-    for _, r in ipairs(rows) do
-      shown[#shown + 1] = { display = string.format("pid %d (%s, %s, open %s)", r.pid, tostring(r.usename),
-        tostring(r.state), util.format_duration(r.secs)) }
+    local function show(r)
+      return string.format("pid %d (%s, %s, open %s)", r.pid, tostring(r.usename), tostring(r.state),
+        util.format_duration(r.secs))
     end
     return "warn", string.format("%d transaction(s) open for more than 10 minutes: %s. DMS waits for them "
-      .. "(TransactionConsistencyTimeout, 600 s) before the full load", #rows, list_names(shown)),
+      .. "(TransactionConsistencyTimeout, 600 s) before the full load", #rows, list_names(rows, nil, show)),
       "end them before starting (SELECT pg_terminate_backend(pid) after checking what they are)"
   end,
 }
@@ -514,10 +515,9 @@ check {
   run = function(env)
     local rows = env.src:query("select gid, owner, prepared from pg_prepared_xacts order by prepared")
     if #rows == 0 then return "pass", "no prepared transaction is pending" end
-    local shown = {}
-    for _, r in ipairs(rows) do shown[#shown + 1] = { display = string.format("'%s'", r.gid) } end
+    local function show(r) return string.format("'%s'", r.gid) end
     return "fail", string.format("%d prepared transaction(s) pending (%s): creating the replication slot "
-      .. "waits for them", #rows, list_names(shown)),
+      .. "waits for them", #rows, list_names(rows, nil, show)),
       "COMMIT PREPARED 'gid' or ROLLBACK PREPARED 'gid' for each, after checking with their owner"
   end,
 }

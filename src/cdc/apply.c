@@ -139,15 +139,21 @@ struct Applier {
 ** =======================================================
 */
 
-/* Append s as a double-quoted identifier (always quoted: safe for any name). */
-static void quote_ident (Buf *b, const char *s) {
+/* See apply.h: n bytes of s as a double-quoted identifier. */
+void apply_quote_ident (Buf *b, const char *s, size_t n) {
+  size_t i;
   buf_putc(b, '"');
-  for (; *s; s++) {
-    if (*s == '"')
+  for (i = 0; i < n; i++) {
+    if (s[i] == '"')
       buf_putc(b, '"');
-    buf_putc(b, *s);
+    buf_putc(b, s[i]);
   }
   buf_putc(b, '"');
+}
+
+/* A NUL-terminated name as a double-quoted identifier. */
+static void quote_ident (Buf *b, const char *s) {
+  apply_quote_ident(b, s, strlen(s));
 }
 
 /* A quoted identifier as a new string (caller frees). */
@@ -214,6 +220,8 @@ static void param_set (Applier *a, int i, const PgoValue *v) {
   a->pfmts[i] = v->kind == PGO_VAL_BINARY ? 1 : 0;
 }
 
+/* Point pvals[0..n) into pbuf once every parameter was added (pbuf may
+   have moved while growing); an offset of -1 is a NULL parameter. */
 static void params_finish (Applier *a, int n) {
   int i;
   for (i = 0; i < n; i++)
@@ -252,6 +260,7 @@ static void ring_push (Applier *a, char kind, char op, Rel *rel) {
   a->ring_len++;
 }
 
+/* Drop the oldest pending pipeline entry (its result was read). */
 static void ring_pop (Applier *a) {
   a->ring_head = (a->ring_head + 1) % a->ring_cap;
   a->ring_len--;
@@ -442,17 +451,13 @@ static int pipe_leave (Applier *a, CdcError *err) {
   return 0;
 }
 
-/* A statement outside the pipeline; rows go to *out when asked. */
-static int exec_params (Applier *a, const char *sql, int n, const char *const *vals,
-                        PGresult **out, const char *what, CdcError *err) {
-  PGresult *res;
-  ExecStatusType st;
-  if (pipe_leave(a, err) != 0)
-    return -1;
-  res = PQexecParams(a->conn, sql, n, NULL, vals, NULL, NULL, 0);
-  st = PQresultStatus(res);
+/* See apply.h: one statement on an idle connection, checked. */
+int apply_exec (PGconn *conn, const char *sql, int n, const char *const *vals, PGresult **out,
+                const char *what, CdcError *err) {
+  PGresult *res = PQexecParams(conn, sql, n, NULL, vals, NULL, NULL, 0);
+  ExecStatusType st = PQresultStatus(res);
   if (st != PGRES_COMMAND_OK && st != PGRES_TUPLES_OK) {
-    cdc_err_from_pg(err, what, res, a->conn);
+    cdc_err_from_pg(err, what, res, conn);
     PQclear(res);
     return -1;
   }
@@ -461,6 +466,15 @@ static int exec_params (Applier *a, const char *sql, int n, const char *const *v
   else
     PQclear(res);
   return 0;
+}
+
+/* A statement outside the pipeline (left first); rows go to *out when
+   asked. */
+static int exec_params (Applier *a, const char *sql, int n, const char *const *vals,
+                        PGresult **out, const char *what, CdcError *err) {
+  if (pipe_leave(a, err) != 0)
+    return -1;
+  return apply_exec(a->conn, sql, n, vals, out, what, err);
 }
 
 /* }====================================================== */
@@ -511,6 +525,13 @@ static int setup_table (Applier *a, CdcError *err) {
     0, NULL, NULL, "create table pgtide.cdc_progress on the target", err);
 }
 
+/*
+** See apply.h.  Connects, configures the session (no hash or merge
+** joins for the set statements, no timeouts, session_replication_role
+** = replica unless disabled, the source's output settings) and sets up
+** progress: a replication origin, or with APPLY_PROGRESS_AUTO and no
+** privilege for origins, the pgtide.cdc_progress table.  NULL with err.
+*/
 Applier *apply_open (const char *conninfo, const ApplyOptions *opt, CdcError *err) {
   char msg[PGCONN_ERRLEN];
   Applier *a;
@@ -592,6 +613,8 @@ static void rel_free (Rel *r) {
   free(r);
 }
 
+/* Close the connection (an open group is rolled back by the server) and
+   free everything the Applier owns; NULL is a no-op. */
 void apply_close (Applier *a) {
   size_t i;
   if (a == NULL)
@@ -624,6 +647,8 @@ void apply_close (Applier *a) {
   free(a);
 }
 
+/* See apply.h: the LSN recorded by the last committed group, from the
+   origin or the progress table.  -1 with err. */
 int apply_progress (Applier *a, PgLsn *lsn, CdcError *err) {
   const char *vals[1];
   PGresult *res = NULL;
@@ -648,6 +673,8 @@ int apply_progress (Applier *a, PgLsn *lsn, CdcError *err) {
   return 0;
 }
 
+/* See apply.h: drop the replication origin and the progress row of
+   'name' on the target; missing ones are fine.  -1 with err. */
 int apply_drop_progress (const char *conninfo, const char *name, CdcError *err) {
   char msg[PGCONN_ERRLEN];
   const char *vals[1];
@@ -736,6 +763,8 @@ static const char *type_name (Applier *a, uint32_t oid) {
   return NULL;
 }
 
+/* Remember (or update) the name of a type from a Type message, for
+   messages about columns of that type. */
 static void type_put (Applier *a, const PgoMsg *m) {
   size_t i;
   Buf b = BUF_INIT;
@@ -1325,6 +1354,8 @@ static void net_set (NetEnt *e, Rel *r, char op, const PgoTuple *t) {
   memcpy(e->vals, t->vals, (size_t)r->ncols * sizeof(PgoValue));
 }
 
+/* Whether a tuple holds an unchanged TOAST value (an UPDATE that must
+   not overwrite that column). */
 static int has_unchanged (const PgoValue *v, int n) {
   int i;
   for (i = 0; i < n; i++)
@@ -1572,6 +1603,8 @@ typedef struct NetCounts {
   int del, full, part, ins;
 } NetCounts;
 
+/* Count the net effects of the chain of keys starting at 'first' (one
+   relation's entries in a segment). */
 static NetCounts net_counts (Applier *a, int first) {
   NetCounts c = {0, 0, 0, 0};
   int k;
@@ -1884,6 +1917,12 @@ static int seg_add (Applier *a, const uint8_t *rec, size_t len) {
   return a->seg.len >= a->segment_bytes || a->nents >= (size_t)a->segment_changes;
 }
 
+/*
+** See apply.h.  Reads the transaction's records in order: row changes
+** are collected into set segments (flushed when full), Relation and Type
+** messages update the caches (a changed relation flushes first), a
+** Truncate is sent at once.  -1 with err; the group is then lost.
+*/
 int apply_txn (Applier *a, SpillBuf *txn, CdcError *err) {
   SpillReader rd;
   const uint8_t *rec;
@@ -1946,6 +1985,11 @@ int apply_txn (Applier *a, SpillBuf *txn, CdcError *err) {
   return rc;
 }
 
+/*
+** See apply.h.  Flushes the last segment, records end_lsn and commit_ts
+** as the progress in the same transaction (origin xact setup or the
+** progress row), commits and waits for the pipeline.  -1 with err.
+*/
 int apply_commit (Applier *a, PgLsn end_lsn, int64_t commit_ts, CdcError *err) {
   char lsn[PGO_LSN_BUFSZ], ts[64];
   if (begin_if_needed(a, err) != 0 || flush_segment(a, err) != 0)

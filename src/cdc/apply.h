@@ -99,4 +99,16 @@ int apply_backend_pid(const Applier *a);
    (cleanup).  Missing objects are not errors. */
 int apply_drop_progress(const char *conninfo, const char *name, CdcError *err);
 
+/* Run sql with n text parameters on conn, which must be idle (not in
+   pipeline mode).  A result other than COMMAND_OK or TUPLES_OK becomes
+   err ("what: server message").  When out is not NULL it gets the result
+   (the caller PQclears it).  0, or -1 with err. */
+int apply_exec(PGconn *conn, const char *sql, int n, const char *const *vals, PGresult **out,
+               const char *what, CdcError *err);
+
+/* Append the first n bytes of s to b as one double-quoted identifier
+   (always quoted, embedded quotes doubled: safe for any name). */
+struct Buf;
+void apply_quote_ident(struct Buf *b, const char *s, size_t n);
+
 #endif

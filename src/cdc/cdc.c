@@ -80,12 +80,14 @@ struct Cdc {
   double last_status_file;
 };
 
+/* Wall-clock time in seconds (the condition waits use CLOCK_REALTIME). */
 static double now_s (void) {
   struct timeval tv;
   gettimeofday(&tv, NULL);
   return (double)tv.tv_sec + tv.tv_usec / 1e6;
 }
 
+/* The absolute time 'secs' from now, for pthread_cond_timedwait. */
 static void abs_deadline (struct timespec *ts, double secs) {
   double t = now_s() + secs;
   ts->tv_sec = (time_t)t;
@@ -96,6 +98,7 @@ static void abs_deadline (struct timespec *ts, double secs) {
   }
 }
 
+/* See cdc.h: the state's name as shown in statuses. */
 const char *cdc_state_name (CdcState s) {
   switch (s) {
     case CDC_STARTING: return "starting";
@@ -122,6 +125,7 @@ static Txn *txn_new (Cdc *c, uint32_t xid) {
   return t;
 }
 
+/* Free a transaction and its spill buffer (files included); NULL is a no-op. */
 static void txn_free (Txn *t) {
   if (t == NULL)
     return;
@@ -167,6 +171,8 @@ static void update_lag (Cdc *c) {
     s->lag_seconds = now > ref ? now - ref : 0;
 }
 
+/* Append s as a JSON string literal (quotes, backslashes and control
+   characters escaped). */
 static void json_str (Buf *b, const char *s) {
   buf_putc(b, '"');
   for (; *s; s++) {
@@ -294,6 +300,9 @@ typedef struct Receiver {
   PgLsn last_sent_flush;
 } Receiver;
 
+/* Send a standby status update: received (write) and applied (flush,
+   apply) positions, so the server may recycle WAL up to what the target
+   committed.  -1 with err when the send fails. */
 static int send_status (Receiver *r, int reply, CdcError *err) {
   Cdc *c = r->c;
   PgLsn write, flush;
@@ -308,8 +317,6 @@ static int send_status (Receiver *r, int reply, CdcError *err) {
   return stream_send_status(c->repl, write, flush, flush, reply, err);
 }
 
-/* Periodic duties of the receiver: status to the server, source LSN,
-   status file. */
 /* Caller holds mu: publish what the receiver counted locally. */
 static void recv_publish (Receiver *r) {
   Cdc *c = r->c;
@@ -319,6 +326,8 @@ static void recv_publish (Receiver *r) {
     c->st.received_lsn = r->wal_end;
 }
 
+/* Periodic duties of the receiver: publish its counters, status to the
+   server, a monitor sample, the status file.  -1 when sending fails. */
 static int recv_tick (Receiver *r, CdcError *err) {
   Cdc *c = r->c;
   double now = now_s();
@@ -373,6 +382,8 @@ static int enqueue (Receiver *r, Txn *t, CdcError *err) {
   return 0;
 }
 
+/* The open streamed (in-progress) transaction xid, or NULL; unlinked
+   from the receiver's list when unlink_it (the caller then owns it). */
 static Txn *stream_find (Receiver *r, uint32_t xid, int unlink_it) {
   Txn **pp;
   for (pp = &r->streams; *pp != NULL; pp = &(*pp)->next)
@@ -387,6 +398,8 @@ static Txn *stream_find (Receiver *r, uint32_t xid, int unlink_it) {
   return NULL;
 }
 
+/* Publish whether the receiver holds an unfinished transaction (the
+   applied position may not advance past it on keepalives). */
 static void set_open (Receiver *r) {
   pthread_mutex_lock(&r->c->mu);
   r->c->recv_open = r->cur != NULL || r->streams != NULL;
@@ -541,6 +554,14 @@ static int handle_keepalive (Receiver *r, const StreamFrame *f, CdcError *err) {
   return 0;
 }
 
+/*
+** The receiver thread of a session: reads the replication stream,
+** decodes pgoutput, builds transactions (spilled past the budget) and
+** queues complete ones for the applier; answers keepalives and sends
+** status.  Runs until session_stop or an error, which it leaves in
+** c->recv_err for the applier side.  Open transactions are dropped:
+** the server re-sends them in the next session.
+*/
 static void *receiver_main (void *arg) {
   Cdc *c = arg;
   Receiver r;
@@ -671,6 +692,7 @@ static char *source_settings (PGconn *conn) {
   return buf_steal(&b);
 }
 
+/* Non-zero once cdc_stop was called. */
 static int stopping (Cdc *c) {
   int s;
   pthread_mutex_lock(&c->mu);
@@ -961,6 +983,13 @@ static int apply_loop (Cdc *c, CdcError *err) {
   }
 }
 
+/*
+** The worker's main thread: runs apply sessions (apply_loop) and, after
+** a retryable error, reconnects with a backoff (0.5 s doubling to 10 s,
+** reset when the session made progress) until it works, a fatal error
+** (state FAILED, error kept in the status) or cdc_stop.  Ends with the
+** final status file and c->finished set.
+*/
 static void *supervisor_main (void *arg) {
   Cdc *c = arg;
   double backoff = 0.5;
@@ -1046,10 +1075,17 @@ out:
 ** =======================================================
 */
 
+/* A copy of s, or of dflt when s is NULL or empty. */
 static char *dup_or (const char *s, const char *dflt) {
   return xstrdup(s != NULL && s[0] != '\0' ? s : dflt);
 }
 
+/*
+** See cdc.h.  Checks the configuration, opens the first session in the
+** calling thread (so a missing slot or an unreachable server is an error
+** here, not later), then starts the supervisor.  The Cdc copies every
+** string of cfg.  NULL with err on failure.
+*/
 Cdc *cdc_start (const CdcConfig *cfg, CdcError *err) {
   Cdc *c;
   struct stat sb;
@@ -1115,6 +1151,7 @@ Cdc *cdc_start (const CdcConfig *cfg, CdcError *err) {
   return c;
 }
 
+/* See cdc.h: a copy of the status with the lag brought up to date. */
 void cdc_get_status (Cdc *c, CdcStatus *out) {
   pthread_mutex_lock(&c->mu);
   update_lag(c);
@@ -1122,6 +1159,8 @@ void cdc_get_status (Cdc *c, CdcStatus *out) {
   pthread_mutex_unlock(&c->mu);
 }
 
+/* See cdc.h: 1 once applied_lsn >= lsn, 0 on timeout, -1 when the
+   worker failed or stopped first. */
 int cdc_wait_applied (Cdc *c, PgLsn lsn, double timeout_s) {
   struct timespec ts;
   int rc;
@@ -1145,6 +1184,8 @@ int cdc_wait_applied (Cdc *c, PgLsn lsn, double timeout_s) {
   return rc;
 }
 
+/* See cdc.h: the applier pauses after the last transaction ending at
+   or before lsn. */
 void cdc_pause_at (Cdc *c, PgLsn lsn) {
   pthread_mutex_lock(&c->mu);
   c->st.pause_lsn = lsn;
@@ -1152,6 +1193,7 @@ void cdc_pause_at (Cdc *c, PgLsn lsn) {
   pthread_mutex_unlock(&c->mu);
 }
 
+/* See cdc.h: lift a pause (streaming again at once). */
 void cdc_resume (Cdc *c) {
   pthread_mutex_lock(&c->mu);
   c->st.pause_lsn = 0;
@@ -1161,6 +1203,8 @@ void cdc_resume (Cdc *c) {
   pthread_mutex_unlock(&c->mu);
 }
 
+/* See cdc.h: signal stop, wait up to timeout_s for the group in flight
+   (then abandon it: it rolls back), join the supervisor. */
 void cdc_stop (Cdc *c, double timeout_s) {
   struct timespec ts;
   if (c == NULL || !c->thread_started)
@@ -1178,6 +1222,8 @@ void cdc_stop (Cdc *c, double timeout_s) {
   c->thread_started = 0;
 }
 
+/* Stop (30 s for the group in flight) and free everything the Cdc owns;
+   NULL is a no-op. */
 void cdc_free (Cdc *c) {
   if (c == NULL)
     return;
@@ -1205,51 +1251,23 @@ void cdc_free (Cdc *c) {
 ** =======================================================
 */
 
-static int exec1 (PGconn *conn, const char *sql, int n, const char *const *vals, PGresult **out,
-                  const char *what, CdcError *err) {
-  PGresult *res = PQexecParams(conn, sql, n, NULL, vals, NULL, NULL, 0);
-  ExecStatusType st = PQresultStatus(res);
-  if (st != PGRES_COMMAND_OK && st != PGRES_TUPLES_OK) {
-    cdc_err_from_pg(err, what, res, conn);
-    PQclear(res);
-    return -1;
-  }
-  if (out != NULL)
-    *out = res;
-  else
-    PQclear(res);
-  return 0;
-}
-
-static void quote_name (Buf *b, const char *name) {
-  buf_putc(b, '"');
-  for (; *name; name++) {
-    if (*name == '"')
-      buf_putc(b, '"');
-    buf_putc(b, *name);
-  }
-  buf_putc(b, '"');
-}
-
-/* schema.table (or table) as quoted identifiers. */
+/* The n bytes of "schema.table" (or "table") as quoted identifiers. */
 static void quote_qualified (Buf *b, const char *name, size_t n) {
   const char *dot = memchr(name, '.', n);
-  size_t i;
   if (dot != NULL) {
     quote_qualified(b, name, (size_t)(dot - name));
     buf_putc(b, '.');
     quote_qualified(b, dot + 1, n - (size_t)(dot - name) - 1);
     return;
   }
-  buf_putc(b, '"');
-  for (i = 0; i < n; i++) {
-    if (name[i] == '"')
-      buf_putc(b, '"');
-    buf_putc(b, name[i]);
-  }
-  buf_putc(b, '"');
+  apply_quote_ident(b, name, n);
 }
 
+/*
+** See cdc.h: creates the publication when missing (FOR ALL TABLES, or
+** FOR TABLE the listed ones), then the slot on a replication connection
+** that exports its snapshot and stays open in the CdcSlot.
+*/
 CdcSlot *cdc_slot_create (const char *source, const char *slot, const char *publication,
                           const char *tables, CdcError *err) {
   char msg[PGCONN_ERRLEN];
@@ -1266,8 +1284,8 @@ CdcSlot *cdc_slot_create (const char *source, const char *slot, const char *publ
       return NULL;
     }
     vals[0] = publication;
-    if (exec1(conn, "SELECT 1 FROM pg_publication WHERE pubname = $1", 1, vals, &res,
-              "look up the publication", err) != 0) {
+    if (apply_exec(conn, "SELECT 1 FROM pg_publication WHERE pubname = $1", 1, vals, &res,
+                   "look up the publication", err) != 0) {
       PQfinish(conn);
       return NULL;
     }
@@ -1275,7 +1293,7 @@ CdcSlot *cdc_slot_create (const char *source, const char *slot, const char *publ
       Buf sql = BUF_INIT;
       int rc;
       buf_puts(&sql, "CREATE PUBLICATION ");
-      quote_name(&sql, publication);
+      apply_quote_ident(&sql, publication, strlen(publication));
       if (tables == NULL || tables[0] == '\0') {
         buf_puts(&sql, " FOR ALL TABLES");
       } else {
@@ -1296,7 +1314,7 @@ CdcSlot *cdc_slot_create (const char *source, const char *slot, const char *publ
           p += n;
         }
       }
-      rc = exec1(conn, sql.data, 0, NULL, NULL, "create the publication", err);
+      rc = apply_exec(conn, sql.data, 0, NULL, NULL, "create the publication", err);
       buf_free(&sql);
       if (rc != 0) {
         PQclear(res);
@@ -1327,6 +1345,8 @@ CdcSlot *cdc_slot_create (const char *source, const char *slot, const char *publ
   return s;
 }
 
+/* End the exporting session (the snapshot goes) and free s; the slot
+   itself stays.  NULL is a no-op. */
 void cdc_slot_close (CdcSlot *s) {
   if (s == NULL)
     return;
@@ -1335,6 +1355,9 @@ void cdc_slot_close (CdcSlot *s) {
   free(s);
 }
 
+/* See cdc.h: the slot's state from pg_replication_slots (exists = 0
+   when there is none) and the server's current WAL position.  -1 with
+   err when the source cannot be queried. */
 int cdc_slot_info (const char *source, const char *slot, CdcSlotInfo *out, CdcError *err) {
   char msg[PGCONN_ERRLEN];
   const char *vals[1];
@@ -1347,7 +1370,7 @@ int cdc_slot_info (const char *source, const char *slot, CdcSlotInfo *out, CdcEr
     return -1;
   }
   vals[0] = slot;
-  if (exec1(conn,
+  if (apply_exec(conn,
         "SELECT CASE WHEN pg_is_in_recovery() THEN pg_last_wal_replay_lsn() ELSE pg_current_wal_lsn() END, "
         "s.active, s.restart_lsn, s.confirmed_flush_lsn, s.wal_status, "
         "pg_wal_lsn_diff(CASE WHEN pg_is_in_recovery() THEN pg_last_wal_replay_lsn() "
@@ -1374,6 +1397,9 @@ int cdc_slot_info (const char *source, const char *slot, CdcSlotInfo *out, CdcEr
   return 0;
 }
 
+/* See cdc.h: drop what exists of the slot and publication (source) and
+   the progress origin and row (target); missing objects are fine.
+   -1 with err on the first failure. */
 int cdc_drop (const char *source, const char *slot, const char *publication,
               const char *target, const char *origin, CdcError *err) {
   char msg[PGCONN_ERRLEN];
@@ -1389,8 +1415,8 @@ int cdc_drop (const char *source, const char *slot, const char *publication,
       int tries;
       vals[0] = slot;
       for (tries = 0;; tries++) {
-        if (exec1(conn, "SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots "
-                  "WHERE slot_name = $1", 1, vals, NULL, "drop the replication slot", err) == 0)
+        if (apply_exec(conn, "SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots "
+                       "WHERE slot_name = $1", 1, vals, NULL, "drop the replication slot", err) == 0)
           break;
         if (strcmp(err->sqlstate, "55006") != 0 || tries >= 50) {
           PQfinish(conn);
@@ -1403,8 +1429,8 @@ int cdc_drop (const char *source, const char *slot, const char *publication,
       Buf sql = BUF_INIT;
       int rc;
       buf_puts(&sql, "DROP PUBLICATION IF EXISTS ");
-      quote_name(&sql, publication);
-      rc = exec1(conn, sql.data, 0, NULL, NULL, "drop the publication", err);
+      apply_quote_ident(&sql, publication, strlen(publication));
+      rc = apply_exec(conn, sql.data, 0, NULL, NULL, "drop the publication", err);
       buf_free(&sql);
       if (rc != 0) {
         PQfinish(conn);

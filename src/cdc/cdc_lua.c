@@ -35,6 +35,7 @@
 #include <time.h>
 
 #include "cdc/cdc.h"
+#include "host/luax.h"
 #include "host/modules.h"
 #include "util/buf.h"
 #include "util/interrupt.h"
@@ -60,6 +61,7 @@ typedef struct LSlot {
 ** =======================================================
 */
 
+/* __tostring of core.cdc.error objects: their message. */
 static int error_tostring (lua_State *L) {
   lua_getfield(L, 1, "message");
   if (!lua_isstring(L, -1)) {
@@ -69,83 +71,25 @@ static int error_tostring (lua_State *L) {
   return 1;
 }
 
-static void setstr (lua_State *L, const char *k, const char *v) {
-  if (v != NULL && v[0] != '\0') {
-    lua_pushstring(L, v);
-    lua_setfield(L, -2, k);
-  }
-}
-
-/* Raise a core.cdc.error built from a CdcError. */
+/*
+** Raise a core.cdc.error built from a CdcError: op, kind, message,
+** sqlstate, table, column (empty ones left out) and retryable.  The
+** CdcError's text is already redacted by cdc.c.  Never returns.
+*/
 static int cdc_raise (lua_State *L, const char *op, const CdcError *e) {
-  lua_createtable(L, 0, 7);
-  setstr(L, "op", op);
-  setstr(L, "kind", cdc_err_kind_name(e->kind));
-  setstr(L, "message", e->message[0] ? e->message : "unknown error");
-  setstr(L, "sqlstate", e->sqlstate);
-  setstr(L, "table", e->table);
-  setstr(L, "column", e->column);
-  lua_pushboolean(L, e->retryable);
-  lua_setfield(L, -2, "retryable");
-  luaL_setmetatable(L, CDC_ERROR);
+  luax_push_error(L, CDC_ERROR, "op", op, "kind", cdc_err_kind_name(e->kind),
+                  "message", e->message[0] ? e->message : "unknown error",
+                  "sqlstate", e->sqlstate, "table", e->table, "column", e->column, NULL);
+  luax_setbool(L, "retryable", e->retryable);
   return lua_error(L);
 }
 
+/* Raise a core.cdc.error of 'kind' with the message 'msg'. */
 static int raise_msg (lua_State *L, const char *op, CdcErrKind kind, const char *msg) {
   CdcError e;
   cdc_err_clear(&e);
   cdc_err_set(&e, kind, 0, "%s", msg);
   return cdc_raise(L, op, &e);
-}
-
-static const char *opt_string (lua_State *L, int t, const char *k, const char *def) {
-  const char *s;
-  lua_getfield(L, t, k);
-  if (lua_isnil(L, -1)) {
-    lua_pop(L, 1);
-    return def;
-  }
-  if (lua_type(L, -1) != LUA_TSTRING)
-    luaL_error(L, "option '%s' must be a string", k);
-  s = lua_tostring(L, -1);   /* anchored by the options table */
-  lua_pop(L, 1);
-  return s;
-}
-
-static const char *req_string (lua_State *L, int t, const char *k) {
-  const char *s = opt_string(L, t, k, NULL);
-  if (s == NULL || s[0] == '\0')
-    luaL_error(L, "option '%s' is required", k);
-  return s;
-}
-
-static lua_Integer opt_int (lua_State *L, int t, const char *k, lua_Integer def) {
-  lua_Integer v;
-  int isnum;
-  lua_getfield(L, t, k);
-  if (lua_isnil(L, -1)) {
-    lua_pop(L, 1);
-    return def;
-  }
-  v = lua_tointegerx(L, -1, &isnum);
-  if (!isnum)
-    luaL_error(L, "option '%s' must be an integer", k);
-  lua_pop(L, 1);
-  return v;
-}
-
-static int opt_bool (lua_State *L, int t, const char *k, int def) {
-  int v;
-  lua_getfield(L, t, k);
-  if (lua_isnil(L, -1)) {
-    lua_pop(L, 1);
-    return def;
-  }
-  if (!lua_isboolean(L, -1))
-    luaL_error(L, "option '%s' must be a boolean", k);
-  v = lua_toboolean(L, -1);
-  lua_pop(L, 1);
-  return v;
 }
 
 /* A size: an integer (bytes) or a string like "64MB", "512kB", "1GB". */
@@ -206,9 +150,16 @@ static const char *opt_list (lua_State *L, int t, const char *k) {
   return NULL;
 }
 
+/* Push an LSN as its "X/Y" text. */
 static void pushlsn (lua_State *L, PgLsn lsn) {
   char b[PGO_LSN_BUFSZ];
   lua_pushstring(L, pgo_lsn_format(lsn, b));
+}
+
+/* t[k] = "X/Y" for the table at the top of the stack. */
+static void setlsn (lua_State *L, const char *k, PgLsn lsn) {
+  pushlsn(L, lsn);
+  lua_setfield(L, -2, k);
 }
 
 /* An LSN argument: "X/Y" or a non-negative integer. */
@@ -224,21 +175,19 @@ static PgLsn checklsn (lua_State *L, int arg) {
   return lsn;
 }
 
+/* Monotonic clock, in seconds, for the waits below. */
 static double mono (void) {
   struct timespec ts;
   clock_gettime(CLOCK_MONOTONIC, &ts);
   return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
 }
 
+/* Raise a core.cdc.error with interrupted = true after SIGINT. */
 static void interrupted (lua_State *L, const char *op) {
   if (interrupt_requested()) {
-    lua_createtable(L, 0, 4);
-    setstr(L, "op", op);
-    setstr(L, "kind", "interrupted");
-    setstr(L, "message", "interrupted");
-    lua_pushboolean(L, 1);
-    lua_setfield(L, -2, "interrupted");
-    luaL_setmetatable(L, CDC_ERROR);
+    luax_push_error(L, CDC_ERROR, "op", op, "kind", "interrupted", "message", "interrupted",
+                    NULL);
+    luax_setbool(L, "interrupted", 1);
     lua_error(L);
   }
 }
@@ -261,13 +210,11 @@ static int l_create_slot (lua_State *L) {
   LSlot *s;
   CdcError err;
   luaL_checktype(L, 1, LUA_TTABLE);
-  source = req_string(L, 1, "source");
-  slot = req_string(L, 1, "slot");
-  pub = opt_string(L, 1, "publication", NULL);
+  source = luax_req_string(L, 1, "source");
+  slot = luax_req_string(L, 1, "slot");
+  pub = luax_opt_string(L, 1, "publication", NULL);
   tables = opt_list(L, 1, "tables");
-  s = (LSlot *)lua_newuserdatauv(L, sizeof(LSlot), 0);
-  memset(s, 0, sizeof(*s));   /* closed until the slot exists */
-  luaL_setmetatable(L, CDC_SLOT);
+  s = (LSlot *)luax_newudata(L, sizeof(LSlot), 0, CDC_SLOT);   /* closed until the slot exists */
   cdc_err_clear(&err);
   s->slot = cdc_slot_create(source, slot, pub, tables, &err);
   if (s->slot == NULL)
@@ -276,6 +223,8 @@ static int l_create_slot (lua_State *L) {
   return 1;
 }
 
+/* slot:close(), __gc and __close: end the exporting session (its
+   snapshot stops being importable).  Idempotent, never raises. */
 static int slot_close (lua_State *L) {
   LSlot *s = checkslot(L);
   if (s->slot != NULL) {
@@ -285,6 +234,9 @@ static int slot_close (lua_State *L) {
   return 0;
 }
 
+/* __index of a slot: name, lsn, snapshot (nil when none was exported),
+   plugin, open, close.  Reads the copy kept in the box, so it works
+   after close too. */
 static int slot_index (lua_State *L) {
   LSlot *s = checkslot(L);
   const char *k = luaL_checkstring(L, 2);
@@ -305,6 +257,7 @@ static int slot_index (lua_State *L) {
   return 1;
 }
 
+/* __tostring of a slot. */
 static int slot_tostring (lua_State *L) {
   LSlot *s = checkslot(L);
   char b[PGO_LSN_BUFSZ];
@@ -319,25 +272,19 @@ static int l_slot_info (lua_State *L) {
   CdcError err;
   luaL_checktype(L, 1, LUA_TTABLE);
   cdc_err_clear(&err);
-  if (cdc_slot_info(req_string(L, 1, "source"), req_string(L, 1, "slot"), &si, &err) != 0)
+  if (cdc_slot_info(luax_req_string(L, 1, "source"), luax_req_string(L, 1, "slot"), &si, &err) != 0)
     return cdc_raise(L, "cdc.slot_info", &err);
   lua_createtable(L, 0, 7);
-  lua_pushboolean(L, si.exists);
-  lua_setfield(L, -2, "exists");
-  pushlsn(L, si.current_lsn);
-  lua_setfield(L, -2, "current_lsn");
+  luax_setbool(L, "exists", si.exists);
+  setlsn(L, "current_lsn", si.current_lsn);
   if (si.exists) {
-    lua_pushboolean(L, si.active);
-    lua_setfield(L, -2, "active");
-    pushlsn(L, si.restart_lsn);
-    lua_setfield(L, -2, "restart_lsn");
-    pushlsn(L, si.confirmed_lsn);
-    lua_setfield(L, -2, "confirmed_lsn");
-    if (si.retained_bytes >= 0) {
-      lua_pushinteger(L, si.retained_bytes);
-      lua_setfield(L, -2, "retained_bytes");
-    }
-    setstr(L, "wal_status", si.wal_status);
+    luax_setbool(L, "active", si.active);
+    setlsn(L, "restart_lsn", si.restart_lsn);
+    setlsn(L, "confirmed_lsn", si.confirmed_lsn);
+    if (si.retained_bytes >= 0)
+      luax_setint(L, "retained_bytes", si.retained_bytes);
+    if (si.wal_status[0] != '\0')
+      luax_setstr(L, "wal_status", si.wal_status);
   }
   return 1;
 }
@@ -348,9 +295,9 @@ static int l_drop (lua_State *L) {
   const char *slot;
   luaL_checktype(L, 1, LUA_TTABLE);
   cdc_err_clear(&err);
-  slot = opt_string(L, 1, "slot", NULL);
-  if (cdc_drop(opt_string(L, 1, "source", NULL), slot, opt_string(L, 1, "publication", NULL),
-               opt_string(L, 1, "target", NULL), opt_string(L, 1, "origin", slot), &err) != 0)
+  slot = luax_opt_string(L, 1, "slot", NULL);
+  if (cdc_drop(luax_opt_string(L, 1, "source", NULL), slot, luax_opt_string(L, 1, "publication", NULL),
+               luax_opt_string(L, 1, "target", NULL), luax_opt_string(L, 1, "origin", slot), &err) != 0)
     return cdc_raise(L, "cdc.drop", &err);
   lua_pushboolean(L, 1);
   return 1;
@@ -377,26 +324,26 @@ static int l_start (lua_State *L) {
   const char *progress;
   luaL_checktype(L, 1, LUA_TTABLE);
   memset(&cfg, 0, sizeof(cfg));
-  cfg.source = req_string(L, 1, "source");
-  cfg.target = req_string(L, 1, "target");
-  cfg.slot = req_string(L, 1, "slot");
+  cfg.source = luax_req_string(L, 1, "source");
+  cfg.target = luax_req_string(L, 1, "target");
+  cfg.slot = luax_req_string(L, 1, "slot");
   cfg.publication = opt_list(L, 1, "publication");
   if (cfg.publication == NULL || cfg.publication[0] == '\0')
     luaL_error(L, "option 'publication' is required");
-  cfg.origin = opt_string(L, 1, "origin", NULL);
-  cfg.state_dir = opt_string(L, 1, "state_dir", NULL);
-  cfg.batch = (int)opt_int(L, 1, "batch", 20000);
-  cfg.group_txns = (int)opt_int(L, 1, "group", 1000);
-  cfg.set_threshold = (int)opt_int(L, 1, "set_threshold", 500);
+  cfg.origin = luax_opt_string(L, 1, "origin", NULL);
+  cfg.state_dir = luax_opt_string(L, 1, "state_dir", NULL);
+  cfg.batch = (int)luax_opt_int(L, 1, "batch", 20000);
+  cfg.group_txns = (int)luax_opt_int(L, 1, "group", 1000);
+  cfg.set_threshold = (int)luax_opt_int(L, 1, "set_threshold", 500);
   cfg.memory_cap = opt_size(L, 1, "memory_cap", 64u << 20);
-  cfg.proto_version = (int)opt_int(L, 1, "proto_version", 0);
-  cfg.status_interval_ms = (int)(opt_int(L, 1, "status_interval", 1) * 1000);
-  cfg.receive_timeout_ms = (int)(opt_int(L, 1, "receive_timeout", 60) * 1000);
-  cfg.replica_role = opt_bool(L, 1, "replica_role", 1);
+  cfg.proto_version = (int)luax_opt_int(L, 1, "proto_version", 0);
+  cfg.status_interval_ms = (int)(luax_opt_int(L, 1, "status_interval", 1) * 1000);
+  cfg.receive_timeout_ms = (int)(luax_opt_int(L, 1, "receive_timeout", 60) * 1000);
+  cfg.replica_role = luax_opt_bool(L, 1, "replica_role", 1);
   lua_getfield(L, 1, "streaming");
   cfg.streaming = lua_isnil(L, -1) ? -1 : lua_toboolean(L, -1);
   lua_pop(L, 1);
-  progress = opt_string(L, 1, "progress", "auto");
+  progress = luax_opt_string(L, 1, "progress", "auto");
   if (strcmp(progress, "auto") == 0) cfg.progress = APPLY_PROGRESS_AUTO;
   else if (strcmp(progress, "origin") == 0) cfg.progress = APPLY_PROGRESS_ORIGIN;
   else if (strcmp(progress, "table") == 0) cfg.progress = APPLY_PROGRESS_TABLE;
@@ -404,10 +351,8 @@ static int l_start (lua_State *L) {
   if (cfg.batch < 1 || cfg.group_txns < 1 || cfg.set_threshold < 0 ||
       cfg.proto_version < 0 || cfg.proto_version > 2)
     luaL_error(L, "options batch and group must be >= 1, set_threshold >= 0, proto_version 0, 1 or 2");
-  w = (LWorker *)lua_newuserdatauv(L, sizeof(LWorker), 0);
-  memset(w, 0, sizeof(*w));   /* stopped until the worker runs */
+  w = (LWorker *)luax_newudata(L, sizeof(LWorker), 0, CDC_WORKER);   /* stopped until it runs */
   w->stopped = 1;
-  luaL_setmetatable(L, CDC_WORKER);
   cdc_err_clear(&err);
   w->cdc = cdc_start(&cfg, &err);
   if (w->cdc == NULL)
@@ -416,6 +361,7 @@ static int l_start (lua_State *L) {
   return 1;
 }
 
+/* The worker's current status, or its final one once stopped. */
 static void getstatus (LWorker *w, CdcStatus *st) {
   if (w->cdc != NULL)
     cdc_get_status(w->cdc, st);
@@ -423,71 +369,55 @@ static void getstatus (LWorker *w, CdcStatus *st) {
     *st = w->final;
 }
 
-static void setint (lua_State *L, const char *k, lua_Integer v) {
-  lua_pushinteger(L, v);
-  lua_setfield(L, -2, k);
-}
-
+/* Push the lag table of worker:lag() (also the base of the status). */
 static void push_lag (lua_State *L, const CdcStatus *st) {
   lua_createtable(L, 0, 8);
-  setint(L, "bytes", (lua_Integer)st->lag_bytes);
-  lua_pushnumber(L, st->lag_seconds);
-  lua_setfield(L, -2, "seconds");
-  pushlsn(L, st->applied_lsn);
-  lua_setfield(L, -2, "applied_lsn");
-  pushlsn(L, st->source_lsn);
-  lua_setfield(L, -2, "source_lsn");
-  pushlsn(L, st->received_lsn);
-  lua_setfield(L, -2, "received_lsn");
+  luax_setint(L, "bytes", (lua_Integer)st->lag_bytes);
+  luax_setnum(L, "seconds", st->lag_seconds);
+  setlsn(L, "applied_lsn", st->applied_lsn);
+  setlsn(L, "source_lsn", st->source_lsn);
+  setlsn(L, "received_lsn", st->received_lsn);
   if (st->retained_bytes >= 0)
-    setint(L, "retained_bytes", st->retained_bytes);
-  if (st->last_commit_time > 0) {
-    lua_pushnumber(L, st->last_commit_time);
-    lua_setfield(L, -2, "last_commit_time");
-  }
+    luax_setint(L, "retained_bytes", st->retained_bytes);
+  if (st->last_commit_time > 0)
+    luax_setnum(L, "last_commit_time", st->last_commit_time);
 }
 
+/* Push the status table of worker:status(): the lag fields, the state,
+   the LSNs, the counters and the last error (when there is one). */
 static void push_status (lua_State *L, const CdcStatus *st) {
   push_lag(L, st);
-  lua_pushstring(L, cdc_state_name(st->state));
-  lua_setfield(L, -2, "state");
-  pushlsn(L, st->commit_lsn);
-  lua_setfield(L, -2, "commit_lsn");
-  pushlsn(L, st->start_lsn);
-  lua_setfield(L, -2, "start_lsn");
-  if (st->pause_lsn != 0) {
-    pushlsn(L, st->pause_lsn);
-    lua_setfield(L, -2, "pause_lsn");
-  }
-  lua_pushboolean(L, st->state == CDC_PAUSED);
-  lua_setfield(L, -2, "paused");
-  setint(L, "txns", (lua_Integer)st->stats.txns);
-  setint(L, "commits", (lua_Integer)st->stats.commits);
-  setint(L, "inserts", (lua_Integer)st->stats.inserts);
-  setint(L, "updates", (lua_Integer)st->stats.updates);
-  setint(L, "deletes", (lua_Integer)st->stats.deletes);
-  setint(L, "truncates", (lua_Integer)st->stats.truncates);
-  setint(L, "set_segments", (lua_Integer)st->stats.set_segments);
-  setint(L, "fallbacks", (lua_Integer)st->stats.fallbacks);
-  setint(L, "missing_rows", (lua_Integer)st->stats.missing);
-  setint(L, "bytes_applied", (lua_Integer)st->stats.bytes);
-  setint(L, "queued_txns", (lua_Integer)st->queued_txns);
-  setint(L, "received_txns", (lua_Integer)st->received_txns);
-  setint(L, "spilled_txns", (lua_Integer)st->spilled_txns);
-  setint(L, "reconnects", st->reconnects);
-  lua_pushnumber(L, st->recv_wait_s);
-  lua_setfield(L, -2, "receiver_wait_seconds");
-  lua_pushnumber(L, st->apply_idle_s);
-  lua_setfield(L, -2, "apply_idle_seconds");
-  setint(L, "proto_version", st->proto_version);
-  lua_pushboolean(L, st->streaming);
-  lua_setfield(L, -2, "streaming");
-  setstr(L, "progress", st->progress);
-  setint(L, "apply_pid", st->apply_pid);
-  setint(L, "stream_pid", st->stream_pid);
+  luax_setstr(L, "state", cdc_state_name(st->state));
+  setlsn(L, "commit_lsn", st->commit_lsn);
+  setlsn(L, "start_lsn", st->start_lsn);
+  if (st->pause_lsn != 0)
+    setlsn(L, "pause_lsn", st->pause_lsn);
+  luax_setbool(L, "paused", st->state == CDC_PAUSED);
+  luax_setint(L, "txns", (lua_Integer)st->stats.txns);
+  luax_setint(L, "commits", (lua_Integer)st->stats.commits);
+  luax_setint(L, "inserts", (lua_Integer)st->stats.inserts);
+  luax_setint(L, "updates", (lua_Integer)st->stats.updates);
+  luax_setint(L, "deletes", (lua_Integer)st->stats.deletes);
+  luax_setint(L, "truncates", (lua_Integer)st->stats.truncates);
+  luax_setint(L, "set_segments", (lua_Integer)st->stats.set_segments);
+  luax_setint(L, "fallbacks", (lua_Integer)st->stats.fallbacks);
+  luax_setint(L, "missing_rows", (lua_Integer)st->stats.missing);
+  luax_setint(L, "bytes_applied", (lua_Integer)st->stats.bytes);
+  luax_setint(L, "queued_txns", (lua_Integer)st->queued_txns);
+  luax_setint(L, "received_txns", (lua_Integer)st->received_txns);
+  luax_setint(L, "spilled_txns", (lua_Integer)st->spilled_txns);
+  luax_setint(L, "reconnects", st->reconnects);
+  luax_setnum(L, "receiver_wait_seconds", st->recv_wait_s);
+  luax_setnum(L, "apply_idle_seconds", st->apply_idle_s);
+  luax_setint(L, "proto_version", st->proto_version);
+  luax_setbool(L, "streaming", st->streaming);
+  if (st->progress[0] != '\0')
+    luax_setstr(L, "progress", st->progress);
+  luax_setint(L, "apply_pid", st->apply_pid);
+  luax_setint(L, "stream_pid", st->stream_pid);
   if (st->error.message[0] != '\0') {
-    setstr(L, "error", st->error.message);
-    setstr(L, "error_kind", cdc_err_kind_name(st->error.kind));
+    luax_setstr(L, "error", st->error.message);
+    luax_setstr(L, "error_kind", cdc_err_kind_name(st->error.kind));
   }
 }
 
@@ -497,6 +427,7 @@ static void check_failed (lua_State *L, const CdcStatus *st, const char *op) {
     cdc_raise(L, op, &st->error);
 }
 
+/* worker:status() -> status table; never raises on a failed worker. */
 static int w_status (lua_State *L) {
   CdcStatus st;
   getstatus(checkworker(L), &st);
@@ -504,6 +435,7 @@ static int w_status (lua_State *L) {
   return 1;
 }
 
+/* worker:lag() -> lag table. */
 static int w_lag (lua_State *L) {
   CdcStatus st;
   getstatus(checkworker(L), &st);
@@ -572,6 +504,9 @@ static int w_wait_until (lua_State *L) {
   return 1;
 }
 
+/* worker:pause_at(lsn): stop applying after the last transaction
+   ending at or before lsn (cdc_pause_at); raises when the worker was
+   stopped. */
 static int w_pause_at (lua_State *L) {
   LWorker *w = checkworker(L);
   PgLsn lsn = checklsn(L, 2);
@@ -581,6 +516,7 @@ static int w_pause_at (lua_State *L) {
   return 0;
 }
 
+/* worker:resume(): lift a pause; nothing once stopped. */
 static int w_resume (lua_State *L) {
   LWorker *w = checkworker(L);
   if (w->cdc != NULL)
@@ -588,11 +524,12 @@ static int w_resume (lua_State *L) {
   return 0;
 }
 
-/* worker:stop([timeout]): finish the group in flight, stop, close.
-   Idempotent; also __gc and __close.  Returns the final status. */
-static int w_stop (lua_State *L) {
-  LWorker *w = checkworker(L);
-  double timeout = luaL_optnumber(L, 2, 30);
+/*
+** Stop a running worker within 'timeout' seconds (the group in flight
+** finishes), keep its last status in w->final and free it.  Nothing to
+** do once stopped.  Never raises.
+*/
+static void stop_worker (LWorker *w, double timeout) {
   if (w->cdc != NULL) {
     cdc_stop(w->cdc, timeout);
     cdc_get_status(w->cdc, &w->final);
@@ -600,23 +537,25 @@ static int w_stop (lua_State *L) {
     w->cdc = NULL;
     w->stopped = 1;
   }
+}
+
+/* worker:stop([timeout]) (also worker:close): finish the group in
+   flight, stop, close.  Idempotent.  Returns the final status. */
+static int w_stop (lua_State *L) {
+  LWorker *w = checkworker(L);
+  stop_worker(w, luaL_optnumber(L, 2, 30));
   push_status(L, &w->final);
   return 1;
 }
 
 /* __close(obj, err): like stop with the default timeout, no result. */
 static int w_close (lua_State *L) {
-  LWorker *w = checkworker(L);
-  if (w->cdc != NULL) {
-    cdc_stop(w->cdc, 30);
-    cdc_get_status(w->cdc, &w->final);
-    cdc_free(w->cdc);
-    w->cdc = NULL;
-    w->stopped = 1;
-  }
+  stop_worker(checkworker(L), 30);
   return 0;
 }
 
+/* __gc: free a worker that was never stopped (cdc_free stops it
+   first).  Never raises. */
 static int w_gc (lua_State *L) {
   LWorker *w = checkworker(L);
   if (w->cdc != NULL) {
@@ -626,6 +565,7 @@ static int w_gc (lua_State *L) {
   return 0;
 }
 
+/* __tostring of a worker: its state and applied LSN. */
 static int w_tostring (lua_State *L) {
   LWorker *w = checkworker(L);
   CdcStatus st;
@@ -656,19 +596,7 @@ static int l_lsn_int (lua_State *L) {
   return 1;
 }
 
-static void createmeta (lua_State *L, const char *name, const luaL_Reg *metameth,
-                        const luaL_Reg *methods) {
-  luaL_newmetatable(L, name);
-  if (metameth != NULL)
-    luaL_setfuncs(L, metameth, 0);
-  if (methods != NULL) {
-    lua_newtable(L);
-    luaL_setfuncs(L, methods, 0);
-    lua_setfield(L, -2, "__index");
-  }
-  lua_pop(L, 1);
-}
-
+/* Open the module: the three metatables, then the function table. */
 int luaopen_core_cdc (lua_State *L) {
   static const luaL_Reg funcs[] = {
     {"create_slot", l_create_slot},
@@ -706,9 +634,9 @@ int luaopen_core_cdc (lua_State *L) {
     {NULL, NULL}
   };
   static const luaL_Reg error_meta[] = {{"__tostring", error_tostring}, {NULL, NULL}};
-  createmeta(L, CDC_WORKER, worker_meta, worker_methods);
-  createmeta(L, CDC_SLOT, slot_meta, NULL);
-  createmeta(L, CDC_ERROR, error_meta, NULL);
+  luax_createmeta(L, CDC_WORKER, worker_meta, worker_methods);
+  luax_createmeta(L, CDC_SLOT, slot_meta, NULL);
+  luax_createmeta(L, CDC_ERROR, error_meta, NULL);
   luaL_newlib(L, funcs);
   return 1;
 }

@@ -17,6 +17,8 @@ void cdc_err_clear (CdcError *e) {
   memset(e, 0, sizeof(*e));
 }
 
+/* See cdcerr.h: format the message, redact it (known secrets masked)
+   and store it truncated to the buffer; NULL e is a no-op. */
 void cdc_err_set (CdcError *e, CdcErrKind kind, int retryable, const char *fmt, ...) {
   va_list ap;
   Buf b = BUF_INIT;
@@ -34,6 +36,9 @@ void cdc_err_set (CdcError *e, CdcErrKind kind, int retryable, const char *fmt, 
   buf_free(&b);
 }
 
+/* SQLSTATE classes worth a retry: connection (08), operator
+   intervention (57P), transaction rollback (40), insufficient
+   resources (53), object in use / lock not available. */
 static int retryable_state (const char *s) {
   if (s == NULL || s[0] == '\0')
     return 0;
@@ -42,6 +47,9 @@ static int retryable_state (const char *s) {
          strcmp(s, "55006") == 0 || strcmp(s, "55P03") == 0 ? 1 : 0;
 }
 
+/* See cdcerr.h: "what: libpq message" on one line, kind connection
+   for a broken connection or SQLSTATE 08/57P (else sql), retryable as
+   retryable_state() says, and the SQLSTATE. */
 void cdc_err_from_pg (CdcError *e, const char *what, const PGresult *res, PGconn *conn) {
   char msg[PGCONN_ERRLEN];
   const char *state = res != NULL ? PQresultErrorField(res, PG_DIAG_SQLSTATE) : NULL;
@@ -58,6 +66,7 @@ void cdc_err_from_pg (CdcError *e, const char *what, const PGresult *res, PGconn
   strlcpy_(e->sqlstate, state != NULL ? state : "", sizeof(e->sqlstate));
 }
 
+/* The kind's name as shown in error objects ("connection", "sql", ...). */
 const char *cdc_err_kind_name (CdcErrKind kind) {
   switch (kind) {
     case CDC_ERR_NONE: return "none";

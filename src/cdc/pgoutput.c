@@ -31,6 +31,7 @@ uint32_t pgo_get_u32 (const uint8_t *p) {
   return ((uint32_t)p[0] << 24) | ((uint32_t)p[1] << 16) | ((uint32_t)p[2] << 8) | p[3];
 }
 
+/* Store v big-endian (network order) in p[0..8). */
 void pgo_put_u64 (uint8_t *p, uint64_t v) {
   int i;
   for (i = 7; i >= 0; i--) {
@@ -39,6 +40,8 @@ void pgo_put_u64 (uint8_t *p, uint64_t v) {
   }
 }
 
+/* Whether n more bytes are there; if not, the reader fails with 'what'
+   (the first failure sticks: later reads return zero values). */
 static int need (Reader *r, size_t n, const char *what) {
   if (r->failed != NULL)
     return 0;
@@ -49,6 +52,7 @@ static int need (Reader *r, size_t n, const char *what) {
   return 1;
 }
 
+/* Big-endian integer readers: 0 once the reader failed. */
 static uint8_t rd_u8 (Reader *r, const char *what) {
   if (!need(r, 1, what))
     return 0;
@@ -108,10 +112,12 @@ static const char *rd_bytes (Reader *r, size_t n, const char *what) {
   return s;
 }
 
+/* Bytes left to read (0 after a failure). */
 static size_t left (const Reader *r) {
   return r->failed != NULL ? 0 : r->len - r->pos;
 }
 
+/* Make room for n values in m->valbuf (reused between messages). */
 static void grow_vals (PgoMsg *m, size_t n) {
   if (n > m->valcap) {
     size_t cap = m->valcap ? m->valcap : 16;
@@ -178,6 +184,8 @@ static void rd_stream_xid (Reader *r, const PgoDecoder *d, PgoMsg *m) {
   }
 }
 
+/* Relation: id, names, replica identity and the columns (name, type,
+   typmod, key flag) into m->colbuf. */
 static void dec_relation (Reader *r, const PgoDecoder *d, PgoMsg *m) {
   int i, n;
   rd_stream_xid(r, d, m);
@@ -221,6 +229,8 @@ static void dec_relation (Reader *r, const PgoDecoder *d, PgoMsg *m) {
   m->cols = m->colbuf;
 }
 
+/* Insert, Update, Delete: the relation and the tuples the tags announce
+   (old key or old row, new row). */
 static void dec_change (Reader *r, const PgoDecoder *d, PgoMsg *m) {
   size_t used = 0;
   uint8_t tag;
@@ -265,6 +275,8 @@ static void dec_change (Reader *r, const PgoDecoder *d, PgoMsg *m) {
     m->newtup.vals = m->valbuf + (m->kind == PGO_UPDATE ? used : 0);
 }
 
+/* Truncate: options (CASCADE, RESTART IDENTITY) and relation ids into
+   m->relbuf. */
 static void dec_truncate (Reader *r, const PgoDecoder *d, PgoMsg *m) {
   uint32_t n, i;
   rd_stream_xid(r, d, m);
@@ -290,6 +302,7 @@ static void dec_truncate (Reader *r, const PgoDecoder *d, PgoMsg *m) {
   m->relids = m->relbuf;
 }
 
+/* Logical decoding message: flags, LSN, prefix and content. */
 static void dec_message (Reader *r, const PgoDecoder *d, PgoMsg *m) {
   rd_stream_xid(r, d, m);
   m->flags = rd_u8(r, "message flags");
@@ -301,6 +314,7 @@ static void dec_message (Reader *r, const PgoDecoder *d, PgoMsg *m) {
   m->content = rd_bytes(r, m->content_len, "message content");
 }
 
+/* A decoder for protocol version proto_version, outside any stream. */
 void pgo_decoder_init (PgoDecoder *d, int proto_version) {
   d->proto_version = proto_version;
   d->in_stream = 0;
@@ -311,6 +325,7 @@ void pgo_msg_init (PgoMsg *m) {
   memset(m, 0, sizeof(*m));
 }
 
+/* Free the buffers m owns and reset it for reuse. */
 void pgo_msg_free (PgoMsg *m) {
   free(m->valbuf);
   free(m->colbuf);
@@ -331,6 +346,7 @@ static void msg_clear (PgoMsg *m) {
   m->nspname = m->relname = m->prefix = m->origin = "";
 }
 
+/* The protocol's name of a message kind, for messages and tests. */
 const char *pgo_kind_name (int kind) {
   switch (kind) {
     case PGO_BEGIN: return "Begin";
@@ -351,6 +367,7 @@ const char *pgo_kind_name (int kind) {
   }
 }
 
+/* Format a decoding error into err (when given); returns -1. */
 static int fail (char *err, size_t errlen, const char *fmt, ...) {
   va_list ap;
   va_start(ap, fmt);
@@ -360,6 +377,8 @@ static int fail (char *err, size_t errlen, const char *fmt, ...) {
   return -1;
 }
 
+/* See pgoutput.h: one message, by its kind byte; the decoder's stream
+   state changes only when the whole message decoded. */
 int pgo_decode (PgoDecoder *d, const uint8_t *data, size_t len, PgoMsg *m,
                 char *err, size_t errlen) {
   Reader r;
@@ -474,6 +493,7 @@ int pgo_decode (PgoDecoder *d, const uint8_t *data, size_t len, PgoMsg *m,
   return 0;
 }
 
+/* See pgoutput.h: "X/Y" with 1 to 8 hex digits on each side. */
 int pgo_lsn_parse (const char *s, PgLsn *lsn) {
   uint64_t hi = 0, lo = 0;
   int nh = 0, nl = 0;

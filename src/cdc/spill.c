@@ -10,6 +10,8 @@
 #include <string.h>
 #include <unistd.h>
 
+/* An empty buffer keeping up to 'cap' bytes in memory before spilling
+   to a file in dir (default /tmp); the buffer owns a copy of dir. */
 void spill_init (SpillBuf *sb, const char *dir, size_t cap) {
   buf_init(&sb->mem);
   sb->fd = -1;
@@ -19,6 +21,8 @@ void spill_init (SpillBuf *sb, const char *dir, size_t cap) {
   sb->nrecords = 0;
 }
 
+/* Close the spill file (it was unlinked at creation: the space goes
+   back) and free the memory part; the buffer can be spill_init'ed again. */
 void spill_free (SpillBuf *sb) {
   if (sb->fd >= 0)
     close(sb->fd);
@@ -59,6 +63,8 @@ static int open_file (SpillBuf *sb, CdcError *err) {
   return 0;
 }
 
+/* Append n bytes at the end of the file, retrying short writes and
+   EINTR.  -1 with err (CDC_ERR_IO). */
 static int write_at (SpillBuf *sb, const void *data, size_t n, CdcError *err) {
   const char *p = data;
   while (n > 0) {
@@ -77,6 +83,8 @@ static int write_at (SpillBuf *sb, const void *data, size_t n, CdcError *err) {
   return 0;
 }
 
+/* See spill.h: write the memory part to the file (created on first
+   use); after that memory is a write-behind buffer of SPILL_CHUNK. */
 int spill_flush (SpillBuf *sb, CdcError *err) {
   if (sb->fd < 0 && open_file(sb, err) != 0)
     return -1;
@@ -90,6 +98,8 @@ int spill_flush (SpillBuf *sb, CdcError *err) {
   return 0;
 }
 
+/* See spill.h: a record is a 4-byte length (host order) and its bytes;
+   records bigger than a chunk go straight to the file. */
 int spill_append (SpillBuf *sb, const void *rec, size_t len, CdcError *err) {
   uint32_t hdr;
   size_t limit = sb->fd >= 0 ? SPILL_CHUNK : sb->cap;
@@ -114,6 +124,8 @@ int spill_append (SpillBuf *sb, const void *rec, size_t len, CdcError *err) {
   return 0;
 }
 
+/* See spill.h: cut the memory part, or the file (and drop the memory
+   part) when off lies inside it. */
 int spill_truncate (SpillBuf *sb, uint64_t off, uint64_t nrecords, CdcError *err) {
   if (off > spill_size(sb)) {
     cdc_err_set(err, CDC_ERR_PROTOCOL, 0, "spill: truncate past the end");
@@ -135,6 +147,7 @@ int spill_truncate (SpillBuf *sb, uint64_t off, uint64_t nrecords, CdcError *err
   return 0;
 }
 
+/* A reader at the first record of sb; sb must outlive it. */
 void spill_reader_init (SpillReader *r, SpillBuf *sb) {
   r->sb = sb;
   r->pos = 0;
@@ -169,10 +182,14 @@ static int load (SpillReader *r, uint64_t off, size_t n, CdcError *err) {
   return 0;
 }
 
+/* Whether file bytes [off, off+n) are in the reader's chunk. */
 static int covered (const SpillReader *r, uint64_t off, uint64_t n) {
   return off >= r->chunk_off && off + n <= r->chunk_off + r->chunk.len;
 }
 
+/* See spill.h: the next record, from the file through a chunk of
+   SPILL_CHUNK bytes (or the record's size) or from memory; *rec stays
+   valid until the next read.  Corrupt lengths are CDC_ERR_IO. */
 int spill_read (SpillReader *r, const uint8_t **rec, size_t *len, CdcError *err) {
   SpillBuf *sb = r->sb;
   uint32_t hdr;

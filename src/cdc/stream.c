@@ -13,6 +13,9 @@
 #include "util/buf.h"
 #include "util/log.h"
 
+/* See stream.h: 'w' XLogData (start, end, send time, payload) or 'k'
+   primary keepalive (end, send time, reply requested); any other kind
+   or a short frame is an error.  f->data points into buf. */
 int stream_parse_frame (const uint8_t *buf, size_t len, StreamFrame *f,
                         char *err, size_t errlen) {
   memset(f, 0, sizeof(*f));
@@ -50,6 +53,7 @@ int stream_parse_frame (const uint8_t *buf, size_t len, StreamFrame *f,
   return -1;
 }
 
+/* See stream.h: 'r', the three positions, the time, the reply flag. */
 void stream_build_status (uint8_t *out, PgLsn write, PgLsn flush, PgLsn apply,
                           int64_t now_pg, int reply) {
   out[0] = 'r';
@@ -60,12 +64,14 @@ void stream_build_status (uint8_t *out, PgLsn write, PgLsn flush, PgLsn apply,
   out[33] = reply ? 1 : 0;
 }
 
+/* See stream.h: microseconds since 2000-01-01 UTC. */
 int64_t stream_now_pg (void) {
   struct timeval tv;
   gettimeofday(&tv, NULL);
   return (int64_t)tv.tv_sec * 1000000 + tv.tv_usec - PGO_EPOCH_OFFSET_US;
 }
 
+/* See stream.h: 1-63 of [a-z0-9_], CDC_ERR_CONFIG otherwise. */
 int stream_check_name (const char *what, const char *name, CdcError *err) {
   size_t i, n = name != NULL ? strlen(name) : 0;
   if (n == 0 || n > 63) {
@@ -88,6 +94,8 @@ int stream_proto_for_server (int server_version) {
   return server_version >= 140000 ? 2 : 1;
 }
 
+/* See stream.h: CREATE_REPLICATION_SLOT ... LOGICAL pgoutput on a
+   replication connection; an existing slot is CDC_ERR_CONFIG (42710). */
 int stream_create_slot (PGconn *repl, const char *slot, int temporary, int export_snapshot,
                         SlotInfo *out, CdcError *err) {
   Buf sql = BUF_INIT;
@@ -136,6 +144,10 @@ static void put_pubname (Buf *b, const char *name, size_t n) {
   buf_putc(b, '"');
 }
 
+/* See stream.h: START_REPLICATION with proto_version, the publications
+   (a comma-separated list, each quoted) and streaming when asked and
+   proto >= 2; a missing slot or publication (42704) is a CDC_ERR_CONFIG
+   error, not retryable. */
 int stream_start (PGconn *repl, const char *slot, PgLsn start, int proto,
                   const char *publications, int streaming, CdcError *err) {
   Buf sql = BUF_INIT;
@@ -188,6 +200,10 @@ done:
   return rc;
 }
 
+/* See stream.h: a buffered message at once, else waits for the socket
+   up to timeout_ms and tries once more.  Connection failures are
+   retryable CDC_ERR_CONNECTION errors; an error the server ends the
+   stream with keeps its SQLSTATE. */
 int stream_read (PGconn *repl, int timeout_ms, char **buf, CdcError *err) {
   int n;
   *buf = NULL;
@@ -241,6 +257,7 @@ int stream_read (PGconn *repl, int timeout_ms, char **buf, CdcError *err) {
   return -1;
 }
 
+/* See stream.h: a send failure is a retryable connection error. */
 int stream_send_status (PGconn *repl, PgLsn write, PgLsn flush, PgLsn apply,
                         int reply, CdcError *err) {
   uint8_t msg[STREAM_STATUS_LEN];

@@ -122,6 +122,13 @@ static int copy_result (PGconn *conn, int side, int64_t *rows, CopyRelayResult *
   return ok ? 0 : -1;
 }
 
+/*
+** See copy_relay.h.  Rows are packed into batches of RELAY_BATCH bytes
+** (a bigger row goes out alone); a batch is flushed when full or when
+** the source has nothing ready.  should_stop is polled every
+** STOP_EVERY_ROWS rows and whenever the source is idle.  result says
+** which side failed.
+*/
 CopyRelayStatus copy_relay (PGconn *src, PGconn *dst, const char *out_sql, const char *in_sql,
                             CopyCounters *counters, int (*should_stop)(void *), void *stop_arg,
                             CopyRelayResult *result, char *err, size_t errlen) {

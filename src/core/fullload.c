@@ -27,6 +27,7 @@
 
 static volatile sig_atomic_t global_stop;
 
+/* The stop request every running load polls (async-signal-safe set). */
 void fullload_request_stop (void) { global_stop = 1; }
 void fullload_clear_stop (void) { global_stop = 0; }
 int fullload_stop_requested (void) { return global_stop != 0; }
@@ -42,6 +43,7 @@ int fl_ncpus (void) {
   return n > 0 ? (int)n : 1;
 }
 
+/* See fullload.h: bytes below 1 kB, else one decimal in 1024 units. */
 void fl_format_bytes (int64_t n, char *out, size_t outlen) {
   static const char *const units[] = {"B", "kB", "MB", "GB", "TB"};
   double v = (double)n;
@@ -71,6 +73,8 @@ void fl_unit_clear (FlUnit *u) {
   memset(u, 0, sizeof(*u));
 }
 
+/* See fullload.h: append a pending unit; the plan owns copies of the
+   strings. */
 FlUnit *fl_plan_add (FlPlan *p, const char *id, const char *nspname, const char *relname,
                      const char *columns, const char *where, FlUnitKind kind,
                      int part, int nparts, int binary, int64_t est_bytes, int64_t est_rows) {
@@ -95,6 +99,7 @@ FlUnit *fl_plan_add (FlPlan *p, const char *id, const char *nspname, const char 
   return u;
 }
 
+/* Free every unit and the array; the plan is empty (reusable) after. */
 void fl_plan_free (FlPlan *p) {
   int i;
   for (i = 0; i < p->n; i++)
@@ -103,6 +108,8 @@ void fl_plan_free (FlPlan *p) {
   memset(p, 0, sizeof(*p));
 }
 
+/* Plan order: biggest estimated units first (they bound the load's
+   duration), then by id for a stable order. */
 static int cmp_units (const void *a, const void *b) {
   const FlUnit *x = a, *y = b;
   if (x->est_bytes != y->est_bytes)
@@ -115,6 +122,9 @@ void fl_plan_sort (FlPlan *p) {
     qsort(p->units, (size_t)p->n, sizeof(FlUnit), cmp_units);
 }
 
+/* See fullload.h: the first part is open below, the last open above,
+   so rows outside the histogram's range are still covered.  The caller
+   frees the result. */
 char *fl_keyrange_where (const char *column_sql, const char *const *bounds, int n, int i) {
   Buf b = BUF_INIT;
   if (i > 0)
@@ -126,6 +136,8 @@ char *fl_keyrange_where (const char *column_sql, const char *const *bounds, int 
   return buf_steal(&b);
 }
 
+/* See fullload.h: part i of n equal page ranges, open-ended at both
+   ends like the key ranges.  The caller frees the result. */
 char *fl_ctidrange_where (int64_t pages, int n, int i) {
   Buf b = BUF_INIT;
   long long lo = (long long)(pages * i / n), hi = (long long)(pages * (i + 1) / n);
@@ -233,6 +245,8 @@ typedef struct SplitKey {
   int collatable;
 } SplitKey;
 
+/* Parse "quoted|raw|type|collatable" into k (k owns the strings: free
+   with free_key).  0 when the table has no split key. */
 static int parse_key (const char *s, SplitKey *k) {
   char *copy, *p1, *p2, *p3;
   memset(k, 0, sizeof(*k));
@@ -269,6 +283,7 @@ static int parse_key (const char *s, SplitKey *k) {
   return 1;
 }
 
+/* Free the strings parse_key allocated. */
 static void free_key (SplitKey *k) {
   free(k->quoted);
   free(k->name);
@@ -343,6 +358,7 @@ static int key_bounds (PGconn *src, const char *nsp, const char *rel, const Spli
   return nb;
 }
 
+/* Add a table as one unit, with id "schema.table". */
 static void add_whole (FlPlan *plan, const char *nsp, const char *rel, const char *cols,
                        int binary, int64_t bytes, int64_t rows) {
   Buf id = BUF_INIT;
@@ -366,6 +382,13 @@ static void add_parts (FlPlan *plan, const char *nsp, const char *rel, const cha
   buf_free(&id);
 }
 
+/*
+** See fullload.h.  Lists the tables in scope with their sizes; a table
+** over the split threshold becomes up to max_parts units, by key ranges
+** from its split key's histogram or, without a usable key, by CTID
+** ranges; the others are whole-table units.  Binary COPY unless the
+** format is text, where both versions and every column type allow it.
+*/
 int fullload_plan (PGconn *src, const FlPlanOptions *opts, FlPlan *plan, char *err, size_t errlen) {
   int version = PQserverVersion(src);
   Buf q = BUF_INIT, t = BUF_INIT, x = BUF_INIT;
@@ -466,6 +489,8 @@ int fullload_plan (PGconn *src, const FlPlanOptions *opts, FlPlan *plan, char *e
   return 0;
 }
 
+/* See fullload.h: fullload_plan on a connection of its own, closed
+   before returning. */
 int fullload_plan_conninfo (const char *source, const FlPlanOptions *opts, FlPlan *plan,
                             char *err, size_t errlen) {
   PGconn *c = pgconn_open(source, "source", PGCONN_NORMAL, err, errlen);
@@ -624,6 +649,7 @@ static void queue_after (FullLoad *fl, int t) {
   }
 }
 
+/* Free the post-load statements fullload_start copied, and their queue. */
 static void free_afters (FullLoad *fl) {
   int i, j;
   for (i = 0; i < fl->nafters; i++) {
@@ -716,6 +742,8 @@ static PGconn *open_source (FullLoad *fl, char *err, size_t errlen) {
   return c;
 }
 
+/* A worker's target connection, with the load's session settings.
+   NULL with err. */
 static PGconn *open_target (FullLoad *fl, char *err, size_t errlen) {
   char e[PGCONN_ERRLEN];
   PGconn *c = pgconn_open(fl->target, "target", PGCONN_NORMAL, err, errlen);
@@ -817,6 +845,8 @@ done:
   return result;
 }
 
+/* Keep the first failure (message and SQLSTATE) for fullload_finish and
+   stop the load. */
 static void record_failure (FullLoad *fl, const FlUnit *u, const char *msg, const char *sqlstate) {
   pthread_mutex_lock(&fl->mu);
   if (!fl->failed) {
@@ -997,6 +1027,13 @@ static void nap (FullLoad *fl, double seconds) {
   }
 }
 
+/*
+** A worker thread: takes units and post-load statement groups until none
+** is left or the load stops.  A unit runs on the worker's source
+** connection (inside the shared snapshot) and target connection; a lost
+** connection is reopened and the unit retried up to opts.retries times,
+** with a growing pause.  The first failure stops every worker.
+*/
 static void *worker_main (void *arg) {
   FullLoad *fl = arg;
   PGconn *src = NULL, *dst = NULL, *aux = NULL;
@@ -1083,6 +1120,7 @@ static void *worker_main (void *arg) {
   return NULL;
 }
 
+/* qsort_r order of unit indexes by schema, then table name. */
 static int cmp_unit_names (const void *a, const void *b, void *arg) {
   const FlUnit *units = arg;
   const FlUnit *x = &units[*(const int *)a], *y = &units[*(const int *)b];
@@ -1114,6 +1152,7 @@ static void index_tables (FullLoad *fl) {
   free(order);
 }
 
+/* Whether id is one of list[0..n). */
 static int in_list (const char *id, const char *const *list, int n) {
   int i;
   for (i = 0; i < n; i++)
@@ -1201,6 +1240,13 @@ static double done_fraction (FullLoad *fl, int include_running) {
   return total > 0 ? done / total : 1.0;
 }
 
+/*
+** See fullload.h.  Takes over the plan's units (the caller's plan is left
+** empty), opens the snapshot holder (exporting a snapshot, or importing
+** opts.snapshot to check it), plans inside it when no plan was given,
+** marks the units already done, prepares the target, and starts the
+** workers.  NULL with err when nothing could start.
+*/
 FullLoad *fullload_start (FlPlan *plan, const FullLoadOptions *o, char *err, size_t errlen) {
   FullLoad *fl = xcalloc(1, sizeof(FullLoad));
   PGconn *dst = NULL;
@@ -1316,6 +1362,8 @@ const char *fullload_snapshot (FullLoad *fl) {
   return fl->snapshot;
 }
 
+/* See fullload.h: totals and per-table figures under the lock; the
+   caller frees p's tables with fl_progress_free. */
 void fullload_progress (FullLoad *fl, FlProgress *p) {
   int i;
   double frac, gained;
@@ -1376,6 +1424,7 @@ void fl_progress_free (FlProgress *p) {
   p->tables = NULL;
 }
 
+/* "m:ss", or "h:mm:ss" from an hour on. */
 static void format_duration (double s, char *out, size_t outlen) {
   long n = (long)(s + 0.5);
   if (n >= 3600)
@@ -1384,6 +1433,8 @@ static void format_duration (double s, char *out, size_t outlen) {
     snprintf(out, outlen, "%ld:%02ld", n / 60, n % 60);
 }
 
+/* See fullload.h: percent, units, bytes, throughput and the ETA when
+   known, in out (truncated to outlen). */
 void fullload_progress_line (const FlProgress *p, char *out, size_t outlen) {
   char b[32], eta[32];
   fl_format_bytes(p->bytes, b, sizeof(b));
@@ -1435,6 +1486,8 @@ static void draw_progress (FullLoad *fl, int force) {
   fl_progress_free(&p);
 }
 
+/* See fullload.h: the next finished unit, drawing progress while
+   waiting; -1 once the workers have exited and every event was read. */
 int fullload_wait (FullLoad *fl, int timeout_ms, FlEvent *ev) {
   double deadline = now_s() + (timeout_ms > 0 ? timeout_ms / 1000.0 : 0);
   int rc = 0;
@@ -1486,6 +1539,8 @@ void fullload_cancel (FullLoad *fl) {
   fl->stop = 1;
 }
 
+/* See fullload.h: joins the workers, closes the snapshot holder, frees
+   the load and its plan; 0 done, 1 stopped, -1 failed (err set). */
 int fullload_finish (FullLoad *fl, char *err, size_t errlen, char failed_sqlstate[6]) {
   int i, rc = 0, incomplete = 0;
   pthread_mutex_lock(&fl->mu);

@@ -57,6 +57,7 @@ typedef struct LoadJob {
 
 static FullLoad *current;  /* the load a full_load call is driving (load.progress) */
 
+/* Monotonic clock, in seconds: progress intervals and durations. */
 static double mono (void) {
   struct timespec ts;
   clock_gettime(CLOCK_MONOTONIC, &ts);
@@ -69,6 +70,7 @@ static double mono (void) {
 ** =======================================================
 */
 
+/* __tostring of core.load.error objects: their message. */
 static int error_tostring (lua_State *L) {
   lua_getfield(L, 1, "message");
   if (!lua_isstring(L, -1)) {
@@ -140,6 +142,7 @@ static const char **opt_strings (lua_State *L, int t, const char *k, int *n) {
   return v;
 }
 
+/* __gc of a plan box: free whatever plan it still owns. */
 static int plan_gc (lua_State *L) {
   FlPlan *p = (FlPlan *)luaL_checkudata(L, 1, LOAD_PLAN);
   fl_plan_free(p);
@@ -187,39 +190,24 @@ static void units_from_lua (lua_State *L, int idx, FlPlan *p) {
   fl_plan_sort(p);
 }
 
+/* Push the unit table of u (see the header comment for its fields). */
 static void push_unit (lua_State *L, const FlUnit *u) {
   lua_createtable(L, 0, 14);
-  lua_pushstring(L, u->id);
-  lua_setfield(L, -2, "id");
-  lua_pushstring(L, u->nspname);
-  lua_setfield(L, -2, "schema");
-  lua_pushstring(L, u->relname);
-  lua_setfield(L, -2, "table");
-  lua_pushstring(L, u->columns);
-  lua_setfield(L, -2, "columns");
-  if (u->where != NULL) {
-    lua_pushstring(L, u->where);
-    lua_setfield(L, -2, "where");
-  }
-  lua_pushstring(L, kind_names[u->kind]);
-  lua_setfield(L, -2, "kind");
-  lua_pushinteger(L, u->part);
-  lua_setfield(L, -2, "part");
-  lua_pushinteger(L, u->nparts);
-  lua_setfield(L, -2, "parts");
-  lua_pushboolean(L, u->binary);
-  lua_setfield(L, -2, "binary");
-  lua_pushinteger(L, (lua_Integer)u->est_bytes);
-  lua_setfield(L, -2, "bytes");
-  lua_pushinteger(L, (lua_Integer)u->est_rows);
-  lua_setfield(L, -2, "rows");
+  luax_setstr(L, "id", u->id);
+  luax_setstr(L, "schema", u->nspname);
+  luax_setstr(L, "table", u->relname);
+  luax_setstr(L, "columns", u->columns);
+  luax_setstr(L, "where", u->where);     /* NULL (a whole table): no field */
+  luax_setstr(L, "kind", kind_names[u->kind]);
+  luax_setint(L, "part", u->part);
+  luax_setint(L, "parts", u->nparts);
+  luax_setbool(L, "binary", u->binary);
+  luax_setint(L, "bytes", (lua_Integer)u->est_bytes);
+  luax_setint(L, "rows", (lua_Integer)u->est_rows);
   if (u->state == FL_DONE) {
-    lua_pushinteger(L, (lua_Integer)u->rows);
-    lua_setfield(L, -2, "copied_rows");
-    lua_pushinteger(L, (lua_Integer)u->bytes);
-    lua_setfield(L, -2, "copied_bytes");
-    lua_pushnumber(L, u->seconds);
-    lua_setfield(L, -2, "seconds");
+    luax_setint(L, "copied_rows", (lua_Integer)u->rows);
+    luax_setint(L, "copied_bytes", (lua_Integer)u->bytes);
+    luax_setnum(L, "seconds", u->seconds);
   }
 }
 
@@ -253,6 +241,8 @@ static void plan_options (lua_State *L, int t, FlPlanOptions *po) {
 ** =======================================================
 */
 
+/* Push the progress table of a running or finished load: totals, the
+   one-line summary and a per-table list. */
 static void push_progress (lua_State *L, FullLoad *fl) {
   FlProgress p;
   char line[256];
@@ -273,18 +263,14 @@ static void push_progress (lua_State *L, FullLoad *fl) {
   luax_setnum(L, "mb_per_s", p.mb_per_s);
   if (p.eta >= 0)
     luax_setnum(L, "eta", p.eta);
-  lua_pushboolean(L, p.finished);
-  lua_setfield(L, -2, "finished");
-  lua_pushstring(L, line);
-  lua_setfield(L, -2, "line");
+  luax_setbool(L, "finished", p.finished);
+  luax_setstr(L, "line", line);
   lua_createtable(L, p.ntables, 0);
   for (i = 0; i < p.ntables; i++) {
     FlTableProgress *t = &p.tables[i];
     lua_createtable(L, 0, 7);
-    lua_pushstring(L, t->nspname);
-    lua_setfield(L, -2, "schema");
-    lua_pushstring(L, t->relname);
-    lua_setfield(L, -2, "table");
+    luax_setstr(L, "schema", t->nspname);
+    luax_setstr(L, "table", t->relname);
     luax_setint(L, "units", t->units);
     luax_setint(L, "units_done", t->units_done);
     luax_setint(L, "rows", t->rows);
@@ -299,8 +285,7 @@ static void push_progress (lua_State *L, FullLoad *fl) {
 /* The summary of a finished load, built from its last progress. */
 static void push_summary (lua_State *L, FullLoad *fl) {
   push_progress(L, fl);
-  lua_pushstring(L, fullload_snapshot(fl));
-  lua_setfield(L, -2, "snapshot");
+  luax_setstr(L, "snapshot", fullload_snapshot(fl));
   {
     int t = lua_gettop(L);
     lua_Integer done, skipped;
@@ -323,6 +308,7 @@ static void push_summary (lua_State *L, FullLoad *fl) {
 ** =======================================================
 */
 
+/* The job at argument 1; raises once it was finished or closed. */
 static LoadJob *tojob (lua_State *L) {
   LoadJob *j = (LoadJob *)luaL_checkudata(L, 1, LOAD_JOB);
   if (j->fl == NULL)
@@ -482,6 +468,7 @@ static LoadJob *start_job (lua_State *L) {
   return j;
 }
 
+/* load.start{...} -> job: the load runs while Lua reads its events. */
 static int load_start (lua_State *L) {
   start_job(L);
   return 1;
@@ -502,16 +489,20 @@ static int job_next (lua_State *L) {
   return 1;
 }
 
+/* job:progress() -> progress table. */
 static int job_progress (lua_State *L) {
   push_progress(L, tojob(L)->fl);
   return 1;
 }
 
+/* job:snapshot() -> the snapshot the workers read. */
 static int job_snapshot (lua_State *L) {
   lua_pushstring(L, fullload_snapshot(tojob(L)->fl));
   return 1;
 }
 
+/* job:stop(): ask the workers to stop; job:finish() then raises with
+   interrupted = true. */
 static int job_stop (lua_State *L) {
   fullload_cancel(tojob(L)->fl);
   return 0;
@@ -613,6 +604,8 @@ static int load_plan (lua_State *L) {
   return 1;
 }
 
+/* load.progress() -> progress of the load full_load is driving, or
+   nothing. */
 static int load_progress (lua_State *L) {
   if (current == NULL)
     return 0;
@@ -620,12 +613,14 @@ static int load_progress (lua_State *L) {
   return 1;
 }
 
+/* load.request_stop(): stop the running load (as on SIGINT). */
 static int load_request_stop (lua_State *L) {
   (void)L;
   fullload_request_stop();
   return 0;
 }
 
+/* load.ncpus() -> number of online CPUs. */
 static int load_ncpus (lua_State *L) {
   lua_pushinteger(L, fl_ncpus());
   return 1;
@@ -651,6 +646,8 @@ static void put_literal (Buf *b, const char *s) {
   buf_putc(b, '\'');
 }
 
+/* __gc of the statements box: a count, then SqlTasks whose results
+   (error texts) sql_parallel_run allocated. */
 static int tasks_gc (lua_State *L) {
   lua_Integer *box = (lua_Integer *)lua_touserdata(L, 1);
   sql_tasks_free((SqlTask *)(box + 1), (int)box[0]);
@@ -739,12 +736,9 @@ static int load_run_parallel (lua_State *L) {
     } else if (tasks[i].status < 0) {
       lua_createtable(L, 0, 4);
       luax_setint(L, "index", i + 1);
-      lua_pushstring(L, tasks[i].sql);
-      lua_setfield(L, -2, "sql");
-      lua_pushstring(L, tasks[i].error ? tasks[i].error : "");
-      lua_setfield(L, -2, "message");
-      lua_pushstring(L, tasks[i].sqlstate);
-      lua_setfield(L, -2, "sqlstate");
+      luax_setstr(L, "sql", tasks[i].sql);
+      luax_setstr(L, "message", tasks[i].error ? tasks[i].error : "");
+      luax_setstr(L, "sqlstate", tasks[i].sqlstate);
       lua_rawseti(L, -2, ++nfailed);
     }
   }
@@ -779,12 +773,14 @@ static const luaL_Reg job_methods[] = {
 };
 
 static const luaL_Reg job_metameth[] = {
-  {"__index", NULL},  /* placeholder */
+  {"__index", NULL},  /* becomes job_methods (luax_createmeta) */
   {"__gc", job_close},
   {"__close", job_close},
   {NULL, NULL}
 };
 
+/* Open the module: the job, plan and error metatables, then the
+   function table. */
 int luaopen_core_load (lua_State *L) {
   static const luaL_Reg plan_metameth[] = {{"__gc", plan_gc}, {NULL, NULL}};
   static const luaL_Reg error_metameth[] = {{"__tostring", error_tostring}, {NULL, NULL}};

@@ -29,16 +29,20 @@ typedef struct SqlPar {
   pthread_cond_t cond;
 } SqlPar;
 
+/* Monotonic clock, in seconds: durations and progress intervals. */
 static double now_s (void) {
   struct timespec ts;
   clock_gettime(CLOCK_MONOTONIC, &ts);
   return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
 }
 
+/* Whether to stop starting and running statements: a failure with
+   stop_on_error set, SIGINT, or a load stop request. */
 static int stopping (SqlPar *p) {
   return p->stop || interrupt_requested() || fullload_stop_requested();
 }
 
+/* Ask the server to cancel the statement running on conn (best effort). */
 static void cancel_query (PGconn *conn) {
   char e[256];
   PGcancel *c = PQgetCancel(conn);
@@ -48,10 +52,13 @@ static void cancel_query (PGconn *conn) {
   }
 }
 
+/* stopping() as the should_stop callback of sql_exec_cancellable. */
 static int par_should_stop (void *arg) {
   return stopping((SqlPar *)arg);
 }
 
+/* See parallel_sql.h: sends the text, then waits for results in slices
+   of at most 200 ms, cancelling once when should_stop turns true. */
 int sql_exec_cancellable (PGconn *conn, const char *sql, int (*should_stop)(void *), void *arg,
                           char *err, size_t errlen, char sqlstate[6], int *cancelled) {
   PGresult *res;
@@ -99,6 +106,8 @@ int sql_exec_cancellable (PGconn *conn, const char *sql, int (*should_stop)(void
   return failed ? -1 : 0;
 }
 
+/* See parallel_sql.h: "--" comment lines dropped, white space runs
+   collapsed, truncated to max-1 bytes. */
 void sql_one_line (const char *sql, char *out, size_t max) {
   size_t n = 0;
   int space = 0;
@@ -122,6 +131,8 @@ void sql_one_line (const char *sql, char *out, size_t max) {
   out[n] = '\0';
 }
 
+/* The index of the next statement to run, or -1 when none is left or
+   the run is stopping. */
 static int take_task (SqlPar *p) {
   int i = -1;
   pthread_mutex_lock(&p->mu);
@@ -131,6 +142,12 @@ static int take_task (SqlPar *p) {
   return i;
 }
 
+/*
+** A worker thread: opens its connection (running setup_sql), then runs
+** statements until none is left, retrying a deadlock (40P01) or lock
+** timeout (55P03) up to opts.retries times.  Records each statement's
+** status, error and duration in its task.
+*/
 static void *sql_worker (void *arg) {
   SqlPar *p = arg;
   const SqlParallelOptions *o = p->o;
@@ -203,6 +220,9 @@ static void *sql_worker (void *arg) {
   return NULL;
 }
 
+/* See parallel_sql.h: starts min(jobs or the number of cores, n)
+   workers and draws progress
+   (every 0.5 s on a TTY, every 10 s as log lines) until they finish. */
 int sql_parallel_run (const SqlParallelOptions *o, SqlTask *tasks, int n, char *err, size_t errlen) {
   SqlPar p;
   pthread_t *th;
@@ -285,6 +305,7 @@ int sql_parallel_run (const SqlParallelOptions *o, SqlTask *tasks, int n, char *
   return rc;
 }
 
+/* Free the error texts the run stored in tasks[0..n) (not the array). */
 void sql_tasks_free (SqlTask *tasks, int n) {
   int i;
   for (i = 0; i < n; i++) {

@@ -70,7 +70,8 @@ static int share_snapshot (VConn *m, Worker *ws, int n, int target, const char *
 ** read the WAL insert position, import the snapshot into every worker,
 ** release.  Every transaction that wrote these tables and is visible in
 ** the snapshot has its commit record before the LSN, and none after it
-** is visible.  Retries when the lock is not granted in time.
+** is visible.  Retries when the lock is not granted in time or a writer
+** deadlocks with it.
 */
 static int fence_source (Run *run, VTable **sel, int nsel, Worker *ws, int n,
                          char *err, size_t errlen) {
@@ -91,9 +92,13 @@ static int fence_source (Run *run, VTable **sel, int nsel, Worker *ws, int n,
       break;
     if (any && vexec(&run->msrc, buf_cstr(&lock), err, errlen) != 0) {
       vexec(&run->msrc, "ROLLBACK", e2, sizeof(e2));
-      if (strstr(err, "[55P03]") != NULL && attempt < 5 && !interrupt_requested()) {
-        log_warn("validate: writers held the tables for more than %d ms; retrying the"
-                 " consistent point (%d/5)", run->o->lock_timeout_ms, attempt);
+      /* 55P03: writers held a table past lock_timeout; 40P01: a writer
+         locking several tables deadlocked with us and we were chosen */
+      if ((strstr(err, "[55P03]") != NULL || strstr(err, "[40P01]") != NULL) && attempt < 5 &&
+          !interrupt_requested()) {
+        log_warn("validate: %s; retrying the consistent point (%d/5)",
+                 strstr(err, "[40P01]") ? "deadlock with a writer" : "writers held the tables too long",
+                 attempt);
         vsleep_ms(1000 * attempt);
         continue;
       }

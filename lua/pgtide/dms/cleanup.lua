@@ -57,8 +57,7 @@ function M.aws(ctx, rec)
     local t = task.get(dms, rec.task_arn)
     if t then
       task.stop(ctx, rec.task_arn)
-      local ok, err = pcall(dms.DeleteReplicationTask, dms, { ReplicationTaskArn = rec.task_arn })
-      if not ok and not awsx.not_found(err) then error(err, 0) end
+      awsx.try(dms.DeleteReplicationTask, dms, { ReplicationTaskArn = rec.task_arn })
       wait_gone(ctx, "replication task " .. t.ReplicationTaskIdentifier, function()
         local x = task.get(dms, rec.task_arn)
         return x, x and x.Status
@@ -72,8 +71,7 @@ function M.aws(ctx, rec)
     if arn and not removed(ctx, which .. "_endpoint") then
       local ep = infra.describe_one(dms, "DescribeEndpoints", "endpoint-arn", arn, "Endpoints")
       if ep then
-        local ok, err = pcall(dms.DeleteEndpoint, dms, { EndpointArn = arn })
-        if not ok and not awsx.not_found(err) then error(err, 0) end
+        awsx.try(dms.DeleteEndpoint, dms, { EndpointArn = arn })
         endpoints.wait_deleted(ctx, dms, ep.EndpointIdentifier)
         log.info("deleted %s endpoint %s", which, ep.EndpointIdentifier)
       end
@@ -84,8 +82,7 @@ function M.aws(ctx, rec)
     local inst = infra.find_instance(dms, rec.instance_id)
     if inst then
       if inst.ReplicationInstanceStatus ~= "deleting" then
-        local ok, err = pcall(dms.DeleteReplicationInstance, dms, { ReplicationInstanceArn = inst.ReplicationInstanceArn })
-        if not ok and not awsx.not_found(err) then error(err, 0) end
+        awsx.try(dms.DeleteReplicationInstance, dms, { ReplicationInstanceArn = inst.ReplicationInstanceArn })
       end
       wait_gone(ctx, "replication instance " .. rec.instance_id, function()
         local x = infra.find_instance(dms, rec.instance_id)
@@ -97,8 +94,7 @@ function M.aws(ctx, rec)
   end
   if rec.subnet_group and not removed(ctx, "subnet_group") then
     if infra.find_subnet_group(dms, rec.subnet_group) then
-      local ok, err = pcall(dms.DeleteReplicationSubnetGroup, dms, { ReplicationSubnetGroupIdentifier = rec.subnet_group })
-      if not ok and not awsx.not_found(err) then error(err, 0) end
+      awsx.try(dms.DeleteReplicationSubnetGroup, dms, { ReplicationSubnetGroupIdentifier = rec.subnet_group })
       log.info("deleted replication subnet group %s", rec.subnet_group)
     end
     done(ctx, "subnet_group")
@@ -150,10 +146,20 @@ function M.revoke_rules(ctx, group_id, from_group)
   end
   if #ids == 0 then return 0 end
   -- by rule id: exact, whatever description the rule was given
-  local rok, err = pcall(ec2.RevokeSecurityGroupIngress, ec2, { GroupId = group_id, SecurityGroupRuleIds = ids })
-  if not rok and not awsx.not_found(err) then error(err, 0) end
+  awsx.try(ec2.RevokeSecurityGroupIngress, ec2, { GroupId = group_id, SecurityGroupRuleIds = ids })
   log.info("revoked the rule(s) of %s admitting %s (%s)", group_id, from_group, table.concat(what, ", "))
   return #ids
+end
+
+-- Drop pgtide's cutover sentinel table in 'schema' (nil: none) when it
+-- exists, adding it to the list 'dropped'.
+local function drop_sentinel(conn, schema, dropped)
+  if not schema then return end
+  local q = cutover.sentinel_table(schema)
+  if conn:query_one("select to_regclass($1) is not null as e", q).e then
+    conn:exec("drop table " .. q)
+    dropped[#dropped + 1] = "table " .. q
+  end
 end
 
 --[[
@@ -196,13 +202,7 @@ function M.source(ctx, conn, opts)
     conn:exec("drop table if exists " .. r.q)
     dropped[#dropped + 1] = "table " .. r.q
   end
-  if opts.sentinel_schema then
-    local q = cutover.sentinel_table(opts.sentinel_schema)
-    if conn:query_one("select to_regclass($1) is not null as e", q).e then
-      conn:exec("drop table " .. q)
-      dropped[#dropped + 1] = "table " .. q
-    end
-  end
+  drop_sentinel(conn, opts.sentinel_schema, dropped)
   for _, d in ipairs(dropped) do log.info("source: dropped %s", d) end
   return dropped
 end
@@ -231,13 +231,7 @@ function M.target(ctx, conn, opts)
       dropped[#dropped + 1] = "schema " .. s
     end
   end
-  if opts.sentinel_schema then
-    local q = cutover.sentinel_table(opts.sentinel_schema)
-    if conn:query_one("select to_regclass($1) is not null as e", q).e then
-      conn:exec("drop table " .. q)
-      dropped[#dropped + 1] = "table " .. q
-    end
-  end
+  drop_sentinel(conn, opts.sentinel_schema, dropped)
   for _, d in ipairs(dropped) do log.info("target: dropped %s", d) end
   return dropped
 end

@@ -15,7 +15,8 @@ and the way to find its DMS resources.
   steps.database_cleanup(ctx, o) -> the source/target part of cleanup (called by cleanup steps)
 
 'o' carries: name, title (the seed's words), and resources = function
-(ctx) -> { task_arn, instance_id } for steps that read DMS statistics.
+(ctx) -> { task_arn, instance_id, ... } for steps that read DMS
+statistics (each runbook passes its record of the DMS resources).
 ]]
 local cutover = require "pgtide.cutover"
 local preflight = require "pgtide.preflight"
@@ -66,6 +67,11 @@ function M.params(extra)
     delete_timeout = { type = "integer", default = 1800, doc = "timeout for each deletion at cleanup (s)" },
     validation_recheck = { type = "integer", default = 3, doc = "re-checks of mismatched rows while CDC runs" },
     validation_delay = { type = "number", default = 10, doc = "seconds between those re-checks" },
+    engine_version = { type = "string", default = "", doc = "replication engine version (default: latest)" },
+    dms_source_host = { type = "string", default = "", doc = "source host as DMS reaches it (default: as pgtide does)" },
+    dms_source_port = { type = "integer", doc = "source port as DMS reaches it" },
+    dms_target_host = { type = "string", default = "", doc = "target host as DMS reaches it" },
+    dms_target_port = { type = "integer", doc = "target port as DMS reaches it" },
   }
   for k, v in pairs(extra or {}) do p[k] = v end
   return p
@@ -161,6 +167,16 @@ local function ensure_extensions(src, dst)
   end
 end
 
+-- The first 20 schema differences of a schema.verify report, as text.
+local function differences(report, prefix)
+  local catalog = require "pgtide.catalog"
+  local out = {}
+  for i, d in ipairs(report.differences) do
+    if i <= 20 then out[#out + 1] = (prefix or "") .. catalog.format_difference(d) end
+  end
+  return out
+end
+
 local function log_counts(report)
   local tgt = {}
   for _, c in ipairs(report.counts.target or {}) do tgt[c.schema] = c end
@@ -233,13 +249,8 @@ function M.schema(o)
       local report = schema.verify(ctx.src, ctx.dst, { schemas = plain_schemas(sc), phase = "schema-first" })
       log_counts(report)
       if not report.ok then
-        local lines = {}
-        local catalog = require "pgtide.catalog"
-        for i, d in ipairs(report.differences) do
-          if i <= 20 then lines[#lines + 1] = catalog.format_difference(d) end
-        end
         runbook.fail("the target schema differs from the source in %d place(s): %s", #report.differences,
-          table.concat(lines, "; "))
+          table.concat(differences(report), "; "))
       end
     end,
   }
@@ -251,10 +262,18 @@ end
 -- Data verification
 --=====================================================================
 
+-- "schema.table" of every source table in scope.
 local function table_names(ctx, sc)
   local out = {}
   for _, t in ipairs(task.scope_tables(ctx.src, sc.mappings)) do out[#out + 1] = t.schema .. "." .. t.name end
   return out
+end
+
+-- Row-by-row validation of the tables in scope while CDC runs: mismatched
+-- rows are re-checked (validation_recheck times, validation_delay apart).
+local function recheck_data(ctx, sc)
+  return verify.data(ctx, { tables = table_names(ctx, sc), mode = "recheck",
+                            recheck = ctx.params.validation_recheck, delay = ctx.params.validation_delay })
 end
 
 -- DMS's own view: validation states and the failures table.
@@ -285,10 +304,7 @@ function M.verify_data(o)
     plan = "compares every table in scope row by row with pgtide's validation core (mismatches re-checked "
       .. "while CDC runs), and reads DMS's validation state and awsdms_validation_failures_v1",
     run = function(ctx)
-      local sc = M.scope(ctx)
-      local tables = table_names(ctx, sc)
-      local summary = verify.data(ctx, { tables = tables, mode = "recheck",
-                                         recheck = ctx.params.validation_recheck, delay = ctx.params.validation_delay })
+      local summary = recheck_data(ctx, M.scope(ctx))
       ctx.out.tables, ctx.out.engine = summary.tables, summary.engine
       local problems = dms_view(ctx, o)
       runbook.require(#problems == 0, "DMS reports validation problems: %s", table.concat(problems, "; "))
@@ -409,14 +425,10 @@ function M.pre_cutover(o)
       .. "row), checks sequences, DMS's validation state and the CDC latency",
     run = function(ctx)
       local schema = require "pgtide.schema"
-      local catalog = require "pgtide.catalog"
       local sc = M.scope(ctx)
       local report = schema.verify(ctx.src, ctx.dst, { schemas = plain_schemas(sc), phase = "all" })
       log_counts(report)
-      local problems = {}
-      for i, d in ipairs(report.differences) do
-        if i <= 20 then problems[#problems + 1] = "schema: " .. catalog.format_difference(d) end
-      end
+      local problems = differences(report, "schema: ")
       for _, p in ipairs(sequences.check { src = ctx.src, dst = ctx.dst, margin = 0, scope = sc.filter }) do
         problems[#problems + 1] = "sequence: " .. p
       end
@@ -433,8 +445,7 @@ function M.pre_cutover(o)
           if t.Status ~= "running" then problems[#problems + 1] = "DMS: the task is " .. tostring(t.Status) end
         end
       end
-      local ok, err = pcall(verify.data, ctx, { tables = table_names(ctx, sc), mode = "recheck",
-                                                recheck = ctx.params.validation_recheck, delay = ctx.params.validation_delay })
+      local ok, err = pcall(recheck_data, ctx, sc)
       if not ok then problems[#problems + 1] = "data: " .. require("pgtide.errors").message(err) end
       if #problems > 0 then
         for _, p in ipairs(problems) do log.error("pre-cutover: %s", p) end
