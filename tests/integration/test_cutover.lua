@@ -145,8 +145,12 @@ T.test("on a terminal: Ctrl-C while streaming opens the cutover menu, 'y' cuts o
     T.q(state), T.q(state), T.q(w.stop))
   local cmd = table.concat({ T.q(T.pgtide), "run", "local", T.q("source=" .. SRC), T.q("target=" .. DST),
     "name=tty", "jobs=2", "--state", T.q(state), "--yes" }, " ")
-  -- a real terminal, whatever the caller's environment says
-  local code, out = T.sh(string.format("(%s) | env -u PGTIDE_NO_TTY script -qfec %s /dev/null", feeder, T.q(cmd)))
+  -- a real terminal, whatever the caller's environment says.  `script` runs
+  -- the command with $SHELL -c (dash when SHELL is unset), and a shell left
+  -- waiting in the terminal's foreground group dies of the Ctrl-C itself:
+  -- exec, so pgtide is the only process the Ctrl-C reaches.
+  local code, out = T.sh(string.format("(%s) | env -u PGTIDE_NO_TTY SHELL=/bin/sh script -qfec %s /dev/null",
+    feeder, T.q("exec " .. cmd)))
   out = out:gsub("\r", "")
   T.eq(code, 0, "exit code:\n" .. out:sub(-3000))
   T.match(out, "Cut over now%? %[y%] yes, cut over")

@@ -9,8 +9,8 @@ assert(sys.mkdir_p(home))
 
 local function session(input)
   local f = assert(io.open(home .. "/in", "wb")); f:write(input); f:close()
-  local code, out = T.sh(string.format("cd %s && HOME=%s script -qfec %s /dev/null < in",
-    T.q(home), T.q(home), T.q(T.pgtide .. " repl")))
+  local code, out = T.sh(string.format("cd %s && HOME=%s SHELL=/bin/sh script -qfec %s /dev/null < in",
+    T.q(home), T.q(home), T.q("exec " .. T.q(T.pgtide) .. " repl")))
   return code, (out:gsub("\r", ""))
 end
 
