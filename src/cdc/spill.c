@@ -46,10 +46,24 @@ int spill_spilled (const SpillBuf *sb) {
   return sb->fd >= 0;
 }
 
-/* Create the (immediately unlinked) spill file. */
+/* Create the spill file without a name: O_TMPFILE where the file system
+   supports it, so a kill -9 at any moment leaves nothing behind;
+   otherwise mkostemp and an immediate unlink (a kill between the two
+   leaves a pgtide-spill-* file, the only window). */
 static int open_file (SpillBuf *sb, CdcError *err) {
   Buf path = BUF_INIT;
-  int fd;
+  int fd = -1;
+#ifdef O_TMPFILE
+  fd = open(sb->dir, O_TMPFILE | O_RDWR | O_CLOEXEC, 0600);
+  if (fd >= 0) {
+    sb->fd = fd;
+    return 0;
+  }
+  if (errno != EOPNOTSUPP && errno != EISDIR && errno != EINVAL) {
+    cdc_err_set(err, CDC_ERR_IO, 0, "cannot create a spill file in %s: %s", sb->dir, strerror(errno));
+    return -1;
+  }
+#endif
   buf_printf(&path, "%s/pgtide-spill-XXXXXX", sb->dir);
   fd = mkostemp(path.data, O_CLOEXEC);
   if (fd < 0) {
