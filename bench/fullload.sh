@@ -9,6 +9,12 @@
 #   pgtide    `pgtide run local jobs=JOBS` (preflight, schema, full load,
 #             indexes and constraints, sequences, VACUUM ANALYZE, count check)
 #   pgcopydb  `pgcopydb clone --table-jobs JOBS --index-jobs JOBS`
+#   floor     the largest table alone, as the relay copies it, then its
+#             primary key and VACUUM ANALYZE: the critical path no clone
+#             can beat, whatever it does with the other tables (one
+#             table's COPY FREEZE runs in one target backend, and that
+#             backend is CPU-bound; splitting a table across sessions
+#             loses FREEZE and costs more than it gains, see docs/fullload.md)
 #
 # Each tool runs BENCH_REPEAT (default 5) times; medians are reported.
 # Data: pgbench scale BENCH_SCALE (default 30) plus a wide table of
@@ -104,6 +110,22 @@ run_relay() {
   psql "$dst" -X -q -c "DROP DATABASE relay"
 }
 
+run_floor() {
+  fresh_target floor
+  D="$dst dbname=floor"
+  pg_dump --section=pre-data -t pgbench_accounts "$S" | psql "$D" -X -q -o /dev/null
+  local t0 t1
+  t0=$(now)
+  psql "$S" -X -q -c "COPY pgbench_accounts TO STDOUT (FORMAT binary)" |
+    psql "$D" -X -q -1 -c "TRUNCATE pgbench_accounts" -c "COPY pgbench_accounts FROM STDIN (FORMAT binary, FREEZE)"
+  psql "$D" -X -q -c "SET maintenance_work_mem = '256MB'" -c "ALTER TABLE pgbench_accounts ADD PRIMARY KEY (aid)" \
+    -c "VACUUM (ANALYZE) pgbench_accounts"
+  t1=$(now)
+  echo "$(elapsed "$t0" "$t1")" >> "$work/floor.total"
+  log "floor: $(tail -1 "$work/floor.total")s"
+  psql "$dst" -X -q -c "DROP DATABASE floor"
+}
+
 run_pgtide() {
   fresh_target pgtide
   rm -rf "$work/pgtide-state"
@@ -147,11 +169,11 @@ median() { sort -n "$1" | awk '{ v[NR] = $1 } END { if (NR % 2) print v[(NR + 1)
 maxof() { sort -n "$1" | tail -1; }
 
 repeat=${BENCH_REPEAT:-5}
-order=(relay pgtide pgcopydb)
+order=(relay pgtide pgcopydb floor)
 for r in $(seq 1 "$repeat"); do
   log "round $r of $repeat"
-  for k in 0 1 2; do
-    tool=${order[$(( (k + r - 1) % 3 ))]}
+  for k in 0 1 2 3; do
+    tool=${order[$(( (k + r - 1) % 4 ))]}
     "run_$tool"
   done
 done
@@ -162,6 +184,7 @@ pgtide_core=$(median "$work/pgtide.core")
 pgtide_rss=$(maxof "$work/pgtide.rss")
 pgcopydb_total=$(median "$work/pgcopydb.total")
 pgcopydb_rss=$(maxof "$work/pgcopydb.rss")
+floor_total=$(median "$work/floor.total")
 pgcopydb_data=$(awk '/COPY \(cumulative\)/ { print $(NF - 1) }' "$work/pgcopydb.log" | head -1)
 
 rate() { awk -v m="$mb" -v s="$1" 'BEGIN { printf "%.1f", m / s }'; }
@@ -169,6 +192,8 @@ ratio() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2f", a / b }'; }
 data_ratio=$(ratio "$(rate "$pgtide_data")" "$(rate "$relay_data")")
 clone_ratio=$(ratio "$pgtide_core" "$pgcopydb_total")
 total_ratio=$(ratio "$pgtide_total" "$pgcopydb_total")
+floor_ratio=$(ratio "$floor_total" "$pgcopydb_total")
+floor_share=$(ratio "$floor_total" "$pgtide_core")
 verdict() { awk -v r="$1" -v t="$2" -v d="$3" 'BEGIN { ok = (d == ">=") ? r >= t : r <= t; print ok ? "met" : "NOT met" }'; }
 
 cat <<EOF
@@ -181,12 +206,14 @@ Data: pgbench scale $scale + $wide rows of ~2 kB jsonb/text ($mb MB of table dat
 | psql COPY binary \| psql COPY FREEZE, per table (limit, data only) | $relay_data | $(rate "$relay_data") | - | - | - |
 | pgtide run local cdc=false | $pgtide_data | $(rate "$pgtide_data") | $pgtide_core | $pgtide_total | $pgtide_rss |
 | pgcopydb clone $(pgcopydb --version 2>/dev/null | awk '/version/ { print $3; exit }') | - | - | $pgcopydb_total | - | $pgcopydb_rss |
+| floor: pgbench_accounts alone (relay COPY FREEZE + primary key + VACUUM ANALYZE) | - | - | $floor_total | - | - |
 
 - data phase, pgtide vs the relay: **${data_ratio}x** the relay's throughput (target >= 0.95x: $(verdict "$data_ratio" 0.95 ">="))
 - whole clone (schema, data, indexes, constraints, vacuum), pgtide vs pgcopydb: **${clone_ratio}x** pgcopydb's wall time (target <= 0.7x: $(verdict "$clone_ratio" 0.7 "<="))
 - including pgtide's verification steps, which pgcopydb does not do: ${total_ratio}x
+- the floor (the largest table's own critical path, which every clone contains) is ${floor_ratio}x pgcopydb's wall time and ${floor_share}x pgtide's clone: a clone at 0.7x pgcopydb is possible on this machine only when the floor is well under 0.7x
 
 Command: \`make bench\` (or \`BENCH=fullload bench/run.sh\`; BENCH_SCALE, BENCH_WIDE_ROWS, BENCH_JOBS).
 pgtide's data phase runs from the start of its full-load step (planning included) until the last row is copied (index builds of finished tables overlap it); its clone also runs preflight checks and schema verification; its verification steps (row counts or row comparison) are counted only in the last column. pgcopydb's summary put its COPY phase at ${pgcopydb_data:-?} (cumulative over jobs, last round).
-Per-round seconds: relay $(paste -sd' ' "$work/relay.data"); pgtide data $(paste -sd' ' "$work/pgtide.data"), clone $(paste -sd' ' "$work/pgtide.core"), with verification $(paste -sd' ' "$work/pgtide.total"); pgcopydb clone $(paste -sd' ' "$work/pgcopydb.total").
+Per-round seconds: relay $(paste -sd' ' "$work/relay.data"); floor $(paste -sd' ' "$work/floor.total"); pgtide data $(paste -sd' ' "$work/pgtide.data"), clone $(paste -sd' ' "$work/pgtide.core"), with verification $(paste -sd' ' "$work/pgtide.total"); pgcopydb clone $(paste -sd' ' "$work/pgcopydb.total").
 EOF

@@ -92,14 +92,22 @@ end
   major }.  pg_dump refuses to dump a server newer than itself, so the
   tools must be at least the source's major version.  Candidates: the
   explicit path, then pg_dump on PATH, then /usr/lib/postgresql/*/bin
-  (newest first).  Raises a clear error naming the version needed. ]]
+  (newest first).  Debian's pg_wrapper on PATH is skipped for the
+  versioned binaries it would pick itself: it is a Perl script, and the
+  schema step runs the tools half a dozen times.  Raises a clear error
+  naming the version needed. ]]
 function M.find_tools(server_version, explicit)
   local need = server_version // 10000
   local candidates = {}
   if explicit then
     candidates[1] = explicit
   else
-    candidates[1] = "pg_dump"
+    local on_path
+    for dir in (os.getenv("PATH") or ""):gmatch("[^:]+") do
+      if sys.exists(dir .. "/pg_dump") then on_path = dir .. "/pg_dump"; break end
+    end
+    local real = on_path and sys.realpath(on_path)
+    if not (real and real:match("/pg_wrapper$")) then candidates[1] = "pg_dump" end
     local p = io.popen("ls -d /usr/lib/postgresql/*/bin/pg_dump 2>/dev/null")
     local found = {}
     for line in p:lines() do found[#found + 1] = line end
