@@ -291,9 +291,10 @@ function Runbook:dry_run(opts)
   return M.EXIT_OK
 end
 
--- Choose the steps to run: --only, --from, or all.
+-- Choose the steps to run: --only, or --from (default: the first) up to
+-- --to (default: the last).
 local function select_steps(self, opts)
-  for _, name in ipairs({ opts.only, opts.from }) do
+  for _, name in ipairs({ opts.only, opts.from, opts.to }) do
     if not self:index(name) then
       local names = {}
       for _, s in ipairs(self.steps) do names[#names + 1] = s.name end
@@ -305,10 +306,14 @@ local function select_steps(self, opts)
   if opts.only then
     return { self.steps[self:index(opts.only)] }, true
   end
-  local first = 1
+  local first, last = 1, #self.steps
   if opts.from then first = self:index(opts.from) end
+  if opts.to then last = self:index(opts.to) end
+  if last < first then
+    errors.usage("--to %s comes before --from %s in runbook '%s'", opts.to, opts.from, self.name)
+  end
   local list = {}
-  for i = first, #self.steps do list[#list + 1] = self.steps[i] end
+  for i = first, last do list[#list + 1] = self.steps[i] end
   return list, opts.from ~= nil
 end
 
@@ -319,7 +324,7 @@ end
 
 --[[
 rb:execute(opts) -> exit code.  opts: params (validated), name (migration
-name), state_dir, from, only, yes, dry_run, runbook_arg and
+name), state_dir, from, to, only, yes, dry_run, runbook_arg and
 resume_command (for messages).
 ]]
 function Runbook:execute(opts)
@@ -346,7 +351,10 @@ function Runbook:execute(opts)
   end
   log.set_context(nil)
   ctx:close()
-  if code == M.EXIT_OK then
+  if code == M.EXIT_OK and opts.to and self:index(opts.to) < #self.steps then
+    log.info("runbook %s stopped after step %s (--to); run it again without --to to go on",
+      self.name, opts.to)
+  elseif code == M.EXIT_OK then
     st.data.finished = util.now_iso()
     st:save()
     log.info("runbook %s finished", self.name)

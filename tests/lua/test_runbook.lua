@@ -1,6 +1,6 @@
 -- The runbook engine through the real binary: resume after SIGKILL and
 -- SIGINT, failures, parameters, config errors, dry run, confirmation,
--- --from/--only, customisation, redaction.
+-- --from/--to/--only, customisation, redaction.
 local T = require "t"
 local json = require "json"
 local sys = require "sys"
@@ -187,6 +187,28 @@ T.test("--only and --from rerun chosen steps", function()
   local code, _, err = run(d, { "--only", "secnd" })
   T.eq(code, 2)
   T.match(err, "no step 'secnd' %(did you mean 'second'%?%)")
+end)
+
+T.test("--to stops after a step; the next run goes on from there", function()
+  local d = workdir()
+  local code, _, err = run(d, { "--to", "second", "--yes" })
+  T.eq(code, 0, err)
+  T.eq(count(d, "first"), 1)
+  T.eq(count(d, "second"), 1)
+  T.eq(count(d, "third"), 0)
+  T.match(err, "stopped after step second %(%-%-to%)")
+  T.eq(state(d).finished, nil, "a run stopped by --to is not finished")
+  T.eq(run(d, { "--yes" }), 0)
+  T.eq(count(d, "first"), 1)
+  T.eq(count(d, "second"), 1)
+  T.eq(count(d, "third"), 1)
+  T.ok(state(d).finished, "finished after the rest ran")
+  code, _, err = run(d, { "--from", "third", "--to", "first" })
+  T.eq(code, 2)
+  T.match(err, "%-%-to first comes before %-%-from third")
+  code, _, err = run(d, { "--only", "first", "--to", "first" })
+  T.eq(code, 2)
+  T.match(err, "%-%-to and %-%-only cannot be combined")
 end)
 
 T.test("a user runbook customises a stock one: insert, replace, remove", function()

@@ -1,5 +1,5 @@
--- pgtide run RUNBOOK [-c CONFIG] [name=value ...] [--from STEP] [--only STEP]
---                    [--dry-run] [--yes] [--state DIR]
+-- pgtide run RUNBOOK [-c CONFIG] [name=value ...] [--from STEP] [--to STEP]
+--                    [--only STEP] [--dry-run] [--yes] [--state DIR]
 local config = require "pgtide.config"
 local errors = require "pgtide.errors"
 local runbooks = require "pgtide.runbooks"
@@ -11,14 +11,15 @@ local log = require "log"
 local M = {
   summary = "run a runbook (a shipped name or a .lua file), resuming where it stopped",
   usage = [[
-pgtide run RUNBOOK [-c CONFIG] [name=value ...] [--from STEP] [--only STEP]
-                   [--dry-run] [--yes] [--state DIR]
+pgtide run RUNBOOK [-c CONFIG] [name=value ...] [--from STEP] [--to STEP]
+                   [--only STEP] [--dry-run] [--yes] [--state DIR]
 
 RUNBOOK is a shipped runbook (local, dms-manual, aurora-cfn) or a path to a
 .lua file.  Parameters come from the config file (-c) and name=value words;
 the command line wins.  Progress is saved in the state directory (default
 .pgtide/<name>/): rerunning the same command resumes at the first unfinished
-step.  --from STEP reruns from STEP; --only STEP runs just that step;
+step.  --from STEP reruns from STEP; --to STEP stops after STEP (rerun
+without it to go on); --only STEP runs just that step;
 --dry-run shows what each step would do; --yes confirms destructive and
 traffic-switching steps without asking.
 
@@ -42,6 +43,7 @@ function M.parse(args, allow)
     elseif a:match("^%-%-config=") then o.config = a:match("=(.*)"); i = i + 1
     elseif a == "--from" and allow.from then o.from = value(a)
     elseif a == "--only" and allow.only then o.only = value(a)
+    elseif a == "--to" and allow.to then o.to = value(a)
     elseif a == "--state" then o.state_dir = value(a)
     elseif a:match("^%-%-state=") then o.state_dir = a:match("=(.*)"); i = i + 1
     elseif a == "--dry-run" and allow.dry_run then o.dry_run = true; i = i + 1
@@ -98,13 +100,14 @@ function M.prepare(o)
 end
 
 function M.run(args)
-  local o = M.parse(args, { from = true, only = true, dry_run = true, yes = true })
+  local o = M.parse(args, { from = true, only = true, to = true, dry_run = true, yes = true })
   if o.from and o.only then errors.usage("--from and --only cannot be combined") end
+  if o.to and o.only then errors.usage("--to and --only cannot be combined") end
   local rb, p, name, dir, cfg = M.prepare(o)
   local plain = {}
   for _, a in ipairs(args) do plain[#plain + 1] = a end
   for i = #plain, 1, -1 do
-    if (plain[i] == "--from" or plain[i] == "--only") then
+    if (plain[i] == "--from" or plain[i] == "--only" or plain[i] == "--to") then
       table.remove(plain, i + 1); table.remove(plain, i)
     elseif plain[i] == "--dry-run" then
       table.remove(plain, i)
@@ -114,7 +117,7 @@ function M.run(args)
   for _, a in ipairs(plain) do words[#words + 1] = util.shell_quote(a) end
   return rb:execute {
     params = p, name = name, state_dir = dir, config = cfg,
-    from = o.from, only = o.only, yes = o.yes, dry_run = o.dry_run,
+    from = o.from, only = o.only, to = o.to, yes = o.yes, dry_run = o.dry_run,
     runbook_arg = o.words[1], resume_command = table.concat(words, " "),
   }
 end
