@@ -6,8 +6,9 @@
 #             psql -1 -c "TRUNCATE t" -c "COPY t FROM STDIN (FORMAT binary,
 #             FREEZE)"`, JOBS tables at a time, into tables created
 #             beforehand without indexes: the limit for moving the data
-#   pgtide    `pgtide run local jobs=JOBS` (preflight, schema, full load,
-#             indexes and constraints, sequences, VACUUM ANALYZE, count check)
+#   pgtide    `pgtide run local jobs=JOBS cdc=false --to vacuum` (preflight,
+#             schema, full load, indexes and constraints, sequences, VACUUM
+#             ANALYZE), then the rest of the run (the row-by-row count check)
 #   pgcopydb  `pgcopydb clone --table-jobs JOBS --index-jobs JOBS`
 #   floor     the largest table alone, as the relay copies it, then its
 #             primary key and VACUUM ANALYZE: the critical path no clone
@@ -44,6 +45,24 @@ trap 'exit 130' INT TERM
 log() { echo "  $*" >&2; }
 now() { date +%s.%N; }
 elapsed() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.1f", b - a }'; }
+# CPU ticks used so far by both clusters: each postmaster's own and its
+# exited children's (backends), plus its live children's (checkpointer,
+# walwriter, autovacuum, ...).  Linux /proc.
+servers_cpu() {
+  local t=0 pm c
+  for d in "$work/src" "$work/dst"; do
+    pm=$(head -1 "$d/data/postmaster.pid")
+    t=$(( t + $(awk '{ print $14 + $15 + $16 + $17 }' "/proc/$pm/stat") ))
+    for c in $(pgrep -P "$pm"); do
+      t=$(( t + $(awk '{ print $14 + $15 }' "/proc/$c/stat" 2>/dev/null || echo 0) ))
+    done
+  done
+  echo "$t"
+}
+# core-seconds of servers (ticks c0..c1) plus the tool (its `time` file: rss user sys)
+cpu_line() {
+  awk -v a="$1" -v b="$2" -v hz="$(getconf CLK_TCK)" '{ printf "%.1f\n", (b - a) / hz + $2 + $3 }' "$3"
+}
 
 command -v pgcopydb >/dev/null || { echo "pgcopydb is not installed (apt-get install pgcopydb)" >&2; exit 2; }
 [ -x "$pgtide" ] || { echo "no pgtide binary at $pgtide: run make" >&2; exit 2; }
@@ -129,23 +148,25 @@ run_floor() {
 run_pgtide() {
   fresh_target pgtide
   rm -rf "$work/pgtide-state"
-  local t0 t1 d
+  local t0 t1 t2 c0 c1 d args
+  args=(run local source="$S" target="$dst dbname=pgtide" jobs="$jobs" cdc=false --state "$work/pgtide-state")
+  # the clone (preflight .. vacuum), then pgtide's verification step on its own
+  c0=$(servers_cpu)
   t0=$(now)
-  /usr/bin/time -f "%M" -o "$work/pgtide.rss1" "$pgtide" run local source="$S" target="$dst dbname=pgtide" \
-    jobs="$jobs" cdc=false --state "$work/pgtide-state" > "$work/pgtide.log" 2>&1 \
+  /usr/bin/time -f "%M %U %S" -o "$work/pgtide.time" "$pgtide" "${args[@]}" --to vacuum > "$work/pgtide.log" 2>&1 \
     || { tail -30 "$work/pgtide.log" >&2; exit 1; }
   t1=$(now)
+  c1=$(servers_cpu)
+  "$pgtide" "${args[@]}" >> "$work/pgtide.log" 2>&1 || { tail -30 "$work/pgtide.log" >&2; exit 1; }
+  t2=$(now)
   d=$(jq -r '.steps["full-load"].outputs.summary.copy_seconds' "$work/pgtide-state/state.json")
   awk -v s="$d" 'BEGIN { printf "%.1f\n", s }' >> "$work/pgtide.data"
-  elapsed "$t0" "$t1" >> "$work/pgtide.total"; echo >> "$work/pgtide.total"
-  # verification steps (counts, row comparison) are pgtide's extra work:
-  # the clone proper (schema, data, indexes, constraints, vacuum) excludes them
-  v=$(jq -r '[.steps | to_entries[] | select(.key | test("check|verif|validat")) | .value.seconds // 0] | add // 0' \
-        "$work/pgtide-state/state.json")
-  awk -v t="$(tail -1 "$work/pgtide.total")" -v v="$v" 'BEGIN { printf "%.1f\n", t - v }' >> "$work/pgtide.core"
-  awk '{ printf "%.0f\n", $1 / 1024 }' "$work/pgtide.rss1" >> "$work/pgtide.rss"
+  elapsed "$t0" "$t1" >> "$work/pgtide.core"; echo >> "$work/pgtide.core"
+  elapsed "$t0" "$t2" >> "$work/pgtide.total"; echo >> "$work/pgtide.total"
+  cpu_line "$c0" "$c1" "$work/pgtide.time" >> "$work/pgtide.cpu"
+  awk '{ printf "%.0f\n", $1 / 1024 }' "$work/pgtide.time" >> "$work/pgtide.rss"
   check_rows pgtide pgtide
-  log "pgtide: data $(tail -1 "$work/pgtide.data")s, clone $(tail -1 "$work/pgtide.total")s"
+  log "pgtide: data $(tail -1 "$work/pgtide.data")s, clone $(tail -1 "$work/pgtide.core")s, cpu $(tail -1 "$work/pgtide.cpu") core-s"
   psql "$dst" -X -q -c "DROP DATABASE pgtide"
 }
 
@@ -154,14 +175,17 @@ run_pgcopydb() {
   rm -rf "$work/pgcopydb"
   local t0 t1
   t0=$(now)
-  /usr/bin/time -f "%M" -o "$work/pgcopydb.rss1" pgcopydb clone --source "$S" --target "$dst dbname=pgcopydb" \
+  c0=$(servers_cpu)
+  /usr/bin/time -f "%M %U %S" -o "$work/pgcopydb.time" pgcopydb clone --source "$S" --target "$dst dbname=pgcopydb" \
     --table-jobs "$jobs" --index-jobs "$jobs" --dir "$work/pgcopydb" > "$work/pgcopydb.log" 2>&1 \
     || { tail -30 "$work/pgcopydb.log" >&2; exit 1; }
   t1=$(now)
+  c1=$(servers_cpu)
   elapsed "$t0" "$t1" >> "$work/pgcopydb.total"; echo >> "$work/pgcopydb.total"
-  awk '{ printf "%.0f\n", $1 / 1024 }' "$work/pgcopydb.rss1" >> "$work/pgcopydb.rss"
+  cpu_line "$c0" "$c1" "$work/pgcopydb.time" >> "$work/pgcopydb.cpu"
+  awk '{ printf "%.0f\n", $1 / 1024 }' "$work/pgcopydb.time" >> "$work/pgcopydb.rss"
   check_rows pgcopydb pgcopydb
-  log "pgcopydb: clone $(tail -1 "$work/pgcopydb.total")s"
+  log "pgcopydb: clone $(tail -1 "$work/pgcopydb.total")s, cpu $(tail -1 "$work/pgcopydb.cpu") core-s"
   psql "$dst" -X -q -c "DROP DATABASE pgcopydb"
 }
 
@@ -185,6 +209,8 @@ pgtide_rss=$(maxof "$work/pgtide.rss")
 pgcopydb_total=$(median "$work/pgcopydb.total")
 pgcopydb_rss=$(maxof "$work/pgcopydb.rss")
 floor_total=$(median "$work/floor.total")
+pgtide_cpu=$(median "$work/pgtide.cpu")
+pgcopydb_cpu=$(median "$work/pgcopydb.cpu")
 pgcopydb_data=$(awk '/COPY \(cumulative\)/ { print $(NF - 1) }' "$work/pgcopydb.log" | head -1)
 
 rate() { awk -v m="$mb" -v s="$1" 'BEGIN { printf "%.1f", m / s }'; }
@@ -194,6 +220,8 @@ clone_ratio=$(ratio "$pgtide_core" "$pgcopydb_total")
 total_ratio=$(ratio "$pgtide_total" "$pgcopydb_total")
 floor_ratio=$(ratio "$floor_total" "$pgcopydb_total")
 floor_share=$(ratio "$floor_total" "$pgtide_core")
+cpu_ratio=$(ratio "$pgtide_cpu" "$pgcopydb_cpu")
+cpu_bound=$(awk -v w="$pgtide_cpu" -v n="$(nproc)" -v p="$pgcopydb_total" 'BEGIN { printf "%.2f", w / n / p }')
 verdict() { awk -v r="$1" -v t="$2" -v d="$3" 'BEGIN { ok = (d == ">=") ? r >= t : r <= t; print ok ? "met" : "NOT met" }'; }
 
 cat <<EOF
@@ -201,19 +229,20 @@ cat <<EOF
 
 Data: pgbench scale $scale + $wide rows of ~2 kB jsonb/text ($mb MB of table data, $rows rows in the two big tables); $jobs jobs; $(nproc) cores; both clusters on this machine. Median of $repeat rounds (tools in rotating order); peak RSS is the largest seen.
 
-| tool | data phase (s) | data MB/s | whole clone (s) | with verification (s) | peak RSS (MB) |
-|---|---:|---:|---:|---:|---:|
-| psql COPY binary \| psql COPY FREEZE, per table (limit, data only) | $relay_data | $(rate "$relay_data") | - | - | - |
-| pgtide run local cdc=false | $pgtide_data | $(rate "$pgtide_data") | $pgtide_core | $pgtide_total | $pgtide_rss |
-| pgcopydb clone $(pgcopydb --version 2>/dev/null | awk '/version/ { print $3; exit }') | - | - | $pgcopydb_total | - | $pgcopydb_rss |
-| floor: pgbench_accounts alone (relay COPY FREEZE + primary key + VACUUM ANALYZE) | - | - | $floor_total | - | - |
+| tool | data phase (s) | data MB/s | whole clone (s) | CPU, servers + tool (core-s) | with verification (s) | peak RSS (MB) |
+|---|---:|---:|---:|---:|---:|---:|
+| psql COPY binary \| psql COPY FREEZE, per table (limit, data only) | $relay_data | $(rate "$relay_data") | - | - | - | - |
+| pgtide run local cdc=false | $pgtide_data | $(rate "$pgtide_data") | $pgtide_core | $pgtide_cpu | $pgtide_total | $pgtide_rss |
+| pgcopydb clone $(pgcopydb --version 2>/dev/null | awk '/version/ { print $3; exit }') | - | - | $pgcopydb_total | $pgcopydb_cpu | - | $pgcopydb_rss |
+| floor: pgbench_accounts alone (relay COPY FREEZE + primary key + VACUUM ANALYZE) | - | - | $floor_total | - | - | - |
 
 - data phase, pgtide vs the relay: **${data_ratio}x** the relay's throughput (target >= 0.95x: $(verdict "$data_ratio" 0.95 ">="))
 - whole clone (schema, data, indexes, constraints, vacuum), pgtide vs pgcopydb: **${clone_ratio}x** pgcopydb's wall time (target <= 0.7x: $(verdict "$clone_ratio" 0.7 "<="))
 - including pgtide's verification steps, which pgcopydb does not do: ${total_ratio}x
+- CPU work of the whole clone (both servers and the tool): pgtide ${cpu_ratio}x pgcopydb's; spread perfectly over the $(nproc) cores it would take ${cpu_bound}x pgcopydb's wall time
 - the floor (the largest table's own critical path, which every clone contains) is ${floor_ratio}x pgcopydb's wall time and ${floor_share}x pgtide's clone: a clone at 0.7x pgcopydb is possible on this machine only when the floor is well under 0.7x
 
 Command: \`make bench\` (or \`BENCH=fullload bench/run.sh\`; BENCH_SCALE, BENCH_WIDE_ROWS, BENCH_JOBS).
-pgtide's data phase runs from the start of its full-load step (planning included) until the last row is copied (index builds of finished tables overlap it); its clone also runs preflight checks and schema verification; its verification steps (row counts or row comparison) are counted only in the last column. pgcopydb's summary put its COPY phase at ${pgcopydb_data:-?} (cumulative over jobs, last round).
-Per-round seconds: relay $(paste -sd' ' "$work/relay.data"); floor $(paste -sd' ' "$work/floor.total"); pgtide data $(paste -sd' ' "$work/pgtide.data"), clone $(paste -sd' ' "$work/pgtide.core"), with verification $(paste -sd' ' "$work/pgtide.total"); pgcopydb clone $(paste -sd' ' "$work/pgcopydb.total").
+pgtide's data phase runs from the start of its full-load step (planning included) until the last row is copied (index builds of finished tables overlap it); its clone is \`pgtide run local --to vacuum\` (preflight checks and schema verification included); its verification step (every row compared) runs afterwards and is counted only in the "with verification" column. pgcopydb's summary put its COPY phase at ${pgcopydb_data:-?} (cumulative over jobs, last round).
+Per-round seconds: relay $(paste -sd' ' "$work/relay.data"); CPU core-s: pgtide $(paste -sd' ' "$work/pgtide.cpu"), pgcopydb $(paste -sd' ' "$work/pgcopydb.cpu"); floor $(paste -sd' ' "$work/floor.total"); pgtide data $(paste -sd' ' "$work/pgtide.data"), clone $(paste -sd' ' "$work/pgtide.core"), with verification $(paste -sd' ' "$work/pgtide.total"); pgcopydb clone $(paste -sd' ' "$work/pgcopydb.total").
 EOF
