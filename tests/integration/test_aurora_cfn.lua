@@ -23,16 +23,13 @@ T.test("the template passes cfn-lint", function()
 end)
 
 local root = T.root
-local envdir = T.tmp .. "/aurora-env-" .. sys.getpid()
-local code, out, err = T.sh(string.format("python3 %s/tests/lib/dms_standin.py up %s --pgtide %s",
-  root, T.q(envdir), T.q(T.pgtide)))
-if code == 3 then
-  T.skip("aurora-cfn end to end", "moto_server is not installed")
+local standin = require "standin"
+local S, why = standin.start("aurora")
+if not S then
+  T.skip("aurora-cfn end to end", why)
   T.done()
 end
-assert(code == 0, "cannot start moto and the stand-in: " .. tostring(err))
-local endpoint = out:match("endpoint=(%S+)")
-local creds = out:match("credentials=(%S+)")
+local endpoint, creds, env, aws_script = S.endpoint, S.creds, S.env, S.script
 
 local ok_all, failure = pcall(function()
 
@@ -57,21 +54,6 @@ do
 end
 
 local state = T.tmp .. "/aurora-state-" .. sys.getpid()
--- Run a Lua snippet with the aws module against the stand-in; returns its JSON output.
-local env = string.format("AWS_SHARED_CREDENTIALS_FILE=%s AWS_CONFIG_FILE=/dev/null AWS_REGION=us-east-1 "
-  .. "AWS_EC2_METADATA_DISABLED=true", T.q(creds))
-local lua_path = os.getenv("PGTIDE_LUA_PATH")
-if lua_path then env = env .. " PGTIDE_LUA_PATH=" .. T.q(lua_path) end
-local function aws_script(body)
-  local file = state .. ".snippet.lua"
-  local fh = assert(io.open(file, "w"))
-  fh:write("local aws = require 'aws'\nlocal json = require 'json'\nlocal EP = ", string.format("%q", endpoint),
-    "\nlocal function client(s) return aws.client(s, { region = 'us-east-1', endpoint_url = EP }) end\n", body)
-  fh:close()
-  local c, o, e = T.sh(string.format("env %s %s script %s", env, T.q(T.pgtide), T.q(file)))
-  assert(c == 0, "aws snippet failed: " .. e)
-  return json.decode(o)
-end
 
 -- The source database's security group: until it admits the replication
 -- instance, the stand-in refuses source connections (the workflow must
@@ -81,10 +63,7 @@ local source_sg = aws_script([[
   local vpc = ec2:DescribeVpcs { Filters = { { Name = "is-default", Values = { "true" } } } }.Vpcs[1].VpcId
   local g = ec2:CreateSecurityGroup { GroupName = "aurora-db-]] .. sys.getpid() .. [[", Description = "the source", VpcId = vpc }
   print(json.encode({ id = g.GroupId }))]]).id
-do
-  local fh = assert(io.open(envdir .. "/standin/network.json", "w"))
-  fh:write(json.encode({ source_security_group = source_sg })); fh:close()
-end
+S.set_network({ source_security_group = source_sg })
 local cfgfile = T.tmp .. "/aurora-config-" .. sys.getpid() .. ".lua"
 local f = assert(io.open(cfgfile, "w"))
 f:write(string.format([[
@@ -258,7 +237,7 @@ end)
 
 end)
 
-T.sh(string.format("python3 %s/tests/lib/dms_standin.py down %s", root, T.q(envdir)))
+S.stop()
 if not ok_all then
   T.test("aurora-cfn end to end (setup)", function() error(failure, 0) end)
 end

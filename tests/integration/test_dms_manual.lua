@@ -14,17 +14,13 @@ local T = require "t"
 local json = require "json"
 local sys = require "sys"
 
-local root = T.root
-local envdir = T.tmp .. "/dms-env-" .. sys.getpid()
-local code, out, err = T.sh(string.format("python3 %s/tests/lib/dms_standin.py up %s --pgtide %s",
-  root, T.q(envdir), T.q(T.pgtide)))
-if code == 3 then
-  T.skip("dms-manual end to end", "moto_server is not installed")
+local standin = require "standin"
+local S, why = standin.start("dms")
+if not S then
+  T.skip("dms-manual end to end", why)
   T.done()
 end
-assert(code == 0, "cannot start moto and the stand-in: " .. tostring(err))
-local endpoint = out:match("endpoint=(%S+)")
-local creds = out:match("credentials=(%S+)")
+local endpoint, creds, env, aws_script = S.endpoint, S.creds, S.env, S.script
 
 local ok_all, failure = pcall(function()
 
@@ -55,21 +51,6 @@ src:sql("select pg_reload_conf()")
 
 local state = T.tmp .. "/dms-state-" .. sys.getpid()
 local cfgfile = T.tmp .. "/dms-config-" .. sys.getpid() .. ".lua"
-local env = string.format("AWS_SHARED_CREDENTIALS_FILE=%s AWS_CONFIG_FILE=/dev/null AWS_REGION=us-east-1 "
-  .. "AWS_EC2_METADATA_DISABLED=true", T.q(creds))
-local lua_path = os.getenv("PGTIDE_LUA_PATH")
-if lua_path then env = env .. " PGTIDE_LUA_PATH=" .. T.q(lua_path) end
--- Run a Lua snippet with the aws module against the stand-in; returns its JSON output.
-local function aws_script(body)
-  local file = state .. ".snippet.lua"
-  local fh = assert(io.open(file, "w"))
-  fh:write("local aws = require 'aws'\nlocal json = require 'json'\nlocal EP = ", string.format("%q", endpoint),
-    "\nlocal function client(s) return aws.client(s, { region = 'us-east-1', endpoint_url = EP }) end\n", body)
-  fh:close()
-  local c, o, e = T.sh(string.format("env %s %s script %s", env, T.q(T.pgtide), T.q(file)))
-  assert(c == 0, "aws snippet failed: " .. e)
-  return json.decode(o)
-end
 -- Subnets for a subnet group, and the source's security group: until it
 -- admits the replication instance the stand-in refuses source connections.
 local net = aws_script([[
@@ -81,10 +62,7 @@ local net = aws_script([[
   end
   local g = ec2:CreateSecurityGroup { GroupName = "source-db", Description = "the source", VpcId = vpc }
   print(json.encode({ sg = g.GroupId, subnets = table.concat(subnets, ",") }))]])
-do
-  local fh = assert(io.open(envdir .. "/standin/network.json", "w"))
-  fh:write(json.encode({ source_security_group = net.sg })); fh:close()
-end
+S.set_network({ source_security_group = net.sg })
 local function write_config(extra)
   local f = assert(io.open(cfgfile, "w"))
   f:write(string.format([[
@@ -266,12 +244,12 @@ T.test("no secret reached the state file or the log", function()
   local text = (sys.readfile(state .. "/state.json") or "") .. (sys.readfile(state .. "/pgtide.log") or "")
   T.ok(#text > 1000, "state and log are too short")
   T.nomatch(text, T.secret("pg_password"))
-  T.nomatch(sys.readfile(envdir .. "/standin/dms_standin.log") or "", T.secret("pg_password"))
+  T.nomatch(S.read_log(), T.secret("pg_password"))
 end)
 
 end)
 
-T.sh(string.format("python3 %s/tests/lib/dms_standin.py down %s", root, T.q(envdir)))
+S.stop()
 if not ok_all then
   T.test("dms-manual end to end (setup)", function() error(failure, 0) end)
 end
