@@ -832,6 +832,13 @@ static int conn_info (lua_State *L) {
   luax_setint(L, "server_version", PQserverVersion(c->conn));
   luax_setint(L, "backend_pid", PQbackendPID(c->conn));
   luax_setbool(L, "ssl", PQsslInUse(c->conn));
+  {  /* the keepalive settings in effect (pgconn_open's defaults or the conninfo's) */
+    PQconninfoOption *opts = PQconninfo(c->conn), *o;
+    for (o = opts; o != NULL && o->keyword != NULL; o++)
+      if (o->val != NULL && strncmp(o->keyword, "keepalives", 10) == 0)
+        luax_setstr(L, o->keyword, o->val);
+    PQconninfoFree(opts);
+  }
   return 1;
 }
 

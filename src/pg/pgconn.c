@@ -211,13 +211,16 @@ void pgconn_result_error (const PGresult *res, PGconn *conn, char *err, size_t e
 /*
 ** Open a connection (see pgconn.h).  Defaults the conninfo can override:
 ** application_name pgtide (or PGAPPNAME), connect_timeout 10 s (or
-** PGCONNECT_TIMEOUT).  Passwords (given or from .pgpass) are registered
+** PGCONNECT_TIMEOUT), and TCP keepalives after 30 s idle, every 10 s, 6
+** unanswered probes: a server that vanished without closing the
+** connection (failover, a NAT or firewall dropping it) ends a wait for
+** a result within about 90 s instead of never.  Passwords (given or from .pgpass) are registered
 ** for redaction; notices go to the log.  NULL with a redacted,
 ** actionable message in err on failure; the caller owns the connection.
 */
 PGconn *pgconn_open (const char *conninfo, const char *label, PgConnKind kind,
                      char *err, size_t errlen) {
-  const char *keys[6], *vals[6];
+  const char *keys[9], *vals[9];
   int n = 0;
   PGconn *conn;
   char *perr = NULL;
@@ -238,6 +241,9 @@ PGconn *pgconn_open (const char *conninfo, const char *label, PgConnKind kind,
      caller's conninfo (expanded by dbname), then forced settings */
   keys[n] = "application_name"; vals[n++] = getenv("PGAPPNAME") ? getenv("PGAPPNAME") : "pgtide";
   keys[n] = "connect_timeout"; vals[n++] = getenv("PGCONNECT_TIMEOUT") ? getenv("PGCONNECT_TIMEOUT") : "10";
+  keys[n] = "keepalives_idle"; vals[n++] = "30";
+  keys[n] = "keepalives_interval"; vals[n++] = "10";
+  keys[n] = "keepalives_count"; vals[n++] = "6";
   keys[n] = "dbname"; vals[n++] = conninfo;
   if (kind == PGCONN_REPLICATION) {
     keys[n] = "replication"; vals[n++] = "database";

@@ -192,6 +192,24 @@ T.test("connect: .pgpass and libpq settings are honoured, application_name is pg
   u:close()
 end)
 
+T.test("connect: TCP keepalives are on by default (a vanished server ends waits), the conninfo wins", function ()
+  local info = conn:info()
+  T.eq(info.keepalives_idle, "30")
+  T.eq(info.keepalives_interval, "10")
+  T.eq(info.keepalives_count, "6")
+  -- the kernel's view of this very socket: a keepalive timer of at most 30 s
+  local port = conn:query_one("SELECT client_port FROM pg_stat_activity WHERE pid = pg_backend_pid()").client_port
+  local code, out = T.sh(string.format("ss -tnoH state established '( sport = :%d )'", port))
+  if code ~= 0 then
+    T.skip("the socket's keepalive timer", "ss (iproute2) is not available")
+  else
+    local secs = tonumber(out:match("timer:%(keepalive,(%d+)"))
+    T.ok(secs and secs <= 30, "keepalive timer on the socket: " .. out)
+  end
+  local k <close> = pg.connect(c.conninfo .. " keepalives_idle=5")
+  T.eq(k:info().keepalives_idle, "5")
+end)
+
 local function connect_error(ci)
   local ok, e = pcall(pg.connect, ci, { label = "target" })
   T.ok(not ok, "connection should fail")
