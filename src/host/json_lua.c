@@ -9,6 +9,7 @@
 ** the offset (decode) or the path of the bad value (encode).
 */
 #include <cjson/cJSON.h>
+#include <errno.h>
 #include <lauxlib.h>
 #include <math.h>
 #include <stdlib.h>
@@ -48,11 +49,72 @@ static void setarray (lua_State *L) {
 }
 
 /*
-** Push the Lua value of a cJSON item: null -> json.null, integral
-** numbers below 2^53 -> integers, arrays marked as arrays.  Raises when
-** nested deeper than MAXDEPTH.
+** cJSON keeps numbers as doubles only, which loses integers above 2^53
+** (int8 values, byte counts).  A cursor over the source text finds the
+** number tokens again: cJSON's tree lists items in document order, so
+** the k-th number item is the k-th number token outside strings.
 */
-static void push_item (lua_State *L, const cJSON *item, int depth) {
+typedef struct NumCursor {
+  const char *p, *end;
+} NumCursor;
+
+/* Advance to the next number token; its start and length in *len.  The
+   text was accepted by cJSON, so tokens are well formed.  Never raises. */
+static const char *next_number (NumCursor *nc, size_t *len) {
+  const char *p = nc->p, *start;
+  while (p < nc->end) {
+    if (*p == '"') {  /* a string (a key or a value): skip it, escapes included */
+      for (p++; p < nc->end && *p != '"'; p++)
+        if (*p == '\\')
+          p++;
+      p++;
+    } else if (*p == '-' || (*p >= '0' && *p <= '9')) {
+      start = p;
+      while (p < nc->end && (strchr("+-.eE", *p) != NULL || (*p >= '0' && *p <= '9')))
+        p++;
+      nc->p = p;
+      *len = (size_t)(p - start);
+      return start;
+    } else
+      p++;
+  }
+  nc->p = p;
+  *len = 0;
+  return NULL;
+}
+
+/* Push a number item: a literal without fraction or exponent that fits
+   in 64 bits -> an exact integer; otherwise an integral double below
+   2^53 -> an integer; else a float. */
+static void push_number (lua_State *L, const cJSON *item, NumCursor *nc) {
+  size_t n;
+  const char *tok = next_number(nc, &n);
+  double d = item->valuedouble;
+  if (tok != NULL && n < 32 && strcspn(tok, ".eE") >= n) {
+    char buf[32];
+    char *end;
+    long long v;
+    memcpy(buf, tok, n);
+    buf[n] = '\0';
+    errno = 0;
+    v = strtoll(buf, &end, 10);
+    if (errno == 0 && *end == '\0') {
+      lua_pushinteger(L, (lua_Integer)v);
+      return;
+    }
+  }
+  if (d == floor(d) && fabs(d) < 9007199254740992.0)
+    lua_pushinteger(L, (lua_Integer)d);
+  else
+    lua_pushnumber(L, d);
+}
+
+/*
+** Push the Lua value of a cJSON item: null -> json.null, integer
+** literals -> exact integers (see push_number), arrays marked as arrays.
+** Raises when nested deeper than MAXDEPTH.
+*/
+static void push_item (lua_State *L, const cJSON *item, int depth, NumCursor *nc) {
   const cJSON *c;
   lua_Integer i = 0;
   if (depth > MAXDEPTH)
@@ -62,25 +124,21 @@ static void push_item (lua_State *L, const cJSON *item, int depth) {
     lua_pushlightuserdata(L, JSON_NULL);
   else if (cJSON_IsBool(item))
     lua_pushboolean(L, cJSON_IsTrue(item));
-  else if (cJSON_IsNumber(item)) {
-    double d = item->valuedouble;
-    if (d == floor(d) && fabs(d) < 9007199254740992.0)
-      lua_pushinteger(L, (lua_Integer)d);
-    else
-      lua_pushnumber(L, d);
-  } else if (cJSON_IsString(item))
+  else if (cJSON_IsNumber(item))
+    push_number(L, item, nc);
+  else if (cJSON_IsString(item))
     lua_pushstring(L, item->valuestring);
   else if (cJSON_IsArray(item)) {
     lua_createtable(L, cJSON_GetArraySize(item), 0);
     cJSON_ArrayForEach(c, item) {
-      push_item(L, c, depth + 1);
+      push_item(L, c, depth + 1, nc);
       lua_rawseti(L, -2, ++i);
     }
     setarray(L);
   } else if (cJSON_IsObject(item)) {
     lua_createtable(L, 0, cJSON_GetArraySize(item));
     cJSON_ArrayForEach(c, item) {
-      push_item(L, c, depth + 1);
+      push_item(L, c, depth + 1, nc);
       lua_setfield(L, -2, c->string);
     }
   } else
@@ -92,11 +150,14 @@ static int json_decode (lua_State *L) {
   size_t len;
   const char *text = luaL_checklstring(L, 1, &len);
   const char *end = NULL;
+  NumCursor nc;
   cJSON **box = newtreebox(L);
   *box = cJSON_ParseWithLengthOpts(text, len, &end, 0);
   if (*box == NULL)
     return luaL_error(L, "bad JSON at offset %d", end != NULL ? (int)(end - text) : 0);
-  push_item(L, *box, 0);
+  nc.p = text;
+  nc.end = end != NULL ? end : text + len;
+  push_item(L, *box, 0, &nc);
   cJSON_Delete(*box);  /* free now rather than at the next GC cycle */
   *box = NULL;
   return 1;

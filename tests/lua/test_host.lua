@@ -12,6 +12,22 @@ T.test("json round-trips values, keeps arrays, sorts keys and is exact for integ
   T.eq(math.type(v.b[1]), "integer")
   T.eq(v.b[2], 2.5)
   T.eq(v.b[4], json.null)
+  -- integers beyond 2^53 decode exactly (cJSON alone keeps doubles), with
+  -- number-like text in keys and strings, escapes included, not in the way
+  T.eq(v.a, 9007199254740993)
+  T.eq(math.type(v.a), "integer")
+  local w = json.decode('{"k\\"1": "2\\\\", "n": [-9223372036854775808, 9223372036854775807, 1e2, 3.0, '
+    .. '18446744073709551616, 0.5], "m": {"12": 12345678901234567}}')
+  T.eq(w['k"1'], "2\\")
+  T.eq(w.n[1], math.mininteger)
+  T.eq(w.n[2], math.maxinteger)
+  T.eq(math.type(w.n[3]), "integer")
+  T.eq(w.n[3], 100)
+  T.eq(w.n[4], 3)
+  T.eq(math.type(w.n[5]), "float", "beyond int64 stays a float")
+  T.eq(w.n[6], 0.5)
+  T.eq(w.m["12"], 12345678901234567)
+  T.eq(json.decode(json.encode({ x = math.maxinteger - 1 })).x, math.maxinteger - 1)
   T.eq(json.encode(v.b[6]), '{"c":[]}', "empty decoded array stays an array")
   T.eq(json.encode({ z = 1, a = { 3, 2 }, m = json.array() }), '{"a":[3,2],"m":[],"z":1}')
   T.eq(json.encode({ n = math.maxinteger }), '{"n":9223372036854775807}')
