@@ -60,6 +60,7 @@ typedef struct Rel {
   int set_ok;                    /* keyed, with a unique index on the key */
   int partitioned;               /* target relkind 'p': no ONLY */
   int any_identity_always;
+  PgLsn sync_lsn;                /* skip changes in transactions ending at or before (ApplySync) */
   unsigned gen;                  /* bumped when the relation changes */
   int temp_ready, temp_dirty;    /* set path temporary table state */
   char tempname[48];
@@ -129,6 +130,8 @@ struct Applier {
   int *nethash;                  /* open addressing: index+1 into net */
   size_t nethash_cap;
   Buf keys;
+  ApplySync *sync;               /* owned copies */
+  int nsync;
 };
 
 /* }====================================================== */
@@ -549,6 +552,16 @@ Applier *apply_open (const char *conninfo, const ApplyOptions *opt, CdcError *er
   a->segment_changes = opt->segment_changes > 0 ? opt->segment_changes : 20000;
   a->replica_role = opt->replica_role;
   a->abort_flag = opt->abort_flag;
+  if (opt->nsync > 0) {
+    int i;
+    a->sync = xcalloc((size_t)opt->nsync, sizeof(ApplySync));
+    for (i = 0; i < opt->nsync; i++) {
+      a->sync[i].schema = xstrdup(opt->sync[i].schema);
+      a->sync[i].table = xstrdup(opt->sync[i].table);
+      a->sync[i].lsn = opt->sync[i].lsn;
+    }
+    a->nsync = opt->nsync;
+  }
   pgo_decoder_init(&a->dec, 2);
   pgo_msg_init(&a->msg);
   /* set-based statements join a small staging table to big tables:
@@ -643,6 +656,11 @@ void apply_close (Applier *a) {
   buf_free(&a->sql);
   buf_free(&a->sql2);
   pgo_msg_free(&a->msg);
+  for (i = 0; i < (size_t)a->nsync; i++) {
+    free((char *)a->sync[i].schema);
+    free((char *)a->sync[i].table);
+  }
+  free(a->sync);
   free(a->origin);
   free(a);
 }
@@ -867,6 +885,9 @@ static int rel_setup (Applier *a, const PgoMsg *m, CdcError *err) {
   r->relid = m->relid;
   r->nspname = xstrdup(m->nspname[0] ? m->nspname : "pg_catalog");
   r->relname = xstrdup(m->relname);
+  for (i = 0; i < a->nsync; i++)
+    if (strcmp(a->sync[i].schema, r->nspname) == 0 && strcmp(a->sync[i].table, r->relname) == 0)
+      r->sync_lsn = a->sync[i].lsn;
   quote_ident(&b, r->nspname);
   buf_putc(&b, '.');
   quote_ident(&b, r->relname);
@@ -1209,8 +1230,9 @@ static int send_upddel (Applier *a, Rel *r, const PgoMsg *m, CdcError *err) {
 }
 
 /* TRUNCATE of every listed relation, with the source's options. */
-static int send_truncate (Applier *a, const PgoMsg *m, CdcError *err) {
-  int i;
+static int send_truncate (Applier *a, const PgoMsg *m, PgLsn end_lsn, CdcError *err) {
+  int i, n = 0;
+  Rel *last = NULL;
   buf_reset(&a->sql);
   buf_puts(&a->sql, "TRUNCATE ");
   for (i = 0; i < m->nrels; i++) {
@@ -1220,14 +1242,21 @@ static int send_truncate (Applier *a, const PgoMsg *m, CdcError *err) {
                   m->relids[i]);
       return -1;
     }
-    buf_printf(&a->sql, "%s%s%s", i ? ", " : "", r->partitioned ? "" : "ONLY ", r->qname);
+    if (r->sync_lsn != 0 && end_lsn <= r->sync_lsn) {  /* already in the table's copy */
+      a->stats.skipped++;
+      continue;
+    }
+    buf_printf(&a->sql, "%s%s%s", n++ ? ", " : "", r->partitioned ? "" : "ONLY ", r->qname);
+    last = r;
   }
+  if (n == 0)
+    return 0;
   if (m->flags & PGO_TRUNCATE_RESTART_IDENTITY)
     buf_puts(&a->sql, " RESTART IDENTITY");
   if (m->flags & PGO_TRUNCATE_CASCADE)
     buf_puts(&a->sql, " CASCADE");
   a->stats.truncates++;
-  return pipe_exec(a, a->sql.data, m->nrels == 1 ? rel_find(a, m->relids[0]) : NULL, err);
+  return pipe_exec(a, a->sql.data, n == 1 ? last : NULL, err);
 }
 
 /* Decode a stored record (flag byte + pgoutput message). */
@@ -1904,6 +1933,22 @@ done:
   return rc < 0 ? -1 : 0;
 }
 
+/* Is this change (a stored Insert/Update/Delete record) already in its
+   table's copy?  True when the table was copied under a snapshot that
+   holds every transaction ending at or before its sync LSN, and this
+   transaction ends there (see ApplySync).  Never raises. */
+static int in_copy (Applier *a, const uint8_t *rec, size_t len, PgLsn end_lsn) {
+  size_t off = (rec[0] & APPLY_REC_STREAMED) ? 6 : 2;   /* flag, kind, [xid,] relid */
+  uint32_t relid;
+  Rel *r;
+  if (len < off + 4)
+    return 0;
+  relid = ((uint32_t)rec[off] << 24) | ((uint32_t)rec[off + 1] << 16) |
+          ((uint32_t)rec[off + 2] << 8) | (uint32_t)rec[off + 3];
+  r = rel_find(a, relid);
+  return r != NULL && r->sync_lsn != 0 && end_lsn <= r->sync_lsn;
+}
+
 /* Buffer a change record in the segment; 1 when the segment is full. */
 static int seg_add (Applier *a, const uint8_t *rec, size_t len) {
   if (a->nents == a->ents_cap) {
@@ -1923,7 +1968,7 @@ static int seg_add (Applier *a, const uint8_t *rec, size_t len) {
 ** messages update the caches (a changed relation flushes first), a
 ** Truncate is sent at once.  -1 with err; the group is then lost.
 */
-int apply_txn (Applier *a, SpillBuf *txn, CdcError *err) {
+int apply_txn (Applier *a, SpillBuf *txn, PgLsn end_lsn, CdcError *err) {
   SpillReader rd;
   const uint8_t *rec;
   size_t len;
@@ -1946,6 +1991,10 @@ int apply_txn (Applier *a, SpillBuf *txn, CdcError *err) {
       case PGO_INSERT:
       case PGO_UPDATE:
       case PGO_DELETE:
+        if (a->nsync > 0 && in_copy(a, rec, len, end_lsn)) {
+          a->stats.skipped++;
+          break;
+        }
         if (seg_add(a, rec, len))
           rc = flush_segment(a, err);
         break;
@@ -1972,7 +2021,7 @@ int apply_txn (Applier *a, SpillBuf *txn, CdcError *err) {
         break;
       case PGO_TRUNCATE:
         if (flush_segment(a, err) != 0 || decode_rec(a, rec, len, &a->msg, err) != 0 ||
-            send_truncate(a, &a->msg, err) != 0)
+            send_truncate(a, &a->msg, end_lsn, err) != 0)
           rc = -1;
         break;
       default:                 /* Origin, Message: nothing to apply */

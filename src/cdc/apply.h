@@ -49,6 +49,15 @@ typedef enum ApplyProgressMode {
   APPLY_PROGRESS_TABLE           /* row in pgtide.cdc_progress */
 } ApplyProgressMode;
 
+/* A table whose copy came from a later snapshot than the slot's (the
+   full load resumed after a crash under a new snapshot): its copy already
+   holds every source transaction ending at or before lsn, so the
+   applier skips that table's changes in those transactions. */
+typedef struct ApplySync {
+  const char *schema, *table;
+  PgLsn lsn;
+} ApplySync;
+
 typedef struct ApplyOptions {
   const char *origin;            /* progress name: origin name / table key */
   ApplyProgressMode progress;
@@ -58,6 +67,8 @@ typedef struct ApplyOptions {
   int replica_role;              /* SET session_replication_role = replica */
   const char *session_sql;       /* extra SET statements (source output settings) */
   volatile int *abort_flag;      /* set by another thread: stop waiting */
+  const ApplySync *sync;         /* tables copied under later snapshots (copied) */
+  int nsync;
 } ApplyOptions;
 
 typedef struct ApplyStats {
@@ -68,6 +79,7 @@ typedef struct ApplyStats {
   uint64_t fallbacks;            /* set segments replayed row by row */
   uint64_t missing;              /* UPDATE/DELETE that found no row */
   uint64_t bytes;                /* raw change bytes applied */
+  uint64_t skipped;              /* changes already in a table's copy (ApplySync) */
 } ApplyStats;
 
 typedef struct Applier Applier;
@@ -80,10 +92,10 @@ void apply_close(Applier *a);
 /* The committed source position (0 when nothing was applied yet). */
 int apply_progress(Applier *a, PgLsn *lsn, CdcError *err);
 
-/* Apply one complete source transaction into the open group (BEGIN is
-   sent before the first).  On error the group is lost: the caller
-   closes the Applier and resumes from apply_progress(). */
-int apply_txn(Applier *a, SpillBuf *txn, CdcError *err);
+/* Apply one complete source transaction, which ends at end_lsn, into the
+   open group (BEGIN is sent before the first).  On error the group is
+   lost: the caller closes the Applier and resumes from apply_progress(). */
+int apply_txn(Applier *a, SpillBuf *txn, PgLsn end_lsn, CdcError *err);
 
 /* Commit the open group, recording end_lsn/commit_ts as the progress. */
 int apply_commit(Applier *a, PgLsn end_lsn, int64_t commit_ts, CdcError *err);

@@ -46,6 +46,7 @@ typedef struct Txn {
 struct Cdc {
   /* configuration (strings owned) */
   char *source, *target, *slot, *publication, *origin, *state_dir;
+  ApplySync *sync;               /* owned copy of cfg.sync */
   int status_file;               /* write state_dir/cdc-status.json (a state_dir was given) */
   CdcConfig cfg;
   char *session_sql;             /* the source's output settings for the applier */
@@ -782,6 +783,8 @@ static int session_open (Cdc *c, CdcError *err) {
   ao.replica_role = c->cfg.replica_role;
   ao.session_sql = c->session_sql;
   ao.abort_flag = &c->abort_wait;
+  ao.sync = c->cfg.sync;
+  ao.nsync = c->cfg.nsync;
   c->applier = apply_open(c->target, &ao, err);
   if (c->applier == NULL)
     return -1;
@@ -925,7 +928,7 @@ static int apply_loop (Cdc *c, CdcError *err) {
     while (t != NULL) {
       int rc = 0;
       if (t->end_lsn > c->session_start || c->session_start == 0)
-        rc = apply_txn(c->applier, &t->buf, err);
+        rc = apply_txn(c->applier, &t->buf, t->end_lsn, err);
       gbytes += spill_size(&t->buf);
       last_end = t->end_lsn;
       last_ts = t->commit_ts;
@@ -969,6 +972,7 @@ static int apply_loop (Cdc *c, CdcError *err) {
       c->st.stats.set_rows += s->set_rows - before.set_rows;
       c->st.stats.fallbacks += s->fallbacks - before.fallbacks;
       c->st.stats.missing += s->missing - before.missing;
+      c->st.stats.skipped += s->skipped - before.skipped;
       c->st.stats.bytes += s->bytes - before.bytes;
     }
     if (last_end > c->st.applied_lsn)
@@ -1119,6 +1123,17 @@ Cdc *cdc_start (const CdcConfig *cfg, CdcError *err) {
   c->cfg.publication = c->publication;
   c->cfg.origin = c->origin;
   c->cfg.state_dir = c->state_dir;
+  if (cfg->nsync > 0) {
+    int i;
+    c->sync = xcalloc((size_t)cfg->nsync, sizeof(ApplySync));
+    for (i = 0; i < cfg->nsync; i++) {
+      c->sync[i].schema = xstrdup(cfg->sync[i].schema);
+      c->sync[i].table = xstrdup(cfg->sync[i].table);
+      c->sync[i].lsn = cfg->sync[i].lsn;
+    }
+  }
+  c->cfg.sync = c->sync;
+  c->cfg.nsync = cfg->nsync > 0 ? cfg->nsync : 0;
   if (c->cfg.memory_cap < (1u << 20))
     c->cfg.memory_cap = c->cfg.memory_cap == 0 ? DEFAULT_MEMORY_CAP : (1u << 20);
   if (c->cfg.group_txns <= 0)
@@ -1240,6 +1255,11 @@ void cdc_free (Cdc *c) {
   free(c->origin);
   free(c->state_dir);
   free(c->session_sql);
+  for (int i = 0; i < c->cfg.nsync; i++) {
+    free((char *)c->sync[i].schema);
+    free((char *)c->sync[i].table);
+  }
+  free(c->sync);
   free(c);
 }
 
@@ -1265,11 +1285,12 @@ static void quote_qualified (Buf *b, const char *name, size_t n) {
 
 /*
 ** See cdc.h: creates the publication when missing (FOR ALL TABLES, or
-** FOR TABLE the listed ones), then the slot on a replication connection
-** that exports its snapshot and stays open in the CdcSlot.
+** FOR TABLE the listed ones), then the slot (a temporary one goes with
+** the session) on a replication connection that exports its snapshot
+** and stays open in the CdcSlot.
 */
 CdcSlot *cdc_slot_create (const char *source, const char *slot, const char *publication,
-                          const char *tables, CdcError *err) {
+                          const char *tables, int temporary, CdcError *err) {
   char msg[PGCONN_ERRLEN];
   PGconn *conn;
   PGresult *res = NULL;
@@ -1333,14 +1354,14 @@ CdcSlot *cdc_slot_create (const char *source, const char *slot, const char *publ
   }
   s = xcalloc(1, sizeof(CdcSlot));
   s->conn = conn;
-  if (stream_create_slot(conn, slot, 0, 1, &s->info, err) != 0) {
+  if (stream_create_slot(conn, slot, temporary, 1, &s->info, err) != 0) {
     cdc_slot_close(s);
     return NULL;
   }
   {
     char l[PGO_LSN_BUFSZ];
-    log_info("cdc: created replication slot %s at %s (snapshot %s)", slot,
-             pgo_lsn_format(s->info.lsn, l), s->info.snapshot);
+    log_info("cdc: created %sreplication slot %s at %s (snapshot %s)", temporary ? "temporary " : "",
+             slot, pgo_lsn_format(s->info.lsn, l), s->info.snapshot);
   }
   return s;
 }

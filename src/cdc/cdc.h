@@ -54,6 +54,10 @@ typedef struct CdcConfig {
   int receive_timeout_ms;        /* silence from the source that counts as a lost
                                     connection (default 60000; we ask for a reply
                                     every status interval) */
+  const ApplySync *sync;         /* tables copied under later snapshots than the
+                                    slot's: their changes up to each one's LSN are
+                                    skipped (see apply.h) */
+  int nsync;
 } CdcConfig;
 
 typedef enum CdcState {
@@ -125,11 +129,13 @@ typedef struct CdcSlot {
 ** Create the publication when missing (FOR ALL TABLES, or FOR TABLE the
 ** comma-separated 'tables' list), then the slot with an exported
 ** snapshot.  The publication must exist before the slot, or decoding
-** the slot's first changes fails.  NULL with err (an existing slot is a
-** CDC_ERR_CONFIG error with sqlstate 42710).
+** the slot's first changes fails.  A temporary slot is dropped with its
+** session (cdc_slot_close): it only marks a snapshot's position.  NULL
+** with err (an existing slot is a CDC_ERR_CONFIG error with sqlstate
+** 42710).
 */
 CdcSlot *cdc_slot_create(const char *source, const char *slot, const char *publication,
-                         const char *tables, CdcError *err);
+                         const char *tables, int temporary, CdcError *err);
 void cdc_slot_close(CdcSlot *s);
 
 typedef struct CdcSlotInfo {

@@ -3,7 +3,7 @@
 ** Lua module "core.cdc": logical replication from the source to the
 ** target (the CDC engine in cdc.c, apply.c, stream.c).
 **
-**   cdc.create_slot{source=, slot=, publication=, tables=}  -> slot
+**   cdc.create_slot{source=, slot=, publication=, tables=, temporary=}  -> slot
 **       slot.name, slot.lsn ("X/Y"), slot.snapshot, slot.plugin;
 **       slot:close() ends the exporting session (the snapshot stays
 **       importable until then; also __gc and __close)
@@ -204,7 +204,8 @@ static LSlot *checkslot (lua_State *L) {
   return (LSlot *)luaL_checkudata(L, 1, CDC_SLOT);
 }
 
-/* cdc.create_slot{source=, slot=, publication=, tables=}: raises. */
+/* cdc.create_slot{source=, slot=, publication=, tables=, temporary=}:
+   raises. */
 static int l_create_slot (lua_State *L) {
   const char *source, *slot, *pub, *tables;
   LSlot *s;
@@ -216,7 +217,7 @@ static int l_create_slot (lua_State *L) {
   tables = opt_list(L, 1, "tables");
   s = (LSlot *)luax_newudata(L, sizeof(LSlot), 0, CDC_SLOT);   /* closed until the slot exists */
   cdc_err_clear(&err);
-  s->slot = cdc_slot_create(source, slot, pub, tables, &err);
+  s->slot = cdc_slot_create(source, slot, pub, tables, luax_opt_bool(L, 1, "temporary", 0), &err);
   if (s->slot == NULL)
     return cdc_raise(L, "cdc.create_slot", &err);
   s->info = s->slot->info;
@@ -315,6 +316,39 @@ static LWorker *checkworker (lua_State *L) {
   return (LWorker *)luaL_checkudata(L, 1, CDC_WORKER);
 }
 
+/* Option table_sync = { {schema=, table=, lsn="X/Y"}, ... } as an array
+   in a userdata left on the stack (the caller keeps it there while the
+   array is used; the strings belong to the option table).  *n entries;
+   raises on a malformed list. */
+static ApplySync *opt_sync (lua_State *L, int idx, int *n) {
+  ApplySync *s;
+  int i;
+  *n = 0;
+  lua_getfield(L, idx, "table_sync");
+  if (lua_isnil(L, -1)) {
+    lua_pop(L, 1);
+    return NULL;
+  }
+  if (!lua_istable(L, -1))
+    luaL_error(L, "option 'table_sync' must be a list of {schema=, table=, lsn=}");
+  *n = (int)luaL_len(L, -1);
+  s = (ApplySync *)lua_newuserdatauv(L, (size_t)(*n > 0 ? *n : 1) * sizeof(ApplySync), 0);
+  for (i = 0; i < *n; i++) {
+    const char *lsn;
+    lua_geti(L, -2, i + 1);
+    if (!lua_istable(L, -1))
+      luaL_error(L, "option 'table_sync' entry %d is not a table", i + 1);
+    s[i].schema = luax_req_string(L, -1, "schema");
+    s[i].table = luax_req_string(L, -1, "table");
+    lsn = luax_req_string(L, -1, "lsn");
+    if (pgo_lsn_parse(lsn, &s[i].lsn) != 0)
+      luaL_error(L, "option 'table_sync' entry %d: bad LSN '%s'", i + 1, lsn);
+    lua_pop(L, 1);
+  }
+  lua_remove(L, -2);   /* the list; its entries stay reachable from the options */
+  return s;
+}
+
 /* cdc.start{...}: raises on bad options and when the first session
    cannot start (missing slot, unreachable server, drift at start). */
 static int l_start (lua_State *L) {
@@ -340,6 +374,7 @@ static int l_start (lua_State *L) {
   cfg.status_interval_ms = (int)(luax_opt_int(L, 1, "status_interval", 1) * 1000);
   cfg.receive_timeout_ms = (int)(luax_opt_int(L, 1, "receive_timeout", 60) * 1000);
   cfg.replica_role = luax_opt_bool(L, 1, "replica_role", 1);
+  cfg.sync = opt_sync(L, 1, &cfg.nsync);
   lua_getfield(L, 1, "streaming");
   cfg.streaming = lua_isnil(L, -1) ? -1 : lua_toboolean(L, -1);
   lua_pop(L, 1);
@@ -402,6 +437,7 @@ static void push_status (lua_State *L, const CdcStatus *st) {
   luax_setint(L, "set_segments", (lua_Integer)st->stats.set_segments);
   luax_setint(L, "fallbacks", (lua_Integer)st->stats.fallbacks);
   luax_setint(L, "missing_rows", (lua_Integer)st->stats.missing);
+  luax_setint(L, "skipped_in_copy", (lua_Integer)st->stats.skipped);
   luax_setint(L, "bytes_applied", (lua_Integer)st->stats.bytes);
   luax_setint(L, "queued_txns", (lua_Integer)st->queued_txns);
   luax_setint(L, "received_txns", (lua_Integer)st->received_txns);

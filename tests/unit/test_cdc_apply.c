@@ -264,7 +264,7 @@ static void test_snapshot_and_initial_copy (void) {
   tc_exec(sc, "INSERT INTO items SELECT g, 'k1', '{}' FROM generate_series(1, 100) g");
   tc_exec(sc, "INSERT INTO logs SELECT g % 20, 'init', point(g, g), '[1]' FROM generate_series(1, 200) g");
   cdc_err_clear(&err);
-  slot = cdc_slot_create(src.conninfo, "cdc_test", "pub", NULL, &err);
+  slot = cdc_slot_create(src.conninfo, "cdc_test", "pub", NULL, 0, &err);
   CHECK(slot != NULL);
   if (slot == NULL) {
     fprintf(stderr, "slot: %s\n", err.message);
@@ -274,7 +274,7 @@ static void test_snapshot_and_initial_copy (void) {
   CHECK(slot->info.snapshot[0] != '\0');
   CHECK(slot->info.lsn != 0);
   /* a second slot of the same name is refused */
-  CHECK(cdc_slot_create(src.conninfo, "cdc_test", "pub", NULL, &err) == NULL);
+  CHECK(cdc_slot_create(src.conninfo, "cdc_test", "pub", NULL, 0, &err) == NULL);
   CHECK_INT(err.kind, CDC_ERR_CONFIG);
   /* the source keeps changing after the snapshot */
   workload(30, 0);
