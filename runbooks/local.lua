@@ -36,8 +36,8 @@ continues where it stopped):
   cleanup      (cdc, destructive) drops the slot, the publication and the
                progress record on the target
 
-Why a crash during the full load restarts the load under a new slot:
-see docs/runbooks.md, "CDC and cutover".
+What a crash during the full load keeps and copies again: see
+docs/runbooks.md, "A crash, at any point".
 ]]
 local runbook = require "pgtide.runbook"
 local preflight = require "pgtide.preflight"
@@ -232,16 +232,23 @@ end
 
 local open_slots = setmetatable({}, { __mode = "k" })   -- ctx -> slot object holding the snapshot
 
+local resume_snapshot
+
 --[[ The snapshot the full load uses.  Without CDC: nil (the load exports
   a fresh one).  With CDC: the exported snapshot of this migration's
   replication slot, created here (after the publication) before any row
-  is copied.  The snapshot lives only as long as the slot's creating
-  session, so a load interrupted by a crash cannot continue under it:
-  the old slot is dropped, a new one created, and every unit copied
-  again (each unit's copy replaces what an earlier attempt left, see
-  docs/fullload.md).  When every unit was already recorded and the slot
-  still exists, there is nothing left to copy and no snapshot is needed.
-  See docs/runbooks.md ("CDC and cutover") for why. ]]
+  is copied; the slot's position is where the stream will start.
+
+  A snapshot lives only as long as the session that exported it, so a
+  load interrupted by a crash cannot continue under it.  The slot itself
+  survives, still at its first position (nothing consumed it), so the
+  tables copied completely under the old snapshot are kept.  The others
+  are copied again, every unit of them, under a new snapshot taken from
+  a temporary slot; that slot's position is each such table's sync LSN,
+  and the stream skips the table's changes in transactions that end at
+  or before it (its copy holds them).  When the slot is gone, the old
+  copies cannot be caught up and everything starts over.  When every
+  unit was already recorded, no snapshot is needed. ]]
 function rb.load_snapshot(ctx)
   if not ctx.params.cdc then return nil end
   local out = ctx.out
@@ -260,17 +267,14 @@ function rb.load_snapshot(ctx)
   if info.exists and not slot_is_ours(ctx, n.slot) then
     runbook.fail("%s", foreign_slot_message(ctx, n.slot))
   end
-  if info.exists then
-    if info.active then
-      log.warn("full load: slot %s is active: waiting for its session (a killed run's) to end", n.slot)
-    end
-    log.warn("full load: slot %s is left from an interrupted load; its snapshot ended with that run, "
-      .. "so the load restarts under a new slot%s", n.slot,
-      #(out.done or {}) > 0 and string.format(" (the %d units copied before are copied again)",
-        #out.done) or "")
+  out.unit_lsn = out.unit_lsn or {}
+  if info.exists and out.slot and out.slot.name == n.slot then
+    return resume_snapshot(ctx, n, info)
+  end
+  if info.exists then   -- created, but died before recording it
     cdc.drop { source = ctx.params.source, slot = n.slot, target = ctx.params.target, origin = n.slot }
   end
-  out.done = {}
+  out.done, out.unit_lsn = {}, {}
   out.slot = nil
   out.slot_pending = n.slot   -- ours even if we die before recording it below
   ctx:save()
@@ -278,10 +282,59 @@ function rb.load_snapshot(ctx)
   local slot = cdc.create_slot { source = ctx.params.source, slot = n.slot, publication = n.publication }
   open_slots[ctx] = slot
   out.slot = { name = n.slot, publication = n.publication, lsn = slot.lsn, created_at = util.now_iso() }
+  out.pass_lsn = slot.lsn
   ctx:save()
   log.info("full load: slot %s created at %s; the copy uses its snapshot %s", n.slot, slot.lsn,
     slot.snapshot)
   return slot.snapshot
+end
+
+--[[ The resume half of load_snapshot: the slot exists at its first
+  position.  Keeps each table whose units all finished under one
+  snapshot; forgets the units of the others (copied again, whole); takes
+  a new snapshot at a temporary slot's position for them. ]]
+function resume_snapshot(ctx, n, info)
+  local out = ctx.out
+  if info.active then
+    log.warn("full load: slot %s is active: waiting for its session (a killed run's) to end", n.slot)
+  end
+  local by_table, order = {}, {}
+  for _, u in ipairs(out.units) do
+    local k = u.schema .. "." .. u.table
+    if not by_table[k] then by_table[k] = {}; order[#order + 1] = k end
+    local t = by_table[k]
+    t[#t + 1] = u.id
+  end
+  local done = {}
+  for _, id in ipairs(out.done or {}) do done[id] = true end
+  local keep, redo, kept_tables = {}, {}, 0
+  for _, k in ipairs(order) do
+    local lsn, whole = nil, true
+    for _, id in ipairs(by_table[k]) do
+      local l = out.unit_lsn[id] or out.slot.lsn   -- units of older states: the first pass
+      if not done[id] or (lsn and l ~= lsn) then whole = false; break end
+      lsn = l
+    end
+    if whole then
+      kept_tables = kept_tables + 1
+      for _, id in ipairs(by_table[k]) do keep[#keep + 1] = id end
+    else
+      redo[#redo + 1] = k
+      for _, id in ipairs(by_table[k]) do out.unit_lsn[id] = nil end
+    end
+  end
+  out.done = keep
+  -- a name of its own per process: a killed run's temporary slot may linger a moment
+  local suffix = "_r" .. sys.getpid()
+  local tmp = cdc.create_slot { source = ctx.params.source, temporary = true,
+                                slot = n.slot:sub(1, 63 - #suffix) .. suffix }
+  open_slots[ctx] = tmp
+  out.pass_lsn = tmp.lsn
+  ctx:save()
+  log.warn("full load: resuming after an interruption under slot %s (kept at %s): %d table(s) copied "
+    .. "before are kept; %d are copied again under a new snapshot at %s, and the stream skips their "
+    .. "changes up to there", n.slot, out.slot.lsn, kept_tables, #redo, tmp.lsn)
+  return tmp.snapshot
 end
 
 -- End the session that exports the slot's snapshot (after the load).
@@ -607,7 +660,8 @@ step {
       ctx.params.cdc and string.format("creates publication and replication slot %s (pgoutput), "
         .. "then ", stream.names(ctx.name).slot) or "",
       jobs(ctx), ctx.params.split_threshold_mb,
-      ctx.params.cdc and " (after a crash, under a new slot: the old snapshot is gone)" or "")
+      ctx.params.cdc and " (after a crash, tables not finished are copied again under a new "
+        .. "snapshot, and the stream skips their changes up to it)" or "")
   end,
   check = function(ctx)
     return ctx.out.complete == true
@@ -635,6 +689,10 @@ step {
       after = after, after_setup = after_setup,
       on_unit_done = function(u)
         out.done[#out.done + 1] = u.id
+        if out.pass_lsn then
+          out.unit_lsn = out.unit_lsn or {}
+          out.unit_lsn[u.id] = out.pass_lsn
+        end
         -- a unit finished but not yet saved is redone on resume (safely)
         if sys.monotonic() - last_save >= 1 then
           ctx:save()
@@ -673,6 +731,19 @@ step {
     for _, t in ipairs(summary.tables or {}) do
       local rows = out.summary.tables
       rows[#rows + 1] = { name = t.schema .. "." .. t.table, rows = t.rows, bytes = t.bytes }
+    end
+    -- tables copied under a later snapshot than the slot's (a resumed
+    -- load): the stream skips their changes up to that snapshot
+    if ctx.params.cdc and out.slot then
+      local sync, seen = {}, {}
+      for _, u in ipairs(out.units) do
+        local l, k = out.unit_lsn and out.unit_lsn[u.id], u.schema .. "." .. u.table
+        if l and l ~= out.slot.lsn and not seen[k] then
+          seen[k] = true
+          sync[#sync + 1] = { schema = u.schema, table = u.table, lsn = l }
+        end
+      end
+      out.sync = sync
     end
     out.progress = nil
     out.complete = true

@@ -185,6 +185,8 @@ function M.ensure(ctx)
   local ok, res = pcall(core.replicate, {
     source = p.source, target = p.target, slot = n.slot, publication = n.publication,
     state_dir = ctx.state_dir, memory_cap = p.memory_cap, replica_role = p.replica_role,
+    -- tables a resumed full load copied under a later snapshot (runbooks/local.lua)
+    table_sync = (ctx.outputs["full-load"] or {}).sync,
   })
   if not ok then
     if source_missing_slot(ctx, n) then
