@@ -95,7 +95,7 @@ for i in $(seq 1 "$repeat"); do
   if [ $with_pgcopydb = 1 ]; then
     q "$dst" "CREATE DATABASE t_pgcopydb_$i TEMPLATE t_base" >/dev/null
     pgcopydb stream setup --source "$SURI" --target "$(turi t_pgcopydb_$i)" --dir "$work/pgcopydb_$i" \
-      --slot-name "s_pgcopydb_$i" > "$work/pgcopydb_setup_$i.log" 2>&1 \
+      --slot-name "s_pgcopydb_$i" --origin "pgcopydb_$i" > "$work/pgcopydb_setup_$i.log" 2>&1 \
       || { tail -20 "$work/pgcopydb_setup_$i.log" >&2; exit 1; }
   fi
 done
@@ -174,7 +174,7 @@ for i in $(seq 1 "$repeat"); do
     q "$S" "UPDATE pgcopydb.sentinel SET apply = true, endpos = '$endpos'" >/dev/null
     t0=$(now)
     pgcopydb follow --source "$SURI" --target "$(turi t_pgcopydb_$i)" --dir "$work/pgcopydb_$i" \
-      --slot-name "s_pgcopydb_$i" --resume --not-consistent --endpos "$endpos" \
+      --slot-name "s_pgcopydb_$i" --origin "pgcopydb_$i" --resume --not-consistent --endpos "$endpos" \
       > "$work/pgcopydb_follow_$i.log" 2>&1 &
     pcd_pid=$!
     wait_marker "$(tdb t_pgcopydb_$i)" END-1 1800
