@@ -121,7 +121,7 @@ local cdc = require "core.cdc"
 local sys = require "sys"
 local source, target, slot, state, stopfile = arg[1], arg[2], arg[3], arg[4], arg[5]
 local w = cdc.start { source = source, target = target, slot = slot, publication = "bench_pub",
-  state_dir = state, memory_cap = "64MB" }
+  state_dir = state, memory_cap = "64MB", group = tonumber(os.getenv("BENCH_GROUP") or "") }
 local maxlag, n, sum, samples = 0, 0, 0, {}
 while not sys.exists(stopfile) do
   local st = w:run_for(0.25)
@@ -133,8 +133,9 @@ while not sys.exists(stopfile) do
 end
 table.sort(samples)
 local st = w:stop()
-io.write(string.format("txns=%d commits=%d set_segments=%d fallbacks=%d maxlag=%.3f avglag=%.3f p95lag=%.3f rss_kb=%d\n",
-  st.txns, st.commits, st.set_segments, st.fallbacks, maxlag, n > 0 and sum / n or 0,
+io.write(string.format("txns=%d commits=%d set_segments=%d fallbacks=%d apply_idle=%.2f receiver_wait=%.2f maxlag=%.3f avglag=%.3f p95lag=%.3f rss_kb=%d\n",
+  st.txns, st.commits, st.set_segments, st.fallbacks, st.apply_idle_seconds or 0, st.receiver_wait_seconds or 0,
+  maxlag, n > 0 and sum / n or 0,
   #samples > 0 and samples[math.max(1, math.ceil(#samples * 0.95))] or 0, sys.peak_rss_kb()))
 LUA
 mkdir -p "$work/state"
@@ -177,11 +178,31 @@ for i in $(seq 1 "$repeat"); do
       --slot-name "s_pgcopydb_$i" --origin "pgcopydb_$i" --resume --not-consistent --endpos "$endpos" \
       > "$work/pgcopydb_follow_$i.log" 2>&1 &
     pcd_pid=$!
-    wait_marker "$(tdb t_pgcopydb_$i)" END-1 1800
+    # wait for the marker, unless pgcopydb reports that it cannot go on
+    # (0.10's transform worker dies on some backlogs and follow then waits forever)
+    end=$(( $(date +%s) + 1800 ))
+    until [ "$(q "$(tdb t_pgcopydb_$i)" "SELECT count(*) FROM pgbench_history WHERE filler = 'END-1'")" = 1 ]; do
+      if grep -q "ERROR BUG\|Worker [0-9]* exited with code" "$work/pgcopydb_follow_$i.log"; then
+        pgcopydb_failed=$(grep -m1 "ERROR" "$work/pgcopydb_follow_$i.log" | sed 's/^[0-9:]* [0-9]* ERROR *//' | cut -c1-160)
+        break
+      fi
+      [ "$(date +%s)" -lt "$end" ] || { pgcopydb_failed="no END-1 marker after 1800 s"; break; }
+      sleep 0.05
+    done
     t1=$(now)
+    # pgcopydb follow and its workers: TERM, then KILL what is left after 5 s
+    pkill -TERM -P "$pcd_pid" 2>/dev/null || true
     kill "$pcd_pid" 2>/dev/null || true
+    for _ in $(seq 1 50); do kill -0 "$pcd_pid" 2>/dev/null || break; sleep 0.1; done
+    pkill -KILL -P "$pcd_pid" 2>/dev/null || true
+    kill -KILL "$pcd_pid" 2>/dev/null || true
     wait "$pcd_pid" 2>/dev/null || true
-    pgcopydb_times+=("$(elapsed "$t0" "$t1")")
+    if [ -n "${pgcopydb_failed:-}" ]; then
+      log "pgcopydb follow failed: $pgcopydb_failed (log: pgcopydb_follow_$i.log); not run again"
+      with_pgcopydb=failed
+    else
+      pgcopydb_times+=("$(elapsed "$t0" "$t1")")
+    fi
   fi
 done
 median() { printf '%s\n' "$@" | sort -g | awk '{ v[NR] = $1 } END { print (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2 }'; }
@@ -193,6 +214,9 @@ if [ $with_pgcopydb = 1 ]; then
   pgcopydb_rps=$(awk -v c="$changes" -v s="$pgcopydb_s" 'BEGIN { printf "%.0f", c / s }')
   pgcopydb_row="| pgcopydb follow $(pgcopydb --version 2>/dev/null | awk '/version/ {print $3; exit}') (wal2json) | $pgcopydb_s | $pgcopydb_rps | runs: ${pgcopydb_times[*]} s |"
   tools="pgtide native pgcopydb"
+elif [ "$with_pgcopydb" = failed ]; then
+  pgcopydb_row="| pgcopydb follow $(pgcopydb --version 2>/dev/null | awk '/version/ {print $3; exit}') (wal2json) | - | - | **failed** on this backlog: \"$pgcopydb_failed\" (its apply then waits forever) |"
+  tools="pgtide native"
 else
   pgcopydb_row="| pgcopydb follow | - | - | not run: needs pgcopydb and postgresql-15-wal2json (make deps installs both) |"
   tools="pgtide native"
@@ -252,7 +276,7 @@ servers over Unix sockets (the subscriber is inside the target; pgtide runs besi
 
 | apply (median of $repeat) | seconds | rows/s | |
 |---|---:|---:|---|
-| pgtide (core.cdc, memory_cap 64MB) | $pgtide_s | $pgtide_rps | runs: ${pgtide_times[*]} s; $(field "$pgtide_stats" txns) source txns in $(field "$pgtide_stats" commits) target commits, $(field "$pgtide_stats" set_segments) set-based segments |
+| pgtide (core.cdc, memory_cap 64MB) | $pgtide_s | $pgtide_rps | runs: ${pgtide_times[*]} s; $(field "$pgtide_stats" txns) source txns in $(field "$pgtide_stats" commits) target commits, $(field "$pgtide_stats" set_segments) set-based segments; the applier waited $(field "$pgtide_stats" apply_idle) s for the stream |
 | native CREATE SUBSCRIPTION | $native_s | $native_rps | runs: ${native_times[*]} s |
 $pgcopydb_row
 

@@ -45,7 +45,7 @@ typedef struct CdcConfig {
   int proto_version;             /* 0: highest the source supports */
   int streaming;                 /* -1 auto (on with protocol 2), 0 off, 1 on */
   size_t memory_cap;             /* bytes of change data held in RAM (default 64 MB) */
-  int group_txns;                /* source transactions per target commit (default 1000) */
+  int group_txns;                /* source transactions per target commit (default 10000) */
   int batch;                     /* changes per apply segment (default 20000) */
   int set_threshold;             /* segment size that uses the set path (default 500; 0 never) */
   ApplyProgressMode progress;    /* where the target records progress */

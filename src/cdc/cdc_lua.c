@@ -367,7 +367,7 @@ static int l_start (lua_State *L) {
   cfg.origin = luax_opt_string(L, 1, "origin", NULL);
   cfg.state_dir = luax_opt_string(L, 1, "state_dir", NULL);
   cfg.batch = (int)luax_opt_int(L, 1, "batch", 20000);
-  cfg.group_txns = (int)luax_opt_int(L, 1, "group", 1000);
+  cfg.group_txns = (int)luax_opt_int(L, 1, "group", 10000);
   cfg.set_threshold = (int)luax_opt_int(L, 1, "set_threshold", 500);
   cfg.memory_cap = opt_size(L, 1, "memory_cap", 64u << 20);
   cfg.proto_version = (int)luax_opt_int(L, 1, "proto_version", 0);
