@@ -269,7 +269,7 @@ function rb.load_snapshot(ctx)
   end
   out.unit_lsn = out.unit_lsn or {}
   if info.exists and out.slot and out.slot.name == n.slot then
-    return resume_snapshot(ctx, n, info)
+    return resume_snapshot(ctx, n)
   end
   if info.exists then   -- created, but died before recording it
     cdc.drop { source = ctx.params.source, slot = n.slot, target = ctx.params.target, origin = n.slot }
@@ -293,11 +293,8 @@ end
   position.  Keeps each table whose units all finished under one
   snapshot; forgets the units of the others (copied again, whole); takes
   a new snapshot at a temporary slot's position for them. ]]
-function resume_snapshot(ctx, n, info)
+function resume_snapshot(ctx, n)
   local out = ctx.out
-  if info.active then
-    log.warn("full load: slot %s is active: waiting for its session (a killed run's) to end", n.slot)
-  end
   local by_table, order = {}, {}
   for _, u in ipairs(out.units) do
     local k = u.schema .. "." .. u.table
@@ -689,10 +686,7 @@ step {
       after = after, after_setup = after_setup,
       on_unit_done = function(u)
         out.done[#out.done + 1] = u.id
-        if out.pass_lsn then
-          out.unit_lsn = out.unit_lsn or {}
-          out.unit_lsn[u.id] = out.pass_lsn
-        end
+        if out.pass_lsn then out.unit_lsn[u.id] = out.pass_lsn end
         -- a unit finished but not yet saved is redone on resume (safely)
         if sys.monotonic() - last_save >= 1 then
           ctx:save()

@@ -130,7 +130,7 @@ struct Applier {
   int *nethash;                  /* open addressing: index+1 into net */
   size_t nethash_cap;
   Buf keys;
-  ApplySync *sync;               /* owned copies */
+  const ApplySync *sync;         /* borrowed (ApplyOptions.sync) */
   int nsync;
 };
 
@@ -552,16 +552,8 @@ Applier *apply_open (const char *conninfo, const ApplyOptions *opt, CdcError *er
   a->segment_changes = opt->segment_changes > 0 ? opt->segment_changes : 20000;
   a->replica_role = opt->replica_role;
   a->abort_flag = opt->abort_flag;
-  if (opt->nsync > 0) {
-    int i;
-    a->sync = xcalloc((size_t)opt->nsync, sizeof(ApplySync));
-    for (i = 0; i < opt->nsync; i++) {
-      a->sync[i].schema = xstrdup(opt->sync[i].schema);
-      a->sync[i].table = xstrdup(opt->sync[i].table);
-      a->sync[i].lsn = opt->sync[i].lsn;
-    }
-    a->nsync = opt->nsync;
-  }
+  a->sync = opt->sync;
+  a->nsync = opt->sync != NULL ? opt->nsync : 0;
   pgo_decoder_init(&a->dec, 2);
   pgo_msg_init(&a->msg);
   /* set-based statements join a small staging table to big tables:
@@ -656,11 +648,6 @@ void apply_close (Applier *a) {
   buf_free(&a->sql);
   buf_free(&a->sql2);
   pgo_msg_free(&a->msg);
-  for (i = 0; i < (size_t)a->nsync; i++) {
-    free((char *)a->sync[i].schema);
-    free((char *)a->sync[i].table);
-  }
-  free(a->sync);
   free(a->origin);
   free(a);
 }
@@ -1943,8 +1930,7 @@ static int in_copy (Applier *a, const uint8_t *rec, size_t len, PgLsn end_lsn) {
   Rel *r;
   if (len < off + 4)
     return 0;
-  relid = ((uint32_t)rec[off] << 24) | ((uint32_t)rec[off + 1] << 16) |
-          ((uint32_t)rec[off + 2] << 8) | (uint32_t)rec[off + 3];
+  relid = pgo_get_u32(rec + off);
   r = rel_find(a, relid);
   return r != NULL && r->sync_lsn != 0 && end_lsn <= r->sync_lsn;
 }

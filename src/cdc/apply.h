@@ -67,7 +67,8 @@ typedef struct ApplyOptions {
   int replica_role;              /* SET session_replication_role = replica */
   const char *session_sql;       /* extra SET statements (source output settings) */
   volatile int *abort_flag;      /* set by another thread: stop waiting */
-  const ApplySync *sync;         /* tables copied under later snapshots (copied) */
+  const ApplySync *sync;         /* tables copied under later snapshots; must
+                                    outlive the Applier (the Cdc owns it) */
   int nsync;
 } ApplyOptions;
 
