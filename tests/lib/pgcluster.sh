@@ -1,13 +1,16 @@
 #!/usr/bin/env bash
-# pgcluster.sh: throwaway PostgreSQL 15 clusters for tests, the demo and benchmarks.
+# pgcluster.sh: throwaway PostgreSQL clusters for tests, the demo and benchmarks.
 #
-#   pgcluster.sh start DIR [--tls] [--port N] [--conf 'key = value']...
+#   pgcluster.sh start DIR [--version N] [--tls] [--port N] [--conf 'key = value']...
 #       initdb in DIR (as the postgres user when running as root), wal_level=logical,
 #       a free port on 127.0.0.1, password auth over TCP (the superuser 'postgres'
 #       gets the password from tests/lib/secrets.txt, stored in a pgpass file, never
 #       in the conninfo).  Prints the conninfo on stdout.
 #       --tls: also creates a CA and a server certificate for CN=localhost and
 #       requires TLS on TCP; verify-full works with sslrootcert=DIR/ca.crt.
+#       --version N: PostgreSQL N (default 15, Debian 12's).  A version this machine
+#       does not have runs in a Debian chroot (tests/lib/pgversions.sh); its data
+#       directory lives inside the chroot and DIR/data links to it.
 #   pgcluster.sh stop DIR        stop immediately and remove DIR
 #   pgcluster.sh conninfo DIR    print the conninfo again
 #   pgcluster.sh stop-all ROOT   stop every cluster found under ROOT
@@ -15,10 +18,35 @@
 # The pgpass file is $PGPASSFILE when set (created if missing), else DIR/pgpass.
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
-pgbin=${PGBIN:-$(ls -d /usr/lib/postgresql/15/bin 2>/dev/null || dirname "$(command -v initdb)")}
+default_pgbin=${PGBIN:-$(ls -d /usr/lib/postgresql/15/bin 2>/dev/null || dirname "$(command -v initdb)")}
+pgbin=$default_pgbin
+chroot_root=""   # set for a cluster that runs in a chroot
 
+# Run a PostgreSQL server program as the postgres user, in the cluster's chroot if any.
 as_pg() {
-  if [ "$(id -u)" -eq 0 ]; then runuser -u postgres -- "$@"; else "$@"; fi
+  if [ -n "$chroot_root" ]; then chroot "$chroot_root" runuser -u postgres -- "$@"
+  elif [ "$(id -u)" -eq 0 ]; then runuser -u postgres -- "$@"
+  else "$@"; fi
+}
+
+# Set pgbin and chroot_root for the cluster in DIR (recorded by start).
+load_cluster() {
+  local dir=$1
+  chroot_root=""
+  pgbin=$default_pgbin
+  if [ -f "$dir/chroot" ]; then
+    chroot_root=$(cat "$dir/chroot")
+    pgbin=$(cat "$dir/pgbin")
+  elif [ -f "$dir/pgbin" ]; then
+    pgbin=$(cat "$dir/pgbin")
+  fi
+}
+
+# The data directory's path as the server sees it (inside the chroot, if any).
+server_path() {
+  local dir=$1 real
+  real=$(readlink -f "$dir/data")
+  echo "${real#"$chroot_root"}"
 }
 
 secret() { awk -v k="$1" '$1 == k { print $2 }' "$here/secrets.txt"; }
@@ -39,10 +67,11 @@ cmd=${1:-}; shift || true
 case "$cmd" in
 start)
   dir=$1; shift
-  tls=0; port=""; confs=()
+  tls=0; port=""; confs=(); version=""
   while [ $# -gt 0 ]; do
     case "$1" in
       --tls) tls=1 ;;
+      --version) version=$2; shift ;;
       --port) port=$2; shift ;;
       --conf) confs+=("$2"); shift ;;
       *) echo "pgcluster: unknown option $1" >&2; exit 2 ;;
@@ -55,18 +84,38 @@ start)
   dir=$(cd "$dir" && pwd)
   [ "$(id -u)" -eq 0 ] && chown postgres: "$dir"
   chmod 700 "$dir"
+  # where the server's files live: DIR itself, or a directory inside the version's chroot
+  sdir=$dir
+  if [ -n "$version" ]; then
+    vroot=$("$here/pgversions.sh" root "$version")
+    if [ "$vroot" = / ]; then
+      pgbin=/usr/lib/postgresql/$version/bin
+    else
+      chroot_root=$vroot
+      pgbin=/usr/lib/postgresql/$version/bin
+      inner=$(mktemp -d "$vroot/srv/pgtide/c.XXXXXX")
+      chmod 700 "$inner"
+      chroot "$vroot" chown postgres: "${inner#"$vroot"}"
+      ln -s "$inner/data" "$dir/data"
+      echo "$vroot" > "$dir/chroot"
+      sdir=${inner#"$vroot"}
+    fi
+    echo "$pgbin" > "$dir/pgbin"
+  fi
+  spath() { if [ -n "$chroot_root" ]; then echo "$chroot_root$1"; else echo "$1"; fi; }
   pw=$(secret pg_password)
-  pwfile=$(mktemp)
+  pwfile=$(spath "$sdir")/pwfile
   printf '%s\n' "$pw" > "$pwfile"
-  [ "$(id -u)" -eq 0 ] && chown postgres: "$pwfile"
-  as_pg "$pgbin/initdb" -D "$dir/data" -U postgres --pwfile="$pwfile" --auth-local=trust \
+  [ -z "$chroot_root" ] && [ "$(id -u)" -eq 0 ] && chown postgres: "$pwfile"
+  [ -n "$chroot_root" ] && chroot "$chroot_root" chown postgres: "$sdir/pwfile"
+  as_pg "$pgbin/initdb" -D "$sdir/data" -U postgres --pwfile="$sdir/pwfile" --auth-local=trust \
         --auth-host=scram-sha-256 --no-sync -E UTF8 --locale=C.UTF-8 >"$dir/initdb.log" 2>&1 \
     || { rm -f "$pwfile"; cat "$dir/initdb.log" >&2; exit 1; }
   rm -f "$pwfile"
   {
     echo "listen_addresses = '127.0.0.1'"
     echo "port = $port"
-    echo "unix_socket_directories = '$dir'"
+    echo "unix_socket_directories = '$sdir'"
     echo "wal_level = logical"
     echo "max_replication_slots = 20"
     echo "max_wal_senders = 20"
@@ -90,7 +139,11 @@ start)
         -extfile san.ext -out server.crt >/dev/null 2>&1
       cp server.crt server.key data/
       chmod 600 data/server.key
-      [ "$(id -u)" -eq 0 ] && chown postgres: data/server.crt data/server.key
+      if [ -n "$chroot_root" ]; then
+        chroot "$chroot_root" chown postgres: "$sdir/data/server.crt" "$sdir/data/server.key"
+      elif [ "$(id -u)" -eq 0 ]; then
+        chown postgres: data/server.crt data/server.key
+      fi
       chmod 644 ca.crt
     )
     {
@@ -108,16 +161,17 @@ start)
   # bind: then move to a fresh port and try again.
   started=0
   for attempt in 1 2 3 4 5; do
-    if as_pg "$pgbin/pg_ctl" -D "$dir/data" -l "$dir/server.log" -w -t 60 start >/dev/null; then
+    if as_pg "$pgbin/pg_ctl" -D "$sdir/data" -l "$sdir/server.log" -w -t 60 start >/dev/null; then
       started=1; break
     fi
     rmdir "/tmp/pgtide-port-$port.lock" 2>/dev/null || true
-    grep -q "could not bind\|Address already in use" "$dir/server.log" || break
+    grep -q "could not bind\|Address already in use" "$(spath "$sdir")/server.log" || break
     [ -n "$fixed_port" ] && break
     port=$(free_port)
     sed -i -e "s/^port = .*/port = $port/" "$dir/data/postgresql.conf"
   done
   rmdir "/tmp/pgtide-port-$port.lock" 2>/dev/null || true
+  [ -n "$chroot_root" ] && ln -sf "$(spath "$sdir")/server.log" "$dir/server.log"
   [ $started -eq 1 ] || { cat "$dir/server.log" >&2; exit 1; }
   conninfo="host=$host port=$port user=postgres dbname=postgres"
   [ $tls -eq 1 ] && conninfo="$conninfo sslmode=verify-full sslrootcert=$dir/ca.crt"
@@ -132,8 +186,13 @@ start)
   ;;
 stop)
   dir=$1
+  load_cluster "$dir"
   if [ -f "$dir/data/postmaster.pid" ]; then
-    as_pg "$pgbin/pg_ctl" -D "$dir/data" -m immediate -w -t 30 stop >/dev/null 2>&1 || true
+    as_pg "$pgbin/pg_ctl" -D "$(server_path "$dir")" -m immediate -w -t 30 stop >/dev/null 2>&1 || true
+  fi
+  if [ -n "$chroot_root" ] && [ -L "$dir/data" ]; then
+    inner=$(dirname "$(readlink -f "$dir/data")")
+    case "$inner" in "$chroot_root"/srv/pgtide/c.*) rm -rf "$inner" ;; esac
   fi
   rm -rf "$dir"
   ;;
@@ -145,9 +204,13 @@ stop-all)
   find "$root" -name postmaster.pid -path '*/data/*' 2>/dev/null | while read -r pid; do
     as_pg "$pgbin/pg_ctl" -D "$(dirname "$pid")" -m immediate -w -t 30 stop >/dev/null 2>&1 || true
   done
+  # clusters in a chroot: DIR/chroot marks them, DIR/data links inside
+  find "$root" -name chroot -type f 2>/dev/null | while read -r mark; do
+    "$0" stop "$(dirname "$mark")" || true
+  done
   ;;
 *)
-  echo "usage: pgcluster.sh start DIR [--tls] [--port N] [--conf SETTING] | stop DIR | conninfo DIR | stop-all ROOT" >&2
+  echo "usage: pgcluster.sh start DIR [--version N] [--tls] [--port N] [--conf SETTING] | stop DIR | conninfo DIR | stop-all ROOT" >&2
   exit 2
   ;;
 esac

@@ -5,8 +5,12 @@
 --   local T = require "t"
 --   T.test("name", function () T.eq(got, want) end)
 --   T.skip("name", "why")
---   local c = T.cluster{ tls = false, conf = {"key = value"} }  -- a throwaway PG15
---   c.conninfo, c.dir, c:sql("select 1") (psql, returns stdout), c:stop()
+--   local c = T.cluster{ tls = false, conf = {"key = value"}, version = 17 }
+--       a throwaway cluster (default PostgreSQL 15; other versions run in a
+--       chroot, see tests/lib/pgversions.sh); T.version_missing(17) says why
+--       a version cannot be had here (nil when it can)
+--   c.conninfo, c.dir, c.version, c:sql("select 1") (psql, returns stdout), c:stop()
+--   c:bindir()  -- that version's client programs (pg_dump, psql...)
 --   T.run{PGTIDE args...}  -> exit code, stdout, stderr  (runs the pgtide binary)
 --   T.secret("pg_password")   -- a value from tests/lib/secrets.txt
 --   T.done()  -- stops clusters, exits non-zero when a test failed
@@ -146,14 +150,32 @@ function cluster_mt:stop()
   end
 end
 
+-- The directory of version v's client programs (pg_dump, pg_restore, psql, pgbench).
+function T.bindir(v)
+  local code, out, err = T.sh(root .. "/tests/lib/pgversions.sh bindir " .. math.tointeger(v))
+  if code ~= 0 then error("no PostgreSQL " .. v .. " clients: " .. err, 2) end
+  return (out:gsub("%s+$", ""))
+end
+
+function cluster_mt:bindir() return T.bindir(self.version) end
+
+-- Why PostgreSQL version v cannot run here, or nil when it can.
+function T.version_missing(v)
+  local code, out = T.sh(root .. "/tests/lib/pgversions.sh available " .. math.tointeger(v))
+  if code == 0 then return nil end
+  return (out:gsub("%s+$", ""))
+end
+
 local ncluster = 0
--- Start a throwaway PostgreSQL 15 cluster (tests/lib/pgcluster.sh).
+-- Start a throwaway cluster (tests/lib/pgcluster.sh): PostgreSQL 15 unless
+-- opts.version says otherwise.
 function T.cluster(opts)
   opts = opts or {}
   ncluster = ncluster + 1
   local dir = string.format("%s/pg-%d-%d-%d", T.tmp, math.random(1e6), ncluster, os.time())
   local args = { root .. "/tests/lib/pgcluster.sh", "start", dir }
   if opts.tls then args[#args + 1] = "--tls" end
+  if opts.version then args[#args + 1] = "--version"; args[#args + 1] = tostring(opts.version) end
   for _, c in ipairs(opts.conf or {}) do
     args[#args + 1] = "--conf"; args[#args + 1] = c
   end
@@ -161,7 +183,8 @@ function T.cluster(opts)
   for _, a in ipairs(args) do cmd[#cmd + 1] = sh_quote(a) end
   local code, out, err = T.sh(table.concat(cmd, " "))
   if code ~= 0 then error("cannot start cluster: " .. err, 2) end
-  local c = setmetatable({ dir = dir, conninfo = out:gsub("%s+$", "") }, cluster_mt)
+  local c = setmetatable({ dir = dir, conninfo = out:gsub("%s+$", ""), version = opts.version or 15 },
+                         cluster_mt)
   c.port = tonumber(c.conninfo:match("port=(%d+)"))
   clusters[#clusters + 1] = c
   return c
