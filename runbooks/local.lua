@@ -48,6 +48,8 @@ local util = require "pgtide.util"
 local validate = require "pgtide.validate"
 local stream = require "pgtide.stream"
 local cutover = require "pgtide.cutover"
+local apply_plan = require "pgtide.apply_plan"
+local triggers = require "pgtide.triggers"
 local load = require "core.load"
 local cdc = require "core.cdc"
 local log = require "log"
@@ -83,9 +85,17 @@ local rb = runbook.new {
                     doc = "warn when the replication slot retains more WAL than this on the source" },
     memory_cap = { type = "string", default = "64MB",
                    doc = "memory for changes in flight; larger transactions spill to the state directory" },
-    replica_role = { type = "boolean", default = true,
-                     doc = "apply with session_replication_role = replica (needs superuser on the "
-                       .. "target): the target's triggers and foreign keys do not fire" },
+    replica_role = { type = "enum", values = { "auto", "true", "false" }, default = "auto",
+                     doc = "how replicated rows avoid firing the target's triggers: auto uses "
+                       .. "session_replication_role = replica where the target role may set it "
+                       .. "(superuser, or SET granted on 15+), else disables the migrated tables' user "
+                       .. "triggers until cutover; true requires the former, false forces the latter" },
+    publication = { type = "string",
+                    doc = "use this existing publication on the source (created by the tables' owner) "
+                      .. "instead of creating one; it must publish every table in scope" },
+    unlogged = { type = "enum", values = { "copy", "skip" }, default = "copy",
+                 doc = "unlogged tables (their changes cannot stream): copy them in the full load and "
+                   .. "again at cutover, or skip them" },
     mode = { type = "enum", values = { "post-data", "schema-first" }, default = "post-data",
              doc = "post-data: indexes and constraints after the data; schema-first: all but FKs before" },
     schemas = { type = "list", doc = "only these schemas (default: all)" },
@@ -122,10 +132,27 @@ local function filter(ctx)
   return { schemas = ctx.params.schemas, exclude_schemas = ctx.params.exclude_schemas }
 end
 
--- Tables to load as "schema.table" lists (nil: all) for the planner.
+-- Unlogged tables on the source, as a set of "schema.table".
+local function unlogged_set(ctx)
+  local out = {}
+  for _, r in ipairs(ctx.src:query([[SELECT n.nspname || '.' || c.relname AS k FROM pg_class c
+      JOIN pg_namespace n ON n.oid = c.relnamespace WHERE c.relpersistence = 'u' AND c.relkind = 'r']])) do
+    out[r.k] = true
+  end
+  return out
+end
+
+-- Tables to load as "schema.table" lists (nil: all) for the planner;
+-- unlogged=skip leaves the unlogged tables out.
 local function table_scope(ctx)
   local f = filter(ctx)
-  if not f.schemas and not f.exclude_schemas then return nil, nil end
+  local skip_unlogged = {}
+  if ctx.params.unlogged == "skip" then
+    for k in pairs(unlogged_set(ctx)) do skip_unlogged[#skip_unlogged + 1] = k end
+  end
+  if not f.schemas and not f.exclude_schemas then
+    return nil, #skip_unlogged > 0 and skip_unlogged or nil
+  end
   local function names(list)
     local out = {}
     for _, r in ipairs(ctx.src:query([[
@@ -136,7 +163,12 @@ local function table_scope(ctx)
     end
     return out
   end
-  return f.schemas and names(f.schemas) or nil, f.exclude_schemas and names(f.exclude_schemas) or nil
+  local skip = f.exclude_schemas and names(f.exclude_schemas) or nil
+  if #skip_unlogged > 0 then
+    skip = skip or {}
+    for _, k in ipairs(skip_unlogged) do skip[#skip + 1] = k end
+  end
+  return f.schemas and names(f.schemas) or nil, skip
 end
 
 -- A function(schema, table) -> bool for modules taking a scope.
@@ -157,17 +189,18 @@ local function parts_of(ctx)
   return schema.load(out.parts_file)
 end
 
--- The loaded tables, once each, as { schema, table, qname } (qname
--- quoted for SQL), sorted by name.
+-- The loaded tables, once each, as { schema, table, qname, unlogged }
+-- (qname quoted for SQL), sorted by name.
 local function unit_tables(ctx)
   local fl = ctx.outputs["full-load"]
   runbook.require(fl and fl.units, "the full-load step has not run")
+  local unlogged = unlogged_set(ctx)
   local seen, list = {}, {}
   for _, u in ipairs(fl.units) do
     local k = u.schema .. "." .. u.table
     if not seen[k] then
       seen[k] = true
-      list[#list + 1] = { schema = u.schema, table = u.table,
+      list[#list + 1] = { schema = u.schema, table = u.table, unlogged = unlogged[k] or nil,
                           qname = ctx.src:quote_ident(u.schema) .. "." .. ctx.src:quote_ident(u.table) }
     end
   end
@@ -177,9 +210,13 @@ end
 
 -- The loaded tables as validation names them: partitions through their
 -- root (the validation compares a partitioned table as a whole), quoted.
-local function validation_names(ctx)
+-- skip_unlogged: without the unlogged tables (their changes do not
+-- stream; the cutover copies them again).
+local function validation_names(ctx, skip_unlogged)
   local schemas, tables = {}, {}
-  for i, t in ipairs(unit_tables(ctx)) do schemas[i], tables[i] = t.schema, t.table end
+  for _, t in ipairs(unit_tables(ctx)) do
+    if not (skip_unlogged and t.unlogged) then schemas[#schemas + 1], tables[#tables + 1] = t.schema, t.table end
+  end
   local out = {}
   for _, r in ipairs(ctx.src:query([[
       SELECT DISTINCT format('%I.%I', rn.nspname, r.relname) AS q
@@ -195,10 +232,60 @@ local function validation_names(ctx)
 end
 
 -- The table list for the final validation: nil (every table, and the
--- whole schema compared) unless the migration is limited to some schemas.
+-- whole schema compared) unless the migration is limited to some schemas
+-- or leaves the unlogged tables out (unlogged=skip: their data is not
+-- copied).
 local function validation_tables(ctx)
-  if not ctx.params.schemas and not ctx.params.exclude_schemas then return nil end
+  local skip = ctx.params.unlogged == "skip" and next(unlogged_set(ctx)) ~= nil
+  if not ctx.params.schemas and not ctx.params.exclude_schemas and not skip then return nil end
   return validation_names(ctx)
+end
+
+--[[ How the engine applies on this target (pgtide.apply_plan): decided
+  from the roles' privileges; preflight keeps its result in its outputs.
+  The steps record what they did with it (post-data: the triggers it
+  disabled; full-load: the progress record), so a resumed run keeps the
+  method it started with.  fresh: decide again. ]]
+function rb.plan(ctx, fresh)
+  local pf = ctx.outputs.preflight
+  if not fresh and pf and pf.plan then return pf.plan end
+  local plan = apply_plan.decide(ctx.dst, { replica_role = ctx.params.replica_role })
+  if ctx.out and ctx.step and ctx.step.name == "preflight" then
+    ctx.out.plan = { triggers = plan.triggers, triggers_why = plan.triggers_why,
+                     progress = plan.progress, progress_why = plan.progress_why }
+  end
+  return plan
+end
+
+-- The migrated tables on the target, partitioned roots included, as
+-- { schema, table } (the target held none of them before the migration).
+local function target_tables(ctx)
+  local f = filter(ctx)
+  return ctx.dst:query([[
+    SELECT n.nspname AS schema, c.relname AS table
+      FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+     WHERE c.relkind IN ('r', 'p') AND c.relpersistence <> 't'
+       AND n.nspname NOT IN ('pg_catalog', 'information_schema', 'pgtide') AND n.nspname !~ '^pg_'
+       AND ($1::text[] IS NULL OR n.nspname = ANY ($1::text[]))
+       AND ($2::text[] IS NULL OR NOT n.nspname = ANY ($2::text[]))
+     ORDER BY 1, 2]], f.schemas, f.exclude_schemas)
+end
+
+--[[ Without session_replication_role, keep the target's user triggers
+  from firing for replicated rows: disable them on the migrated tables
+  (pgtide.triggers) and record the list in this step's outputs, once. ]]
+local function disable_triggers(ctx)
+  if ctx.out.triggers then return end
+  local plan = rb.plan(ctx)
+  if plan.triggers == "replica_role" then
+    ctx.out.triggers = "replica_role"
+  else
+    ctx.out.triggers_disabled = triggers.disable(ctx.dst, target_tables(ctx))
+    ctx.out.triggers = "disabled"
+    log.info("%s: %d user trigger(s) on the migrated tables disabled until %s (%s)", ctx.step.name,
+      #ctx.out.triggers_disabled, ctx.params.cdc and "cutover" or "the load is done", plan.triggers_why)
+  end
+  ctx:save()
 end
 
 --[[ The publication: FOR TABLE the planned tables (partition leaves
@@ -208,13 +295,17 @@ end
   not copy (excluded schemas, tables created later), whose changes the
   target could not take. ]]
 local function ensure_publication(ctx, name)
-  if ctx.src:query_one("SELECT 1 AS x FROM pg_publication WHERE pubname = $1", name) then return end
+  if ctx.params.publication then return ctx.params.publication, false end
+  if ctx.src:query_one("SELECT 1 AS x FROM pg_publication WHERE pubname = $1", name) then return name, true end
   local list = {}
-  for _, t in ipairs(unit_tables(ctx)) do list[#list + 1] = t.qname end
+  for _, t in ipairs(unit_tables(ctx)) do
+    if not t.unlogged then list[#list + 1] = t.qname end
+  end
   local sql = "CREATE PUBLICATION " .. ctx.src:quote_ident(name)
   if #list > 0 then sql = sql .. " FOR TABLE " .. table.concat(list, ", ") end
   ctx.src:exec(sql)
   log.info("full load: created publication %s (%d tables)", name, #list)
+  return name, true
 end
 
 -- Did this migration create the slot named 'name'?  (Its state says so.)
@@ -271,17 +362,26 @@ function rb.load_snapshot(ctx)
   if info.exists and out.slot and out.slot.name == n.slot then
     return resume_snapshot(ctx, n)
   end
-  if info.exists then   -- created, but died before recording it
-    cdc.drop { source = ctx.params.source, slot = n.slot, target = ctx.params.target, origin = n.slot }
-  end
+  -- the progress record is bound to this migration (pgtide.apply_plan); one left by an
+  -- earlier attempt would make the new slot's stream skip changes: reset it with the slot
+  local plan = rb.plan(ctx)
+  local identity = apply_plan.identity(ctx.src, n.slot)
+  local record = apply_plan.record_name(n.slot, identity)
+  cdc.drop { source = info.exists and ctx.params.source or nil, slot = info.exists and n.slot or nil,
+             target = ctx.params.target, origin = record, progress = plan.progress, identity = identity }
   out.done, out.unit_lsn = {}, {}
   out.slot = nil
   out.slot_pending = n.slot   -- ours even if we die before recording it below
   ctx:save()
-  ensure_publication(ctx, n.publication)
-  local slot = cdc.create_slot { source = ctx.params.source, slot = n.slot, publication = n.publication }
+  local publication, created = ensure_publication(ctx, n.publication)
+  local existing = ctx.dst:query_one([[SELECT to_regnamespace('pgtide') IS NOT NULL AS schema,
+                                              to_regclass('pgtide.cdc_progress') IS NOT NULL AS tbl]])
+  local slot = cdc.create_slot { source = ctx.params.source, slot = n.slot, publication = publication }
   open_slots[ctx] = slot
-  out.slot = { name = n.slot, publication = n.publication, lsn = slot.lsn, created_at = util.now_iso() }
+  out.slot = { name = n.slot, publication = publication, publication_created = created, lsn = slot.lsn,
+               created_at = util.now_iso(), identity = identity, record = record, progress = plan.progress,
+               -- what cleanup may drop: only what pgtide made
+               progress_schema_existed = existing.schema, progress_table_existed = existing.tbl }
   out.pass_lsn = slot.lsn
   ctx:save()
   log.info("full load: slot %s created at %s; the copy uses its snapshot %s", n.slot, slot.lsn,
@@ -512,16 +612,26 @@ step {
     local connected = extra[1].status == "pass" and extra[2].status == "pass"
     local report = { results = {}, counts = status }
     if connected then
-      local checks = { "version", "target_version", "target_privileges", "select_privileges",
-                       "extensions", "disk", "rls", "long_transactions", "prepared_transactions" }
-      if ctx.params.cdc then
-        for _, id in ipairs { "wal_level", "slots", "wal_senders", "replication_role", "slot_wal_keep" } do
+      local p = ctx.params
+      local checks = { "source_version", "target_version", "target_privileges", "select_privileges",
+                       "source_sequences", "extensions", "disk", "rls", "long_transactions",
+                       "prepared_transactions" }
+      if p.cdc or p.mode == "schema-first" then checks[#checks + 1] = "target_triggers" end
+      if p.cdc then
+        for _, id in ipairs { "wal_level", "slots", "wal_senders", "replication_role", "slot_wal_keep",
+                              "publication", "target_progress", "unlogged_tables" } do
           checks[#checks + 1] = id
         end
+        if p.write_fence then checks[#checks + 1] = "write_fence" end
       end
+      local n = stream.names(ctx.name)
+      local plan = rb.plan(ctx, true)
       report = preflight.run { src = ctx.src, dst = ctx.dst, checks = checks,
-                               scope = scope_fn(ctx), target_disk_gb = ctx.params.target_disk_gb,
-                               slot = stream.names(ctx.name).slot }
+                               scope = scope_fn(ctx), target_disk_gb = p.target_disk_gb,
+                               slot = n.slot, plan = plan, publication = p.publication or n.publication,
+                               publication_given = p.publication ~= nil,
+                               publication_ours = (ctx.outputs["full-load"] or {}).slot ~= nil,
+                               unlogged = p.unlogged }
       -- checks specific to the local engine
       local nopk = catalog.tables_without_pk(ctx.src, filter(ctx))
       if #nopk == 0 then
@@ -637,10 +747,12 @@ step {
     ctx:save()
     schema.apply_pre_data(ctx.dst, parts)
     ctx.out.applied = true
+    -- schema-first creates the triggers now: they must not fire for the copied rows
+    if ctx.params.mode == "schema-first" then disable_triggers(ctx) end
   end,
   verify = function(ctx)
     local r = schema.verify(ctx.src, ctx.dst, { schemas = ctx.params.schemas,
-      exclude_schemas = ctx.params.exclude_schemas,
+      exclude_schemas = ctx.params.exclude_schemas, triggers_disabled = ctx.out.triggers == "disabled",
       phase = ctx.params.mode == "schema-first" and "schema-first" or "pre-data" })
     runbook.require(r.ok, "the schema on the target differs from the source in %d place(s) "
       .. "(listed above)", #r.differences)
@@ -845,11 +957,17 @@ step {
       log.info("post-data: %d foreign keys deferred to the cutover", #parts.foreign_keys)
     end
     schema.apply_triggers(ctx.dst, parts)
+    if ctx.params.cdc then
+      disable_triggers(ctx)
+    else
+      -- schema-first: the schema step disabled them for the load; the load is done
+      triggers.enable(ctx.dst, (ctx.outputs.schema or {}).triggers_disabled)
+    end
     schema.apply_refresh(ctx.dst, parts)
   end,
   verify = function(ctx)
     local r = schema.verify(ctx.src, ctx.dst, { schemas = ctx.params.schemas,
-      exclude_schemas = ctx.params.exclude_schemas,
+      exclude_schemas = ctx.params.exclude_schemas, triggers_disabled = ctx.out.triggers == "disabled",
       phase = ctx.params.cdc and "schema-first" or "all" })
     runbook.require(r.ok, "the schema on the target differs from the source in %d place(s) "
       .. "(listed above)", #r.differences)
@@ -926,7 +1044,8 @@ step {
         or "offline: one snapshot per side")
   end,
   run = function(ctx)
-    local list = validation_names(ctx)
+    -- with CDC the unlogged tables are compared at cutover, once copied again
+    local list = validation_names(ctx, ctx.params.cdc)
     local opts = { schema = false, tables = list, jobs = jobs(ctx) }
     if ctx.params.cdc then
       local r = stream.ensure(ctx)
@@ -969,6 +1088,103 @@ local function writers(src)
        AND backend_type = 'client backend' AND coalesce(application_name, '') NOT LIKE 'pgtide%']])
 end
 
+-- The triggers pgtide disabled on the target (schema-first: in the
+-- schema step; otherwise after post-data).
+function rb.disabled_triggers(ctx)
+  local out = {}
+  for _, name in ipairs { "schema", "post-data" } do
+    for _, t in ipairs((ctx.outputs[name] or {}).triggers_disabled or {}) do out[#out + 1] = t end
+  end
+  return out
+end
+
+--[[ Copy the unlogged tables again (their changes never stream): at
+  cutover, after the writes stopped, each is emptied and copied from a
+  fresh snapshot.  Records the tables in ctx.out.unlogged_copied. ]]
+local function copy_unlogged(ctx)
+  if ctx.params.unlogged ~= "copy" or ctx.out.unlogged_copied then return end
+  local list = {}
+  for _, t in ipairs(unit_tables(ctx)) do
+    if t.unlogged then list[#list + 1] = t.schema .. "." .. t.table end
+  end
+  if #list > 0 then
+    stream.publish(ctx, { phase = "cutover: unlogged tables" })
+    local units = load.plan { source = ctx.params.source, tables = list, jobs = jobs(ctx),
+                              split_threshold_bytes = ctx.params.split_threshold_mb * 1024 * 1024,
+                              max_parts = ctx.params.max_parts, format = ctx.params.format,
+                              target_version = ctx.dst:server_version() }
+    local r = load.full_load { source = ctx.params.source, target = ctx.params.target, jobs = jobs(ctx),
+                               units = units, progress = false }
+    log.info("cutover: %d unlogged table(s) copied again (%d rows): %s", #list, r.rows,
+      table.concat(list, ", "))
+  end
+  ctx.out.unlogged_copied = list
+  ctx:save()
+end
+
+--[[ The cutover up to the stream's stop: catch up (after the optional
+  write fence), copy the unlogged tables again, sync sequences, add the
+  foreign keys, validate at a consistent point (or offline when fenced),
+  stop the stream.  Each part records itself in ctx.out, so a rerun goes
+  on where it stopped. ]]
+function rb.cutover_apply(ctx)
+  local p, out = ctx.params, ctx.out
+  local r = stream.ensure(ctx)
+  if not out.fence then
+    -- the backlog first, so that a fence holds writes back only briefly
+    stream.catch_up(ctx, r, p.cutover_timeout, "cutover: catch-up")
+  end
+  if p.write_fence and not out.fence then
+    out.fence = stream.fence(ctx)
+    ctx:save()
+  elseif not p.write_fence then
+    for _, w in ipairs(writers(ctx.src)) do
+      log.warn("cutover: source session pid %d (%s, %s) is in a write transaction: writes after the "
+        .. "cutover point stay on the source (stop the application's writes, or use write_fence=true)",
+        w.pid, tostring(w.usename), tostring(w.application_name))
+    end
+  end
+  local lsn = ctx.src:query_one("SELECT pg_current_wal_lsn()::text AS l").l
+  out.cutover_lsn = lsn
+  ctx:save()
+  stream.catch_up(ctx, r, p.cutover_timeout, "cutover", lsn)
+  copy_unlogged(ctx)
+  local seq = sequences.sync { src = ctx.src, dst = ctx.dst, margin = p.sequence_margin,
+                               scope = scope_fn(ctx) }
+  for _, line in ipairs(sequences.lines(seq)) do log.info("%s", line) end
+  out.sequences = { synced = #seq.synced, unchanged = #seq.unchanged, missing = #seq.missing }
+  -- unless writes are fenced, the source may use values while this runs: the target must be ahead
+  sequences.verify { src = ctx.src, dst = ctx.dst, margin = out.fence and p.sequence_margin or 0,
+                     scope = scope_fn(ctx) }
+  if not out.foreign_keys_applied then
+    local parts = parts_of(ctx)
+    stream.publish(ctx, { phase = "cutover: foreign keys" })
+    apply_foreign_keys(ctx, parts)
+    out.foreign_keys_applied = #parts.foreign_keys
+    ctx:save()
+  end
+  if p.cutover_validate then
+    stream.publish(ctx, { phase = "cutover: validation" })
+    local opts = { tables = validation_tables(ctx), jobs = jobs(ctx) }
+    if out.fence then
+      opts.mode = "offline"
+    else
+      opts.mode, opts.cdc, opts.pause_timeout = "consistent", r, p.cutover_timeout
+    end
+    -- the triggers pgtide keeps disabled while the stream runs are enabled after it stops
+    if #rb.disabled_triggers(ctx) > 0 then opts.schema_ignore = { triggers = { enabled = true } } end
+    log.info("cutover: final validation of the schema and every row (%s)", opts.mode == "offline"
+      and "offline: writes are fenced" or "consistent point of the live stream")
+    validate.verify(ctx, opts)
+  end
+  local final = stream.stop(ctx) or {}
+  out.applied_lsn = final.applied_lsn
+  out.stream = { txns = final.txns, inserts = final.inserts, updates = final.updates,
+                 deletes = final.deletes, truncates = final.truncates, reconnects = final.reconnects }
+  out.stopped = true
+  ctx:save()
+end
+
 step {
   name = "cutover",
   title = "Cutover: catch up, sequences, foreign keys, final checks",
@@ -989,50 +1205,22 @@ step {
   end,
   run = function(ctx)
     local p, out = ctx.params, ctx.out
-    local r = stream.ensure(ctx)
-    if not out.fence then
-      -- the backlog first, so that a fence holds writes back only briefly
-      stream.catch_up(ctx, r, p.cutover_timeout, "cutover: catch-up")
+    if not out.stopped then
+      rb.cutover_apply(ctx)
     end
-    if p.write_fence and not out.fence then
-      out.fence = stream.fence(ctx)
+    -- the stream is stopped: nothing replicated fires a trigger any more
+    local disabled = rb.disabled_triggers(ctx)
+    if #disabled > 0 and not out.triggers_enabled then
+      stream.publish(ctx, { phase = "cutover: triggers" })
+      triggers.enable(ctx.dst, disabled)
+      local d = require("pgtide.schema_diff").run(ctx.src, ctx.dst, { kinds = { "triggers" },
+        tables = nil })
+      runbook.require(d.ok, "cutover: after enabling %d trigger(s), the target's triggers still differ "
+        .. "from the source's: %s", #disabled, d.differences[1] and
+        require("pgtide.schema_diff").format(d.differences[1]) or "?")
+      out.triggers_enabled = #disabled
       ctx:save()
-    elseif not p.write_fence then
-      for _, w in ipairs(writers(ctx.src)) do
-        log.warn("cutover: source session pid %d (%s, %s) is in a write transaction: writes after the "
-          .. "cutover point stay on the source (stop the application's writes, or use write_fence=true)",
-          w.pid, tostring(w.usename), tostring(w.application_name))
-      end
-    end
-    local lsn = ctx.src:query_one("SELECT pg_current_wal_lsn()::text AS l").l
-    out.cutover_lsn = lsn
-    ctx:save()
-    stream.catch_up(ctx, r, p.cutover_timeout, "cutover", lsn)
-    local seq = sequences.sync { src = ctx.src, dst = ctx.dst, margin = p.sequence_margin,
-                                 scope = scope_fn(ctx) }
-    for _, line in ipairs(sequences.lines(seq)) do log.info("%s", line) end
-    out.sequences = { synced = #seq.synced, unchanged = #seq.unchanged, missing = #seq.missing }
-    -- unless writes are fenced, the source may use values while this runs: the target must be ahead
-    sequences.verify { src = ctx.src, dst = ctx.dst, margin = out.fence and p.sequence_margin or 0,
-                       scope = scope_fn(ctx) }
-    if not out.foreign_keys_applied then
-      local parts = parts_of(ctx)
-      stream.publish(ctx, { phase = "cutover: foreign keys" })
-      apply_foreign_keys(ctx, parts)
-      out.foreign_keys_applied = #parts.foreign_keys
-      ctx:save()
-    end
-    if p.cutover_validate then
-      stream.publish(ctx, { phase = "cutover: validation" })
-      local opts = { tables = validation_tables(ctx), jobs = jobs(ctx) }
-      if out.fence then
-        opts.mode = "offline"
-      else
-        opts.mode, opts.cdc, opts.pause_timeout = "consistent", r, p.cutover_timeout
-      end
-      log.info("cutover: final validation of the schema and every row (%s)", opts.mode == "offline"
-        and "offline: writes are fenced" or "consistent point of the live stream")
-      validate.verify(ctx, opts)
+      log.info("cutover: %d user trigger(s) enabled again on the target", #disabled)
     end
     local pg = require "pg"
     local lines = cutover.instructions {
@@ -1048,16 +1236,36 @@ step {
         .. "application must write to the target only."
     end
     for _, l in ipairs(lines) do log.info("%s", l) end
-    local final = stream.stop(ctx) or {}
-    out.applied_lsn = final.applied_lsn
-    out.stream = { txns = final.txns, inserts = final.inserts, updates = final.updates,
-                   deletes = final.deletes, truncates = final.truncates, reconnects = final.reconnects }
     out.finished_at = util.now_iso()
     stream.clear_request(ctx.state_dir)   -- a request made while this step ran is answered too
-    stream.publish(ctx, { phase = "cutover done", cdc = { state = "stopped", applied_lsn = final.applied_lsn } })
-    log.info("cutover done: the target has every change up to %s; the stream is stopped", lsn)
+    stream.publish(ctx, { phase = "cutover done", cdc = { state = "stopped", applied_lsn = out.applied_lsn } })
+    log.info("cutover done: the target has every change up to %s; the stream is stopped", out.cutover_lsn)
   end,
 }
+
+--[[ Drop the progress record this migration kept on the target, and the
+  table and schema pgtide made for it when nothing else is left in them.
+  Needs only what creating them needed. ]]
+local function drop_progress(ctx, slot)
+  if not slot.record then   -- a state from before records were bound to the migration
+    cdc.drop { target = ctx.params.target, origin = stream.names(ctx.name).slot }
+    return
+  end
+  cdc.drop { target = ctx.params.target, origin = slot.record, progress = slot.progress,
+             identity = slot.identity }
+  if slot.progress ~= "table" then return end
+  local t = ctx.dst:query_one([[SELECT to_regclass('pgtide.cdc_progress') IS NOT NULL AS tbl,
+                                       to_regnamespace('pgtide') IS NOT NULL AS schema]])
+  if t.tbl and not slot.progress_table_existed
+     and not ctx.dst:query_one("SELECT 1 AS x FROM pgtide.cdc_progress LIMIT 1") then
+    ctx.dst:exec("DROP TABLE pgtide.cdc_progress")
+  end
+  if t.schema and not slot.progress_schema_existed and not ctx.dst:query_one([[
+      SELECT 1 AS x FROM pg_depend d JOIN pg_namespace n ON d.refobjid = n.oid
+       WHERE d.refclassid = 'pg_namespace'::regclass AND n.nspname = 'pgtide' LIMIT 1]]) then
+    ctx.dst:exec("DROP SCHEMA pgtide")
+  end
+end
 
 step {
   name = "cleanup",
@@ -1066,14 +1274,18 @@ step {
   plan = function(ctx)
     if not ctx.params.cdc then return "nothing (cdc=false)" end
     local n = stream.names(ctx.name)
-    return string.format("drops replication slot %s and publication %s on the source, and the "
-      .. "replication progress record on the target", n.slot, n.publication)
+    local slot = (ctx.outputs["full-load"] or {}).slot or {}
+    return string.format("drops replication slot %s%s on the source, and the replication progress "
+      .. "record on the target (with the schema pgtide when pgtide made it)", n.slot,
+      ctx.params.publication and string.format(" (publication %s, yours, stays)", ctx.params.publication)
+        or string.format(" and publication %s", slot.publication or n.publication))
   end,
   check = function(ctx)
     return not ctx.params.cdc
   end,
   run = function(ctx)
     local n = stream.names(ctx.name)
+    local slot = (ctx.outputs["full-load"] or {}).slot or {}
     stream.stop(ctx)
     -- the write fence makes new sessions read-only: this one needs to write
     ctx.src:exec("SET default_transaction_read_only = off")
@@ -1086,11 +1298,17 @@ step {
       if type(err) ~= "table" or err.sqlstate ~= "55006" or sys.monotonic() - t0 > 30 then error(err, 0) end
       sys.sleep(0.2)
     end
-    ctx.src:exec("DROP PUBLICATION IF EXISTS " .. ctx.src:quote_ident(n.publication))
-    cdc.drop { target = ctx.params.target, origin = n.slot }
-    ctx.out.dropped = { slot = n.slot, publication = n.publication }
-    log.info("cleanup: dropped replication slot %s, publication %s and the progress record on the target",
-      n.slot, n.publication)
+    -- the publication only when this migration made it (publication= names the owner's)
+    local pub = slot.publication or n.publication
+    if slot.publication_created ~= false and not ctx.params.publication then
+      ctx.src:exec("DROP PUBLICATION IF EXISTS " .. ctx.src:quote_ident(pub))
+    else
+      pub = nil
+    end
+    drop_progress(ctx, slot)
+    ctx.out.dropped = { slot = n.slot, publication = pub, progress = slot.record }
+    log.info("cleanup: dropped replication slot %s%s and the progress record %s on the target",
+      n.slot, pub and (", publication " .. pub) or "", tostring(slot.record or n.slot))
   end,
   verify = function(ctx)
     local n = stream.names(ctx.name)

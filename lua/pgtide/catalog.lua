@@ -34,9 +34,11 @@ local function decode(text)
 end
 
 -- The schema filter as SQL over namespace alias 'n', parameters $1
--- (include list or NULL) and $2 (exclude list).
+-- (include list or NULL) and $2 (exclude list).  The schema pgtide holds
+-- pgtide's own bookkeeping on a target (the CDC progress table, see
+-- pgtide.apply_plan): never part of what is migrated or compared.
 local SCHEMA_FILTER = [[
-  n.nspname <> 'information_schema' AND n.nspname !~ '^pg_'
+  n.nspname <> 'information_schema' AND n.nspname !~ '^pg_' AND n.nspname <> 'pgtide'
   AND ($1::text[] IS NULL OR n.nspname = ANY ($1::text[]))
   AND NOT (n.nspname = ANY (coalesce($2::text[], '{}'::text[])))]]
 

@@ -34,6 +34,8 @@ and the PlanetScale facts (planetscale-dms-facts.md section 7):
 GENERIC lists the ones that do not depend on DMS, for the local runbook.
 ]]
 local log = require "log"
+local apply_plan = require "pgtide.apply_plan"
+local privileges = require "pgtide.privileges"
 local runbook = require "pgtide.runbook"
 local util = require "pgtide.util"
 
@@ -152,6 +154,22 @@ check {
       end
     end
     return "pass", msg
+  end,
+}
+
+check {
+  id = "source_version", title = "Source PostgreSQL version",
+  run = function(env)
+    local num = env.src:server_version()
+    if num < 100000 then
+      return "fail", string.format("source PostgreSQL %s has no pgoutput logical decoding (10 or newer "
+        .. "is needed)", version_text(num)), "upgrade the source, or migrate it with pg_dump and pg_restore"
+    end
+    if num < 120000 then
+      return "warn", string.format("source PostgreSQL %s: pgtide is tested with sources 12 to 18",
+        version_text(num)), "run the migration against a copy of the source first"
+    end
+    return "pass", string.format("source PostgreSQL %s", version_text(num))
   end,
 }
 
@@ -536,6 +554,218 @@ check {
   end,
 }
 
+-- {==================================================================
+-- What the migration roles may do (pgtide.privileges): pgtide's own engine
+-- ===================================================================
+
+local function source_privileges(env)
+  env._srcpriv = env._srcpriv or privileges.source(env.src, env.scope)
+  return env._srcpriv
+end
+
+local function plan_of(env)
+  env._plan = env._plan or env.plan or apply_plan.decide(env.dst, { replica_role = env.replica_role })
+  return env._plan
+end
+
+check {
+  id = "target_triggers", title = "Target triggers while rows are replicated", needs_target = true,
+  run = function(env)
+    local plan = plan_of(env)
+    if plan.triggers_problem then
+      return "fail", plan.triggers_problem.message, plan.triggers_problem.fix
+    end
+    if plan.triggers == "replica_role" then
+      return "pass", string.format("the copy and apply sessions run with session_replication_role = "
+        .. "replica (%s): the target's triggers do not fire for replicated rows", plan.triggers_why)
+    end
+    return "pass", string.format("%s: the migrated tables' user triggers are disabled while rows are "
+      .. "copied or streamed and enabled again at cutover (ALTER TABLE ... DISABLE/ENABLE TRIGGER as "
+      .. "their owner); foreign keys are added at cutover", plan.triggers_why)
+  end,
+}
+
+check {
+  id = "target_progress", title = "Where the target records the stream's position", needs_target = true,
+  run = function(env)
+    local plan = plan_of(env)
+    if plan.progress_problem then
+      return "fail", plan.progress_problem.message, plan.progress_problem.fix
+    end
+    if plan.progress == "origin" then
+      return "pass", string.format("a replication origin (%s), committed with each applied group",
+        plan.progress_why)
+    end
+    return "pass", string.format("%s: a row in %s, committed with each applied group; validation "
+      .. "skips the schema pgtide and cleanup drops what pgtide created there", plan.progress_why,
+      apply_plan.PROGRESS_TABLE)
+  end,
+}
+
+-- The statement the tables' owner runs to create the publication: the
+-- tables in scope but unlogged ones (partitions come with their root).
+local function publication_sql(env, tables)
+  local names = {}
+  for _, t in ipairs(tables) do
+    if not t.unlogged and not t.partition then names[#names + 1] = t.qname end
+  end
+  return string.format("CREATE PUBLICATION %s FOR TABLE %s;", env.src:quote_ident(env.publication),
+    table.concat(names, ", "))
+end
+
+check {
+  id = "publication", title = "Publication of the tables to stream",
+  run = function(env)
+    local p = source_privileges(env)
+    local want = {}
+    for _, t in ipairs(p.tables) do if not t.unlogged then want[#want + 1] = t end end
+    if env.publication_given then
+      local pub = env.src:query_one([[SELECT pubinsert AND pubupdate AND pubdelete AS dml, pubtruncate,
+                                             puballtables FROM pg_publication WHERE pubname = $1]],
+        env.publication)
+      if not pub then
+        return "fail", string.format("publication %s does not exist on the source", env.publication),
+          string.format("as the tables' owner (or a superuser): %s", publication_sql(env, p.tables))
+      end
+      -- every plain table and partition in scope, published itself or through an ancestor
+      local published = {}
+      for _, r in ipairs(env.src:query([[SELECT format('%I.%I', schemaname, tablename) AS q
+                                           FROM pg_publication_tables WHERE pubname = $1]], env.publication)) do
+        published[r.q] = true
+      end
+      local missing = {}
+      for _, t in ipairs(want) do
+        local found = pub.puballtables or t.kind ~= "r" or published[t.qname]
+        if not found and t.partition then
+          for _, a in ipairs(env.src:query([[
+              SELECT format('%I.%I', n.nspname, c.relname) AS q
+                FROM pg_partition_ancestors($1::oid::regclass) a
+                JOIN pg_class c ON c.oid = a.relid JOIN pg_namespace n ON n.oid = c.relnamespace]], t.oid)) do
+            found = found or published[a.q]
+          end
+        end
+        if not found then missing[#missing + 1] = t.qname end
+      end
+      if #missing > 0 then
+        local names = { table.unpack(missing, 1, math.min(#missing, 10)) }
+        return "fail", string.format("publication %s does not publish %d table(s) in scope: %s%s",
+          env.publication, #missing, table.concat(names, ", "), #missing > 10 and ", ..." or ""),
+          string.format("as the tables' owner: ALTER PUBLICATION %s ADD TABLE %s;",
+            env.src:quote_ident(env.publication), table.concat(missing, ", "))
+      end
+      if not pub.dml or not pub.pubtruncate then
+        return "fail", string.format("publication %s does not publish every kind of change (insert, "
+          .. "update, delete and truncate are needed)", env.publication),
+          string.format("as its owner: ALTER PUBLICATION %s SET (publish = 'insert, update, delete, "
+            .. "truncate');", env.src:quote_ident(env.publication))
+      end
+      return "pass", string.format("publication %s publishes the %d tables in scope (given with "
+        .. "publication=; pgtide leaves it in place at cleanup)", env.publication, #want)
+    end
+    local exists = env.src:query_one("SELECT 1 AS x FROM pg_publication WHERE pubname = $1", env.publication)
+    if exists and not env.publication_ours then
+      return "fail", string.format("a publication named %s already exists on the source, and this "
+        .. "migration did not create it", env.publication),
+        string.format("use it with publication=%s if it publishes the tables, or give this migration "
+          .. "another name", env.publication)
+    end
+    local problems = {}
+    if not p.super and not p.create_on_database then
+      problems[#problems + 1] = string.format("CREATE on database %s", p.database)
+    end
+    if #p.not_owned > 0 then
+      local owners, names = {}, {}
+      for i, t in ipairs(p.not_owned) do
+        owners[t.owner] = true
+        if i <= 5 then names[#names + 1] = t.qname end
+      end
+      problems[#problems + 1] = string.format("ownership of %d table(s) (%s%s; owned by %s)", #p.not_owned,
+        table.concat(names, ", "), #p.not_owned > 5 and ", ..." or "",
+        table.concat(util.sorted_keys(owners), ", "))
+    end
+    if #problems > 0 then
+      return "fail", string.format("source user %s cannot create the publication: CREATE PUBLICATION ... "
+        .. "FOR TABLE needs %s", p.user, table.concat(problems, " and ")),
+        string.format("ask the tables' owner to run: %s then rerun with publication=%s",
+          publication_sql(env, p.tables), env.publication)
+    end
+    return "pass", string.format("pgtide creates publication %s for the %d tables in scope%s", env.publication,
+      #want, exists and " (created by this migration)" or "")
+  end,
+}
+
+check {
+  id = "write_fence", title = "Write fence at cutover",
+  run = function(env)
+    local p = source_privileges(env)
+    local missing = {}
+    if not p.super and not p.owns_database then
+      missing[#missing + 1] = string.format("ownership of database %s (ALTER DATABASE ... SET "
+        .. "default_transaction_read_only)", p.database)
+    end
+    if not p.signal_backend then
+      missing[#missing + 1] = "pg_signal_backend (to end the sessions that are writing)"
+    end
+    if #missing == 0 then
+      return "pass", string.format("source user %s can make database %s read-only and end its sessions "
+        .. "at cutover", p.user, p.database)
+    end
+    local db = env.src:quote_ident(p.database)
+    return "fail", string.format("write_fence=true, but source user %s lacks %s", p.user,
+      table.concat(missing, " and ")),
+      string.format("either the database owner fences writes at cutover (ALTER DATABASE %s SET "
+        .. "default_transaction_read_only = on; then end the application's sessions, or revoke its "
+        .. "role's write privileges), or run with write_fence=false and stop the application's writes "
+        .. "yourself before the cutover%s", db,
+        p.signal_backend and "" or string.format("; to let pgtide do it: GRANT pg_signal_backend TO %s; "
+          .. "and make %s the database's owner", p.user, p.user))
+  end,
+}
+
+check {
+  id = "unlogged_tables", title = "Unlogged tables",
+  run = function(env)
+    local p = source_privileges(env)
+    if #p.unlogged == 0 then return "pass", "no unlogged table in scope" end
+    local names = {}
+    for i, t in ipairs(p.unlogged) do if i <= 10 then names[#names + 1] = t.qname end end
+    local list = table.concat(names, ", ") .. (#p.unlogged > 10 and ", ..." or "")
+    if env.unlogged == "skip" then
+      return "warn", string.format("%d unlogged table(s) are left out (unlogged=skip): %s", #p.unlogged, list),
+        "create and fill them on the target yourself if the application needs their contents"
+    end
+    return "warn", string.format("%d unlogged table(s): %s. Logical decoding never sees their changes: "
+      .. "they are copied in the full load and copied again at cutover (after the writes stop)",
+      #p.unlogged, list), "unlogged=skip to leave them out, or ALTER TABLE ... SET LOGGED on the source "
+      .. "to stream them"
+  end,
+}
+
+check {
+  id = "source_sequences", title = "Source sequences readable",
+  run = function(env)
+    local p = source_privileges(env)
+    if #p.sequences_unreadable == 0 then
+      return "pass", "the source user can read every sequence's value"
+    end
+    local names, schemas, seen = {}, {}, {}
+    for i, q in ipairs(p.sequences_unreadable) do
+      if i <= 10 then names[#names + 1] = q.qname end
+      if not seen[q.schema] then seen[q.schema] = true; schemas[#schemas + 1] = q.schema end
+    end
+    local fixes = {}
+    for _, sc in ipairs(schemas) do
+      fixes[#fixes + 1] = string.format("GRANT SELECT ON ALL SEQUENCES IN SCHEMA %s TO %s;",
+        env.src:quote_ident(sc), env.src:quote_ident(p.user))
+    end
+    return "fail", string.format("%d sequence(s) cannot be read by %s, so their values cannot be set on "
+      .. "the target: %s%s", #p.sequences_unreadable, p.user, table.concat(names, ", "),
+      #p.sequences_unreadable > 10 and ", ..." or ""), table.concat(fixes, " ")
+  end,
+}
+
+-- }==================================================================
+
 --[[
 preflight.run(opts) -> report { results = { {id, title, status, message,
 fix}... }, counts = { pass =, warn =, fail = } }.  A check that raises is
@@ -547,6 +777,10 @@ function M.run(opts)
     src = assert(opts.src, "preflight needs a source connection"),
     dst = opts.dst, scope = opts.scope, slot = opts.slot,
     target_disk_gb = opts.target_disk_gb, engine_version = opts.engine_version,
+    -- pgtide's own engine (local runbook): see the checks of pgtide.privileges above
+    replica_role = opts.replica_role, plan = opts.plan, publication = opts.publication,
+    publication_given = opts.publication_given, publication_ours = opts.publication_ours,
+    unlogged = opts.unlogged,
   }
   local ids = opts.checks or M.DMS_RUNBOOK
   local report = { results = {}, counts = { pass = 0, warn = 0, fail = 0, skip = 0 } }

@@ -433,10 +433,14 @@ function Runbook:step_failed(step, rec, st, err, opts, phase)
   rec.finished = util.now_iso()
   st:save()
   log.error("step '%s' failed: %s", step.name, msg)
-  local tb = type(err) == "table" and err.traceback or ""
-  io.stderr:write(sys.redact(string.format("pgtide: step '%s' failed%s: %s\n%s\n",
-    step.name, phase ~= "run" and (" in " .. phase) or "", msg,
-    tb:gsub("^[^\n]*\n", ""))))
+  -- an error object (a step failure, a database or AWS error) says what failed and what to do;
+  -- a plain string is a bug in pgtide or a runbook: show where, as --debug always does
+  local tb = ""
+  if type(cause) ~= "table" or log.level() == "DEBUG" or log.level() == "TRACE" then
+    tb = (type(err) == "table" and err.traceback or ""):gsub("^[^\n]*\n", "") .. "\n"
+  end
+  io.stderr:write(sys.redact(string.format("pgtide: step '%s' failed%s: %s\n%s",
+    step.name, phase ~= "run" and (" in " .. phase) or "", msg, tb)))
   io.stderr:write(string.format("Fix the cause, then resume with: %s\n", resume_hint(opts)))
   return M.EXIT_STEP_FAILED
 end

@@ -443,8 +443,9 @@ local function dump_schema(src, tools, dump, opts)
     end
   end
   local ok, res = pcall(function()
+    -- publications and subscriptions belong to the source's replication, never to the target
     local args = { "-Fc", "--section=pre-data", "--section=post-data", "--no-blobs",
-                   "-f", shq(dump) }
+                   "--no-publications", "--no-subscriptions", "-f", shq(dump) }
     if snapshot then args[#args + 1] = "--snapshot=" .. shq(snapshot) end
     for _, s in ipairs(opts.schemas or {}) do args[#args + 1] = "-n " .. shq(s) end
     for _, s in ipairs(opts.exclude_schemas or {}) do args[#args + 1] = "-N " .. shq(s) end
@@ -865,8 +866,11 @@ function M.verify(src, dst, opts)
   local a = catalog.describe(src, filter)
   local b = catalog.describe(dst, filter)
   local kinds = opts.kinds or (phase == "pre-data" and PRE_DATA_KINDS) or nil
-  local diffs = catalog.compare(a, b, { kinds = kinds, ignore = phase == "pre-data"
-    and { tables = { rls_enabled = true, rls_forced = true, replica_identity_index = true } } or nil })
+  local ignore = phase == "pre-data"
+    and { tables = { rls_enabled = true, rls_forced = true, replica_identity_index = true } } or {}
+  -- triggers pgtide keeps disabled while rows are replicated (pgtide.triggers)
+  if opts.triggers_disabled then ignore.triggers = { enabled = true } end
+  local diffs = catalog.compare(a, b, { kinds = kinds, ignore = ignore })
   if phase == "schema-first" then  -- foreign keys come later in that mode
     local fks = {}
     for _, c in ipairs(a.constraints) do

@@ -43,15 +43,6 @@ local MB = 1024 * 1024
 -- Names
 -- ===================================================================
 
--- FNV-1a 32-bit, as 8 hex digits.
-local function fnv(s)
-  local h = 2166136261
-  for i = 1, #s do
-    h = ((h ~ s:byte(i)) * 16777619) & 0xffffffff
-  end
-  return string.format("%08x", h)
-end
-
 --[[
 names(migration) -> { slot, publication }: "pgtide_<name>" in the
 characters slot names allow (lower-case letters, digits, '_'), at most
@@ -62,7 +53,7 @@ function M.names(name)
   local clean = tostring(name):lower():gsub("[^a-z0-9_]", "_")
   local base = "pgtide_" .. clean
   if clean ~= name or #base > 63 then
-    base = base:sub(1, 63 - 7) .. "_" .. fnv(name):sub(1, 6)
+    base = base:sub(1, 63 - 7) .. "_" .. util.fnv32(name):sub(1, 6)
   end
   return { slot = base, publication = base }
 end
@@ -182,11 +173,18 @@ function M.ensure(ctx)
   end
   local n = M.names(ctx.name)
   local p = ctx.params
+  local fl = ctx.outputs["full-load"] or {}
+  -- recorded when the slot was made (runbooks/local.lua): the publication, the progress
+  -- record bound to this migration, and how it is kept (pgtide.apply_plan)
+  local slot = fl.slot or {}
+  local triggers = (ctx.outputs["post-data"] or {}).triggers
   local ok, res = pcall(core.replicate, {
-    source = p.source, target = p.target, slot = n.slot, publication = n.publication,
-    state_dir = ctx.state_dir, memory_cap = p.memory_cap, replica_role = p.replica_role,
+    source = p.source, target = p.target, slot = n.slot, publication = slot.publication or n.publication,
+    state_dir = ctx.state_dir, memory_cap = p.memory_cap,
+    replica_role = triggers == nil or triggers == "replica_role",
+    origin = slot.record, identity = slot.identity, progress = slot.progress,
     -- tables a resumed full load copied under a later snapshot (runbooks/local.lua)
-    table_sync = (ctx.outputs["full-load"] or {}).sync,
+    table_sync = fl.sync,
   })
   if not ok then
     if source_missing_slot(ctx, n) then
@@ -200,9 +198,10 @@ function M.ensure(ctx)
   r = res
   workers[key] = r
   local st = r:status()
-  log.info("stream: applying changes from slot %s, starting at %s (protocol %d%s, progress in a %s)",
+  log.info("stream: applying changes from slot %s, starting at %s (protocol %d%s); progress: %s %s",
     n.slot, st.start_lsn, st.proto_version, st.streaming and ", streaming" or "",
-    st.progress == "table" and "table" or "replication origin")
+    st.progress == "table" and "row in pgtide.cdc_progress" or "replication origin",
+    slot.record or n.slot)
   return r
 end
 
@@ -472,6 +471,7 @@ status.json and cdc-status.json; with opts.source (a conninfo) or the
 state's own source parameter, and unless opts.no_source, also asks the
 source about the slot.  Fields:
   name, runbook, state_dir, running, pid, phase, updated, age_seconds,
+  apply (how changes are applied on the target: triggers and progress record),
   steps = [ {name, status, seconds, error} ], current_step,
   full_load = { percent, units, units_done, rows, bytes, mb_per_s, eta,
                 tables = [ {name, rows, bytes, units, units_done, percent} ] },
@@ -573,6 +573,15 @@ function M.collect(dir, opts)
     if not (out.running and M.alive(cs.pid)) and out.cdc.state ~= "stopped" and out.cdc.state ~= "failed" then
       out.cdc.state = "not running (last: " .. tostring(cs.state) .. ")"
     end
+  end
+  -- how changes are applied on the target: what the steps recorded, else preflight's plan
+  local plan = ((steps.preflight or {}).outputs or {}).plan
+  if plan and params.cdc ~= false then
+    local p2 = util.copy(plan)
+    local done = ((steps["post-data"] or {}).outputs or {}).triggers
+    if done then p2.triggers = done == "disabled" and "disable" or "replica_role" end
+    if fl.slot and fl.slot.progress then p2.progress = fl.slot.progress end
+    out.apply = require("pgtide.apply_plan").describe(p2, fl.slot and fl.slot.record)
   end
   -- the slot, asked of the source
   local n = M.names(st.name or "local")

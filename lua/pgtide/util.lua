@@ -113,6 +113,13 @@ function M.format_duration(s)
   return string.format("%dh%02dm", s // 3600, math.floor(s % 3600) // 60)
 end
 
+-- FNV-1a 32-bit hash of s, as 8 hex digits (short stable names, not security).
+function M.fnv32(s)
+  local h = 2166136261
+  for i = 1, #s do h = ((h ~ s:byte(i)) * 16777619) & 0xffffffff end
+  return string.format("%08x", h)
+end
+
 -- ISO-8601 UTC timestamp for state files and reports.
 function M.now_iso(t)
   t = t or os.time()

@@ -8,6 +8,7 @@ pgtide.validate: data and schema validation, the report and its summary.
     schema = true, data = true,      -- which halves to run
     jobs = 4, chunk_rows = 20000, max_rows = 100, max_value_len = 64,
     redact = false,                  -- hide column values (keys stay)
+    schema_ignore = { triggers = { enabled = true } },  -- fields the schema half skips
     mode = "offline",                -- | "consistent" | "recheck"
     cdc = cdc,                       -- consistent mode: the running CDC (see below)
     pause_at = fn, resume = fn,      -- ... or these two functions
@@ -133,7 +134,7 @@ local function run_schema(o)
   local schema_diff = require "pgtide.schema_diff"
   local src <close> = pg.connect(o.source)
   local tgt <close> = pg.connect(o.target)
-  local opts = {}
+  local opts = { ignore = o.schema_ignore }
   if o.tables and #o.tables > 0 then
     opts.tables = {}
     for _, name in ipairs(o.tables) do

@@ -98,6 +98,7 @@ typedef struct NetEnt {
 struct Applier {
   PGconn *conn;
   char *origin;
+  char *identity;               /* the migration a progress row belongs to (table mode) */
   ApplyProgressMode mode;
   int set_threshold, segment_changes, replica_role;
   size_t segment_bytes;
@@ -517,15 +518,39 @@ static int setup_origin (Applier *a, CdcError *err) {
 }
 
 /* The progress table, for targets where replication origins are not
-   allowed. */
+   allowed: created when missing (older tables gain the migration
+   column).  A row of this name that another migration wrote is refused:
+   streaming from its position would skip this migration's changes. */
 static int setup_table (Applier *a, CdcError *err) {
+  const char *vals[1];
+  PGresult *res = NULL;
   if (exec_params(a, "CREATE SCHEMA IF NOT EXISTS pgtide", 0, NULL, NULL,
-                  "create schema pgtide on the target", err) != 0)
+                  "create schema pgtide on the target", err) != 0 ||
+      exec_params(a,
+        "CREATE TABLE IF NOT EXISTS pgtide.cdc_progress (name text PRIMARY KEY, "
+        "lsn pg_lsn NOT NULL, commit_time timestamptz, updated_at timestamptz NOT NULL DEFAULT now(), "
+        "migration text)", 0, NULL, NULL, "create table pgtide.cdc_progress on the target", err) != 0 ||
+      exec_params(a, "ALTER TABLE pgtide.cdc_progress ADD COLUMN IF NOT EXISTS migration text", 0, NULL,
+                  NULL, "add column migration to pgtide.cdc_progress", err) != 0)
     return -1;
-  return exec_params(a,
-    "CREATE TABLE IF NOT EXISTS pgtide.cdc_progress (name text PRIMARY KEY, "
-    "lsn pg_lsn NOT NULL, commit_time timestamptz, updated_at timestamptz NOT NULL DEFAULT now())",
-    0, NULL, NULL, "create table pgtide.cdc_progress on the target", err);
+  if (a->identity == NULL)
+    return 0;
+  vals[0] = a->origin;
+  if (exec_params(a, "SELECT migration FROM pgtide.cdc_progress WHERE name = $1", 1, vals, &res,
+                  "read pgtide.cdc_progress", err) != 0)
+    return -1;
+  if (PQntuples(res) > 0 && !PQgetisnull(res, 0, 0) && strcmp(PQgetvalue(res, 0, 0), a->identity) != 0) {
+    cdc_err_set(err, CDC_ERR_CONFIG, 0,
+                "the progress record '%s' in pgtide.cdc_progress on the target belongs to another "
+                "migration (%s), not to this one (%s): streaming from its position would skip changes. "
+                "Give this migration another name, or, if that migration is abandoned, delete its row: "
+                "DELETE FROM pgtide.cdc_progress WHERE name = '%s'",
+                a->origin, PQgetvalue(res, 0, 0), a->identity, a->origin);
+    PQclear(res);
+    return -1;
+  }
+  PQclear(res);
+  return 0;
 }
 
 /*
@@ -546,6 +571,7 @@ Applier *apply_open (const char *conninfo, const ApplyOptions *opt, CdcError *er
   a = xcalloc(1, sizeof(Applier));
   a->conn = conn;
   a->origin = xstrdup(opt->origin != NULL ? opt->origin : "pgtide");
+  a->identity = opt->identity != NULL ? xstrdup(opt->identity) : NULL;
   a->mode = opt->progress;
   a->set_threshold = opt->set_threshold;
   a->segment_bytes = opt->segment_bytes ? opt->segment_bytes : (16u << 20);
@@ -649,6 +675,7 @@ void apply_close (Applier *a) {
   buf_free(&a->sql2);
   pgo_msg_free(&a->msg);
   free(a->origin);
+  free(a->identity);
   free(a);
 }
 
@@ -678,12 +705,17 @@ int apply_progress (Applier *a, PgLsn *lsn, CdcError *err) {
   return 0;
 }
 
-/* See apply.h: drop the replication origin and the progress row of
-   'name' on the target; missing ones are fine.  -1 with err. */
-int apply_drop_progress (const char *conninfo, const char *name, CdcError *err) {
+/* See apply.h: drop the replication origin (modes ORIGIN and AUTO) and
+   the progress row (modes TABLE and AUTO) of 'name' on the target.
+   Missing ones are fine; in AUTO mode a refused origin drop (no
+   privilege: then no origin was ever made) is too; a row another
+   migration wrote (its migration column differs from 'identity') is
+   left alone.  -1 with err. */
+int apply_drop_progress (const char *conninfo, const char *name, ApplyProgressMode mode,
+                         const char *identity, CdcError *err) {
   char msg[PGCONN_ERRLEN];
-  const char *vals[1];
-  PGresult *res;
+  const char *vals[2];
+  PGresult *res = NULL;
   PGconn *conn = pgconn_open(conninfo, "target", PGCONN_NORMAL, msg, sizeof(msg));
   int rc = 0;
   if (conn == NULL) {
@@ -691,25 +723,22 @@ int apply_drop_progress (const char *conninfo, const char *name, CdcError *err) 
     return -1;
   }
   vals[0] = name;
-  res = PQexecParams(conn,
-    "SELECT pg_replication_origin_drop(roname) FROM pg_replication_origin WHERE roname = $1",
-    1, NULL, vals, NULL, NULL, 0);
-  if (PQresultStatus(res) != PGRES_TUPLES_OK) {
-    cdc_err_from_pg(err, "drop the replication origin", res, conn);
-    rc = -1;
-  }
-  PQclear(res);
-  if (rc == 0) {
-    res = PQexec(conn, "SELECT to_regclass('pgtide.cdc_progress') IS NOT NULL");
-    if (PQresultStatus(res) == PGRES_TUPLES_OK && strcmp(PQgetvalue(res, 0, 0), "t") == 0) {
-      PQclear(res);
-      res = PQexecParams(conn, "DELETE FROM pgtide.cdc_progress WHERE name = $1", 1, NULL, vals,
-                         NULL, NULL, 0);
-      if (PQresultStatus(res) != PGRES_COMMAND_OK) {
-        cdc_err_from_pg(err, "delete the progress row", res, conn);
-        rc = -1;
-      }
+  vals[1] = identity;
+  if (mode != APPLY_PROGRESS_TABLE) {
+    rc = apply_exec(conn, "SELECT pg_replication_origin_drop(roname) FROM pg_replication_origin "
+                    "WHERE roname = $1", 1, vals, NULL, "drop the replication origin", err);
+    if (rc != 0 && mode == APPLY_PROGRESS_AUTO && strcmp(err->sqlstate, "42501") == 0) {
+      cdc_err_clear(err);
+      rc = 0;
     }
+  }
+  if (rc == 0 && mode != APPLY_PROGRESS_ORIGIN) {
+    rc = apply_exec(conn, "SELECT to_regclass('pgtide.cdc_progress') IS NOT NULL", 0, NULL, &res,
+                    "look for pgtide.cdc_progress", err);
+    if (rc == 0 && strcmp(PQgetvalue(res, 0, 0), "t") == 0)
+      rc = apply_exec(conn, "DELETE FROM pgtide.cdc_progress WHERE name = $1 "
+                      "AND ($2::text IS NULL OR migration IS NULL OR migration = $2)", 2, vals, NULL,
+                      "delete the progress row", err);
     PQclear(res);
   }
   PQfinish(conn);
@@ -2035,6 +2064,8 @@ int apply_commit (Applier *a, PgLsn end_lsn, int64_t commit_ts, CdcError *err) {
   {
     PgoValue v1 = {PGO_VAL_TEXT, (uint32_t)strlen(lsn), lsn}, v2 = {PGO_VAL_TEXT, (uint32_t)strlen(ts), ts};
     PgoValue v0 = {PGO_VAL_TEXT, (uint32_t)strlen(a->origin), a->origin};
+    PgoValue v3 = {a->identity != NULL ? PGO_VAL_TEXT : PGO_VAL_NULL,
+                   a->identity != NULL ? (uint32_t)strlen(a->identity) : 0, a->identity};
     if (a->mode == APPLY_PROGRESS_ORIGIN) {
       param_set(a, 0, &v1);
       param_set(a, 1, &v2);
@@ -2046,11 +2077,13 @@ int apply_commit (Applier *a, PgLsn end_lsn, int64_t commit_ts, CdcError *err) {
       param_set(a, 0, &v0);
       param_set(a, 1, &v1);
       param_set(a, 2, &v2);
-      params_finish(a, 3);
+      param_set(a, 3, &v3);
+      params_finish(a, 4);
       if (pipe_exec_params(a,
-            "INSERT INTO pgtide.cdc_progress AS p (name, lsn, commit_time) VALUES ($1, $2::pg_lsn, $3::timestamptz) "
+            "INSERT INTO pgtide.cdc_progress AS p (name, lsn, commit_time, migration) "
+            "VALUES ($1, $2::pg_lsn, $3::timestamptz, $4) "
             "ON CONFLICT (name) DO UPDATE SET lsn = EXCLUDED.lsn, commit_time = EXCLUDED.commit_time, "
-            "updated_at = now()", 3, err) != 0)
+            "migration = EXCLUDED.migration, updated_at = now()", 4, err) != 0)
         return -1;
     }
   }

@@ -60,6 +60,8 @@ typedef struct ApplySync {
 
 typedef struct ApplyOptions {
   const char *origin;            /* progress name: origin name / table key */
+  const char *identity;          /* table mode: the migration recorded with the row
+                                    (a row of another migration is refused); NULL: none */
   ApplyProgressMode progress;
   int set_threshold;             /* changes per segment for the set path; 0 never */
   size_t segment_bytes;          /* max raw bytes buffered per segment */
@@ -108,9 +110,12 @@ const char *apply_progress_name(const Applier *a);
 /* Backend PID of the apply connection (tests terminate it). */
 int apply_backend_pid(const Applier *a);
 
-/* Drop the progress origin and table row of 'name' on the target
-   (cleanup).  Missing objects are not errors. */
-int apply_drop_progress(const char *conninfo, const char *name, CdcError *err);
+/* Drop the progress origin and/or table row of 'name' on the target
+   (cleanup; 'mode' says which, AUTO both).  Missing objects are not
+   errors; a row recorded for another migration than 'identity' (when
+   not NULL) is kept. */
+int apply_drop_progress(const char *conninfo, const char *name, ApplyProgressMode mode,
+                        const char *identity, CdcError *err);
 
 /* Run sql with n text parameters on conn, which must be idle (not in
    pipeline mode).  A result other than COMMAND_OK or TUPLES_OK becomes

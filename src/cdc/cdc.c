@@ -45,7 +45,7 @@ typedef struct Txn {
 
 struct Cdc {
   /* configuration (strings owned) */
-  char *source, *target, *slot, *publication, *origin, *state_dir;
+  char *source, *target, *slot, *publication, *origin, *state_dir, *identity;
   ApplySync *sync;               /* owned copy of cfg.sync */
   int status_file;               /* write state_dir/cdc-status.json (a state_dir was given) */
   CdcConfig cfg;
@@ -777,6 +777,7 @@ static int session_open (Cdc *c, CdcError *err) {
   memset(&ao, 0, sizeof(ao));
   ao.origin = c->origin;
   ao.progress = c->cfg.progress;
+  ao.identity = c->cfg.identity;
   ao.set_threshold = c->cfg.set_threshold;
   ao.segment_changes = c->cfg.batch;
   ao.segment_bytes = c->cfg.memory_cap / 4;
@@ -1116,6 +1117,7 @@ Cdc *cdc_start (const CdcConfig *cfg, CdcError *err) {
   c->publication = xstrdup(cfg->publication);
   c->origin = dup_or(cfg->origin, cfg->slot);
   c->state_dir = dup_or(cfg->state_dir, "/tmp");
+  c->identity = cfg->identity != NULL ? xstrdup(cfg->identity) : NULL;
   c->status_file = cfg->state_dir != NULL && cfg->state_dir[0] != '\0';
   c->cfg.source = c->source;
   c->cfg.target = c->target;
@@ -1123,6 +1125,7 @@ Cdc *cdc_start (const CdcConfig *cfg, CdcError *err) {
   c->cfg.publication = c->publication;
   c->cfg.origin = c->origin;
   c->cfg.state_dir = c->state_dir;
+  c->cfg.identity = c->identity;
   if (cfg->nsync > 0) {
     int i;
     c->sync = xcalloc((size_t)cfg->nsync, sizeof(ApplySync));
@@ -1254,6 +1257,7 @@ void cdc_free (Cdc *c) {
   free(c->publication);
   free(c->origin);
   free(c->state_dir);
+  free(c->identity);
   free(c->session_sql);
   for (int i = 0; i < c->cfg.nsync; i++) {
     free((char *)c->sync[i].schema);
@@ -1421,8 +1425,9 @@ int cdc_slot_info (const char *source, const char *slot, CdcSlotInfo *out, CdcEr
 /* See cdc.h: drop what exists of the slot and publication (source) and
    the progress origin and row (target); missing objects are fine.
    -1 with err on the first failure. */
-int cdc_drop (const char *source, const char *slot, const char *publication,
-              const char *target, const char *origin, CdcError *err) {
+int cdc_drop (const CdcDrop *d, CdcError *err) {
+  const char *source = d->source, *slot = d->slot, *publication = d->publication;
+  const char *target = d->target, *origin = d->origin;
   char msg[PGCONN_ERRLEN];
   const char *vals[1];
   if (source != NULL && ((slot != NULL && slot[0]) || (publication != NULL && publication[0]))) {
@@ -1461,7 +1466,7 @@ int cdc_drop (const char *source, const char *slot, const char *publication,
     PQfinish(conn);
   }
   if (target != NULL && origin != NULL && origin[0])
-    return apply_drop_progress(target, origin, err);
+    return apply_drop_progress(target, origin, d->progress, d->identity, err);
   return 0;
 }
 

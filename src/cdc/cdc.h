@@ -49,6 +49,7 @@ typedef struct CdcConfig {
   int batch;                     /* changes per apply segment (default 20000) */
   int set_threshold;             /* segment size that uses the set path (default 500; 0 never) */
   ApplyProgressMode progress;    /* where the target records progress */
+  const char *identity;          /* the migration recorded with a progress row */
   int replica_role;              /* session_replication_role = replica (default 1) */
   int status_interval_ms;        /* standby status interval (default 1000) */
   int receive_timeout_ms;        /* silence from the source that counts as a lost
@@ -147,9 +148,17 @@ typedef struct CdcSlotInfo {
 
 int cdc_slot_info(const char *source, const char *slot, CdcSlotInfo *out, CdcError *err);
 
+/* What cdc_drop removes; any field may be NULL (mode: AUTO tries both
+   progress kinds). */
+typedef struct CdcDrop {
+  const char *source, *slot, *publication;   /* on the source */
+  const char *target, *origin;               /* on the target: the progress record */
+  ApplyProgressMode progress;                /* which kind of record was used */
+  const char *identity;                      /* table rows of other migrations are kept */
+} CdcDrop;
+
 /* Drop what exists of: the slot and publication on the source, the
-   progress origin / row on the target (any argument may be NULL). */
-int cdc_drop(const char *source, const char *slot, const char *publication,
-             const char *target, const char *origin, CdcError *err);
+   progress origin / row on the target. */
+int cdc_drop(const CdcDrop *d, CdcError *err);
 
 #endif

@@ -9,10 +9,11 @@
 **       importable until then; also __gc and __close)
 **   cdc.slot_info{source=, slot=} -> {exists=, active=, restart_lsn=,
 **       confirmed_lsn=, current_lsn=, retained_bytes=, wal_status=}
-**   cdc.drop{source=, slot=, publication=, target=, origin=} -> true
+**   cdc.drop{source=, slot=, publication=, target=, origin=, progress=,
+**       identity=} -> true
 **   cdc.start{source=, target=, slot=, publication=, origin=, state_dir=,
 **       batch=, group=, set_threshold=, memory_cap=, proto_version=,
-**       streaming=, progress="auto"|"origin"|"table", replica_role=,
+**       streaming=, progress="auto"|"origin"|"table", identity=, replica_role=,
 **       status_interval=, receive_timeout=} -> worker (a "core.cdc" object)
 **   worker:status() / worker:lag() / worker:poll() -> tables
 **   worker:wait_until(lsn, timeout) -> true | false (timed out)
@@ -290,15 +291,31 @@ static int l_slot_info (lua_State *L) {
   return 1;
 }
 
-/* cdc.drop{source=, slot=, publication=, target=, origin=}: raises. */
+/* Option 'progress' ("auto" when absent) of the table at idx. */
+static ApplyProgressMode opt_progress (lua_State *L, int idx) {
+  const char *p = luax_opt_string(L, idx, "progress", "auto");
+  if (strcmp(p, "auto") == 0) return APPLY_PROGRESS_AUTO;
+  if (strcmp(p, "origin") == 0) return APPLY_PROGRESS_ORIGIN;
+  if (strcmp(p, "table") == 0) return APPLY_PROGRESS_TABLE;
+  return (ApplyProgressMode)luaL_error(L, "option 'progress' must be \"auto\", \"origin\" or \"table\"");
+}
+
+/* cdc.drop{source=, slot=, publication=, target=, origin=, progress=,
+   identity=}: raises. */
 static int l_drop (lua_State *L) {
   CdcError err;
-  const char *slot;
+  CdcDrop d;
   luaL_checktype(L, 1, LUA_TTABLE);
   cdc_err_clear(&err);
-  slot = luax_opt_string(L, 1, "slot", NULL);
-  if (cdc_drop(luax_opt_string(L, 1, "source", NULL), slot, luax_opt_string(L, 1, "publication", NULL),
-               luax_opt_string(L, 1, "target", NULL), luax_opt_string(L, 1, "origin", slot), &err) != 0)
+  memset(&d, 0, sizeof(d));
+  d.source = luax_opt_string(L, 1, "source", NULL);
+  d.slot = luax_opt_string(L, 1, "slot", NULL);
+  d.publication = luax_opt_string(L, 1, "publication", NULL);
+  d.target = luax_opt_string(L, 1, "target", NULL);
+  d.origin = luax_opt_string(L, 1, "origin", d.slot);
+  d.progress = opt_progress(L, 1);
+  d.identity = luax_opt_string(L, 1, "identity", NULL);
+  if (cdc_drop(&d, &err) != 0)
     return cdc_raise(L, "cdc.drop", &err);
   lua_pushboolean(L, 1);
   return 1;
@@ -355,7 +372,6 @@ static int l_start (lua_State *L) {
   CdcConfig cfg;
   CdcError err;
   LWorker *w;
-  const char *progress;
   luaL_checktype(L, 1, LUA_TTABLE);
   memset(&cfg, 0, sizeof(cfg));
   cfg.source = luax_req_string(L, 1, "source");
@@ -378,11 +394,8 @@ static int l_start (lua_State *L) {
   lua_getfield(L, 1, "streaming");
   cfg.streaming = lua_isnil(L, -1) ? -1 : lua_toboolean(L, -1);
   lua_pop(L, 1);
-  progress = luax_opt_string(L, 1, "progress", "auto");
-  if (strcmp(progress, "auto") == 0) cfg.progress = APPLY_PROGRESS_AUTO;
-  else if (strcmp(progress, "origin") == 0) cfg.progress = APPLY_PROGRESS_ORIGIN;
-  else if (strcmp(progress, "table") == 0) cfg.progress = APPLY_PROGRESS_TABLE;
-  else luaL_error(L, "option 'progress' must be \"auto\", \"origin\" or \"table\"");
+  cfg.progress = opt_progress(L, 1);
+  cfg.identity = luax_opt_string(L, 1, "identity", NULL);
   if (cfg.batch < 1 || cfg.group_txns < 1 || cfg.set_threshold < 0 ||
       cfg.proto_version < 0 || cfg.proto_version > 2)
     luaL_error(L, "options batch and group must be >= 1, set_threshold >= 0, proto_version 0, 1 or 2");

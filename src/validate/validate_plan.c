@@ -17,14 +17,15 @@
 #include "validate/validate_internal.h"
 
 /* Every user table that holds data: plain and partitioned tables that are
-   not partitions themselves, outside the system schemas and extensions.
-   est_rows and bytes add up the leaves of a partitioned table. */
+   not partitions themselves, outside the system schemas, pgtide's own
+   schema (its progress table on a target) and extensions.  est_rows and
+   bytes add up the leaves of a partitioned table. */
 static const char *TABLES_SQL =
   "WITH RECURSIVE rels AS ("
   "  SELECT c.oid, n.nspname, c.relname, c.relkind"
   "  FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace"
   "  WHERE c.relkind IN ('r', 'p') AND NOT c.relispartition"
-  "    AND n.nspname NOT IN ('pg_catalog', 'information_schema')"
+  "    AND n.nspname NOT IN ('pg_catalog', 'information_schema', 'pgtide')"
   "    AND n.nspname !~ '^pg_(toast|temp_)'"
   "    AND NOT EXISTS (SELECT 1 FROM pg_depend d WHERE d.classid = 'pg_class'::regclass"
   "                    AND d.objid = c.oid AND d.deptype = 'e')"

@@ -635,7 +635,8 @@ static void test_drop (void) {
   char *n;
   if (!ready)
     SKIP("no clusters or no slot");
-  CHECK_INT(cdc_drop(src.conninfo, "cdc_test", "pub", dst.conninfo, "cdc_test", &err), 0);
+  CHECK_INT(cdc_drop(&(CdcDrop){.source = src.conninfo, .slot = "cdc_test", .publication = "pub",
+                                .target = dst.conninfo, .origin = "cdc_test"}, &err), 0);
   CHECK_INT(cdc_slot_info(src.conninfo, "cdc_test", &si, &err), 0);
   CHECK_INT(si.exists, 0);
   n = tc_query1(sc, "SELECT count(*) FROM pg_publication WHERE pubname = 'pub'");
@@ -645,7 +646,8 @@ static void test_drop (void) {
   CHECK_STR(n, "0");
   free(n);
   /* dropping again is not an error */
-  CHECK_INT(cdc_drop(src.conninfo, "cdc_test", "pub", dst.conninfo, "cdc_test", &err), 0);
+  CHECK_INT(cdc_drop(&(CdcDrop){.source = src.conninfo, .slot = "cdc_test", .publication = "pub",
+                                .target = dst.conninfo, .origin = "cdc_test"}, &err), 0);
 }
 
 int main (void) {

@@ -145,6 +145,7 @@ function M.lines(s, opts)
       count(c.truncates), c.reconnects or 0)
     if c.error then add("  last error: %s", c.error) end
   end
+  if s.apply then add("apply:    %s", s.apply) end
   local sl = s.slot
   if sl then
     if sl.error then
