@@ -36,6 +36,7 @@ GENERIC lists the ones that do not depend on DMS, for the local runbook.
 local log = require "log"
 local apply_plan = require "pgtide.apply_plan"
 local privileges = require "pgtide.privileges"
+local quote = require "pgtide.quote"
 local runbook = require "pgtide.runbook"
 local util = require "pgtide.util"
 
@@ -609,7 +610,7 @@ local function publication_sql(env, tables)
   for _, t in ipairs(tables) do
     if not t.unlogged and not t.partition then names[#names + 1] = t.qname end
   end
-  return string.format("CREATE PUBLICATION %s FOR TABLE %s;", env.src:quote_ident(env.publication),
+  return string.format("CREATE PUBLICATION %s FOR TABLE %s;", quote.ident(env.src, env.publication),
     table.concat(names, ", "))
 end
 
@@ -651,13 +652,13 @@ check {
         return "fail", string.format("publication %s does not publish %d table(s) in scope: %s%s",
           env.publication, #missing, table.concat(names, ", "), #missing > 10 and ", ..." or ""),
           string.format("as the tables' owner: ALTER PUBLICATION %s ADD TABLE %s;",
-            env.src:quote_ident(env.publication), table.concat(missing, ", "))
+            quote.ident(env.src, env.publication), table.concat(missing, ", "))
       end
       if not pub.dml or not pub.pubtruncate then
         return "fail", string.format("publication %s does not publish every kind of change (insert, "
           .. "update, delete and truncate are needed)", env.publication),
           string.format("as its owner: ALTER PUBLICATION %s SET (publish = 'insert, update, delete, "
-            .. "truncate');", env.src:quote_ident(env.publication))
+            .. "truncate');", quote.ident(env.src, env.publication))
       end
       return "pass", string.format("publication %s publishes the %d tables in scope (given with "
         .. "publication=; pgtide leaves it in place at cleanup)", env.publication, #want)
@@ -710,7 +711,7 @@ check {
       return "pass", string.format("source user %s can make database %s read-only and end its sessions "
         .. "at cutover", p.user, p.database)
     end
-    local db = env.src:quote_ident(p.database)
+    local db = quote.ident(env.src, p.database)
     return "fail", string.format("write_fence=true, but source user %s lacks %s", p.user,
       table.concat(missing, " and ")),
       string.format("either the database owner fences writes at cutover (ALTER DATABASE %s SET "
@@ -718,7 +719,7 @@ check {
         .. "role's write privileges), or run with write_fence=false and stop the application's writes "
         .. "yourself before the cutover%s", db,
         p.signal_backend and "" or string.format("; to let pgtide do it: GRANT pg_signal_backend TO %s; "
-          .. "and make %s the database's owner", p.user, p.user))
+          .. "and make %s the database's owner", quote.ident(env.src, p.user), quote.ident(env.src, p.user)))
   end,
 }
 
@@ -756,7 +757,7 @@ check {
     local fixes = {}
     for _, sc in ipairs(schemas) do
       fixes[#fixes + 1] = string.format("GRANT SELECT ON ALL SEQUENCES IN SCHEMA %s TO %s;",
-        env.src:quote_ident(sc), env.src:quote_ident(p.user))
+        quote.ident(env.src, sc), quote.ident(env.src, p.user))
     end
     return "fail", string.format("%d sequence(s) cannot be read by %s, so their values cannot be set on "
       .. "the target: %s%s", #p.sequences_unreadable, p.user, table.concat(names, ", "),

@@ -57,7 +57,7 @@ function M.source(conn, scope)
          AND n.nspname NOT IN ('pg_catalog', 'information_schema') AND n.nspname !~ '^pg_'
          AND NOT EXISTS (SELECT 1 FROM pg_depend d WHERE d.classid = 'pg_class'::regclass
                            AND d.objid = c.oid AND d.deptype = 'e')
-       ORDER BY 1, 2]])) do
+       ORDER BY n.nspname, c.relname]])) do
     if not scope or scope(r.schema, r.name) then
       out.tables[#out.tables + 1] = r
       if not r.owned and not me.super then out.not_owned[#out.not_owned + 1] = r end

@@ -27,6 +27,7 @@ dependency_order(src, dst [, object]), permission_problems(src, dst).
 ]]
 local catalog = require "pgtide.catalog"
 local preflight = require "pgtide.preflight"
+local quote = require "pgtide.quote"
 
 local M = {}
 
@@ -44,17 +45,11 @@ end
 local function found(f, fmt, ...) f.found[#f.found + 1] = string.format(fmt, ...) end
 local function sql(f, fmt, ...) f.sql[#f.sql + 1] = string.format(fmt, ...) end
 
-local function lit(s) return "'" .. tostring(s):gsub("'", "''") .. "'" end
+local lit = quote.literal
 
 -- An identifier quoted only when needed (the server's quote_ident, so
 -- keywords are quoted too), for readable SQL.
-local ident_cache = setmetatable({}, { __mode = "k" })
-local function ident(conn, s)
-  local cache = ident_cache[conn]
-  if not cache then cache = {}; ident_cache[conn] = cache end
-  if not cache[s] then cache[s] = conn:query_one("select quote_ident($1) as q", s).q end
-  return cache[s]
-end
+local ident = quote.ident
 M.ident = ident
 
 -- Run fn() with search_path = pg_catalog on conn, so definitions read
@@ -423,6 +418,10 @@ end
 -- Permissions
 -- ===================================================================
 
+-- The preflight checks about privileges (lua/pgtide/preflight.lua).
+M.PERMISSION_CHECKS = { "select_privileges", "source_sequences", "replication_role", "publication",
+                        "write_fence", "target_triggers", "target_progress" }
+
 function M.permissions(opts)
   local f = new("permissions", "permission problems for schema application and DMS")
   local dst = opts.dst
@@ -480,15 +479,21 @@ function M.permissions(opts)
     sql(f, "-- only if you mean to start over on the target (this deletes their data):")
     for _, e in ipairs(existing) do sql(f, "-- DROP TABLE IF EXISTS %s CASCADE;", e.qname) end
   end
-  -- the source side: SELECT on what DMS reads
+  -- the same privilege checks as the local runbook's preflight (pgtide.privileges), both sides
   if opts.src then
-    local rep = preflight.run { src = opts.src, checks = { "select_privileges", "replication_role" },
-                                scope = opts.scope }
+    local rep = preflight.run { src = opts.src, dst = dst, checks = M.PERMISSION_CHECKS, scope = opts.scope,
+                                publication = opts.publication or "pgtide_local",
+                                publication_given = opts.publication_given,
+                                replica_role = opts.replica_role }
     for _, r in ipairs(rep.results) do
       if r.status == "fail" then
         f.count = f.count + 1
-        found(f, "source: %s", r.message)
-        sql(f, "%s", r.fix)
+        if r.id == "write_fence" then
+          found(f, "write_fence=true is not possible: %s", r.message)
+        else
+          found(f, "%s: %s", r.title, r.message)
+        end
+        sql(f, "-- %s", r.fix)
       end
     end
   end

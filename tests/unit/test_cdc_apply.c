@@ -629,6 +629,55 @@ static void test_config_errors (void) {
   CHECK(strstr(err.message, "/nonexistent/dir") != NULL);
 }
 
+/* A progress row records the migration it belongs to: another migration
+   with the same record name is refused (streaming from that position
+   would skip its changes), and cleanup with another identity keeps it. */
+static void test_progress_identity (void) {
+  CdcConfig cfg;
+  CdcError err;
+  Cdc *c;
+  char *n;
+  if (!ready)
+    SKIP("no clusters or no slot");
+  config(&cfg);
+  cfg.progress = APPLY_PROGRESS_TABLE;
+  cfg.origin = "shared_record";
+  cfg.identity = "source system 1, database a, slot cdc_test";
+  c = start(&cfg);
+  CHECK(c != NULL);
+  if (c == NULL)
+    return;
+  workload(5, 0);
+  CHECK(catch_up(c, 60));
+  cdc_free(c);
+  n = tc_query1(dc, "SELECT migration FROM pgtide.cdc_progress WHERE name = 'shared_record'");
+  CHECK_STR(n, "source system 1, database a, slot cdc_test");
+  free(n);
+  cfg.identity = "source system 2, database b, slot cdc_test";
+  c = cdc_start(&cfg, &err);
+  CHECK(c == NULL);
+  if (c != NULL)
+    cdc_free(c);
+  else {
+    CHECK(strstr(err.message, "belongs to another migration") != NULL);
+    CHECK(strstr(err.message, "source system 1, database a") != NULL);
+    CHECK_INT(err.kind, CDC_ERR_CONFIG);
+  }
+  /* cleanup by the other migration leaves the row; by its own removes it */
+  CHECK_INT(cdc_drop(&(CdcDrop){.target = dst.conninfo, .origin = "shared_record",
+                                .progress = APPLY_PROGRESS_TABLE,
+                                .identity = "source system 2, database b, slot cdc_test"}, &err), 0);
+  n = tc_query1(dc, "SELECT count(*) FROM pgtide.cdc_progress WHERE name = 'shared_record'");
+  CHECK_STR(n, "1");
+  free(n);
+  CHECK_INT(cdc_drop(&(CdcDrop){.target = dst.conninfo, .origin = "shared_record",
+                                .progress = APPLY_PROGRESS_TABLE,
+                                .identity = "source system 1, database a, slot cdc_test"}, &err), 0);
+  n = tc_query1(dc, "SELECT count(*) FROM pgtide.cdc_progress WHERE name = 'shared_record'");
+  CHECK_STR(n, "0");
+  free(n);
+}
+
 static void test_drop (void) {
   CdcError err;
   CdcSlotInfo si;
@@ -683,6 +732,7 @@ int main (void) {
   RUN_TEST(test_terminate_backends);
   RUN_TEST(test_schema_drift);
   RUN_TEST(test_config_errors);
+  RUN_TEST(test_progress_identity);
   RUN_TEST(test_drop);
   if (sc != NULL)
     PQfinish(sc);

@@ -9,6 +9,7 @@ local M = {
   summary = "diagnose schema problems (sequences, indexes, foreign keys, dependencies, permissions)",
   usage = [[
 pgtide troubleshoot TOPIC [-c CONFIG] [source=CONNINFO] [target=CONNINFO]
+                          [name=NAME] [publication=NAME] [replica_role=auto|true|false]
                           [--schemas a,b] [--object NAME] [--strict]
 
 Topics:
@@ -17,7 +18,8 @@ Topics:
   missing-indexes     indexes on the source missing or invalid on the target
   fk-violations       target rows that violate the source's foreign keys
   dependency-order    create order of functions and views, with their DDL
-  permissions         privilege problems for schema application and DMS
+  permissions         privilege problems: schema application, DMS and pgtide's
+                      engine (the local runbook's preflight checks)
 
 Each topic prints what it found and the SQL that fixes it; nothing is
 changed.  --schemas limits the check (default: every user schema;
@@ -41,8 +43,9 @@ function M.run(args)
       o.object = args[i + 1]; i = i + 2
     elseif a == "--strict" then
       o.strict = true; i = i + 1
-    elseif a:match("^source=") or a:match("^target=") then
-      local k, v = a:match("^(%w+)=(.*)$")
+    elseif a:match("^source=") or a:match("^target=") or a:match("^name=") or a:match("^publication=")
+        or a:match("^replica_role=") then
+      local k, v = a:match("^([%w_]+)=(.*)$")
       cfg[k] = v; i = i + 1
     elseif a:sub(1, 1) == "-" then
       errors.usage("unknown option %s\n\n%s", a, M.usage)
@@ -72,6 +75,10 @@ function M.run(args)
   local src = pg.connect(cfg.source, { label = "source" })
   local dst = cfg.target and pg.connect(cfg.target, { label = "target" }) or nil
   o.src, o.dst = src, dst
+  -- the migration's publication: given, or the one pgtide would create (pgtide_<name>)
+  o.publication_given = cfg.publication ~= nil
+  o.publication = cfg.publication or require("pgtide.stream").names(cfg.name or "local").publication
+  o.replica_role = cfg.replica_role
   local ok, f = pcall(ts.run, topic, o)
   src:close()
   if dst then dst:close() end

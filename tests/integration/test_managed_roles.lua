@@ -1,0 +1,188 @@
+-- What managed roles cannot do is found before anything is created, and
+-- two migrations never share a stream position.
+--   * write_fence=true as a role that does not own the source database is
+--     refused at preflight with the alternatives (it used to pass
+--     preflight and fail inside the cutover, with the source already
+--     fenced for nothing);
+--   * `pgtide troubleshoot permissions` finds the same problems as
+--     preflight (it used to say "no permission problem found");
+--   * replica_role=false keeps the target's triggers from firing for
+--     replicated rows (it used to let them fire: extra audit rows);
+--   * two migrations with the same name from two sources into one target
+--     cluster each keep their own progress record (bound to the source's
+--     system identifier, database and slot): the second starts from its
+--     own slot instead of the first one's position, loses no transaction,
+--     and its cleanup leaves the first one's record alone.
+-- PostgreSQL 15 on both sides; roles from tests/lib/roles.lua.
+package.path = (os.getenv("PGTIDE_TEST_ROOT") or ".") .. "/tests/lib/?.lua;" .. package.path
+local T = require "t"
+local roles = require "roles"
+local sys = require "sys"
+local json = require "json"
+
+local tmp = T.tmp .. "/managed-" .. sys.getpid()
+sys.mkdir_p(tmp)
+
+local function psql_as(conninfo, sql)
+  local code, out, err = T.sh(string.format("psql %s -X -A -t -q -v ON_ERROR_STOP=1 -c %s", T.q(conninfo),
+    T.q(sql)))
+  if code ~= 0 then error("psql failed: " .. err, 2) end
+  return (out:gsub("\n$", ""))
+end
+
+local function alive(pid) return T.sh("kill -0 " .. pid .. " 2>/dev/null") == 0 end
+
+local function step_status(dir, name)
+  local ok, st = pcall(json.decode, sys.readfile(dir .. "/state.json") or "")
+  local s = ok and type(st) == "table" and st.steps and st.steps[name]
+  return s and s.status or "pending"
+end
+
+local function wait_for(what, timeout, cond)
+  local deadline = sys.monotonic() + timeout
+  while sys.monotonic() < deadline do
+    if cond() then return true end
+    sys.sleep(0.1)
+  end
+  error("timed out waiting for " .. what, 2)
+end
+
+local SCHEMA = [[
+CREATE TABLE items (id int PRIMARY KEY, qty int NOT NULL);
+CREATE TABLE audit (id bigserial PRIMARY KEY, item int, at timestamptz DEFAULT now());
+CREATE FUNCTION audit_item() RETURNS trigger LANGUAGE plpgsql AS
+  $$ BEGIN INSERT INTO audit (item) VALUES (NEW.id); RETURN NEW; END $$;
+CREATE TRIGGER items_audit AFTER INSERT OR UPDATE ON items FOR EACH ROW EXECUTE FUNCTION audit_item();
+INSERT INTO items SELECT g, 0 FROM generate_series(1, 200) g;
+]]
+
+local src_cluster = T.cluster()
+local dst_cluster = T.cluster { tls = true }
+local src = roles.rds(src_cluster, "shop")
+psql_as(src.owner, SCHEMA)
+src.grant()
+local dst = roles.planetscale(dst_cluster, "shop")
+
+T.test("write_fence=true as a non-owner is refused at preflight, with the alternatives", function()
+  local code, _, err = T.run { "run", "local", "source=" .. src.migrator, "target=" .. dst.conninfo,
+    "write_fence=true", "--state", tmp .. "/fence", "--only", "preflight" }
+  T.eq(code, 1, "preflight:\n" .. err)
+  T.match(err, "%[FAIL%] Write fence at cutover: write_fence=true, but source user migrator lacks ownership "
+    .. "of database shop")
+  T.match(err, "pg_signal_backend")
+  T.match(err, "fix: either the database owner fences writes at cutover %(ALTER DATABASE shop SET "
+    .. "default_transaction_read_only = on;")
+  T.match(err, "or run with write_fence=false and stop the application's writes yourself")
+  T.nomatch(err, "stack traceback", "a preflight failure is a message")
+  -- nothing was created on either side
+  T.eq(src_cluster:sql("SELECT count(*) FROM pg_replication_slots"), "0")
+  T.eq(src_cluster:sql("SELECT count(*) FROM pg_publication", "shop"), "0")
+  T.eq(dst_cluster:sql("SELECT count(*) FROM pg_tables WHERE schemaname = 'public'", "shop"), "0")
+  -- the owner (the RDS master user) may fence
+  code, _, err = T.run { "run", "local", "source=" .. src.owner, "target=" .. dst.conninfo,
+    "write_fence=true", "--state", tmp .. "/fence-owner", "--only", "preflight" }
+  T.eq(code, 0, "preflight as the owner:\n" .. err)
+  T.match(err, "%[pass%] Write fence at cutover: source user app can make database shop read%-only")
+end)
+
+T.test("troubleshoot permissions finds what preflight finds, with the statements", function()
+  local code, out, err = T.run { "troubleshoot", "permissions", "source=" .. src.migrator,
+    "target=" .. dst.conninfo, "--strict" }
+  T.eq(code, 1, "problems found:\n" .. out .. err)
+  T.match(out, "Publication of the tables to stream: source user migrator cannot create the publication")
+  T.match(out, "CREATE PUBLICATION pgtide_local FOR TABLE public%.audit, public%.items;")
+  T.match(out, "write_fence=true is not possible: .*ownership of database shop")
+  T.nomatch(out, "no permission problem found")
+  code, out, err = T.run { "troubleshoot", "permissions", "source=" .. src.owner, "target=" .. dst.conninfo,
+    "--strict" }
+  T.eq(code, 0, "the owner has what it needs:\n" .. out .. err)
+  T.match(out, "no permission problem found")
+end)
+
+T.test("replica_role=false: the target's triggers do not fire for replicated rows", function()
+  -- a superuser target could use session_replication_role; false asks for the other method
+  dst_cluster:sql("CREATE DATABASE plain")
+  local target = dst_cluster.conninfo:gsub("dbname=%S+", "dbname=plain")
+  local dir = tmp .. "/rrfalse"
+  local log = dir .. ".log"
+  local args = string.format("%s run local %s %s replica_role=false "
+    .. "--state %s --yes >%s 2>&1 </dev/null & echo $!", T.q(T.pgtide), T.q("source=" .. src.owner),
+    T.q("target=" .. target), T.q(dir), T.q(log))
+  local _, out = T.sh(args)
+  local pid = tonumber(out:match("%d+"))
+  wait_for("streaming", 120, function() return step_status(dir, "stream") == "running" or not alive(pid) end)
+  for i = 1, 50 do psql_as(src.owner, string.format("UPDATE items SET qty = qty + 1 WHERE id = %d", i)) end
+  local code, _, err = T.run { "cutover", "--state", dir }
+  T.eq(code, 0, "pgtide cutover: " .. err)
+  wait_for("the run to finish", 180, function() return not alive(pid) end)
+  local text = sys.readfile(log) or ""
+  T.eq(step_status(dir, "cleanup"), "done", text:sub(-3000))
+  T.match(text, "1 user trigger%(s%) on the migrated tables disabled until cutover %(replica_role=false%)")
+  T.eq(dst_cluster:sql("SELECT count(*) FROM audit", "plain"), src_cluster:sql("SELECT count(*) FROM audit", "shop"),
+    "audit rows: the target's trigger did not add any")
+  T.eq(dst_cluster:sql("SELECT tgenabled FROM pg_trigger WHERE tgname = 'items_audit'", "plain"), "O",
+    "enabled again at cutover")
+end)
+
+T.test("two migrations named alike into one target cluster keep their own positions", function()
+  -- replication origins are shared by the whole target cluster: the target role here may use
+  -- them (a superuser), each migration goes to its own database; source B is a second cluster
+  -- with the same database and the same migration name
+  local b_cluster = T.cluster()
+  local b = roles.rds(b_cluster, "shop")
+  psql_as(b.owner, SCHEMA)
+  b.grant()
+  dst_cluster:sql("CREATE DATABASE shop_a")
+  dst_cluster:sql("CREATE DATABASE shop_b")
+  local dst_a = dst_cluster.conninfo:gsub("dbname=%S+", "dbname=shop_a")
+  local dst_b = dst_cluster.conninfo:gsub("dbname=%S+", "dbname=shop_b")
+  local function origins()
+    return dst_cluster:sql([[SELECT coalesce(string_agg(o.roname || ' ' || s.remote_lsn, ',' ORDER BY o.roname), '')
+                               FROM pg_replication_origin o
+                               LEFT JOIN pg_replication_origin_status s ON s.local_id = o.roident]])
+  end
+  -- A is far ahead in WAL: its recorded position is past anything B's source has written
+  src_cluster:sql("CREATE TABLE filler AS SELECT g, repeat('x', 500) AS pad FROM generate_series(1, 60000) g; "
+    .. "DROP TABLE filler", "shop")
+  local a_dir, b_dir = tmp .. "/same-a", tmp .. "/same-b"
+  local function spawn(source, target, dir, extra)
+    local _, out = T.sh(string.format("%s run local %s %s name=shared %s --state %s --yes >>%s.log 2>&1 "
+      .. "</dev/null & echo $!", T.q(T.pgtide), T.q("source=" .. source), T.q("target=" .. target),
+      extra or "", T.q(dir), T.q(dir)))
+    return tonumber(out:match("%d+"))
+  end
+  local a_pid = spawn(src.owner, dst_a, a_dir)
+  wait_for("A streaming", 120, function() return step_status(a_dir, "stream") == "running" or not alive(a_pid) end)
+  T.ok(alive(a_pid), "A ended early:\n%s", (sys.readfile(a_dir .. ".log") or ""):sub(-3000))
+  for i = 1, 20 do psql_as(src.owner, string.format("UPDATE items SET qty = qty + 1 WHERE id = %d", i)) end
+  sys.sleep(2)
+  sys.kill(a_pid, "KILL")   -- A stops, its record stays on the target cluster
+  T.sh("while kill -0 " .. a_pid .. " 2>/dev/null; do sleep 0.05; done")
+  local records = origins()
+  T.match(records, "^pgtide_shared_%x+ %x+/%x+$", "A's record")
+  -- B streams 1,000 transactions while A's record sits on the same cluster
+  local b_pid = spawn(b.owner, dst_b, b_dir)
+  wait_for("B streaming", 120, function() return step_status(b_dir, "stream") == "running" or not alive(b_pid) end)
+  psql_as(b.owner, [[DO $$ BEGIN FOR i IN 1..1000 LOOP
+      UPDATE items SET qty = qty + 1 WHERE id = 1 + i % 200; COMMIT; END LOOP; END $$]])
+  local code, _, err = T.run { "cutover", "--state", b_dir }
+  T.eq(code, 0, "pgtide cutover: " .. err)
+  wait_for("B to finish", 180, function() return not alive(b_pid) end)
+  local b_log = sys.readfile(b_dir .. ".log") or ""
+  T.eq(step_status(b_dir, "cleanup"), "done", b_log:sub(-3000))
+  T.eq(b_cluster:sql("SELECT sum(qty) FROM items", "shop"), "1000")
+  T.eq(dst_cluster:sql("SELECT sum(qty) FROM items", "shop_b"), "1000", "B lost no transaction")
+  T.match(b_log, "progress: replication origin pgtide_shared_%x+")
+  -- B's cleanup left A's record alone; A resumes and finishes
+  T.eq(origins(), records, "A's record after B's cleanup")
+  a_pid = spawn(src.owner, dst_a, a_dir)
+  wait_for("A streaming again", 120, function() return step_status(a_dir, "stream") == "running" or not alive(a_pid) end)
+  code, _, err = T.run { "cutover", "--state", a_dir }
+  T.eq(code, 0, "pgtide cutover: " .. err)
+  wait_for("A to finish", 180, function() return not alive(a_pid) end)
+  T.eq(step_status(a_dir, "cleanup"), "done", (sys.readfile(a_dir .. ".log") or ""):sub(-3000))
+  T.eq(dst_cluster:sql("SELECT sum(qty) FROM items", "shop_a"), src_cluster:sql("SELECT sum(qty) FROM items", "shop"))
+  T.eq(origins(), "", "every record dropped by its own migration's cleanup")
+end)
+
+T.done()
