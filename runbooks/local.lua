@@ -280,7 +280,13 @@ local function disable_triggers(ctx)
   if plan.triggers == "replica_role" then
     ctx.out.triggers = "replica_role"
   else
-    ctx.out.triggers_disabled = triggers.disable(ctx.dst, target_tables(ctx))
+    -- the list first: a rerun after a crash disables (and the cutover enables) the same ones
+    if not ctx.out.triggers_disabled then
+      ctx.out.triggers_disabled = triggers.find(ctx.dst, target_tables(ctx))
+      ctx:save()
+    end
+    triggers.disable(ctx.dst, ctx.out.triggers_disabled)
+    runbook.crash_point(ctx.step.name .. ":triggers")
     ctx.out.triggers = "disabled"
     log.info("%s: %d user trigger(s) on the migrated tables disabled until %s (%s)", ctx.step.name,
       #ctx.out.triggers_disabled, ctx.params.cdc and "cutover" or "the load is done", plan.triggers_why)
@@ -374,10 +380,12 @@ function rb.load_snapshot(ctx)
   out.slot_pending = n.slot   -- ours even if we die before recording it below
   ctx:save()
   local publication, created = ensure_publication(ctx, n.publication)
+  runbook.crash_point("full-load:publication")
   local existing = ctx.dst:query_one([[SELECT to_regnamespace('pgtide') IS NOT NULL AS schema,
                                               to_regclass('pgtide.cdc_progress') IS NOT NULL AS tbl]])
   local slot = cdc.create_slot { source = ctx.params.source, slot = n.slot, publication = publication }
   open_slots[ctx] = slot
+  runbook.crash_point("full-load:slot")
   out.slot = { name = n.slot, publication = publication, publication_created = created, lsn = slot.lsn,
                created_at = util.now_iso(), identity = identity, record = record, progress = plan.progress,
                -- what cleanup may drop: only what pgtide made
@@ -721,6 +729,28 @@ step {
   end,
 }
 
+--[[ Is the source's pre-data already on the target?  true when it all
+  is (a run applied it and stopped before recording it); false when none
+  of the source's tables exists there; otherwise raises a step failure
+  saying what is there and how to start over. ]]
+function rb.pre_data_present(ctx)
+  local names = {}
+  for _, t in ipairs(catalog.tables(ctx.src, filter(ctx))) do names[#names + 1] = t.qname end
+  if #names == 0 then return false end
+  local there = ctx.dst:query([[SELECT n FROM unnest($1::text[]) n WHERE to_regclass(n) IS NOT NULL]], names)
+  if #there == 0 then return false end
+  local r = schema.verify(ctx.src, ctx.dst, { schemas = ctx.params.schemas,
+    exclude_schemas = ctx.params.exclude_schemas, phase = "pre-data", quiet = true })
+  if r.ok then return true end
+  local shown = {}
+  for i, t in ipairs(there) do if i <= 5 then shown[#shown + 1] = t.n end end
+  runbook.fail("the target already holds %d of the source's %d tables (%s%s) but not the source's "
+    .. "pre-data schema as a whole (%d difference(s), e.g. %s): it was not made by this migration. "
+    .. "Migrate into an empty database: drop those objects or create a new database, then run again "
+    .. "(docs/troubleshooting.md, \"Starting over\")", #there, #names, table.concat(shown, ", "),
+    #there > 5 and ", ..." or "", #r.differences, catalog.format_difference(r.differences[1]))
+end
+
 step {
   name = "schema",
   title = "Pre-Migration Schema Setup",
@@ -745,7 +775,14 @@ step {
     schema.save(parts, ctx.out.parts_file)
     ctx.out.counts = parts.counts
     ctx:save()
-    schema.apply_pre_data(ctx.dst, parts)
+    -- pre-data is applied in one transaction: after a crash it is all there or none of it
+    if rb.pre_data_present(ctx) then
+      log.warn("schema: the pre-data is already on the target (applied by a run that stopped before "
+        .. "recording it); not applied again")
+    else
+      schema.apply_pre_data(ctx.dst, parts)
+      runbook.crash_point("schema:pre-data")
+    end
     ctx.out.applied = true
     -- schema-first creates the triggers now: they must not fire for the copied rows
     if ctx.params.mode == "schema-first" then disable_triggers(ctx) end
@@ -947,6 +984,7 @@ step {
     local statements = {}
     for i, u in ipairs(todo) do statements[i] = u.sql end
     parallel(ctx, "indexes and keys", statements, parts.session_sql)
+    runbook.crash_point("post-data:indexes")
     schema.apply_attach(ctx.dst, parts)
     schema.apply_rest(ctx.dst, parts)
     if not ctx.params.cdc then
@@ -984,6 +1022,7 @@ step {
   run = function(ctx)
     -- with CDC, apply starts now (the target's indexes exist) and runs under the next steps
     if ctx.params.cdc then stream.ensure(ctx) end
+    runbook.crash_point("sequences:stream")
     local r = sequences.sync { src = ctx.src, dst = ctx.dst, margin = ctx.params.sequence_margin,
                                scope = scope_fn(ctx) }
     for _, line in ipairs(sequences.lines(r)) do log.info("%s", line) end
@@ -1117,6 +1156,7 @@ local function copy_unlogged(ctx)
                                units = units, progress = false }
     log.info("cutover: %d unlogged table(s) copied again (%d rows): %s", #list, r.rows,
       table.concat(list, ", "))
+    runbook.crash_point("cutover:unlogged")
   end
   ctx.out.unlogged_copied = list
   ctx:save()
@@ -1135,7 +1175,9 @@ function rb.cutover_apply(ctx)
     stream.catch_up(ctx, r, p.cutover_timeout, "cutover: catch-up")
   end
   if p.write_fence and not out.fence then
-    out.fence = stream.fence(ctx)
+    local fence = stream.fence(ctx)
+    runbook.crash_point("cutover:fence")
+    out.fence = fence
     ctx:save()
   elseif not p.write_fence then
     for _, w in ipairs(writers(ctx.src)) do
@@ -1160,6 +1202,7 @@ function rb.cutover_apply(ctx)
     local parts = parts_of(ctx)
     stream.publish(ctx, { phase = "cutover: foreign keys" })
     apply_foreign_keys(ctx, parts)
+    runbook.crash_point("cutover:foreign-keys")
     out.foreign_keys_applied = #parts.foreign_keys
     ctx:save()
   end
@@ -1178,6 +1221,7 @@ function rb.cutover_apply(ctx)
     validate.verify(ctx, opts)
   end
   local final = stream.stop(ctx) or {}
+  runbook.crash_point("cutover:stopped")
   out.applied_lsn = final.applied_lsn
   out.stream = { txns = final.txns, inserts = final.inserts, updates = final.updates,
                  deletes = final.deletes, truncates = final.truncates, reconnects = final.reconnects }
@@ -1213,6 +1257,7 @@ step {
     if #disabled > 0 and not out.triggers_enabled then
       stream.publish(ctx, { phase = "cutover: triggers" })
       triggers.enable(ctx.dst, disabled)
+      runbook.crash_point("cutover:triggers")
       local d = require("pgtide.schema_diff").run(ctx.src, ctx.dst, { kinds = { "triggers" },
         tables = nil })
       runbook.require(d.ok, "cutover: after enabling %d trigger(s), the target's triggers still differ "
@@ -1298,6 +1343,7 @@ step {
       if type(err) ~= "table" or err.sqlstate ~= "55006" or sys.monotonic() - t0 > 30 then error(err, 0) end
       sys.sleep(0.2)
     end
+    runbook.crash_point("cleanup:slot")
     -- the publication only when this migration made it (publication= names the owner's)
     local pub = slot.publication or n.publication
     if slot.publication_created ~= false and not ctx.params.publication then
@@ -1305,7 +1351,9 @@ step {
     else
       pub = nil
     end
+    runbook.crash_point("cleanup:publication")
     drop_progress(ctx, slot)
+    runbook.crash_point("cleanup:progress")
     ctx.out.dropped = { slot = n.slot, publication = pub, progress = slot.record }
     log.info("cleanup: dropped replication slot %s%s and the progress record %s on the target",
       n.slot, pub and (", publication " .. pub) or "", tostring(slot.record or n.slot))

@@ -158,6 +158,19 @@ function Runbook:param(name, decl)
   self.params[name] = params.normalise({ [name] = decl })[name]
 end
 
+-- runbook.crash_point(name): a test hook.  When the environment variable
+-- PGTIDE_CRASH_AT equals 'name', the process kills itself with SIGKILL
+-- right here, as a power cut would: the fault tests stop a run just
+-- after each action that must survive a crash (docs/testing.md).
+function M.crash_point(name)
+  if os.getenv("PGTIDE_CRASH_AT") == name then
+    io.stderr:write("pgtide: PGTIDE_CRASH_AT=" .. name .. ": killing this process\n")
+    io.stderr:flush()
+    sys.kill(sys.getpid(), "KILL")
+    sys.sleep(10)
+  end
+end
+
 --}====================================================================
 
 --{====================================================================

@@ -895,7 +895,9 @@ function M.verify(src, dst, opts)
       end
     end
   end
-  for _, d in ipairs(diffs) do log.warn("schema difference: %s", catalog.format_difference(d)) end
+  if not opts.quiet then
+    for _, d in ipairs(diffs) do log.warn("schema difference: %s", catalog.format_difference(d)) end
+  end
   return { ok = #diffs == 0, differences = diffs, counts = { source = ca, target = cb } }
 end
 

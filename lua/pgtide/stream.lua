@@ -440,6 +440,8 @@ Needs the database's owner (or superuser) and pg_signal_backend.
 function M.fence(ctx)
   local src = ctx.src
   local db = src:query_one("SELECT current_database() AS d").d
+  -- a rerun after a crash here opens its session read-only: fencing again must still write
+  src:exec("SET default_transaction_read_only = off")
   src:exec(string.format("ALTER DATABASE %s SET default_transaction_read_only = on", src:quote_ident(db)))
   -- every other client session, pgtide's included (the CDC worker's monitor session
   -- reconnects by itself; its replication connection is a walsender, left alone)

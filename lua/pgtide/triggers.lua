@@ -11,11 +11,13 @@ foreign keys at cutover.  ALTER TABLE ... DISABLE TRIGGER needs the
 table's owner, which pgtide's role is for every table its schema step
 created.
 
-  local list = triggers.disable(dst, tables)   -- tables: { {schema, table} }; returns
-                                               -- { {schema, table, name} } it disabled
+  local list = triggers.find(dst, tables)      -- tables: { {schema, table} }; the
+                                               -- { {schema, table, name} } to disable
+  triggers.disable(dst, list)                  -- record the list first, then disable: a
+                                               -- rerun disables the same list again
   triggers.enable(dst, list)                   -- enables them again; raises naming any
                                                -- that is not enabled afterwards
-Both raise pg errors (e.g. not the owner) with the statement that failed.
+All raise pg errors (e.g. not the owner) with the statement that failed.
 ]]
 local M = {}
 
@@ -24,25 +26,28 @@ local function alter(conn, t, how)
     conn:quote_ident(t.table), how, conn:quote_ident(t.name))
 end
 
-function M.disable(conn, tables)
+function M.find(conn, tables)
   local schemas, names = {}, {}
   for i, t in ipairs(tables) do schemas[i], names[i] = t.schema, t.table end
   if #names == 0 then return {} end
-  local list = conn:query([[
-    SELECT n.nspname AS schema, c.relname AS table, t.tgname AS name
-      FROM pg_trigger t JOIN pg_class c ON c.oid = t.tgrelid
-      JOIN pg_namespace n ON n.oid = c.relnamespace
-      JOIN unnest($1::text[], $2::text[]) AS x (s, r) ON x.s = n.nspname AND x.r = c.relname
-     WHERE NOT t.tgisinternal AND t.tgenabled = 'O' AND t.tgparentid = 0
-     ORDER BY 1, 2, 3]], schemas, names)
   local out = {}
-  conn:transaction(function()
-    for _, t in ipairs(list) do
-      conn:exec(alter(conn, t, "DISABLE"))
-      out[#out + 1] = { schema = t.schema, table = t.table, name = t.name }
-    end
-  end)
+  for _, t in ipairs(conn:query([[
+      SELECT n.nspname AS schema, c.relname AS table, t.tgname AS name
+        FROM pg_trigger t JOIN pg_class c ON c.oid = t.tgrelid
+        JOIN pg_namespace n ON n.oid = c.relnamespace
+        JOIN unnest($1::text[], $2::text[]) AS x (s, r) ON x.s = n.nspname AND x.r = c.relname
+       WHERE NOT t.tgisinternal AND t.tgenabled = 'O' AND t.tgparentid = 0
+       ORDER BY 1, 2, 3]], schemas, names)) do
+    out[#out + 1] = { schema = t.schema, table = t.table, name = t.name }
+  end
   return out
+end
+
+function M.disable(conn, list)
+  if not list or #list == 0 then return end
+  conn:transaction(function()
+    for _, t in ipairs(list) do conn:exec(alter(conn, t, "DISABLE")) end
+  end)
 end
 
 function M.enable(conn, list)
