@@ -23,7 +23,7 @@
 #include "util/log.h"
 
 #define DEFAULT_MAX_PARTS 16
-#define DEFAULT_RETRIES 2
+#define DEFAULT_RETRIES 4    /* pauses of 1, 2, 4, 8 s: a server restart fits */
 
 static volatile sig_atomic_t global_stop;
 
@@ -1062,7 +1062,10 @@ static void *worker_main (void *arg) {
         r = run_unit(fl, u, src, dst, err, sizeof(err), sqlstate);
       if (r != UNIT_RETRY)
         break;
-      if (src != NULL && conn_lost(src)) {
+      /* a source session whose snapshot transaction was aborted (the relay
+         cancelled its COPY when the target failed) is of no further use:
+         a new one imports the same exported snapshot */
+      if (src != NULL && (conn_lost(src) || PQtransactionStatus(src) != PQTRANS_INTRANS)) {
         PQfinish(src);
         src = NULL;
       }

@@ -227,6 +227,35 @@ T.test("interrupt: request_stop ends the load cleanly, units are whole or absent
   same("fl_stop")
 end)
 
+T.test("a target backend terminated mid-COPY: the unit is retried on a fresh source session", function ()
+  -- a table bigger than the socket buffers between the servers, so the source's COPY is still
+  -- running (and its snapshot transaction aborted by the cancel) when the target dies
+  src:sql("CREATE DATABASE fl_term_src")
+  src:sql([[CREATE TABLE wide (id int PRIMARY KEY, v text);
+            INSERT INTO wide SELECT g, repeat(md5(g::text), 4) FROM generate_series(1, 250000) g;]], "fl_term_src")
+  dst:sql("CREATE DATABASE fl_term")
+  dst:sql([[CREATE TABLE wide (id int PRIMARY KEY, v text);
+            CREATE FUNCTION slow() RETURNS trigger LANGUAGE plpgsql AS
+              $$ BEGIN IF NEW.id % 5000 = 0 THEN PERFORM pg_sleep(0.02); END IF; RETURN NEW; END $$;
+            CREATE TRIGGER slow BEFORE INSERT ON wide FOR EACH ROW EXECUTE FUNCTION slow();
+            ALTER TABLE wide ENABLE ALWAYS TRIGGER slow;]], "fl_term")
+  local source = src.conninfo .. " dbname=fl_term_src"
+  local killed = 0
+  local summary = load.full_load {
+    source = source, target = dst.conninfo .. " dbname=fl_term", jobs = 1, progress = true,
+    progress_interval = 0.1,
+    on_progress = function ()
+      if killed == 0 then
+        killed = tonumber(dst:sql([[SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity
+                                     WHERE datname = 'fl_term' AND query LIKE 'COPY %wide%FROM STDIN%']]))
+      end
+    end,
+  }
+  T.ok(killed >= 1, "a COPY into wide was terminated")
+  T.eq(summary.loaded, summary.units)
+  T.eq(digest(dst, "wide", "fl_term"), digest(src, "wide", "fl_term_src"))
+end)
+
 T.test("an error in a callback stops the load and is raised unchanged", function ()
   local target = fresh_target("fl_cb")
   local err = T.raises(function ()
