@@ -6,7 +6,8 @@
 -- change, so a crash, kill -9 or Ctrl-C never leaves a torn file, and a
 -- rerun resumes at the first step that is not "done".  The text is
 -- passed through the secret redactor before it is written.
--- <dir>/pgtide.log receives every log line; <dir>/lock prevents two runs.
+-- <dir>/pgtide.log receives every log line; a lock on <dir> itself prevents
+-- two runs (<dir>/lock names the holder's pid).
 local json = require "json"
 local sys = require "sys"
 local errors = require "pgtide.errors"
@@ -35,10 +36,14 @@ function M.open(dir, opts)
   end
   local self = setmetatable({ dir = dir, path = dir .. "/state.json" }, State)
   if opts.lock then
-    local ok, err = sys.lock(dir .. "/lock")
+    -- the directory itself is locked (flock); the file 'lock' only says who holds it
+    local ok, err = sys.lock(dir)
     if not ok then
-      errors.usage("state directory %s is in use (%s): is another pgtide run still going?", dir, err)
+      local holder = tonumber(sys.readfile(dir .. "/lock") or "")
+      errors.usage("state directory %s is in use (%s%s): another pgtide run is still going; wait for "
+        .. "it, or stop it", dir, err, holder and (", pid " .. math.tointeger(holder)) or "")
     end
+    sys.write_atomic(dir .. "/lock", tostring(sys.getpid()) .. "\n")
   end
   local text = sys.readfile(self.path)
   if text then

@@ -324,7 +324,12 @@ static int sys_realpath (lua_State *L) {
 */
 static int sys_lock (lua_State *L) {
   const char *path = luaL_checkstring(L, 1);
-  int fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+  struct stat sb;
+  /* a directory is locked itself: unlike a lock file inside it, it cannot
+     be deleted from under a running process while it holds anything */
+  int fd = (stat(path, &sb) == 0 && S_ISDIR(sb.st_mode))
+             ? open(path, O_RDONLY | O_DIRECTORY | O_CLOEXEC)
+             : open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
   if (fd < 0)
     return fail(L, "cannot open lock file", path);
   if (flock(fd, LOCK_EX | LOCK_NB) != 0) {

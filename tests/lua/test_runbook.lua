@@ -103,6 +103,30 @@ T.test("SIGINT stops cleanly with exit 3 and says how to resume", function()
   T.eq(count(d, "first"), 1)
 end)
 
+T.test("a second run on a busy state directory is refused with the holder's pid, lock file or not", function()
+  local d = workdir()
+  local cmd = string.format("%s run %s dir=%s/traces crash=sleep --yes --state %s/state",
+    T.q(T.pgtide), T.q(fixtures .. "steps.lua"), d, d)
+  local h = io.popen(string.format("sh -c 'echo $$ > %s/pid; exec %s' 2>%s/err", d, cmd, d))
+  for _ = 1, 200 do
+    if sys.exists(d .. "/traces/sleeping") then break end
+    sys.sleep(0.05)
+  end
+  local pid = tonumber(sys.readfile(d .. "/pid"))
+  local before = sys.readfile(d .. "/state/state.json")
+  local code, _, err = run(d, { "crash=fail", "--yes" })
+  T.eq(code, 2, "second run: " .. err)
+  T.match(err, "state directory .* is in use %(locked by another process, pid " .. pid .. "%)")
+  -- the lock does not live in a file that can be deleted
+  os.remove(d .. "/state/lock")
+  code, _, err = run(d, { "crash=fail", "--yes" })
+  T.eq(code, 2, "second run without the lock file: " .. err)
+  T.match(err, "is in use %(locked by another process%): another pgtide run is still going")
+  T.eq(sys.readfile(d .. "/state/state.json"), before, "the second runs wrote nothing")
+  sys.kill(pid, "INT")
+  h:close()
+end)
+
 T.test("a missing parameter names itself and the runbook (exit 2)", function()
   local code, _, err = T.run({ "run", fixtures .. "steps.lua", "--state", T.tmp .. "/nostate" })
   T.eq(code, 2)
