@@ -321,10 +321,12 @@ local function slot_is_ours(ctx, name)
 end
 
 local function foreign_slot_message(ctx, name)
-  return string.format("a replication slot named %s already exists on the source, and this migration "
-    .. "(state in %s) did not create it: another migration named '%s' uses it. Give this migration "
-    .. "its own name (name=NAME, or 'name' in the config file); if that slot is abandoned, drop it: "
-    .. "SELECT pg_drop_replication_slot('%s')", name, ctx.state_dir, ctx.name, name)
+  return string.format("a replication slot named %s already exists on the source, and this migration's "
+    .. "state (in %s) does not record creating it: either another migration named '%s' uses it, or "
+    .. "this migration's state directory was lost or replaced. For another migration, give this one its "
+    .. "own name (name=NAME, or 'name' in the config file). To start this one over, drop what the "
+    .. "earlier attempt left: SELECT pg_drop_replication_slot('%s') on the source, its publication, and "
+    .. "the target's tables (docs/troubleshooting.md, \"Starting over\")", name, ctx.state_dir, ctx.name, name)
 end
 
 local open_slots = setmetatable({}, { __mode = "k" })   -- ctx -> slot object holding the snapshot

@@ -36,6 +36,7 @@ M.CDC_STATUS = "cdc-status.json"
 M.REQUEST = "cutover-request.json"
 M.PUBLISH_INTERVAL = 2
 M.LINE_INTERVAL = 10
+M.STALE_AFTER = 10   -- seconds without a CDC status from a live process: its figures are stale
 
 local MB = 1024 * 1024
 
@@ -479,7 +480,9 @@ source about the slot.  Fields:
                 tables = [ {name, rows, bytes, units, units_done, percent} ] },
   cdc = { state, lag_bytes, lag_seconds, applied_lsn, source_lsn,
           retained_bytes, txns, inserts, updates, deletes, truncates,
-          reconnects, updated_age_seconds, error },
+          reconnects, updated_age_seconds, stale, error }; lag_bytes is
+          the source's current position minus the applied one when the
+          source could be asked,
   slot = { name, publication, exists, active, retained_bytes,
            confirmed_lsn, restart_lsn, current_lsn, wal_status, error },
   retained_wal_bytes, wal_warn_bytes, wal_warning,
@@ -610,11 +613,15 @@ function M.collect(dir, opts)
     end
   end
   out.retained_wal_bytes = (out.slot and out.slot.retained_bytes) or (out.cdc and out.cdc.retained_bytes)
-  if out.cdc and out.slot and out.slot.exists and out.slot.current_lsn and out.cdc.applied_lsn
-     and not out.running then
-    -- a stopped migration: the lag is what the source wrote since the target's position
+  if out.cdc and out.slot and out.slot.exists and out.slot.current_lsn and out.cdc.applied_lsn then
+    -- the lag is what the source wrote since the target's position, asked of the source now
+    -- (the worker's own figure is only as fresh as its last status)
     local ok, lag = pcall(core.lsn_diff, out.slot.current_lsn, out.cdc.applied_lsn)
     if ok and lag >= 0 then out.cdc.lag_bytes = lag end
+  end
+  if out.cdc and out.running and (out.cdc.updated_age_seconds or 0) > M.STALE_AFTER then
+    -- alive but silent: frozen (SIGSTOP), or blocked; say so rather than show old figures as now
+    out.cdc.stale = true
   end
   out.wal_warning = out.retained_wal_bytes ~= nil and out.retained_wal_bytes > out.wal_warn_bytes
   -- cutover

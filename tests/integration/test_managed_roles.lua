@@ -8,6 +8,8 @@
 --     preflight (it used to say "no permission problem found");
 --   * replica_role=false keeps the target's triggers from firing for
 --     replicated rows (it used to let them fire: extra audit rows);
+--   * `pgtide status` of a frozen run says its figures are stale and takes
+--     the lag from the source's position (it used to show "lag 0 B");
 --   * two migrations with the same name from two sources into one target
 --     cluster each keep their own progress record (bound to the source's
 --     system identifier, database and slot): the second starts from its
@@ -111,8 +113,19 @@ T.test("replica_role=false: the target's triggers do not fire for replicated row
   local _, out = T.sh(args)
   local pid = tonumber(out:match("%d+"))
   wait_for("streaming", 120, function() return step_status(dir, "stream") == "running" or not alive(pid) end)
+  -- a frozen run: status says its figures are stale and takes the lag from the source's position
+  sys.kill(pid, "STOP")
   for i = 1, 50 do psql_as(src.owner, string.format("UPDATE items SET qty = qty + 1 WHERE id = %d", i)) end
-  local code, _, err = T.run { "cutover", "--state", dir }
+  sys.sleep(12)
+  local code, out, err = T.run { "status", "--state", dir, "--json" }
+  local _, text = T.run { "status", "--state", dir }
+  sys.kill(pid, "CONT")
+  T.eq(code, 0, "status: " .. err)
+  local st = json.decode(out)
+  T.eq(st.cdc.stale, true, "stale while frozen")
+  T.ok(st.cdc.lag_bytes > 0, "lag from the source's position: %s", tostring(st.cdc.lag_bytes))
+  T.match(text, "STALE: the run %(pid " .. pid .. "%) has not updated its status")
+  code, _, err = T.run { "cutover", "--state", dir }
   T.eq(code, 0, "pgtide cutover: " .. err)
   wait_for("the run to finish", 180, function() return not alive(pid) end)
   local text = sys.readfile(log) or ""

@@ -143,6 +143,10 @@ function M.lines(s, opts)
       .. "%s truncates), %d reconnects", tostring(c.state), util.format_bytes(c.lag_bytes or 0), c.lag_seconds or 0,
       tostring(c.applied_lsn), count(c.txns), count(c.inserts), count(c.updates), count(c.deletes),
       count(c.truncates), c.reconnects or 0)
+    if c.stale then
+      add("  STALE: the run (pid %s) has not updated its status for %s: it may be stopped or stuck; the "
+        .. "lag above is from the source's position now", tostring(s.pid), util.format_duration(c.updated_age_seconds))
+    end
     if c.error then add("  last error: %s", c.error) end
   end
   if s.apply then add("apply:    %s", s.apply) end
