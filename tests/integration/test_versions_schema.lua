@@ -183,7 +183,7 @@ for i, pair in ipairs(PAIRS) do
       src:exec(F.sql)
       src:exec(EXTRA)
       if sv >= 14 then src:exec(EXTRA14) end
-      src:exec(F.data)
+      src:exec((F.data:gsub("\nANALYZE;", "")))   -- a database-wide ANALYZE is for superusers
       local dst = pg.connect(t.conninfo, { label = "target" })
       T.eq(dst:query_one("SELECT rolsuper FROM pg_roles WHERE rolname = current_user").rolsuper, false)
       T.eq(dst:info().ssl, true, "target over TLS")
