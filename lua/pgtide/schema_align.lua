@@ -48,6 +48,8 @@ notes = { "extension hstore: ...", ... } }.  Raises only when a
 connection fails.
 ]]
 local pg = require "pg"
+local sys = require "sys"
+local errors = require "pgtide.errors"
 local catalog = require "pgtide.catalog"
 
 local M = {}
@@ -61,14 +63,15 @@ local UNDO = setmetatable({}, { __tostring = function() return "undo" end })
 
 local function reason(e)
   if pg.is_error(e) then return e.message end
-  return require("pgtide.errors").message(e)
+  return errors.message(e)
 end
 
 --[[ scratch(conn, fn) -> ok, result | false, reason.  Runs fn() in a
   transaction (a savepoint when one is open) that is always rolled back,
   with search_path pg_catalog (definitions print schema-qualified, as the
   catalog reads them), no function body checks, and lock and statement
-  timeouts.  Raises when the connection broke. ]]
+  timeouts.  Raises when the connection broke or on an interrupt
+  (Ctrl-C). ]]
 local function scratch(conn, fn)
   local ok, res
   local _, err = pcall(conn.transaction, conn, function()
@@ -79,10 +82,13 @@ local function scratch(conn, fn)
     ok, res = pcall(fn)
     error(UNDO, 0)
   end)
+  local failure = (ok == false and res) or (ok == nil and err) or nil   -- nil: fn succeeded
   local st = conn:status()
-  if st == "broken" or st == "closed" then error(ok == false and res or err, 0) end
-  if ok == nil then return false, reason(err) end   -- the transaction did not start
-  if not ok then return false, reason(res) end
+  if st == "broken" or st == "closed" then
+    error(failure or "the connection to the target was lost while rolling back", 0)
+  end
+  if failure and (sys.interrupted() or errors.is_interrupt(failure)) then error(failure, 0) end
+  if failure then return false, reason(failure) end
   return true, res
 end
 
@@ -112,14 +118,22 @@ local function index(list, key)
   return t
 end
 
--- Dotted version comparison ("1.10" > "1.9"); nil when not numeric.
+-- Dotted version comparison: -1, 0 or 1 ("1.10" > "1.9"); nil when a
+-- part is not a number.
 local function vcmp(x, y)
-  local a, b = {}, {}
-  for n in tostring(x):gmatch("[^.]+") do a[#a + 1] = tonumber(n) end
-  for n in tostring(y):gmatch("[^.]+") do b[#b + 1] = tonumber(n) end
+  local function parts(v)
+    local out = {}
+    for n in tostring(v):gmatch("[^.]+") do
+      local num = tonumber(n)
+      if not num then return nil end
+      out[#out + 1] = num
+    end
+    return out
+  end
+  local a, b = parts(x), parts(y)
+  if not a or not b then return nil end
   for i = 1, math.max(#a, #b) do
     local p, q = a[i] or 0, b[i] or 0
-    if p == nil or q == nil then return nil end
     if p ~= q then return p < q and -1 or 1 end
   end
   return 0
