@@ -771,7 +771,7 @@ step {
       conninfo = ctx.params.source, dir = dir, mode = ctx.params.mode,
       schemas = ctx.params.schemas, exclude_schemas = ctx.params.exclude_schemas,
       no_owner = ctx.params.no_owner, no_privileges = ctx.params.no_privileges,
-      pg_dump = ctx.params.pg_dump,
+      pg_dump = ctx.params.pg_dump, target_version = ctx.dst:server_version(),
     })
     ctx.out.parts_file = dir .. "/parts.json"
     schema.save(parts, ctx.out.parts_file)

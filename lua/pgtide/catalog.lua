@@ -327,7 +327,8 @@ local FK_ACTIONS = { a = "no action", r = "restrict", c = "cascade", n = "set nu
 -- constraints -> { {schema, table, name, type, definition, validated,
 -- deferrable, deferred, columns, index, references, on_update,
 -- on_delete, inherited, partition_clone, no_inherit}, ... }: table
--- constraints (domain constraints are under types).
+-- constraints (domain constraints are under types).  NOT NULL, which
+-- PostgreSQL 18 also keeps as constraints, is the columns' not_null.
 M.constraints = api(function(conn, filter)
   local rows = run(conn, filter, [[
     SELECT n.nspname AS schema, c.relname AS table, con.conname AS name, con.contype,
@@ -350,7 +351,7 @@ M.constraints = api(function(conn, filter)
       LEFT JOIN pg_class ic ON ic.oid = con.conindid AND con.contype IN ('p', 'u', 'x')
       LEFT JOIN pg_class fc ON fc.oid = con.confrelid
       LEFT JOIN pg_namespace fn ON fn.oid = fc.relnamespace
-     WHERE con.conrelid <> 0 AND ]] .. SCHEMA_FILTER .. [[
+     WHERE con.conrelid <> 0 AND con.contype <> 'n' AND ]] .. SCHEMA_FILTER .. [[
        AND NOT ]] .. ext_member("pg_class", "c.oid") .. [[
      ORDER BY n.nspname, c.relname, con.conname]])
   for _, r in ipairs(rows) do
@@ -477,14 +478,49 @@ M.views = api(function(conn, filter)
   return rows
 end)
 
--- functions -> { {schema, name, identity_args, signature, kind
+-- Split an argument list at its top-level commas (not inside double
+-- quotes or parentheses).
+local function split_args(list)
+  local out, depth, quoted, start = {}, 0, false, 1
+  for i = 1, #list do
+    local ch = list:sub(i, i)
+    if ch == '"' then quoted = not quoted
+    elseif not quoted and ch == "(" then depth = depth + 1
+    elseif not quoted and ch == ")" then depth = depth - 1
+    elseif not quoted and depth == 0 and ch == "," then
+      out[#out + 1] = list:sub(start, i - 1):gsub("^%s+", "")
+      start = i + 1
+    end
+  end
+  if list:find("%S") then out[#out + 1] = list:sub(start):gsub("^%s+", "") end
+  return out
+end
+
+-- A procedure's identity arguments as PostgreSQL 14 and later print them
+-- (every argument with its mode: "IN days integer"); 13 and earlier
+-- leave IN out, which would make the same procedure two signatures.
+local function in_modes(args)
+  local out = {}
+  for _, a in ipairs(split_args(args)) do
+    if not (a:find("^IN ") or a:find("^OUT ") or a:find("^INOUT ") or a:find("^VARIADIC ")) then
+      a = "IN " .. a
+    end
+    out[#out + 1] = a
+  end
+  return table.concat(out, ", ")
+end
+M.procedure_args = in_modes
+
+-- functions -> { {schema, name, oid, identity_args, signature, kind
 -- ("function" | "procedure" | "aggregate" | "window"), result, language,
 -- volatility, security_definer, strict, definition_hash}, ... }.
 -- definition_hash is the md5 of pg_get_functiondef (of the aggregate's
--- parts for aggregates): equal hashes mean equal definitions.
+-- parts for aggregates): equal hashes mean equal definitions.  A
+-- procedure's arguments carry their modes on every server version
+-- ("app.archive(IN days integer)").
 M.functions = api(function(conn, filter)
   local rows = run(conn, filter, [[
-    SELECT n.nspname AS schema, p.proname AS name,
+    SELECT n.nspname AS schema, p.proname AS name, p.oid::int8 AS oid,
            pg_get_function_identity_arguments(p.oid) AS identity_args,
            CASE p.prokind WHEN 'f' THEN 'function' WHEN 'p' THEN 'procedure'
                           WHEN 'a' THEN 'aggregate' WHEN 'w' THEN 'window' END AS kind,
@@ -506,23 +542,43 @@ M.functions = api(function(conn, filter)
        AND NOT EXISTS (SELECT 1 FROM pg_depend d   -- range constructors come with their type
                         WHERE d.classid = 'pg_proc'::regclass AND d.objid = p.oid AND d.deptype = 'i')
      ORDER BY n.nspname, p.proname, pg_get_function_identity_arguments(p.oid) COLLATE "C"]])
+  local old = conn:server_version() < 140000
   for _, r in ipairs(rows) do
+    if old and r.kind == "procedure" then r.identity_args = in_modes(r.identity_args) end
     r.signature = qname(r.schema, r.name) .. "(" .. r.identity_args .. ")"
   end
   return rows
+end)
+
+-- function_sources(oids) -> { [oid] = { definition, qname } }: the
+-- pg_get_functiondef text that definition_hash is the md5 of, and the
+-- function's name as that text spells it (format %I.%I).  Functions
+-- that no longer exist are left out.
+M.function_sources = api(function(conn, _, oids)
+  local out = {}
+  for _, r in ipairs(conn:query([[
+      SELECT p.oid::int8 AS oid, pg_get_functiondef(p.oid) AS definition,
+             format('%I.%I', n.nspname, p.proname) AS qname
+        FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace
+       WHERE p.oid = ANY ($1::oid[]) AND p.prokind <> 'a']], oids)) do
+    out[r.oid] = { definition = r.definition, qname = r.qname }
+  end
+  return out
 end)
 
 local ENABLED = { O = "origin", D = "disabled", R = "replica", A = "always" }
 
 -- triggers -> { {schema, table, name, definition, enabled, function =
 -- {schema, name}, inherited, constraint_trigger}, ... }: user triggers
--- (internal FK triggers are left out).
+-- (internal FK triggers are left out; before PostgreSQL 13, which has no
+-- tgparentid, the clones on partitions are internal too).
 M.triggers = api(function(conn, filter)
   local rows = run(conn, filter, [[
     SELECT n.nspname AS schema, c.relname AS table, t.tgname AS name,
            pg_get_triggerdef(t.oid) AS definition, t.tgenabled::text AS enabled,
            pn.nspname AS function_schema, p.proname AS function_name,
-           t.tgparentid <> 0 AS inherited, t.tgconstraint <> 0 AS constraint_trigger
+           ]] .. (conn:server_version() >= 130000 and "t.tgparentid <> 0" or "false") .. [[ AS inherited,
+           t.tgconstraint <> 0 AS constraint_trigger
       FROM pg_trigger t
       JOIN pg_class c ON c.oid = t.tgrelid
       JOIN pg_namespace n ON n.oid = c.relnamespace
@@ -579,14 +635,15 @@ M.types = api(function(conn, filter)
            (SELECT json_agg(json_build_object('name', dc.conname,
                                               'definition', pg_get_constraintdef(dc.oid),
                                               'validated', dc.convalidated) ORDER BY dc.conname)
-              FROM pg_constraint dc WHERE dc.contypid = t.oid)::text AS constraints,
+              FROM pg_constraint dc WHERE dc.contypid = t.oid AND dc.contype = 'c')::text AS constraints,
            (SELECT json_agg(json_build_object('name', a.attname,
                                               'type', format_type(a.atttypid, a.atttypmod))
                             ORDER BY a.attnum)
               FROM pg_attribute a
              WHERE a.attrelid = t.typrelid AND a.attnum > 0 AND NOT a.attisdropped)::text AS attributes,
            format_type(r.rngsubtype, NULL) AS subtype,
-           format_type(r.rngmultitypid, NULL) AS multirange
+           ]] .. (conn:server_version() >= 140000 and "format_type(r.rngmultitypid, NULL)"
+                  or "NULL::text") .. [[ AS multirange
       FROM pg_type t
       JOIN pg_namespace n ON n.oid = t.typnamespace
       LEFT JOIN pg_class tc ON tc.oid = t.typrelid
@@ -717,7 +774,7 @@ local function columns_diff(kind, name, a, b, out)
         if not same(c[f], d[f]) then
           out[#out + 1] = { kind = kind, name = name, problem = "different",
                             field = "column " .. c.name .. " " .. f, source = show(c[f]),
-                            target = show(d[f]) }
+                            target = show(d[f]), note = c.align_notes and c.align_notes[f] }
         end
       end
     end
@@ -733,8 +790,11 @@ end
   equal).  'source' and 'target' are describe() results.  Each difference
   is { kind = "indexes", name = "app.orders_customer_idx", problem =
   "missing" (in the target) | "extra" (only in the target) | "different",
-  field = ..., source = ..., target = ... }.  opts.kinds limits the
-  comparison to some kinds (list of names from catalog.KINDS);
+  field = ..., source = ..., target = ..., note = ... }; note says why a
+  definition could not be compared as the target prints it (set by
+  pgtide.schema_align on the source's objects, see schema.verify).
+  opts.kinds limits the comparison to some kinds (list of names from
+  catalog.KINDS);
   opts.names_only compares names only; opts.ignore = { kind = { field =
   true } } skips fields (e.g. { tables = { rls_enabled = true } }). ]]
 function M.compare(a, b, opts)
@@ -759,7 +819,8 @@ function M.compare(a, b, opts)
                 columns_diff(kind.name, name, o.columns, p.columns, out)
               elseif not same(o[f], p[f]) then
                 out[#out + 1] = { kind = kind.name, name = name, problem = "different", field = f,
-                                  source = show(o[f]), target = show(p[f]) }
+                                  source = show(o[f]), target = show(p[f]),
+                                  note = o.align_notes and o.align_notes[f] }
               end
             end
           end
@@ -782,6 +843,7 @@ function M.format_difference(d)
   if d.problem == "different" then
     s = s .. string.format(": source %s, target %s", tostring(d.source), tostring(d.target))
   end
+  if d.note then s = s .. " -- " .. d.note end
   return s
 end
 

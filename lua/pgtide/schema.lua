@@ -43,6 +43,7 @@ local log = require "log"
 local json = require "json"
 local errors = require "pgtide.errors"
 local catalog = require "pgtide.catalog"
+local schema_align = require "pgtide.schema_align"
 local util = require "pgtide.util"
 
 local M = {}
@@ -88,16 +89,22 @@ local function tool_major(path)
   return tonumber(major), out:gsub("%s+$", "")
 end
 
---[[ find_tools(server_version [, pg_dump_path]) -> { pg_dump, pg_restore,
-  major }.  pg_dump refuses to dump a server newer than itself, so the
-  tools must be at least the source's major version.  Candidates: the
-  explicit path, then pg_dump on PATH, then /usr/lib/postgresql/*/bin
-  (newest first).  Debian's pg_wrapper on PATH is skipped for the
-  versioned binaries it would pick itself: it is a Perl script, and the
-  schema step runs the tools half a dozen times.  Raises a clear error
-  naming the version needed. ]]
-function M.find_tools(server_version, explicit)
+--[[ find_tools(server_version, pg_dump_path?, target_version?) ->
+  { pg_dump, pg_restore, major }.  pg_dump refuses to dump a server newer
+  than itself, so the tools must be at least the source's major version;
+  and pg_dump writes for its own version (pg_dump 17 sets
+  transaction_timeout, which PostgreSQL 16 and older refuse), so among
+  those, the newest that is not newer than the target's major version is
+  preferred, else the newest.  A path given explicitly is the only
+  candidate.  Otherwise: pg_dump on PATH, then /usr/lib/postgresql/*/bin.
+  Debian's pg_wrapper on PATH is skipped for the versioned binaries it
+  would pick itself: it is a Perl script, and the schema step runs the
+  tools half a dozen times.  pg_restore is taken beside pg_dump and must
+  be the same version.  Raises an error naming the version to install
+  and the pg_dump=PATH parameter. ]]
+function M.find_tools(server_version, explicit, target_version)
   local need = server_version // 10000
+  local target = target_version and target_version // 10000
   local candidates = {}
   if explicit then
     candidates[1] = explicit
@@ -107,7 +114,7 @@ function M.find_tools(server_version, explicit)
       if sys.exists(dir .. "/pg_dump") then on_path = dir .. "/pg_dump"; break end
     end
     local real = on_path and sys.realpath(on_path)
-    if not (real and real:match("/pg_wrapper$")) then candidates[1] = "pg_dump" end
+    if on_path and not (real and real:match("/pg_wrapper$")) then candidates[1] = on_path end
     local p = io.popen("ls -d /usr/lib/postgresql/*/bin/pg_dump 2>/dev/null")
     local found = {}
     for line in p:lines() do found[#found + 1] = line end
@@ -115,27 +122,50 @@ function M.find_tools(server_version, explicit)
     table.sort(found, function(a, b)
       return (tonumber(a:match("/(%d+)/bin/")) or 0) > (tonumber(b:match("/(%d+)/bin/")) or 0)
     end)
-    for _, f in ipairs(found) do candidates[#candidates + 1] = f end
+    for _, f in ipairs(found) do
+      if f ~= real then candidates[#candidates + 1] = f end
+    end
   end
-  local seen = {}
+  local seen, best = {}, nil
+  local function better(major, than)
+    if not than then return true end
+    local fits, fitted = target and major <= target, target and than.major <= target
+    if fits ~= fitted then return fits end
+    return major > than.major
+  end
   for _, path in ipairs(candidates) do
     local major = tool_major(path)
     if major then
       seen[#seen + 1] = string.format("%s is version %d", path, major)
-      if major >= need then
+      if major >= need and better(major, best) then
         local dir = path:match("^(.*)/[^/]*$")
-        return { pg_dump = path, pg_restore = dir and (dir .. "/pg_restore") or "pg_restore",
+        best = { pg_dump = path, pg_restore = dir and (dir .. "/pg_restore") or "pg_restore",
                  major = major }
       end
     else
       seen[#seen + 1] = path .. " not found"
     end
   end
-  fail("pg_dump %d or newer is needed to dump the source (PostgreSQL %d.%d), but %s: install the " ..
-       "PostgreSQL %d client tools (Debian/Ubuntu: apt-get install postgresql-client-%d) and put " ..
-       "them first on PATH, or pass their path (pg_dump=/usr/lib/postgresql/%d/bin/pg_dump)",
-       need, need, server_version % 10000, table.concat(seen, ", "),
-       need, need, need)
+  if best then
+    local rmajor = tool_major(best.pg_restore)
+    if rmajor ~= best.major then
+      fail("%s is version %d but %s beside it %s: install the complete PostgreSQL %d client tools " ..
+           "(Debian/Ubuntu: apt-get install postgresql-client-%d)", best.pg_dump, best.major,
+           best.pg_restore, rmajor and ("is version " .. rmajor) or "is missing", best.major, best.major)
+    end
+    return best
+  end
+  local install = (target and target > need) and target or need
+  if #seen == 0 then seen[1] = "no pg_dump was found" end
+  local shown = server_version >= 100000
+    and string.format("%d.%d", need, server_version % 10000)
+    or string.format("%d.%d.%d", need, server_version // 100 % 100, server_version % 100)
+  fail("pg_dump %d or newer is needed to dump the source (PostgreSQL %s), but %s. Install the " ..
+       "PostgreSQL %d client tools (Debian/Ubuntu: apt-get install postgresql-client-%d; when the " ..
+       "release does not have that package, add the PostgreSQL APT repository first: " ..
+       "https://wiki.postgresql.org/wiki/Apt), or give the path of a pg_dump %d or newer with " ..
+       "pg_dump=PATH (e.g. pg_dump=/usr/lib/postgresql/%d/bin/pg_dump)",
+       need, shown, table.concat(seen, ", "), install, install, need, install)
 end
 
 -- The pg_dump/pg_restore connection arguments for 'conninfo': the
@@ -296,6 +326,21 @@ local function settings_of(preamble)
     if line:find("^SET ") or line:find("^SELECT pg_catalog.set_config") then out[#out + 1] = line end
   end
   return table.concat(out, "\n") .. "\n"
+end
+
+-- Settings a newer pg_dump writes that older servers refuse, and the
+-- server version that has them.
+local NEWER_SETTINGS = { transaction_timeout = 170000 }
+
+-- Session settings without the "SET name = ..." lines whose parameter
+-- known(name) says the target does not have.
+local function known_settings(sql, known)
+  local out = {}
+  for line in (sql .. "\n"):gmatch("([^\n]*)\n") do
+    local name = line:match("^SET ([%w_]+) ")
+    if line ~= "" and (not name or known(name)) then out[#out + 1] = line end
+  end
+  return #out > 0 and (table.concat(out, "\n") .. "\n") or ""
 end
 
 -- }==================================================================
@@ -555,6 +600,9 @@ end
     schemas, exclude_schemas   lists (pg_dump -n / -N)
     snapshot        an exported snapshot to dump (else one is exported here)
     pg_dump         path of pg_dump (pg_restore is taken beside it)
+    target_version  the target's server_version: the tools are chosen for
+                    it (find_tools) and session_sql leaves out settings
+                    it does not have
     timeout         seconds for each tool run (default 3600)
   Raises on failure (tool errors are shown redacted). ]]
 function M.extract(src, opts)
@@ -567,7 +615,7 @@ function M.extract(src, opts)
   end
   assert(sys.mkdir_p(opts.dir))
   local server_version = src:server_version()
-  local tools = M.find_tools(server_version, opts.pg_dump)
+  local tools = M.find_tools(server_version, opts.pg_dump, opts.target_version)
   local dump = opts.dir .. "/schema.dump"
   local res = dump_schema(src, tools, dump, opts)
 
@@ -606,6 +654,11 @@ function M.extract(src, opts)
   end
   parts.pre_data, preamble = pre_data_script(tools, dump, pre_list, opts, preamble)
   parts.session_sql = settings_of(preamble or "")
+  if opts.target_version then
+    parts.session_sql = known_settings(parts.session_sql, function(name)
+      return (NEWER_SETTINGS[name] or 0) <= opts.target_version
+    end)
+  end
   parts.counts = { pre_data = #pre_list, indexes = #parts.indexes, attach = #parts.attach,
                    post_data = #parts.post_data, foreign_keys = #parts.foreign_keys,
                    triggers = #parts.triggers, refresh = #parts.refresh }
@@ -636,19 +689,29 @@ end
 
 -- Settings that pg_dump's scripts change (restored after applying).
 local SESSION_GUCS = { "statement_timeout", "lock_timeout", "idle_in_transaction_session_timeout",
+  "transaction_timeout",
   "client_encoding", "standard_conforming_strings", "search_path", "check_function_bodies",
   "xmloption", "client_min_messages", "row_security", "default_tablespace",
   "default_table_access_method" }
 
 --[[ with_session(conn, parts, fn): run fn() with pg_dump's session
-  settings on 'conn', then restore the connection's own values (the
-  connection may be a runbook's shared ctx.dst). ]]
+  settings on 'conn' (those the server has: a newer pg_dump sets
+  parameters older servers refuse), then restore the connection's own
+  values (the connection may be a runbook's shared ctx.dst). ]]
 local function with_session(conn, parts, fn)
   local saved = {}
   for _, g in ipairs(SESSION_GUCS) do
     saved[g] = conn:query_one("SELECT pg_catalog.current_setting($1, true) AS v", g).v
   end
-  conn:exec(parts.session_sql or "")
+  local names = {}
+  known_settings(parts.session_sql or "", function(name) names[#names + 1] = name end)
+  local has = {}
+  for _, r in ipairs(conn:query("SELECT name FROM pg_catalog.pg_settings WHERE name = ANY ($1::text[])",
+                                names)) do
+    has[r.name] = true
+  end
+  local sql = known_settings(parts.session_sql or "", function(name) return has[name] end)
+  if sql ~= "" then conn:exec(sql) end
   local ok, err = pcall(fn)
   for _, g in ipairs(SESSION_GUCS) do
     if saved[g] then
@@ -852,11 +915,13 @@ local PRE_DATA_KINDS = { "schemas", "extensions", "types", "tables", "sequences"
                          "functions" }
 
 --[[ verify(src, dst [, opts]) -> { ok, differences, counts = { source,
-  target } }.  Runs the seed's counts query (tables, sequences, indexes
-  per schema) on both sides and compares the catalogs name by name
-  (catalog.compare: tables and columns, sequences, indexes,
+  target }, aligned }.  Runs the seed's counts query (tables, sequences,
+  indexes per schema) on both sides and compares the catalogs name by
+  name (catalog.compare: tables and columns, sequences, indexes,
   constraints, views, functions, types, triggers, policies,
-  extensions).  opts: schemas / exclude_schemas (filter), phase =
+  extensions), definitions as the target's server prints them
+  (pgtide.schema_align recreates on the target, in a transaction rolled
+  back at once, the source definitions whose text differs).  opts: schemas / exclude_schemas (filter), phase =
   "all" (default) | "pre-data" (only what pre-data creates) |
   "schema-first" (all but foreign keys), kinds (explicit list). ]]
 function M.verify(src, dst, opts)
@@ -865,6 +930,12 @@ function M.verify(src, dst, opts)
   local phase = opts.phase or "all"
   local a = catalog.describe(src, filter)
   local b = catalog.describe(dst, filter)
+  local aligned = schema_align.align(src, dst, a, b)
+  for _, n in ipairs(aligned.notes) do log.info("schema: %s", n) end
+  if aligned.deparsed > 0 then
+    log.info("schema: %d definition(s) printed differently by the two servers were recreated on the "
+      .. "target to compare them (%d could not be)", aligned.deparsed, aligned.failed)
+  end
   local kinds = opts.kinds or (phase == "pre-data" and PRE_DATA_KINDS) or nil
   local ignore = phase == "pre-data"
     and { tables = { rls_enabled = true, rls_forced = true, replica_identity_index = true } } or {}
@@ -898,7 +969,8 @@ function M.verify(src, dst, opts)
   if not opts.quiet then
     for _, d in ipairs(diffs) do log.warn("schema difference: %s", catalog.format_difference(d)) end
   end
-  return { ok = #diffs == 0, differences = diffs, counts = { source = ca, target = cb } }
+  return { ok = #diffs == 0, differences = diffs, counts = { source = ca, target = cb },
+           aligned = aligned }
 end
 
 -- }==================================================================

@@ -31,9 +31,14 @@ whether they are validated; sequences (parameters, and the target's value
 at least the source's); views and materialized views (definitions,
 populated); functions and procedures (definition hashes); triggers
 (definitions, enabled state); row-level security policies.  Owners,
-privileges, comments, sizes and OIDs are not compared.
+privileges, comments, sizes and OIDs are not compared.  Definitions
+(views, functions, defaults, generated columns, checks, indexes,
+policies, triggers, domains) are compared as the target's server prints
+them when the texts differ: run() aligns the source's with
+pgtide.schema_align first.
 ]]
 local catalog = require "pgtide.catalog"
+local schema_align = require "pgtide.schema_align"
 local util = require "pgtide.util"
 
 local M = {}
@@ -514,7 +519,8 @@ local function compare_columns(t, u, out)
           out[#out + 1] = { kind = "tables", object = t.qname, problem = "different",
                             field = "column " .. c.name .. " " .. f, source = show(c[f]),
                             target = show(d[f]), fix = column_alter(t, c, d, f),
-                            note = f == "position" and "column order differs" or nil }
+                            note = f == "position" and "column order differs"
+                              or (c.align_notes and c.align_notes[f]) or nil }
         end
       end
     end
@@ -583,7 +589,8 @@ function M.compare(src, tgt, opts)
               if not skip[f] and not same(a, b) then
                 out[#out + 1] = { kind = kind, object = spec.label(o), problem = "different",
                                   field = f, source = show(a), target = show(b),
-                                  fix = spec.alter and spec.alter(o, p, f) or nil }
+                                  fix = spec.alter and spec.alter(o, p, f) or nil,
+                                  note = o.align_notes and o.align_notes[f] or nil }
               end
             end
             if kind == "tables" and not skip.columns then compare_columns(o, p, out) end
@@ -632,14 +639,18 @@ end
 
 --[[
 run(src_conn, tgt_conn [, opts]) -> result.  Describes both databases
-(catalog.describe) and compares them; opts as for compare(), plus
-opts.filter (a catalog filter: schemas / exclude_schemas).  Raises the
-pg errors of the catalog queries.
+(catalog.describe), recreates on the target the source definitions whose
+text differs from the target's (pgtide.schema_align: definitions are
+compared as the target's server prints them), and compares; opts as for
+compare(), plus opts.filter (a catalog filter: schemas /
+exclude_schemas).  result.aligned = { deparsed, failed, notes }.  Raises
+the pg errors of the catalog queries.
 ]]
 function M.run(src, tgt, opts)
   opts = opts or {}
   local a = catalog.describe(src, opts.filter)
   local b = catalog.describe(tgt, opts.filter)
+  local aligned = schema_align.align(src, tgt, a, b)
   -- function definitions only for those that are missing or different
   local theirs = {}
   for _, f in ipairs(b.functions or {}) do theirs[f.signature] = f end
@@ -651,6 +662,7 @@ function M.run(src, tgt, opts)
   if #need > 0 then function_definitions(src, need) end
   local result = M.compare(a, b, opts)
   result.source_version, result.target_version = a.server_version, b.server_version
+  result.aligned = aligned
   return result
 end
 

@@ -163,7 +163,7 @@ end
 
 -- Empty lists must encode as [] (non-empty sequences already do).
 local LIST_FIELDS = { "tables", "rows", "columns", "key", "only_source", "only_target", "values",
-                      "differences" }
+                      "differences", "notes" }
 
 local function mark_lists(t)
   if type(t) ~= "table" then return end
@@ -344,6 +344,13 @@ local function schema_summary(s, lines, opts)
   end
   lines[#lines + 1] = string.format("Schema: %d objects compared: %d missing, %d extra, %d different",
     s.objects or 0, miss, extra, diff)
+  local al = s.aligned
+  if al and al.deparsed > 0 then
+    lines[#lines + 1] = string.format("  %d definition(s) printed differently by the two servers were "
+      .. "compared as the target prints them%s", al.deparsed,
+      al.failed > 0 and string.format(" (%d could not be recreated there)", al.failed) or "")
+  end
+  for _, n in ipairs(al and al.notes or {}) do lines[#lines + 1] = "  note: " .. n end
   local schema_diff = require "pgtide.schema_diff"
   for i, d in ipairs(s.differences) do
     if i > (opts.schema_rows or 50) then

@@ -315,5 +315,16 @@ T.test("compare: equal databases, then missing, extra and different objects", fu
   other:close()
 end)
 
+T.test("procedure arguments carry their modes as PostgreSQL 14+ prints them", function ()
+  -- what pg_get_function_identity_arguments gives for a procedure on 13
+  T.eq(catalog.procedure_args("days integer"), "IN days integer")
+  T.eq(catalog.procedure_args(""), "")
+  T.eq(catalog.procedure_args("a numeric(10,2), INOUT b integer, VARIADIC c text[]"),
+       "IN a numeric(10,2), INOUT b integer, VARIADIC c text[]")
+  T.eq(catalog.procedure_args('"x, y" text, "IN" integer, integer'),
+       'IN "x, y" text, IN "IN" integer, IN integer')
+  T.eq(catalog.procedure_args("IN a integer, OUT b integer"), "IN a integer, OUT b integer")
+end)
+
 conn:close()
 T.done()
