@@ -742,7 +742,8 @@ function rb.pre_data_present(ctx)
   local there = ctx.dst:query([[SELECT n FROM unnest($1::text[]) n WHERE to_regclass(n) IS NOT NULL]], names)
   if #there == 0 then return false end
   local r = schema.verify(ctx.src, ctx.dst, { schemas = ctx.params.schemas,
-    exclude_schemas = ctx.params.exclude_schemas, phase = "pre-data", quiet = true })
+    exclude_schemas = ctx.params.exclude_schemas, phase = "pre-data", quiet = true,
+    deferred_views = ctx.out.parts_file and schema.deferred_views(schema.load(ctx.out.parts_file)) or nil })
   if r.ok then return true end
   local shown = {}
   for i, t in ipairs(there) do if i <= 5 then shown[#shown + 1] = t.n end end
@@ -792,6 +793,7 @@ step {
   verify = function(ctx)
     local r = schema.verify(ctx.src, ctx.dst, { schemas = ctx.params.schemas,
       exclude_schemas = ctx.params.exclude_schemas, triggers_disabled = ctx.out.triggers == "disabled",
+      deferred_views = schema.deferred_views(parts_of(ctx)),
       phase = ctx.params.mode == "schema-first" and "schema-first" or "pre-data" })
     runbook.require(r.ok, "the schema on the target differs from the source in %d place(s) "
       .. "(listed above)", #r.differences)

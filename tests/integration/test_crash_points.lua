@@ -127,7 +127,7 @@ for i, point in ipairs(POINTS) do
       local _, out = T.sh(string.format("%s %s run local %s %s name=m%d%s --state %s --yes >>%s 2>&1 "
         .. "</dev/null & echo $!", env, T.q(T.pgtide), T.q("source=" .. src.owner),
         T.q("target=" .. dst.conninfo), i, fence, T.q(dir), T.q(log)))
-      return tonumber(out:match("%d+"))
+      return T.background(tonumber(out:match("%d+")))
     end
     -- drive one run: request the cutover once it streams; return when it ends
     local function drive(pid, crashing)

@@ -111,7 +111,7 @@ T.test("replica_role=false: the target's triggers do not fire for replicated row
     .. "--state %s --yes >%s 2>&1 </dev/null & echo $!", T.q(T.pgtide), T.q("source=" .. src.owner),
     T.q("target=" .. target), T.q(dir), T.q(log))
   local _, out = T.sh(args)
-  local pid = tonumber(out:match("%d+"))
+  local pid = T.background(tonumber(out:match("%d+")))
   wait_for("streaming", 120, function() return step_status(dir, "stream") == "running" or not alive(pid) end)
   -- a frozen run: status says its figures are stale and takes the lag from the source's position
   sys.kill(pid, "STOP")
@@ -162,7 +162,7 @@ T.test("two migrations named alike into one target cluster keep their own positi
     local _, out = T.sh(string.format("%s run local %s %s name=shared %s --state %s --yes >>%s.log 2>&1 "
       .. "</dev/null & echo $!", T.q(T.pgtide), T.q("source=" .. source), T.q("target=" .. target),
       extra or "", T.q(dir), T.q(dir)))
-    return tonumber(out:match("%d+"))
+    return T.background(tonumber(out:match("%d+")))
   end
   local a_pid = spawn(src.owner, dst_a, a_dir)
   wait_for("A streaming", 120, function() return step_status(a_dir, "stream") == "running" or not alive(a_pid) end)

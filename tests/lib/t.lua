@@ -190,7 +190,16 @@ function T.cluster(opts)
   return c
 end
 
+-- T.background(pid): a process this test started; T.done kills it if it still runs
+-- (a failed test must not leave a migration running against the next one's clusters).
+local background = {}
+function T.background(pid)
+  if pid then background[#background + 1] = pid end
+  return pid
+end
+
 function T.done()
+  for _, pid in ipairs(background) do os.execute("kill -9 " .. math.tointeger(pid) .. " 2>/dev/null") end
   for _, c in ipairs(clusters) do c:stop() end
   io.stdout:flush()
   os.exit(failed == 0 and 0 or 1)
