@@ -118,6 +118,19 @@ local rb = runbook.new {
   },
 }
 
+--[[ The migration's name when none is given: the runbook's and both
+  database names ("local_shop_shop"; a clone's own name first), so that two migrations from one
+  source cluster, or into one target cluster, get their own slot,
+  publication and state directory unless they are named alike on
+  purpose. ]]
+function rb.default_name(p, runbook_)
+  local pg = require "pg"
+  local function db(conninfo)
+    return ((pg.conninfo_value(conninfo, "dbname") or "db"):gsub("[^%w_.-]", "_"))
+  end
+  return string.format("%s_%s_%s", (runbook_ or rb).name, db(p.source), db(p.target))
+end
+
 -- {==================================================================
 -- Helpers
 -- ===================================================================

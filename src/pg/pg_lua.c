@@ -1004,6 +1004,18 @@ static int pg_safe_conninfo (lua_State *L) {
   return 1;
 }
 
+/* pg.conninfo_value(conninfo, keyword) -> the value a connection would
+   use (conninfo, environment, libpq defaults), or nil. */
+static int pg_conninfo_value (lua_State *L) {
+  char *v = pgconn_conninfo_value(luaL_checkstring(L, 1), luaL_checkstring(L, 2));
+  if (v == NULL)
+    lua_pushnil(L);
+  else
+    lua_pushstring(L, v);
+  free(v);
+  return 1;
+}
+
 /* pg.bytea_hex(s) -> "\x..." (the bytea input form of raw bytes). */
 static int pg_bytea_hex (lua_State *L) {
   size_t len;
@@ -1023,6 +1035,7 @@ static const luaL_Reg pg_funcs[] = {
   {"type_name", pg_type_name},
   {"split_password", pg_split_password},
   {"safe_conninfo", pg_safe_conninfo},
+  {"conninfo_value", pg_conninfo_value},
   {"bytea_hex", pg_bytea_hex},
   {NULL, NULL}
 };

@@ -79,6 +79,42 @@ char *pgconn_safe_conninfo (const char *conninfo) {
   return redact_str(conninfo);
 }
 
+/* See pgconn.h: one keyword's value, with libpq's own defaults for what
+   the conninfo leaves out (dbname defaults to the user, as for a real
+   connection).  Caller frees; NULL when unset or unparseable. */
+char *pgconn_conninfo_value (const char *conninfo, const char *keyword) {
+  char *errmsg = NULL, *out = NULL;
+  const char *user = NULL;
+  PQconninfoOption *opts, *o, *defs = NULL;
+  opts = looks_like_conninfo(conninfo) ? PQconninfoParse(conninfo, &errmsg) : PQconninfoParse("", &errmsg);
+  if (opts == NULL) {
+    PQfreemem(errmsg);
+    return NULL;
+  }
+  for (o = opts; o->keyword != NULL; o++) {
+    if (strcmp(o->keyword, keyword) == 0 && o->val != NULL && o->val[0] != '\0')
+      out = xstrdup(o->val);
+    if (strcmp(o->keyword, "user") == 0 && o->val != NULL && o->val[0] != '\0')
+      user = o->val;
+  }
+  if (out == NULL) {
+    /* the environment and libpq's defaults (PGDATABASE, PGUSER, the OS user) */
+    defs = PQconndefaults();
+    for (o = defs; o != NULL && o->keyword != NULL; o++) {
+      if (strcmp(o->keyword, keyword) == 0 && o->val != NULL && o->val[0] != '\0')
+        out = xstrdup(o->val);
+      if (user == NULL && strcmp(o->keyword, "user") == 0 && o->val != NULL && o->val[0] != '\0')
+        user = o->val;
+    }
+    if (out == NULL && strcmp(keyword, "dbname") == 0 && user != NULL)
+      out = xstrdup(user);
+  }
+  if (defs != NULL)
+    PQconninfoFree(defs);
+  PQconninfoFree(opts);
+  return out;
+}
+
 /* Known causes of connection failures: a substring of libpq's message,
    a short kind for scripts and tests, and what to do about it. */
 typedef struct Cause {

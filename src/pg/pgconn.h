@@ -52,6 +52,11 @@ char *pgconn_safe_conninfo(const char *conninfo);
 */
 char *pgconn_strip_password(const char *conninfo, char **password, char *err, size_t errlen);
 
+/* The value a connection would use for 'keyword' (e.g. "dbname": from
+   the conninfo, the environment, or the user name), caller frees; NULL
+   when there is none or the conninfo does not parse. */
+char *pgconn_conninfo_value(const char *conninfo, const char *keyword);
+
 /* Server version as an integer (150004), 0 when unknown. */
 int pgconn_server_version(PGconn *conn);
 

@@ -395,7 +395,7 @@ T.test("streaming survives pg_terminate_backend of its connections; status --jso
   T.eq(code, 0)
   T.match(out, "phase:%s+streaming")
   T.match(out, "CDC:%s+streaming, lag ")
-  T.match(out, "slot pgtide_local: active, retains ")
+  T.match(out, "slot pgtide_local_app_app: active, retains ")
   -- terminate every connection of pgtide's on both servers
   local before = s.cdc.reconnects
   -- (both lists first: losing one side makes pgtide drop the other side's connections too)

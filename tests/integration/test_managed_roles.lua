@@ -10,6 +10,8 @@
 --     replicated rows (it used to let them fire: extra audit rows);
 --   * `pgtide status` of a frozen run says its figures are stale and takes
 --     the lag from the source's position (it used to show "lag 0 B");
+--   * a migration without a name is named after its source and target
+--     databases, so two from one source cluster do not share a slot;
 --   * two migrations with the same name from two sources into one target
 --     cluster each keep their own progress record (bound to the source's
 --     system identifier, database and slot): the second starts from its
@@ -87,12 +89,29 @@ T.test("write_fence=true as a non-owner is refused at preflight, with the altern
   T.match(err, "%[pass%] Write fence at cutover: source user app can make database shop read%-only")
 end)
 
+T.test("without a name, a migration is named after its databases (slot, publication, state directory)", function()
+  src_cluster:sql("CREATE DATABASE crm OWNER app")
+  psql_as(roles.conninfo(src_cluster, "app", "crm"), "CREATE TABLE contacts (id int PRIMARY KEY)")
+  dst_cluster:sql("CREATE DATABASE crm OWNER pscale_admin")
+  local cwd = tmp .. "/cwd"
+  sys.mkdir_p(cwd)
+  for _, db in ipairs { "shop", "crm" } do
+    local code, _, err = T.sh(string.format("cd %s && %s run local %s %s --only preflight 2>&1 >/dev/null",
+      T.q(cwd), T.q(T.pgtide), T.q("source=" .. roles.conninfo(src_cluster, "app", db)),
+      T.q("target=" .. roles.conninfo(dst_cluster, "pscale_admin", db))))
+    T.eq(code, 0, "preflight for " .. db .. ": " .. err)
+    T.ok(sys.isdir(cwd .. "/.pgtide/local_" .. db .. "_" .. db), "state directory .pgtide/local_%s_%s", db, db)
+    local st = json.decode(sys.readfile(cwd .. "/.pgtide/local_" .. db .. "_" .. db .. "/state.json"))
+    T.eq(st.name, "local_" .. db .. "_" .. db)
+  end
+end)
+
 T.test("troubleshoot permissions finds what preflight finds, with the statements", function()
   local code, out, err = T.run { "troubleshoot", "permissions", "source=" .. src.migrator,
     "target=" .. dst.conninfo, "--strict" }
   T.eq(code, 1, "problems found:\n" .. out .. err)
   T.match(out, "Publication of the tables to stream: source user migrator cannot create the publication")
-  T.match(out, "CREATE PUBLICATION pgtide_local FOR TABLE public%.audit, public%.items;")
+  T.match(out, "CREATE PUBLICATION pgtide_local_shop_shop FOR TABLE public%.audit, public%.items;")
   T.match(out, "write_fence=true is not possible: .*ownership of database shop")
   T.nomatch(out, "no permission problem found")
   code, out, err = T.run { "troubleshoot", "permissions", "source=" .. src.owner, "target=" .. dst.conninfo,

@@ -91,7 +91,8 @@ function M.prepare(o)
   end
   if cfg.aws and rb.params.aws_region and given.aws_region == nil then given.aws_region = cfg.aws.region end
   local p = params.validate(rb.params, given, rb.name)
-  name = name or rb.name
+  -- a runbook may derive a default from its parameters (local: from the database names)
+  name = name or (rb.default_name and rb.default_name(p, rb)) or rb.name
   if not tostring(name):match("^[%w][%w_.-]*$") then
     errors.usage("migration name '%s' may only contain letters, digits, '_', '.' and '-'", name)
   end

@@ -77,7 +77,12 @@ function M.run(args)
   o.src, o.dst = src, dst
   -- the migration's publication: given, or the one pgtide would create (pgtide_<name>)
   o.publication_given = cfg.publication ~= nil
-  o.publication = cfg.publication or require("pgtide.stream").names(cfg.name or "local").publication
+  local name = cfg.name
+  if not name then   -- the local runbook's default, as `pgtide run local` would take it
+    local rb = require("pgtide.runbooks").load("local")
+    name = rb.default_name(cfg, rb)
+  end
+  o.publication = cfg.publication or require("pgtide.stream").names(name).publication
   o.replica_role = cfg.replica_role
   local ok, f = pcall(ts.run, topic, o)
   src:close()
