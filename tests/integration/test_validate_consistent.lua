@@ -283,6 +283,87 @@ for _, v in ipairs(VERSIONS) do
 end
 
 -- {==================================================================
+-- The boundary itself (PostgreSQL 15: pg_walinspect)
+-- ===================================================================
+
+--[[ What the pause condition relies on, checked directly: while commits
+  keep arriving, a temporary slot's exported snapshot sees a transaction
+  exactly when its commit record ends at or before the slot's
+  consistent_point (the CDC applies exactly the transactions whose
+  end_lsn <= point).  Commit positions come from pg_walinspect (as the
+  superuser: only to inspect). ]]
+local function boundary(src)
+  local db = "boundary"
+  local r = roles.rds(src, db)
+  src:sql("SET ROLE app; " .. SOURCE_SCHEMA, db)
+  src:sql("CREATE EXTENSION pg_walinspect", db)
+  local su <close> = pg.connect(src.conninfo .. " dbname=" .. db)
+  local stopfile = tmp .. "/boundary.stop"
+  local pids = {}
+  for i = 1, WRITERS do
+    pids[i] = spawn({ T.pgtide, "script", WRITER, r.owner, stopfile, string.format("%s/boundary%d.json", tmp, i),
+                      tostring(os.time() + 10 * i), tostring(ACCOUNTS) }, string.format("%s/boundary%d.log", tmp, i))
+  end
+  sys.sleep(1)
+  local checked, before, after, nearest = 0, 0, 0, math.huge
+  local ok, err = pcall(function()
+    for i = 1, 20 do
+      -- every transaction committing after 'from' has an id >= 'low'
+      local w = su:query_one("SELECT pg_current_wal_lsn()::text AS l, "
+        .. "txid_snapshot_xmin(txid_current_snapshot())::text AS x")
+      local from, low = w.l, w.x
+      local slot <close> = core.create_slot { source = r.migrator, slot = "boundary_" .. i, temporary = true }
+      local visible = {}
+      local c <close> = pg.connect(r.migrator)
+      c:exec("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
+      c:exec("SET TRANSACTION SNAPSHOT '" .. slot.snapshot .. "'")
+      for _, row in ipairs(c:query("SELECT DISTINCT tx::text AS tx FROM ledger WHERE tx >= $1::bigint", low)) do
+        visible[row.tx] = true
+      end
+      c:exec("COMMIT")
+      slot:close()
+      sys.sleep(0.3)   -- commits after the point
+      local to = su:query_one("SELECT pg_current_wal_lsn()::text AS l").l
+      local point = core.lsn_int(slot.lsn)
+      local writers = {}
+      for _, row in ipairs(su:query("SELECT DISTINCT tx::text AS tx FROM ledger WHERE tx IN (SELECT xid::text::bigint "
+          .. "FROM pg_get_wal_records_info($1, $2) WHERE resource_manager = 'Transaction' AND record_type = 'COMMIT')",
+          from, to)) do
+        writers[row.tx] = true
+      end
+      for _, rec in ipairs(su:query("SELECT xid::text AS xid, end_lsn::text AS e FROM pg_get_wal_records_info($1, $2) "
+          .. "WHERE resource_manager = 'Transaction' AND record_type = 'COMMIT'", from, to)) do
+        if writers[rec.xid] then
+          local e = core.lsn_int(rec.e)
+          local expect = e <= point
+          T.eq(visible[rec.xid] == true, expect, string.format("slot %d at %s: transaction %s committed at %s",
+            i, slot.lsn, rec.xid, rec.e))
+          checked = checked + 1
+          if expect then before = before + 1 else after = after + 1 end
+          local d = math.abs(e - point)
+          if d < nearest then nearest = d end
+        end
+      end
+    end
+  end)
+  local f = assert(io.open(stopfile, "w")); f:close()
+  for _, pid in ipairs(pids) do wait_exit(pid, 30) end
+  if not ok then error(err, 0) end
+  results[#results + 1] = string.format("boundary: 20 slots, %d commits checked (%d at or before the "
+    .. "point, %d after), nearest commit %d bytes from a point", checked, before, after, nearest)
+  io.stderr:write(results[#results], "\n")
+  T.ok(before > 0 and after > 0, "commits on both sides of the points")
+  T.eq(our_slots(src.conninfo), 0)
+end
+
+if src15 then
+  T.test("a temporary slot's snapshot sees exactly the commits ending at or before its consistent point",
+    function() boundary(src15) end)
+end
+
+-- }==================================================================
+
+-- {==================================================================
 -- Failure paths (PostgreSQL 15 source, stand-in pause/resume hooks)
 -- ===================================================================
 
