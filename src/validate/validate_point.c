@@ -91,7 +91,7 @@ static void slot_usage (VConn *m, Buf *b) {
   PGresult *res = vquery(m, "SELECT current_setting('max_replication_slots'), "
                          "(SELECT count(*) FROM pg_replication_slots)", 0, NULL, err, sizeof(err));
   if (res != NULL) {
-    buf_printf(b, " (max_replication_slots = %s, %s in use)", PQgetvalue(res, 0, 0),
+    buf_printf(b, " (now max_replication_slots = %s, with %s in use)", PQgetvalue(res, 0, 0),
                PQgetvalue(res, 0, 1));
     PQclear(res);
   }
@@ -177,11 +177,12 @@ static PGresult *wait_created (Run *run, VPoint *p, int timeout_s, char *err, si
         pgio_cancel(p->repl, e2, sizeof(e2));
         snprintf(err, errlen, "source: the consistent point was not reached within %d s: the "
                  "temporary replication slot that marks it waits for the transactions in progress "
-                 "on the source to end (pgtide takes no lock and blocks no session)%s%s.  End or "
-                 "commit %s (SELECT pg_terminate_backend(pid) ends a session), then validate "
-                 "again; point_timeout=SECONDS waits longer",
+                 "on the source to end (pgtide takes no lock and blocks no session)%s%s.  Commit "
+                 "or end %s (SELECT pg_terminate_backend(pid) ends a session) and run the "
+                 "validation again, or let it wait longer (validation option point_timeout, "
+                 "seconds)",
                  timeout_s, n > 0 ? "; it waits for: " : "", n > 0 ? buf_cstr(&who) : "",
-                 n > 0 ? "them" : "the long transactions");
+                 n > 0 ? "those transactions" : "the long-running transactions");
         buf_free(&who);
         return NULL;
       }
@@ -199,6 +200,9 @@ static void point_error (Run *run, const char *what, const char *sqlstate, const
                          char *err, size_t errlen) {
   Buf b = BUF_INIT;
   const char *fix = validate_point_fix(sqlstate, msg);
+  const char *prefix = "create replication slot: ";   /* stream.c's, said by 'what' already */
+  if (strncmp(msg, prefix, strlen(prefix)) == 0)
+    msg += strlen(prefix);
   buf_printf(&b, "source: %s: %s", what, msg);
   if (fix != NULL) {
     buf_printf(&b, "; fix: %s", fix);
