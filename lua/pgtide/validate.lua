@@ -13,6 +13,8 @@ pgtide.validate: data and schema validation, the report and its summary.
     cdc = cdc,                       -- consistent mode: the running CDC (see below)
     pause_at = fn, resume = fn,      -- ... or these two functions
     recheck = 3, recheck_delay = 10, -- recheck mode
+    point_timeout = 300,             -- consistent mode: longest wait for the source's
+                                     -- transactions in progress to end at the point
     state_dir = ".pgtide/name",      -- validation.json is written there
     json = "report.json",            -- ... and there
     progress = true,
@@ -25,11 +27,14 @@ pgtide.schema_diff over pgtide.catalog.  Errors of one half are recorded
 in the report (data_error / schema_error) and do not hide the other
 half's result.  Usage mistakes raise usage errors.
 
-Consistent mode: the data comparison takes a source snapshot at an LSN,
-then calls pause_at(lsn), which must return only once change apply has
-applied every source transaction ending at or before lsn and holds the
-later ones, takes the target snapshot and calls resume().  With
-cdc = object, pause_at calls cdc:pause_at(lsn) and then
+Consistent mode (no lock on the source): the data comparison calls
+pause_at(lsn) at the source's current WAL position (a hold), creates a
+temporary replication slot whose exported snapshot every worker reads
+the source under, calls pause_at(point) with the slot's LSN, takes the
+target snapshot and calls resume().  pause_at must return only once
+change apply has applied every source transaction ending at or before
+lsn and holds the later ones; the second call moves the pause forward.
+With cdc = object, pause_at calls cdc:pause_at(lsn) and then
 cdc:wait_applied(lsn, timeout) (or the native worker's wait_until), which
 must return true; resume calls cdc:resume().
 ]]
@@ -156,7 +161,7 @@ local function run_data(o, mode)
     chunk_rows = o.chunk_rows, max_rows = o.max_rows, max_value_len = o.max_value_len,
     redact = o.redact and true or false, mode = mode, pause_at = pause_at, resume = resume,
     recheck = o.recheck, recheck_delay = o.recheck_delay,
-    statement_timeout = o.statement_timeout, lock_timeout = o.lock_timeout,
+    statement_timeout = o.statement_timeout, point_timeout = o.point_timeout,
     progress = o.progress ~= false,
   }
 end
@@ -282,8 +287,8 @@ local function data_summary(d, lines, opts)
     util.format_bytes((d.bytes_source or 0) + (d.bytes_target or 0)), pct,
     util.format_bytes(d.table_bytes))
   if d.lsn then
-    lines[#lines + 1] = string.format("  consistent point: source LSN %s (writes held %.1f ms)",
-      d.lsn, d.fence_ms or 0)
+    lines[#lines + 1] = string.format("  consistent point: source LSN %s (a temporary replication"
+      .. " slot, taken in %.0f ms; no lock on the source)", d.lsn, d.point_ms or 0)
   end
   local shown = 0
   for _, t in ipairs(d.tables or {}) do

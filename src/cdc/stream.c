@@ -94,38 +94,64 @@ int stream_proto_for_server (int server_version) {
   return server_version >= 140000 ? 2 : 1;
 }
 
-/* See stream.h: CREATE_REPLICATION_SLOT ... LOGICAL pgoutput on a
-   replication connection; an existing slot is CDC_ERR_CONFIG (42710). */
-int stream_create_slot (PGconn *repl, const char *slot, int temporary, int export_snapshot,
-                        SlotInfo *out, CdcError *err) {
+/* See stream.h: send CREATE_REPLICATION_SLOT ... LOGICAL pgoutput on a
+   replication connection without waiting for its result. */
+int stream_create_slot_send (PGconn *repl, const char *slot, int temporary, int export_snapshot,
+                             CdcError *err) {
   Buf sql = BUF_INIT;
-  PGresult *res;
-  int rc = -1;
-  memset(out, 0, sizeof(*out));
+  int rc = 0;
   if (stream_check_name("slot", slot, err) != 0)
     return -1;
   buf_printf(&sql, "CREATE_REPLICATION_SLOT \"%s\" %sLOGICAL pgoutput %s", slot,
              temporary ? "TEMPORARY " : "", export_snapshot ? "EXPORT_SNAPSHOT" : "NOEXPORT_SNAPSHOT");
-  res = PQexec(repl, sql.data);
+  if (!PQsendQuery(repl, sql.data)) {
+    cdc_err_from_pg(err, "create replication slot", NULL, repl);
+    rc = -1;
+  }
+  buf_free(&sql);
+  return rc;
+}
+
+/* See stream.h: the slot's row from the command's result (not cleared
+   here); an existing slot is CDC_ERR_CONFIG (42710). */
+int stream_create_slot_result (PGconn *repl, const PGresult *res, SlotInfo *out, CdcError *err) {
+  memset(out, 0, sizeof(*out));
   if (PQresultStatus(res) != PGRES_TUPLES_OK || PQntuples(res) != 1 || PQnfields(res) < 4) {
     cdc_err_from_pg(err, "create replication slot", res, repl);
     if (strcmp(err->sqlstate, "42710") == 0)
       err->kind = CDC_ERR_CONFIG;
-    goto done;
+    return -1;
   }
   strlcpy_(out->name, PQgetvalue(res, 0, 0), sizeof(out->name));
   if (pgo_lsn_parse(PQgetvalue(res, 0, 1), &out->lsn) != 0) {
     cdc_err_set(err, CDC_ERR_PROTOCOL, 0, "create replication slot: bad consistent point \"%s\"",
                 PQgetvalue(res, 0, 1));
-    goto done;
+    return -1;
   }
   if (!PQgetisnull(res, 0, 2))
     strlcpy_(out->snapshot, PQgetvalue(res, 0, 2), sizeof(out->snapshot));
   strlcpy_(out->plugin, PQgetvalue(res, 0, 3), sizeof(out->plugin));
-  rc = 0;
-done:
-  PQclear(res);
-  buf_free(&sql);
+  return 0;
+}
+
+/* See stream.h: send, wait for the result (unbounded), read it. */
+int stream_create_slot (PGconn *repl, const char *slot, int temporary, int export_snapshot,
+                        SlotInfo *out, CdcError *err) {
+  PGresult *res, *last = NULL;
+  int rc;
+  memset(out, 0, sizeof(*out));
+  if (stream_create_slot_send(repl, slot, temporary, export_snapshot, err) != 0)
+    return -1;
+  while ((res = PQgetResult(repl)) != NULL) {
+    if (last == NULL || PQresultStatus(last) == PGRES_TUPLES_OK) {
+      PQclear(last);
+      last = res;
+    } else {
+      PQclear(res);
+    }
+  }
+  rc = stream_create_slot_result(repl, last, out, err);
+  PQclear(last);
   return rc;
 }
 

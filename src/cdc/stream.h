@@ -63,9 +63,17 @@ int stream_proto_for_server(int server_version);
 ** CREATE_REPLICATION_SLOT name [TEMPORARY] LOGICAL pgoutput, with
 ** EXPORT_SNAPSHOT when export is set (the snapshot stays valid until
 ** the next command on this connection or until it closes).  Fills out.
+** Waits as long as the server does (slot creation waits for the
+** transactions in progress to end).
 */
 int stream_create_slot(PGconn *repl, const char *slot, int temporary, int export_snapshot,
                        SlotInfo *out, CdcError *err);
+
+/* The two halves of stream_create_slot, for a caller that bounds the
+   wait itself (PQsendQuery, then its own wait on the result). */
+int stream_create_slot_send(PGconn *repl, const char *slot, int temporary, int export_snapshot,
+                            CdcError *err);
+int stream_create_slot_result(PGconn *repl, const PGresult *res, SlotInfo *out, CdcError *err);
 
 /*
 ** START_REPLICATION SLOT slot LOGICAL start (proto_version, publication_names

@@ -23,7 +23,7 @@ void validate_options_init (VOptions *o) {
   o->recheck_times = 3;
   o->recheck_delay = 10;
   o->statement_timeout_s = 3600;
-  o->lock_timeout_ms = 5000;
+  o->point_timeout_s = 300;
   o->scan = 1;
   o->scan_split_pages = 8192;
 }
@@ -105,8 +105,8 @@ int validate_run (const VOptions *o, VReport *r, char *err, size_t errlen) {
   pthread_cond_init(&run.cv, NULL);
   if (check_options(o, err, errlen) != 0)
     goto out;
-  if (vconn_open(&run.msrc, o->source, "source", 0, o->statement_timeout_s, err, errlen) != 0 ||
-      vconn_open(&run.mtgt, o->target, "target", 1, o->statement_timeout_s, err, errlen) != 0)
+  if (vconn_open(&run.msrc, o->source, "source", o->statement_timeout_s, err, errlen) != 0 ||
+      vconn_open(&run.mtgt, o->target, "target", o->statement_timeout_s, err, errlen) != 0)
     goto out;
   run.md5hash = PQserverVersion(run.msrc.c) < 110000 || PQserverVersion(run.mtgt.c) < 110000;
   if (vplan(&run, err, errlen) != 0)

@@ -23,13 +23,15 @@
 ** Consistency modes:
 **   OFFLINE     each side reads one exported snapshot (exact when the
 **               databases are not written to);
-**   CONSISTENT  the source snapshot is taken at a known LSN while the
-**               validated tables are briefly locked against writes
-**               (SHARE mode, milliseconds: only while the workers import
-**               the snapshot), then the caller's hook pauses change
-**               apply on the target exactly at that LSN, the target
-**               snapshot is taken and the hook resumes apply: exact while
-**               writes continue;
+**   CONSISTENT  exact while writes continue, with no lock on the
+**               source: the caller's hook holds change apply on the
+**               target, a temporary logical replication slot created on
+**               the source exports a snapshot and gives its LSN (the
+**               transactions whose commit record ends at or before it
+**               are exactly those the snapshot sees), every worker reads
+**               the source under that snapshot, the hook lets apply
+**               reach exactly that LSN, the target snapshot is taken and
+**               the hook resumes apply (validate_point.c);
 **   RECHECK     compare, then re-check only the differing rows (or the
 **               differing tables when too many rows differ) after a
 **               delay, up to N times; what still differs is reported.
@@ -54,9 +56,14 @@ typedef enum VMode {
 ** The consistent-point hook.  pause_at() must return once every source
 ** transaction whose commit record ends at or before 'lsn' is applied and
 ** committed on the target, and keep later transactions unapplied until
-** resume() is called.  Both run on the thread that called validate_run()
-** and return 0, or -1 with a message in err.  resume() is called exactly
-** once after a successful pause_at(), whatever happens in between.
+** resume() is called.  It is called twice per run, with increasing
+** LSNs: first at the source's current WAL position before the
+** consistent point is created (a hold, so apply cannot pass the point
+** while it is being found), then at the consistent point itself (the
+** pause moves forward to it).  Both run on the thread that called
+** validate_run() and return 0, or -1 with a message in err.  resume()
+** is called exactly once after the first successful pause_at(),
+** whatever happens in between.
 */
 typedef struct VHook {
   int (*pause_at)(void *ud, const char *lsn, char *err, size_t errlen);
@@ -79,7 +86,9 @@ typedef struct VOptions {
   int recheck_times;           /* RECHECK mode: how many re-checks (default 3) */
   double recheck_delay;        /* seconds between re-checks (default 10) */
   int statement_timeout_s;     /* per statement on both servers (default 3600) */
-  int lock_timeout_ms;         /* CONSISTENT: the write fence's lock wait (default 5000) */
+  int point_timeout_s;         /* CONSISTENT: longest wait for the transactions in progress
+                                  on the source to end while the consistent point is
+                                  created (default 300) */
   int progress;                /* status line on a TTY, plain log lines otherwise */
   int scan;                    /* single-column keys: all chunk aggregates in one pass per
                                   side (block ranges in parallel) rather than one range
@@ -156,7 +165,8 @@ typedef struct VReport {
   VTableResult *tables;
   int ntables;
   char lsn[32];                /* CONSISTENT: the source LSN of the snapshot */
-  double fence_ms;             /* CONSISTENT: how long source writes were held */
+  double point_ms;             /* CONSISTENT: how long creating the consistent point took
+                                  (source writes are never held) */
   int64_t bytes_source;        /* bytes received from each server (TCP) */
   int64_t bytes_target;
   int64_t table_bytes;         /* sum of the validated tables' sizes */
@@ -205,6 +215,20 @@ int validate_keycmp(const char *a, const char *b);
 ** indexes, ascending, to 'keep' and returns how many.
 */
 int validate_monotone_subset(const int *order, int n, int *keep);
+
+/*
+** The consistent point's temporary slot name: "pgtide_vcp_<pid>_<seq>_<rnd
+** as 8 hex digits>" (valid slot-name characters, at most 63 bytes).
+*/
+void validate_point_slot_name(char *out, size_t n, long pid, unsigned seq, uint32_t rnd);
+
+/*
+** What to do when the consistent point's slot or replication connection
+** cannot be had, from the server's SQLSTATE (may be NULL) and message:
+** no free slot, no free WAL sender, wal_level, a standby, a role
+** without REPLICATION.  NULL when none of these.
+*/
+const char *validate_point_fix(const char *sqlstate, const char *message);
 
 /* }====================================================================== */
 

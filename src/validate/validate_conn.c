@@ -69,14 +69,14 @@ static const char *SESSION_SQL =
   "SET standard_conforming_strings = on; SET idle_in_transaction_session_timeout = 0";
 
 /*
-** Open and configure a connection.  'readonly' makes every transaction
-** read-only (workers); the fence connection needs LOCK TABLE.  Waits on
-** it are bounded by statement_timeout_s plus a minute (the server's
-** own statement_timeout should fire first).  Returns 0, or -1 with a
-** message in err (vc is then closed).
+** Open and configure a connection.  Every transaction on it is
+** read-only: validation never writes, and takes no lock beyond what
+** reading does.  Waits on it are bounded by statement_timeout_s plus a
+** minute (the server's own statement_timeout should fire first).
+** Returns 0, or -1 with a message in err (vc is then closed).
 */
-int vconn_open (VConn *vc, const char *conninfo, const char *label, int readonly,
-                       int statement_timeout_s, char *err, size_t errlen) {
+int vconn_open (VConn *vc, const char *conninfo, const char *label, int statement_timeout_s,
+                char *err, size_t errlen) {
   PGresult *res;
   Buf sql = BUF_INIT;
   memset(vc, 0, sizeof(*vc));
@@ -86,9 +86,8 @@ int vconn_open (VConn *vc, const char *conninfo, const char *label, int readonly
   if (vc->c == NULL)
     return -1;
   buf_puts(&sql, SESSION_SQL);
-  buf_printf(&sql, "; SET statement_timeout = %d", statement_timeout_s * 1000);
-  if (readonly)
-    buf_puts(&sql, "; SET default_transaction_read_only = on");
+  buf_printf(&sql, "; SET statement_timeout = %d; SET default_transaction_read_only = on",
+             statement_timeout_s * 1000);
   if (PQserverVersion(vc->c) >= 110000)
     buf_puts(&sql, "; SET jit = off");   /* compiling per chunk costs more than it saves */
   res = PQexec(vc->c, buf_cstr(&sql));

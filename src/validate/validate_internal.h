@@ -16,7 +16,11 @@
 **   validate_conn.c       the connection wrapper: session settings,
 **                         waits with timeouts and cancel, results
 **   validate_workers.c    the work queue, worker threads, progress, a pass
-**   validate_snapshot.c   shared snapshots; the consistent point (fence)
+**   validate_snapshot.c   shared snapshots; the order of the consistent
+**                         point (hold apply, source point, apply to it,
+**                         target snapshot, resume)
+**   validate_point.c      the consistent point on the source: a temporary
+**                         logical slot's exported snapshot and LSN, no lock
 **   validate_scan.c       one pass per side over a table: every chunk's
 **                         count and hash sum at once
 **   validate_chunk.c      compare one chunk by range queries
@@ -79,6 +83,16 @@ typedef struct KMap {
   KEntry *e;
   size_t cap, n;
 } KMap;
+
+/* The consistent point on the source (validate_point.c): the replication
+   session that holds a temporary slot and exports its snapshot. */
+typedef struct VPoint {
+  PGconn *repl;             /* open until vpoint_close(); NULL after */
+  char slot[64];            /* the temporary slot's name */
+  char lsn[32];             /* its consistent point, "X/Y" */
+  char snapshot[64];        /* the exported snapshot's id */
+  double ms;                /* how long creating it took */
+} VPoint;
 
 /* A connection to one side, configured for validation. */
 typedef struct VConn {
@@ -169,7 +183,8 @@ typedef struct Run {
   VReport *r;
   VTable *tables;
   int ntables;
-  VConn msrc, mtgt;            /* planning, snapshot export, re-checks */
+  VConn msrc, mtgt;            /* planning, snapshot export, re-checks, and the
+                                  consistent point's diagnostics */
   int md5hash;                 /* a server older than 11: hash with md5 */
   /* the current pass, under mu */
   Unit *units;
@@ -211,8 +226,8 @@ typedef struct Worker {
 
 double vnow(void);                          /* monotonic seconds */
 void vsleep_ms(int ms);
-int vconn_open(VConn *vc, const char *conninfo, const char *label, int readonly,
-               int statement_timeout_s, char *err, size_t errlen);
+int vconn_open(VConn *vc, const char *conninfo, const char *label, int statement_timeout_s,
+               char *err, size_t errlen);
 void vconn_close(VConn *vc, int64_t *total);
 int vconn_broken(const VConn *vc);
 int vsend(VConn *vc, const char *sql, int n, const char *const *params, int single_row,
@@ -300,8 +315,11 @@ void vtable_fail(VTable *t, const char *msg);
 int vtable_failed(VTable *t);
 
 /* validate_snapshot.c */
-int vsnapshot_setup(Run *run, VTable **sel, int nsel, Worker *ws, int n,
-                    char *err, size_t errlen);
+int vsnapshot_setup(Run *run, Worker *ws, int n, char *err, size_t errlen);
+
+/* validate_point.c */
+int vpoint_create(Run *run, VPoint *p, char *err, size_t errlen);
+void vpoint_close(VPoint *p);
 
 /* validate_scan.c */
 int vscan_parts(const Run *run, const VTable *t);

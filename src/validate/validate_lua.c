@@ -7,14 +7,16 @@
 **                redact=false, mode="offline"|"consistent"|"recheck",
 **                pause_at=function (lsn) end, resume=function () end,
 **                recheck=3, recheck_delay=10, statement_timeout=3600,
-**                lock_timeout=5, progress=true, scan=true} -> report
+**                point_timeout=300, progress=true, scan=true} -> report
 **   validate.modes -> {"offline", "consistent", "recheck"}
 **
 ** mode="consistent" needs pause_at and resume: pause_at(lsn) must return
 ** once change apply has applied every source transaction ending at or
-** before lsn and holds later ones; resume() lets apply continue.  Both
-** run on the calling thread while the validation waits; an error raised
-** in either stops the validation (resume is still called after a pause).
+** before lsn and holds later ones; resume() lets apply continue.
+** pause_at is called twice, with increasing LSNs (a hold at the source's
+** position, then the consistent point: see validate.h).  Both run on
+** the calling thread while the validation waits; an error raised in
+** either stops the validation (resume is still called after a pause).
 **
 ** The report is a plain table (see docs/validation.md): totals, and per
 ** table the status, counts and the differing rows (kind, key, columns
@@ -212,7 +214,7 @@ static void push_report (lua_State *L, const VReport *r) {
   luax_setstr(L, "mode", validate_mode_name(r->mode));
   if (r->lsn[0] != '\0')
     luax_setstr(L, "lsn", r->lsn);
-  luax_setnum(L, "fence_ms", r->fence_ms);
+  luax_setnum(L, "point_ms", r->point_ms);
   luax_setnum(L, "seconds", r->seconds);
   luax_setint(L, "bytes_source", r->bytes_source);
   luax_setint(L, "bytes_target", r->bytes_target);
@@ -287,8 +289,7 @@ static int validate_run_lua (lua_State *L) {
   o.recheck_delay = luax_opt_number_min(L, 1, "recheck_delay", o.recheck_delay, 0);
   o.statement_timeout_s = (int)luax_opt_int_min(L, 1, "statement_timeout",
                                                 o.statement_timeout_s, 0);
-  o.lock_timeout_ms = (int)(luax_opt_number_min(L, 1, "lock_timeout",
-                                                o.lock_timeout_ms / 1000.0, 0) * 1000);
+  o.point_timeout_s = (int)luax_opt_int_min(L, 1, "point_timeout", o.point_timeout_s, 1);
   mode = luax_opt_string(L, 1, "mode", "offline");
   m = validate_mode_from_name(mode);
   if (m < 0)

@@ -264,7 +264,7 @@ end)
 -- The consistent point through the Lua binding
 -- ===================================================================
 
-T.test("consistent mode: pause_at runs before the target snapshot, resume after", function()
+T.test("consistent mode: a hold, the point, the target snapshot, resume", function()
   local core = require "core.validate"
   src:sql("INSERT INTO app.customers (id, name) VALUES (5001, 'committed before the LSN')")
   local calls, target = {}, pg.connect(dst.conninfo)
@@ -273,8 +273,10 @@ T.test("consistent mode: pause_at runs before the target snapshot, resume after"
     progress = false, mode = "consistent",
     pause_at = function(lsn)
       calls[#calls + 1] = "pause_at " .. lsn
-      -- a stand-in for change apply catching up to the LSN
-      target:exec("INSERT INTO app.customers (id, name) VALUES (5001, 'committed before the LSN')")
+      -- a stand-in for change apply catching up to the consistent point
+      if #calls == 2 then
+        target:exec("INSERT INTO app.customers (id, name) VALUES (5001, 'committed before the LSN')")
+      end
     end,
     resume = function()
       calls[#calls + 1] = "resume"
@@ -282,14 +284,16 @@ T.test("consistent mode: pause_at runs before the target snapshot, resume after"
       target:exec("INSERT INTO app.customers (id, name) VALUES (5002, 'after the snapshot')")
     end,
   }
-  T.eq(#calls, 2)
-  T.match(calls[1], "^pause_at %x+/%x+$")
-  T.eq(calls[1], "pause_at " .. r.lsn)
-  T.eq(calls[2], "resume")
+  T.eq(#calls, 3)
+  T.match(calls[1], "^pause_at %x+/%x+$")   -- the hold, at the source's position
+  T.eq(calls[2], "pause_at " .. r.lsn)      -- the consistent point
+  T.ok(require("core").lsn_int(calls[1]:match("%S+$")) < require("core").lsn_int(r.lsn), "hold before point")
+  T.eq(calls[3], "resume")
   local cu = r.tables[1]
   T.eq({ cu.missing, cu.extra }, { 0, 0 })
   T.eq(cu.changed, 1)                       -- the earlier injected change only
-  T.ok(r.fence_ms >= 0 and r.fence_ms < 5000, "fence %s ms", tostring(r.fence_ms))
+  T.ok(r.point_ms > 0 and r.point_ms < 30000, "point %s ms", tostring(r.point_ms))
+  T.eq(src:sql("SELECT count(*) FROM pg_replication_slots"), "0", "the temporary slot is gone")
   target:exec("DELETE FROM app.customers WHERE id IN (5001, 5002)")
   src:sql("DELETE FROM app.customers WHERE id = 5001")
   target:close()
@@ -307,6 +311,17 @@ T.test("consistent mode: a failing pause stops the run and resume is not called"
   T.eq(ok, false)
   T.match(tostring(e), "pausing change apply at %x+/%x+ failed: apply is stuck")
   T.eq(resumed, false)
+  -- a failure at the point itself, after the hold: apply is resumed
+  local n = 0
+  ok, e = pcall(core.run, {
+    source = src.conninfo, target = dst.conninfo, tables = { "app.customers" }, progress = false,
+    mode = "consistent",
+    pause_at = function() n = n + 1; if n == 2 then error("apply is stuck", 0) end end,
+    resume = function() resumed = true end,
+  })
+  T.eq(ok, false)
+  T.match(tostring(e), "pausing change apply at %x+/%x+ failed: apply is stuck")
+  T.eq(resumed, true)
 end)
 
 -- }==================================================================
