@@ -49,6 +49,7 @@ local validate = require "pgtide.validate"
 local stream = require "pgtide.stream"
 local cutover = require "pgtide.cutover"
 local apply_plan = require "pgtide.apply_plan"
+local new_tables = require "pgtide.new_tables"
 local triggers = require "pgtide.triggers"
 local load = require "core.load"
 local cdc = require "core.cdc"
@@ -93,6 +94,9 @@ local rb = runbook.new {
     publication = { type = "string",
                     doc = "use this existing publication on the source (created by the tables' owner) "
                       .. "instead of creating one; it must publish every table in scope" },
+    new_tables = { type = "enum", values = { "add", "warn" }, default = "add",
+                   doc = "tables created on the source while streaming: add them (created on the target "
+                     .. "and copied, then streamed) or only warn" },
     unlogged = { type = "enum", values = { "copy", "skip" }, default = "copy",
                  doc = "unlogged tables (their changes cannot stream): copy them in the full load and "
                    .. "again at cutover, or skip them" },
@@ -654,7 +658,9 @@ step {
                                slot = n.slot, plan = plan, publication = p.publication or n.publication,
                                publication_given = p.publication ~= nil,
                                publication_ours = (ctx.outputs["full-load"] or {}).slot ~= nil,
-                               unlogged = p.unlogged }
+                               unlogged = p.unlogged,
+                               -- the slot, and a temporary one per consistent point of validation
+                               slots_needed = p.cdc and 2 or 1, senders_needed = p.cdc and 2 or 1 }
       -- checks specific to the local engine
       local nopk = catalog.tables_without_pk(ctx.src, filter(ctx))
       if #nopk == 0 then
@@ -1117,6 +1123,80 @@ step {
   end,
 }
 
+rb.NEW_TABLES_EVERY = 10   -- seconds between looks for tables created on the source
+
+-- The tables this migration streams, as a set of "schema.table".
+local function known_tables(ctx)
+  local known = {}
+  for _, u in ipairs((ctx.outputs["full-load"] or {}).units or {}) do known[u.schema .. "." .. u.table] = true end
+  for _, t in ipairs((ctx.outputs.stream or {}).added or {}) do known[t.schema .. "." .. t.table] = true end
+  -- partitioned roots: their leaves are the units
+  for _, r in ipairs(ctx.src:query([[
+      SELECT DISTINCT rn.nspname || '.' || r.relname AS k
+        FROM unnest($1::text[]) AS x (q) JOIN pg_class c ON c.oid = to_regclass(x.q)
+        JOIN pg_class r ON r.oid = pg_partition_root(c.oid) JOIN pg_namespace rn ON rn.oid = r.relnamespace]],
+      (function() local l = {} for k in pairs(known) do l[#l + 1] = k end return l end)())) do
+    known[r.k] = true
+  end
+  return known
+end
+
+--[[ Tables created on the source while streaming (pgtide.new_tables):
+  each is named at once in the log and `pgtide status`; with
+  new_tables=add it is created on the target, copied and streamed from
+  then on (the stream stops for the copy).  A table pgtide may not
+  publish waits for its owner's ALTER PUBLICATION, which the warning
+  spells out. ]]
+function rb.watch_new_tables(ctx)
+  local skip = {}
+  if ctx.params.unlogged == "skip" then skip = unlogged_set(ctx) end
+  local found = new_tables.find(ctx.src, known_tables(ctx), scope_fn(ctx))
+  local names, waiting = {}, {}
+  for _, t in ipairs(found) do
+    if not skip[t.schema .. "." .. t.table] then names[#names + 1] = t end
+  end
+  if #names == 0 then
+    if ctx.out.new_tables then ctx.out.new_tables = nil; stream.publish(ctx, { new_tables = {} }) end
+    return 0
+  end
+  local added = 0
+  local slot = (ctx.outputs["full-load"] or {}).slot or {}
+  for _, t in ipairs(names) do
+    if ctx.params.new_tables ~= "add" or t.unlogged then
+      waiting[#waiting + 1] = { name = t.qname, why = t.unlogged
+        and "unlogged: its changes cannot stream; create and fill it on the target at cutover"
+        or "new_tables=warn: create it on the target and copy it yourself, or rerun with new_tables=add" }
+    else
+      local ok, rec, why = pcall(new_tables.add, ctx, t, {
+        publication = slot.publication or stream.names(ctx.name).publication,
+        may_alter = slot.publication_created ~= false and not ctx.params.publication,
+        triggers = ((ctx.outputs["post-data"] or {}).triggers == "disabled") and "disabled" or "replica_role",
+        stop = function() stream.stop(ctx) end, dir = ctx.state_dir .. "/new-tables",
+        slot = stream.names(ctx.name).slot, no_owner = ctx.params.no_owner,
+        no_privileges = ctx.params.no_privileges, pg_dump = ctx.params.pg_dump })
+      if ok and rec then
+        ctx.out.added = ctx.out.added or {}
+        ctx.out.added[#ctx.out.added + 1] = rec
+        ctx:save()
+        added = added + 1
+      else
+        waiting[#waiting + 1] = { name = t.qname, why = ok and why or ("adding it failed: "
+          .. require("pgtide.errors").message(rec)) }
+      end
+    end
+  end
+  local key = {}
+  for _, w in ipairs(waiting) do key[#key + 1] = w.name .. ": " .. w.why end
+  local text = table.concat(key, "; ")
+  if #waiting > 0 and text ~= ctx.out.new_tables_text then
+    log.warn("new table(s) on the source that the stream does not carry: %s", text)
+  end
+  ctx.out.new_tables = #waiting > 0 and waiting or nil
+  ctx.out.new_tables_text = #waiting > 0 and text or nil
+  stream.publish(ctx, { new_tables = waiting })
+  return added
+end
+
 step {
   name = "stream",
   title = "Stream changes until cutover",
@@ -1132,7 +1212,18 @@ step {
     return not ctx.params.cdc
   end,
   run = function(ctx)
-    stream.run_until_cutover(ctx)
+    local last = -1e9
+    stream.run_until_cutover(ctx, {
+      tick = function()
+        if sys.monotonic() - last >= rb.NEW_TABLES_EVERY then
+          last = sys.monotonic()
+          rb.watch_new_tables(ctx)
+        end
+      end,
+      -- a publication that lists partitioned roots carries a new partition's first change
+      -- before the target has the partition: add it, and the stream goes on past that change
+      recover = function() return rb.watch_new_tables(ctx) > 0 end,
+    })
   end,
 }
 
@@ -1150,6 +1241,9 @@ function rb.disabled_triggers(ctx)
   local out = {}
   for _, name in ipairs { "schema", "post-data" } do
     for _, t in ipairs((ctx.outputs[name] or {}).triggers_disabled or {}) do out[#out + 1] = t end
+  end
+  for _, a in ipairs((ctx.outputs.stream or {}).added or {}) do
+    for _, t in ipairs(a.triggers_disabled or {}) do out[#out + 1] = t end
   end
   return out
 end
@@ -1207,6 +1301,16 @@ function rb.cutover_apply(ctx)
   out.cutover_lsn = lsn
   ctx:save()
   stream.catch_up(ctx, r, p.cutover_timeout, "cutover", lsn)
+  -- a table the source has and the target lacks is named, before anything else is changed
+  local missing = {}
+  for _, t in ipairs(new_tables.find(ctx.src, known_tables(ctx), scope_fn(ctx))) do
+    if not ctx.dst:query_one("SELECT to_regclass($1) IS NOT NULL AS x", t.qname).x then
+      missing[#missing + 1] = t.qname
+    end
+  end
+  runbook.require(#missing == 0, "cutover: table(s) created on the source during the migration are missing "
+    .. "on the target: %s. Create and copy them on the target (pg_dump -t TABLE | psql, then check with "
+    .. "pgtide validate), or run again with new_tables=add before cutting over", table.concat(missing, ", "))
   copy_unlogged(ctx)
   local seq = sequences.sync { src = ctx.src, dst = ctx.dst, margin = p.sequence_margin,
                                scope = scope_fn(ctx) }
@@ -1219,6 +1323,8 @@ function rb.cutover_apply(ctx)
     local parts = parts_of(ctx)
     stream.publish(ctx, { phase = "cutover: foreign keys" })
     apply_foreign_keys(ctx, parts)
+    -- and those of the tables added while streaming
+    for _, extra in ipairs(new_tables.parts((ctx.outputs.stream or {}).added)) do apply_foreign_keys(ctx, extra) end
     runbook.crash_point("cutover:foreign-keys")
     out.foreign_keys_applied = #parts.foreign_keys
     ctx:save()

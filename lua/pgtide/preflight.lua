@@ -221,16 +221,20 @@ check {
              (select count(*) from pg_replication_slots where slot_name = $1)::int as ours]],
       env.slot or "")
     local free = r.max - r.used + r.ours
-    if r.max < 1 then
-      return "fail", "max_replication_slots is 0", "set max_replication_slots >= 1 (Aurora/RDS: in the "
-        .. "parameter group; requires a restart)"
+    -- pgtide's own engine also takes a temporary slot for each consistent point of validation
+    local need = env.slots_needed or 1
+    if r.max < need then
+      return "fail", string.format("max_replication_slots is %d; the migration needs %d", r.max, need),
+        string.format("set max_replication_slots >= %d (Aurora/RDS: in the parameter group; requires a "
+          .. "restart)", r.used - r.ours + need)
     end
-    if free < 1 then
-      return "fail", string.format("all %d replication slots are in use", r.max),
+    if free < need then
+      return "fail", string.format("%d of %d replication slots are free; the migration needs %d%s", free,
+        r.max, need, need > 1 and " (its own, and a temporary one for each consistent point of validation)" or ""),
         "drop unused slots (SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots "
         .. "WHERE NOT active) or raise max_replication_slots"
     end
-    return "pass", string.format("%d of %d replication slots free%s", free, r.max,
+    return "pass", string.format("%d of %d replication slots free, %d needed%s", free, r.max, need,
       r.ours > 0 and " (this migration's slot already exists)" or "")
   end,
 }
@@ -315,11 +319,13 @@ check {
       return "fail", string.format("max_wal_senders is %d", r.max),
         "set max_wal_senders >= 2 (Aurora/RDS: parameter group; requires a restart)"
     end
-    if r.used >= r.max then
-      return "fail", string.format("all %d WAL senders are busy", r.max),
+    local need = env.senders_needed or 1
+    if r.max - r.used < need then
+      return "fail", string.format("%d of %d WAL senders are free; the migration needs %d%s", r.max - r.used,
+        r.max, need, need > 1 and " (the stream, and one for each consistent point of validation)" or ""),
         "stop an unused replication consumer or raise max_wal_senders"
     end
-    return "pass", string.format("max_wal_senders is %d, %d free", r.max, r.max - r.used)
+    return "pass", string.format("max_wal_senders is %d, %d free, %d needed", r.max, r.max - r.used, need)
   end,
 }
 
@@ -781,7 +787,7 @@ function M.run(opts)
     -- pgtide's own engine (local runbook): see the checks of pgtide.privileges above
     replica_role = opts.replica_role, plan = opts.plan, publication = opts.publication,
     publication_given = opts.publication_given, publication_ours = opts.publication_ours,
-    unlogged = opts.unlogged,
+    unlogged = opts.unlogged, slots_needed = opts.slots_needed, senders_needed = opts.senders_needed,
   }
   local ids = opts.checks or M.DMS_RUNBOOK
   local report = { results = {}, counts = { pass = 0, warn = 0, fail = 0, skip = 0 } }

@@ -184,8 +184,9 @@ function M.ensure(ctx)
     state_dir = ctx.state_dir, memory_cap = p.memory_cap,
     replica_role = triggers == nil or triggers == "replica_role",
     origin = slot.record, identity = slot.identity, progress = slot.progress,
-    -- tables a resumed full load copied under a later snapshot (runbooks/local.lua)
-    table_sync = fl.sync,
+    -- tables copied under a later snapshot than the slot's: by a resumed full load, and the
+    -- tables created on the source while streaming (runbooks/local.lua, pgtide.new_tables)
+    table_sync = M.table_sync(ctx),
   })
   if not ok then
     if source_missing_slot(ctx, n) then
@@ -204,6 +205,16 @@ function M.ensure(ctx)
     st.progress == "table" and "row in pgtide.cdc_progress" or "replication origin",
     slot.record or n.slot)
   return r
+end
+
+-- The sync positions of the tables copied after the slot's snapshot.
+function M.table_sync(ctx)
+  local out = {}
+  for _, t in ipairs((ctx.outputs["full-load"] or {}).sync or {}) do out[#out + 1] = t end
+  for _, t in ipairs((ctx.outputs.stream or {}).added or {}) do
+    out[#out + 1] = { schema = t.schema, table = t.table, lsn = t.lsn }
+  end
+  return out
 end
 
 -- The running replication of this process, or nil.
@@ -341,16 +352,20 @@ local function how_to_cutover(ctx)
 end
 
 --[[
-run_until_cutover(ctx) -> request.  Keeps the CDC worker applying and
-shows the lag until a cutover is requested: a request file written by
+run_until_cutover(ctx [, opts]) -> request.  Keeps the CDC worker
+applying and shows the lag until a cutover is requested (opts.tick(ctx),
+when given, runs every second and may stop and restart the stream;
+opts.recover(ctx, err) may repair the cause of a worker failure and
+return true to restart the stream instead of failing): a request file written by
 `pgtide cutover`, the answer 'y' at the terminal menu (Ctrl-C), or with
 cutover=auto the lag staying under cutover_lag seconds for
 cutover_window seconds.  A request made before streaming started (say
 during the full load) counts once the stream runs.  Raises on worker
 failure or interrupt (the step can simply be run again).
 ]]
-function M.run_until_cutover(ctx)
+function M.run_until_cutover(ctx, opts)
   local p = ctx.params
+  local tick = opts and opts.tick
   local r = M.ensure(ctx)
   local interactive = log.is_tty() and sys.isatty("stdin")
   local d = new_display(ctx, "streaming")
@@ -360,6 +375,10 @@ function M.run_until_cutover(ctx)
   local request
   local function iteration()
     local st = r:run_for(1)
+    if tick then
+      tick(ctx)          -- may stop and restart the stream (pgtide.new_tables)
+      r = M.ensure(ctx)
+    end
     local extra
     local req = M.read_request(ctx.state_dir)
     if req then
@@ -399,6 +418,10 @@ function M.run_until_cutover(ctx)
         elseif choice == "quit" then
           error(errors.new { message = "interrupted", interrupted = true }, 0)
         end
+      elseif not errors.is_interrupt(err) and opts and opts.recover and opts.recover(ctx, err) then
+        log.info("streaming: recovered from %s; the stream restarts", errors.message(err))
+        M.stop(ctx)
+        r = M.ensure(ctx)
       else
         d.done()
         error(err, 0)
@@ -475,6 +498,7 @@ state's own source parameter, and unless opts.no_source, also asks the
 source about the slot.  Fields:
   name, runbook, state_dir, running, pid, phase, updated, age_seconds,
   apply (how changes are applied on the target: triggers and progress record),
+  new_tables = [ {name, why} ] (tables created on the source the stream does not carry),
   steps = [ {name, status, seconds, error} ], current_step,
   full_load = { percent, units, units_done, rows, bytes, mb_per_s, eta,
                 tables = [ {name, rows, bytes, units, units_done, percent} ] },
@@ -624,8 +648,11 @@ function M.collect(dir, opts)
     out.cdc.stale = true
   end
   out.wal_warning = out.retained_wal_bytes ~= nil and out.retained_wal_bytes > out.wal_warn_bytes
-  -- cutover
+  -- tables created on the source that the stream does not carry yet (runbooks/local.lua)
   local so = (steps.stream or {}).outputs or {}
+  local nt = (out.running and pub.new_tables) or so.new_tables
+  if nt and #nt > 0 then out.new_tables = nt end
+  -- cutover
   local co = steps.cutover or {}
   local pending = read_json(path(dir, M.REQUEST))
   local req = so.cutover_request

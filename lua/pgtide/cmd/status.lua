@@ -150,6 +150,9 @@ function M.lines(s, opts)
     if c.error then add("  last error: %s", c.error) end
   end
   if s.apply then add("apply:    %s", s.apply) end
+  for _, t in ipairs(s.new_tables or {}) do
+    add("NEW TABLE on the source, not streamed: %s (%s)", tostring(t.name), tostring(t.why))
+  end
   local sl = s.slot
   if sl then
     if sl.error then
