@@ -93,14 +93,21 @@ function M.missing_sequences(opts)
       found(f, "%s is missing on the target%s (source last value %s)", s.qname,
         owner and (" (owned by " .. owner .. "." .. s.owned_by.column .. ")") or "",
         tostring(s.last_value or "unused"))
-      sql(f, "%s", seq_ddl(s))
-      if s.owned_by and not s.identity then
-        local col = ident(opts.dst, s.owned_by.column)
-        sql(f, "ALTER SEQUENCE %s OWNED BY %s.%s;", s.qname, owner, col)
-        sql(f, "ALTER TABLE %s ALTER COLUMN %s SET DEFAULT nextval(%s::regclass);", owner, col, lit(s.qname))
-        sql(f, "SELECT setval(%s, (SELECT coalesce(max(%s), 1) FROM %s));", lit(s.qname), col, owner)
-      elseif s.last_value then
-        sql(f, "SELECT setval(%s, %s);  -- source value + 1000", lit(s.qname), tostring(s.last_value + 1000))
+      if owner and not opts.dst:query_one("SELECT to_regclass($1) IS NOT NULL AS x", owner).x then
+        -- the table is missing too (created on the source after the migration started?)
+        found(f, "  its table %s is missing on the target as well: create the table first "
+          .. "(pg_dump --schema-only -t %s on the source, applied to the target; the sequence comes "
+          .. "with it), then copy its rows", owner, owner)
+      else
+        sql(f, "%s", seq_ddl(s))
+        if s.owned_by and not s.identity then
+          local col = ident(opts.dst, s.owned_by.column)
+          sql(f, "ALTER SEQUENCE %s OWNED BY %s.%s;", s.qname, owner, col)
+          sql(f, "ALTER TABLE %s ALTER COLUMN %s SET DEFAULT nextval(%s::regclass);", owner, col, lit(s.qname))
+          sql(f, "SELECT setval(%s, (SELECT coalesce(max(%s), 1) FROM %s));", lit(s.qname), col, owner)
+        elseif s.last_value then
+          sql(f, "SELECT setval(%s, %s);  -- source value + 1000", lit(s.qname), tostring(s.last_value + 1000))
+        end
       end
     end
   end

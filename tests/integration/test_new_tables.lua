@@ -176,6 +176,12 @@ T.test("new_tables=warn: the cutover names the table missing on the target", fun
     wait_for("the run to stop", 60, function() return not alive(pid) end)
     T.match(sys.readfile(c.log), "cutover: table%(s%) created on the source during the migration are missing "
       .. "on the target: public%.late")
+    -- troubleshoot names the table rather than printing SQL that cannot run
+    local out
+    code, out = T.run { "troubleshoot", "missing-sequences", "source=" .. c.src.owner, "target=" .. c.dst.conninfo }
+    T.eq(code, 0)
+    T.match(out, "its table public%.late is missing on the target as well: create the table first")
+    T.nomatch(out, "OWNED BY public.late", "no statement that needs the missing table")
   end)
 end)
 
