@@ -6,6 +6,7 @@
 #   make asan       build with ASan+UBSan into build/asan (SANITIZE=1 does the same)
 #   make asan-test  run the test suite against the sanitizer build
 #   make demo       deps + build + a real migration between two local clusters
+#   make test-faults  the fault suite at release strength (50 kills; docs/testing.md)
 #   make bench      benchmarks (docs/benchmarks.md)
 #   make fuzz       libFuzzer targets (clang); not part of `make test`
 #   V=1             show full compile lines
@@ -51,7 +52,7 @@ else
   Q := @
 endif
 
-.PHONY: all deps test unit asan asan-test demo bench fuzz clean check-deps
+.PHONY: all deps test test-faults unit asan asan-test demo bench fuzz clean check-deps
 ifeq ($(SANITIZE),1)
 all: $(BUILD)/pgtide
 else
@@ -107,6 +108,11 @@ check-deps:
 test: deps
 	@$(MAKE) --no-print-directory all unit
 	@PGTIDE=$(CURDIR)/$(BUILD)/pgtide BUILD=$(BUILD) ./tests/run.sh $(TESTS)
+
+test-faults: deps
+	@$(MAKE) --no-print-directory all unit
+	@FAULT_KILLS=$${FAULT_KILLS:-50} PGTIDE=$(CURDIR)/$(BUILD)/pgtide BUILD=$(BUILD) \
+	  ./tests/run.sh test_faults test_crash_points test_managed_roles test_fullload
 
 asan:
 	@$(MAKE) --no-print-directory SANITIZE=1 all unit

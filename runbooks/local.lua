@@ -1213,16 +1213,27 @@ step {
   end,
   run = function(ctx)
     local last = -1e9
+    -- looking for new tables must not end the stream: a lost connection (a restarted
+    -- server, a terminated session) is reopened and the look is tried again later
+    local function watch()
+      local ok, n = pcall(rb.watch_new_tables, ctx)
+      if ok then return n end
+      if require("pgtide.errors").is_interrupt(n) then error(n, 0) end
+      revive(ctx)
+      log.warn("looking for new tables on the source failed (tried again in %d s): %s", rb.NEW_TABLES_EVERY,
+        require("pgtide.errors").message(n))
+      return 0
+    end
     stream.run_until_cutover(ctx, {
       tick = function()
         if sys.monotonic() - last >= rb.NEW_TABLES_EVERY then
           last = sys.monotonic()
-          rb.watch_new_tables(ctx)
+          watch()
         end
       end,
       -- a publication that lists partitioned roots carries a new partition's first change
       -- before the target has the partition: add it, and the stream goes on past that change
-      recover = function() return rb.watch_new_tables(ctx) > 0 end,
+      recover = function() return watch() > 0 end,
     })
   end,
 }

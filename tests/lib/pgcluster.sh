@@ -12,6 +12,7 @@
 #       does not have runs in a Debian chroot (tests/lib/pgversions.sh); its data
 #       directory lives inside the chroot and DIR/data links to it.
 #   pgcluster.sh stop DIR        stop immediately and remove DIR
+#   pgcluster.sh restart DIR     stop immediately (as a crash would) and start again
 #   pgcluster.sh conninfo DIR    print the conninfo again
 #   pgcluster.sh stop-all ROOT   stop every cluster found under ROOT
 #
@@ -196,6 +197,14 @@ stop)
   fi
   rm -rf "$dir"
   ;;
+restart)
+  # an immediate restart (as after a crash: no checkpoint, every session cut), same port
+  dir=$1
+  load_cluster "$dir"
+  sp=$(server_path "$dir")
+  as_pg "$pgbin/pg_ctl" -D "$sp" -m immediate -w -t 30 stop >/dev/null 2>&1 || true
+  as_pg "$pgbin/pg_ctl" -D "$sp" -l "$(dirname "$sp")/server.log" -w -t 60 start >/dev/null
+  ;;
 conninfo)
   cat "$1/conninfo"
   ;;
@@ -210,7 +219,7 @@ stop-all)
   done
   ;;
 *)
-  echo "usage: pgcluster.sh start DIR [--version N] [--tls] [--port N] [--conf SETTING] | stop DIR | conninfo DIR | stop-all ROOT" >&2
+  echo "usage: pgcluster.sh start DIR [--version N] [--tls] [--port N] [--conf SETTING] | stop DIR | restart DIR | conninfo DIR | stop-all ROOT" >&2
   exit 2
   ;;
 esac

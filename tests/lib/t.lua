@@ -9,7 +9,8 @@
 --       a throwaway cluster (default PostgreSQL 15; other versions run in a
 --       chroot, see tests/lib/pgversions.sh); T.version_missing(17) says why
 --       a version cannot be had here (nil when it can)
---   c.conninfo, c.dir, c.version, c:sql("select 1") (psql, returns stdout), c:stop()
+--   c.conninfo, c.dir, c.version, c:sql("select 1") (psql, returns stdout), c:stop(),
+--   c:restart() (immediate, as after a crash)
 --   c:bindir()  -- that version's client programs (pg_dump, psql...)
 --   T.run{PGTIDE args...}  -> exit code, stdout, stderr  (runs the pgtide binary)
 --   T.secret("pg_password")   -- a value from tests/lib/secrets.txt
@@ -141,6 +142,12 @@ function cluster_mt:sql(sql, db)
     sh_quote(self.conninfo .. (db and (" dbname=" .. db) or "")), sh_quote(sql)))
   if code ~= 0 then error("psql failed: " .. err, 2) end
   return (out:gsub("\n$", ""))
+end
+
+-- An immediate restart (as after a crash), same port.
+function cluster_mt:restart()
+  local code, _, err = T.sh(root .. "/tests/lib/pgcluster.sh restart " .. sh_quote(self.dir))
+  if code ~= 0 then error("cannot restart cluster: " .. err, 2) end
 end
 
 function cluster_mt:stop()
