@@ -1483,6 +1483,15 @@ step {
     if slot.publication_created ~= false and not ctx.params.publication then
       ctx.src:exec("DROP PUBLICATION IF EXISTS " .. ctx.src:quote_ident(pub))
     else
+      local given = ctx.params.publication or pub
+      local owner = ctx.src:query_one([[SELECT pg_get_userbyid(pubowner) AS o FROM pg_publication
+                                         WHERE pubname = $1]], given)
+      if owner then
+        ctx.out.left = { publication = given, owner = owner.o }
+        log.warn("cleanup: publication %s belongs to %s, who made it for this migration; when nothing "
+          .. "else uses it, as %s run on the source: DROP PUBLICATION %s;", given, owner.o, owner.o,
+          require("pgtide.quote").ident(ctx.src, given))
+      end
       pub = nil
     end
     runbook.crash_point("cleanup:publication")
