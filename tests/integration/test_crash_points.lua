@@ -24,30 +24,6 @@ local POINTS = os.getenv("POINTS") and { os.getenv("POINTS") } or {
 local tmp = T.tmp .. "/crash-" .. sys.getpid()
 sys.mkdir_p(tmp)
 
-local function psql_as(conninfo, sql)
-  local code, out, err = T.sh(string.format("psql %s -X -A -t -q -v ON_ERROR_STOP=1 -c %s", T.q(conninfo),
-    T.q(sql)))
-  if code ~= 0 then error("psql failed: " .. err, 2) end
-  return (out:gsub("\n$", ""))
-end
-
-local function alive(pid) return T.sh("kill -0 " .. pid .. " 2>/dev/null") == 0 end
-
-local function step_status(dir, name)
-  local ok, st = pcall(json.decode, sys.readfile(dir .. "/state.json") or "")
-  local s = ok and type(st) == "table" and st.steps and st.steps[name]
-  return s and s.status or "pending"
-end
-
-local function wait_for(what, timeout, cond)
-  local deadline = sys.monotonic() + timeout
-  while sys.monotonic() < deadline do
-    if cond() then return true end
-    sys.sleep(0.1)
-  end
-  error("timed out waiting for " .. what, 2)
-end
-
 local SCHEMA = [[
 CREATE TABLE acct (id int PRIMARY KEY, bal int NOT NULL);
 CREATE TABLE moves (id bigserial PRIMARY KEY, acct int NOT NULL REFERENCES acct (id), amount int);
@@ -116,7 +92,7 @@ for i, point in ipairs(POINTS) do
       src = { owner = roles.conninfo(src_cluster, "app", db) }
       dst = { conninfo = roles.conninfo(dst_cluster, "pscale_admin", db) }
     end
-    psql_as(src.owner, SCHEMA)
+    T.psql(src.owner, SCHEMA)
     local dir = tmp .. "/" .. db
     local log = dir .. ".log"
     local stop = dir .. ".stop"
@@ -132,8 +108,8 @@ for i, point in ipairs(POINTS) do
     -- drive one run: request the cutover once it streams; return when it ends
     local function drive(pid, crashing)
       local requested = false
-      wait_for("the run to end", 240, function()
-        if not requested and step_status(dir, "stream") == "running" then
+      T.wait_for("the run to end", 240, function()
+        if not requested and T.step_status(dir, "stream") == "running" then
           local fh = io.open(stop, "w"); fh:close()   -- the application stops writing
           sys.sleep(0.3)
           -- pgtide cutover waits for the cutover: it fails when the run dies in it
@@ -141,7 +117,7 @@ for i, point in ipairs(POINTS) do
           if not crashing then T.eq(code, 0, "pgtide cutover: " .. err) end
           requested = true
         end
-        return not alive(pid)
+        return not T.alive(pid)
       end)
     end
     drive(spawn("env PGTIDE_CRASH_AT=" .. point), true)
@@ -150,7 +126,7 @@ for i, point in ipairs(POINTS) do
       "the run reached the crash point")
     drive(spawn("env -u PGTIDE_CRASH_AT"))
     text = sys.readfile(log) or ""
-    T.eq(step_status(dir, "cleanup"), "done", "the rerun finished:\n" .. text:sub(-3000))
+    T.eq(T.step_status(dir, "cleanup"), "done", "the rerun finished:\n" .. text:sub(-3000))
     local fh = io.open(stop, "w"); fh:close()
     for _, t in ipairs { "acct", "moves", "audit", "cache" } do
       T.eq(digest(dst_cluster, db, t), digest(src_cluster, db, t), "table " .. t)

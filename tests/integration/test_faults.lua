@@ -28,39 +28,6 @@ local seed = tonumber(os.getenv("FAULT_SEED") or "") or os.time()
 math.randomseed(seed)
 io.stderr:write("seed ", seed, " (FAULT_SEED to repeat)\n")
 
-local function psql_as(conninfo, sql)
-  local code, out, err = T.sh(string.format("psql %s -X -A -t -q -v ON_ERROR_STOP=1 -c %s", T.q(conninfo),
-    T.q(sql)))
-  if code ~= 0 then error("psql failed: " .. err, 2) end
-  return (out:gsub("\n$", ""))
-end
-
-local function alive(pid) return T.sh("kill -0 " .. pid .. " 2>/dev/null") == 0 end
-
-local function read_state(dir)
-  local ok, st = pcall(json.decode, sys.readfile(dir .. "/state.json") or "")
-  return ok and type(st) == "table" and st or nil
-end
-
-local function current_step(dir)
-  local st = read_state(dir)
-  if not st then return "none", "none" end
-  for _, name in ipairs(st.order or {}) do
-    local s = st.steps[name]
-    if not s or s.status ~= "done" then return name, s and s.status or "pending" end
-  end
-  return "finished", "done"
-end
-
-local function wait_for(what, timeout, cond)
-  local deadline = sys.monotonic() + timeout
-  while sys.monotonic() < deadline do
-    if cond() then return true end
-    sys.sleep(0.1)
-  end
-  error("timed out waiting for " .. what, 2)
-end
-
 local SCHEMA = [[
 CREATE TABLE acc (id int PRIMARY KEY, bal bigint NOT NULL, note text, big text);
 ALTER TABLE acc ALTER COLUMN big SET STORAGE EXTERNAL;
@@ -155,7 +122,7 @@ local s = T.cluster { conf = { "logical_decoding_work_mem = 64kB" } }
 local d = T.cluster { tls = true }
 local src = roles.rds(s, "app")
 local dst = roles.planetscale(d, "app")
-psql_as(src.owner, SCHEMA)
+T.psql(src.owner, SCHEMA)
 src.grant()
 local dir, log = tmp .. "/state", tmp .. "/run.log"
 local writer_file, stop, countfile = tmp .. "/writer.lua", tmp .. "/writer.stop", tmp .. "/writer.count"
@@ -176,8 +143,6 @@ local function terminate(c)
                            WHERE application_name LIKE 'pgtide%' AND pid <> pg_backend_pid()]]))
 end
 
-local function gone(p) T.sh("while kill -0 " .. p .. " 2>/dev/null; do sleep 0.05; done") end
-
 -- Run with 'extra' and kill -9 at random moments until 'until_step' is reached or
 -- 'kills' are spent; returns the steps the kills landed in, and the pid of a run
 -- that reached 'until_step' and still runs.
@@ -186,15 +151,15 @@ local function kill_loop(kills, extra, until_step, during, max_wait)
   for _ = 1, kills do
     local p = spawn(extra)
     local wait, t0 = 0.05 + math.random() * (max_wait or 1.4), sys.monotonic()
-    wait_for("the run to get going", 120, function()
+    T.wait_for("the run to get going", 120, function()
       if during then during() end
-      return sys.monotonic() - t0 >= wait or not alive(p) or current_step(dir) == until_step
+      return sys.monotonic() - t0 >= wait or not T.alive(p) or T.current_step(dir) == until_step
     end)
-    if current_step(dir) == until_step and alive(p) then return killed_in, p end
-    if not alive(p) then break end
-    local step = current_step(dir)
+    if T.current_step(dir) == until_step and T.alive(p) then return killed_in, p end
+    if not T.alive(p) then break end
+    local step = T.current_step(dir)
     sys.kill(p, "KILL")
-    gone(p)
+    T.gone(p)
     killed_in[#killed_in + 1] = step
   end
   return killed_in
@@ -218,7 +183,7 @@ T.test(string.format("%d kills at random points, resumed; connections terminated
           ALTER TABLE orders ENABLE ALWAYS TRIGGER throttle;]], "app")
   local terminated = 0
   local killed, running = kill_loop(math.max(1, KILLS // 2), "--only full-load", "post-data", function()
-    local step, status = current_step(dir)
+    local step, status = T.current_step(dir)
     if terminated == 0 and step == "full-load" and status == "running" then
       -- the load loses its target connections and retries them; then its source ones (the
       -- snapshot's exporter among them: the run fails, and the resume copies again)
@@ -229,8 +194,8 @@ T.test(string.format("%d kills at random points, resumed; connections terminated
     end
   end)
   local p = running or spawn("--only full-load")
-  wait_for("the full load", 300, function() return not alive(p) end)
-  T.eq(current_step(dir), "post-data", "the full load finished:\n" .. tail())
+  T.wait_for("the full load", 300, function() return not T.alive(p) end)
+  T.eq(T.current_step(dir), "post-data", "the full load finished:\n" .. tail())
   d:sql("DROP TRIGGER throttle ON orders; DROP FUNCTION public.throttle()", "app")
   T.ok(terminated > 0, "target sessions were terminated during the full load")
   T.match(sys.readfile(log), "target COPY[^\n]*; retrying", "the full load retried after the terminated connections")
@@ -240,16 +205,16 @@ T.test(string.format("%d kills at random points, resumed; connections terminated
   for _, k in ipairs(more) do killed[#killed + 1] = k end
   io.stderr:write("killed in: ", table.concat(killed, ", "), "\n")
   pid = pid or spawn()
-  wait_for("streaming", 300, function()
-    return (current_step(dir) == "stream" and select(2, current_step(dir)) == "running") or not alive(pid)
+  T.wait_for("streaming", 300, function()
+    return (T.current_step(dir) == "stream" and select(2, T.current_step(dir)) == "running") or not T.alive(pid)
   end)
-  T.ok(alive(pid), "the run ended before streaming:\n%s", tail())
+  T.ok(T.alive(pid), "the run ended before streaming:\n%s", tail())
 end)
 
 T.test("terminated connections and immediate restarts of both servers while streaming", function()
   local function progressed(what)
     local before = tonumber(sys.readfile(countfile) or "0") or 0
-    wait_for(what, 120, function() return (tonumber(sys.readfile(countfile) or "0") or 0) > before + 50 end)
+    T.wait_for(what, 120, function() return (tonumber(sys.readfile(countfile) or "0") or 0) > before + 50 end)
   end
   progressed("writes")
   T.ok(terminate(d) + terminate(s) > 0, "pgtide's sessions were terminated")
@@ -258,13 +223,13 @@ T.test("terminated connections and immediate restarts of both servers while stre
   progressed("writes after the source's restart")
   d:restart()
   progressed("writes after the target's restart")
-  T.ok(alive(pid), "the run survived:\n%s", tail())
+  T.ok(T.alive(pid), "the run survived:\n%s", tail())
   local fh = io.open(stop, "w"); fh:close()
   sys.sleep(0.5)
   local code, _, err = T.run { "cutover", "--state", dir }
   T.eq(code, 0, "pgtide cutover: " .. err .. "\n" .. tail())
-  wait_for("the run to finish", 300, function() return not alive(pid) end)
-  T.eq(current_step(dir), "finished", tail())
+  T.wait_for("the run to finish", 300, function() return not T.alive(pid) end)
+  T.eq(T.current_step(dir), "finished", tail())
 end)
 
 T.test("the target equals the source row for row, and nothing of pgtide is left", function()

@@ -27,30 +27,6 @@ local json = require "json"
 local tmp = T.tmp .. "/managed-" .. sys.getpid()
 sys.mkdir_p(tmp)
 
-local function psql_as(conninfo, sql)
-  local code, out, err = T.sh(string.format("psql %s -X -A -t -q -v ON_ERROR_STOP=1 -c %s", T.q(conninfo),
-    T.q(sql)))
-  if code ~= 0 then error("psql failed: " .. err, 2) end
-  return (out:gsub("\n$", ""))
-end
-
-local function alive(pid) return T.sh("kill -0 " .. pid .. " 2>/dev/null") == 0 end
-
-local function step_status(dir, name)
-  local ok, st = pcall(json.decode, sys.readfile(dir .. "/state.json") or "")
-  local s = ok and type(st) == "table" and st.steps and st.steps[name]
-  return s and s.status or "pending"
-end
-
-local function wait_for(what, timeout, cond)
-  local deadline = sys.monotonic() + timeout
-  while sys.monotonic() < deadline do
-    if cond() then return true end
-    sys.sleep(0.1)
-  end
-  error("timed out waiting for " .. what, 2)
-end
-
 local SCHEMA = [[
 CREATE TABLE items (id int PRIMARY KEY, qty int NOT NULL);
 CREATE TABLE audit (id bigserial PRIMARY KEY, item int, at timestamptz DEFAULT now());
@@ -63,7 +39,7 @@ INSERT INTO items SELECT g, 0 FROM generate_series(1, 200) g;
 local src_cluster = T.cluster()
 local dst_cluster = T.cluster { tls = true }
 local src = roles.rds(src_cluster, "shop")
-psql_as(src.owner, SCHEMA)
+T.psql(src.owner, SCHEMA)
 src.grant()
 local dst = roles.planetscale(dst_cluster, "shop")
 
@@ -91,7 +67,7 @@ end)
 
 T.test("without a name, a migration is named after its databases (slot, publication, state directory)", function()
   src_cluster:sql("CREATE DATABASE crm OWNER app")
-  psql_as(roles.conninfo(src_cluster, "app", "crm"), "CREATE TABLE contacts (id int PRIMARY KEY)")
+  T.psql(roles.conninfo(src_cluster, "app", "crm"), "CREATE TABLE contacts (id int PRIMARY KEY)")
   dst_cluster:sql("CREATE DATABASE crm OWNER pscale_admin")
   local cwd = tmp .. "/cwd"
   sys.mkdir_p(cwd)
@@ -131,10 +107,10 @@ T.test("replica_role=false: the target's triggers do not fire for replicated row
     T.q("target=" .. target), T.q(dir), T.q(log))
   local _, out = T.sh(args)
   local pid = T.background(tonumber(out:match("%d+")))
-  wait_for("streaming", 120, function() return step_status(dir, "stream") == "running" or not alive(pid) end)
+  T.wait_for("streaming", 120, function() return T.step_status(dir, "stream") == "running" or not T.alive(pid) end)
   -- a frozen run: status says its figures are stale and takes the lag from the source's position
   sys.kill(pid, "STOP")
-  for i = 1, 50 do psql_as(src.owner, string.format("UPDATE items SET qty = qty + 1 WHERE id = %d", i)) end
+  for i = 1, 50 do T.psql(src.owner, string.format("UPDATE items SET qty = qty + 1 WHERE id = %d", i)) end
   sys.sleep(12)
   local code, out, err = T.run { "status", "--state", dir, "--json" }
   local _, text = T.run { "status", "--state", dir }
@@ -146,9 +122,9 @@ T.test("replica_role=false: the target's triggers do not fire for replicated row
   T.match(text, "STALE: the run %(pid " .. pid .. "%) has not updated its status")
   code, _, err = T.run { "cutover", "--state", dir }
   T.eq(code, 0, "pgtide cutover: " .. err)
-  wait_for("the run to finish", 180, function() return not alive(pid) end)
+  T.wait_for("the run to finish", 180, function() return not T.alive(pid) end)
   local text = sys.readfile(log) or ""
-  T.eq(step_status(dir, "cleanup"), "done", text:sub(-3000))
+  T.eq(T.step_status(dir, "cleanup"), "done", text:sub(-3000))
   T.match(text, "1 user trigger%(s%) on the migrated tables disabled until cutover %(replica_role=false%)")
   T.eq(dst_cluster:sql("SELECT count(*) FROM audit", "plain"), src_cluster:sql("SELECT count(*) FROM audit", "shop"),
     "audit rows: the target's trigger did not add any")
@@ -162,7 +138,7 @@ T.test("two migrations named alike into one target cluster keep their own positi
   -- with the same database and the same migration name
   local b_cluster = T.cluster()
   local b = roles.rds(b_cluster, "shop")
-  psql_as(b.owner, SCHEMA)
+  T.psql(b.owner, SCHEMA)
   b.grant()
   dst_cluster:sql("CREATE DATABASE shop_a")
   dst_cluster:sql("CREATE DATABASE shop_b")
@@ -184,9 +160,9 @@ T.test("two migrations named alike into one target cluster keep their own positi
     return T.background(tonumber(out:match("%d+")))
   end
   local a_pid = spawn(src.owner, dst_a, a_dir)
-  wait_for("A streaming", 120, function() return step_status(a_dir, "stream") == "running" or not alive(a_pid) end)
-  T.ok(alive(a_pid), "A ended early:\n%s", (sys.readfile(a_dir .. ".log") or ""):sub(-3000))
-  for i = 1, 20 do psql_as(src.owner, string.format("UPDATE items SET qty = qty + 1 WHERE id = %d", i)) end
+  T.wait_for("A streaming", 120, function() return T.step_status(a_dir, "stream") == "running" or not T.alive(a_pid) end)
+  T.ok(T.alive(a_pid), "A ended early:\n%s", (sys.readfile(a_dir .. ".log") or ""):sub(-3000))
+  for i = 1, 20 do T.psql(src.owner, string.format("UPDATE items SET qty = qty + 1 WHERE id = %d", i)) end
   sys.sleep(2)
   sys.kill(a_pid, "KILL")   -- A stops, its record stays on the target cluster
   T.sh("while kill -0 " .. a_pid .. " 2>/dev/null; do sleep 0.05; done")
@@ -194,25 +170,25 @@ T.test("two migrations named alike into one target cluster keep their own positi
   T.match(records, "^pgtide_shared_%x+ %x+/%x+$", "A's record")
   -- B streams 1,000 transactions while A's record sits on the same cluster
   local b_pid = spawn(b.owner, dst_b, b_dir)
-  wait_for("B streaming", 120, function() return step_status(b_dir, "stream") == "running" or not alive(b_pid) end)
-  psql_as(b.owner, [[DO $$ BEGIN FOR i IN 1..1000 LOOP
+  T.wait_for("B streaming", 120, function() return T.step_status(b_dir, "stream") == "running" or not T.alive(b_pid) end)
+  T.psql(b.owner, [[DO $$ BEGIN FOR i IN 1..1000 LOOP
       UPDATE items SET qty = qty + 1 WHERE id = 1 + i % 200; COMMIT; END LOOP; END $$]])
   local code, _, err = T.run { "cutover", "--state", b_dir }
   T.eq(code, 0, "pgtide cutover: " .. err)
-  wait_for("B to finish", 180, function() return not alive(b_pid) end)
+  T.wait_for("B to finish", 180, function() return not T.alive(b_pid) end)
   local b_log = sys.readfile(b_dir .. ".log") or ""
-  T.eq(step_status(b_dir, "cleanup"), "done", b_log:sub(-3000))
+  T.eq(T.step_status(b_dir, "cleanup"), "done", b_log:sub(-3000))
   T.eq(b_cluster:sql("SELECT sum(qty) FROM items", "shop"), "1000")
   T.eq(dst_cluster:sql("SELECT sum(qty) FROM items", "shop_b"), "1000", "B lost no transaction")
   T.match(b_log, "progress: replication origin pgtide_shared_%x+")
   -- B's cleanup left A's record alone; A resumes and finishes
   T.eq(origins(), records, "A's record after B's cleanup")
   a_pid = spawn(src.owner, dst_a, a_dir)
-  wait_for("A streaming again", 120, function() return step_status(a_dir, "stream") == "running" or not alive(a_pid) end)
+  T.wait_for("A streaming again", 120, function() return T.step_status(a_dir, "stream") == "running" or not T.alive(a_pid) end)
   code, _, err = T.run { "cutover", "--state", a_dir }
   T.eq(code, 0, "pgtide cutover: " .. err)
-  wait_for("A to finish", 180, function() return not alive(a_pid) end)
-  T.eq(step_status(a_dir, "cleanup"), "done", (sys.readfile(a_dir .. ".log") or ""):sub(-3000))
+  T.wait_for("A to finish", 180, function() return not T.alive(a_pid) end)
+  T.eq(T.step_status(a_dir, "cleanup"), "done", (sys.readfile(a_dir .. ".log") or ""):sub(-3000))
   T.eq(dst_cluster:sql("SELECT sum(qty) FROM items", "shop_a"), src_cluster:sql("SELECT sum(qty) FROM items", "shop"))
   T.eq(origins(), "", "every record dropped by its own migration's cleanup")
 end)

@@ -41,18 +41,6 @@ local seed = os.time()
 math.randomseed(seed)
 io.stderr:write("seed ", seed, "\n")
 
-local function sh_ok(cmd)
-  local code, out, err = T.sh(cmd)
-  if code ~= 0 then error(cmd .. " failed: " .. err .. out, 2) end
-  return out
-end
-
-local function alive(pid) return T.sh("kill -0 " .. pid .. " 2>/dev/null") == 0 end
-
-local function psql_as(conninfo, sql)
-  return sh_ok(string.format("psql %s -X -A -t -q -v ON_ERROR_STOP=1 -c %s", T.q(conninfo), T.q(sql)))
-end
-
 -- {==================================================================
 -- The application: schema, data and the writer
 -- ===================================================================
@@ -170,8 +158,8 @@ end
 local function stop_writer(w)
   local fh = io.open(w.stop, "w"); fh:close()
   local deadline = sys.monotonic() + 30
-  while alive(w.pid) and sys.monotonic() < deadline do sys.sleep(0.05) end
-  if alive(w.pid) then sys.kill(w.pid, "KILL") end
+  while T.alive(w.pid) and sys.monotonic() < deadline do sys.sleep(0.05) end
+  if T.alive(w.pid) then sys.kill(w.pid, "KILL") end
   return sys.readfile(w.log) or ""
 end
 
@@ -241,26 +229,6 @@ end
 -- One pair
 -- ===================================================================
 
-local function read_state(dir)
-  local ok, st = pcall(json.decode, sys.readfile(dir .. "/state.json") or "")
-  return ok and type(st) == "table" and st or nil
-end
-
-local function step_status(dir, name)
-  local st = read_state(dir)
-  local s = st and st.steps and st.steps[name]
-  return s and s.status or "pending"
-end
-
-local function wait_for(what, timeout, cond)
-  local deadline = sys.monotonic() + timeout
-  while sys.monotonic() < deadline do
-    if cond() then return true end
-    sys.sleep(0.1)
-  end
-  error("timed out waiting for " .. what, 2)
-end
-
 local function run_pair(pair)
   local dir = tmp .. "/" .. pair.name
   sys.mkdir_p(dir)
@@ -269,7 +237,7 @@ local function run_pair(pair)
   local d = T.cluster { version = pair.target, tls = true }
   local src = roles.rds(s, "shop")
   local dst = roles.planetscale(d, "shop")
-  psql_as(src.owner, SCHEMA)
+  T.psql(src.owner, SCHEMA)
   src.grant()
   local SRC = pair.role == "owner" and src.owner or src.migrator
   local DST = dst.conninfo
@@ -310,7 +278,7 @@ local function run_pair(pair)
       T.ok(stmt, "the fix names the statement:\n%s", err)
       T.nomatch(stmt, "scratch", "unlogged tables are not published")
       -- exactly what preflight printed, run by the owner
-      psql_as(src.owner, stmt)
+      T.psql(src.owner, stmt)
       extra[#extra + 1] = "publication=" .. pub
       code, _, err = T.sh(args { "--only", "preflight" })
       T.eq(code, 0, "preflight with publication=" .. pub .. ":\n" .. err)
@@ -321,31 +289,31 @@ local function run_pair(pair)
   local w
   T.test(pair.name .. ": run with CDC under a trigger-driven write load, killed and resumed", function()
     w = start_writer(dir, src.owner)
-    wait_for("the writer", 20, function() return committed(w) > 20 end)
+    T.wait_for("the writer", 20, function() return committed(w) > 20 end)
     -- a kill in the full load
     local pid = spawn()
-    wait_for("the full load", 120, function()
-      return step_status(state_dir, "full-load") == "running" or not alive(pid)
+    T.wait_for("the full load", 120, function()
+      return T.step_status(state_dir, "full-load") == "running" or not T.alive(pid)
     end)
-    T.ok(alive(pid), "the run ended before the full load:\n%s", tail())
+    T.ok(T.alive(pid), "the run ended before the full load:\n%s", tail())
     sys.sleep(0.3 + math.random() * 0.5)
     sys.kill(pid, "KILL")
     T.sh("while kill -0 " .. pid .. " 2>/dev/null; do sleep 0.05; done")
     -- resume; a kill while streaming
     pid = spawn()
-    wait_for("streaming", 240, function()
-      return step_status(state_dir, "stream") == "running" or not alive(pid)
+    T.wait_for("streaming", 240, function()
+      return T.step_status(state_dir, "stream") == "running" or not T.alive(pid)
     end)
-    T.ok(alive(pid), "the run ended before streaming:\n%s", tail())
+    T.ok(T.alive(pid), "the run ended before streaming:\n%s", tail())
     local before = committed(w)
-    wait_for("changes to stream", 60, function() return committed(w) > before + 30 end)
+    T.wait_for("changes to stream", 60, function() return committed(w) > before + 30 end)
     sys.kill(pid, "KILL")
     T.sh("while kill -0 " .. pid .. " 2>/dev/null; do sleep 0.05; done")
     pid = spawn()
-    wait_for("streaming again", 240, function()
-      return step_status(state_dir, "stream") == "running" or not alive(pid)
+    T.wait_for("streaming again", 240, function()
+      return T.step_status(state_dir, "stream") == "running" or not T.alive(pid)
     end)
-    T.ok(alive(pid), "the resumed run ended before streaming:\n%s", tail())
+    T.ok(T.alive(pid), "the resumed run ended before streaming:\n%s", tail())
     -- the status names how changes are applied on this target
     local code, out, err = T.run { "status", "--state", state_dir, "--json" }
     T.eq(code, 0, "status: " .. err)
@@ -354,13 +322,13 @@ local function run_pair(pair)
       "status names the apply method: %s", tostring(st.apply))
     T.ok(st.apply:find("pgtide.cdc_progress", 1, true), "status names the progress record: %s", st.apply)
     before = committed(w)
-    wait_for("more changes", 60, function() return committed(w) > before + 30 end)
+    T.wait_for("more changes", 60, function() return committed(w) > before + 30 end)
     if not pair.fence then stop_writer(w) end
     -- cutover from another process
     code, _, err = T.run { "cutover", "--state", state_dir }
     T.eq(code, 0, "pgtide cutover: " .. err)
-    wait_for("the run to finish", 300, function() return not alive(pid) end)
-    T.eq(step_status(state_dir, "cleanup"), "done", "cleanup done:\n" .. tail())
+    T.wait_for("the run to finish", 300, function() return not T.alive(pid) end)
+    T.eq(T.step_status(state_dir, "cleanup"), "done", "cleanup done:\n" .. tail())
     if pair.fence then
       local log = stop_writer(w)
       T.match(log, "writer: %d+ transactions")
@@ -371,7 +339,7 @@ local function run_pair(pair)
       local drop = text:match("cleanup: publication %S+ belongs to app, who made it for this migration; when "
         .. "nothing else uses it, as app run on the source: (DROP PUBLICATION [^;]+;)")
       T.ok(drop, "cleanup names the owner's statement")
-      psql_as(src.owner, drop)
+      T.psql(src.owner, drop)
     end
     T.match(text, "user trigger%(s%) on the migrated tables disabled until cutover")
     T.match(text, "cutover: %d+ user trigger%(s%) enabled again on the target")

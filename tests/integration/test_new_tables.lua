@@ -22,30 +22,6 @@ local json = require "json"
 local tmp = T.tmp .. "/newtables-" .. sys.getpid()
 sys.mkdir_p(tmp)
 
-local function psql_as(conninfo, sql)
-  local code, out, err = T.sh(string.format("psql %s -X -A -t -q -v ON_ERROR_STOP=1 -c %s", T.q(conninfo),
-    T.q(sql)))
-  if code ~= 0 then error("psql failed: " .. err, 2) end
-  return (out:gsub("\n$", ""))
-end
-
-local function alive(pid) return T.sh("kill -0 " .. pid .. " 2>/dev/null") == 0 end
-
-local function step_status(dir, name)
-  local ok, st = pcall(json.decode, sys.readfile(dir .. "/state.json") or "")
-  local s = ok and type(st) == "table" and st.steps and st.steps[name]
-  return s and s.status or "pending"
-end
-
-local function wait_for(what, timeout, cond)
-  local deadline = sys.monotonic() + timeout
-  while sys.monotonic() < deadline do
-    if cond() then return true end
-    sys.sleep(0.2)
-  end
-  error("timed out waiting for " .. what, 2)
-end
-
 local SCHEMA = [[
 CREATE TABLE items (id int PRIMARY KEY, qty int NOT NULL);
 CREATE TABLE events (id bigint NOT NULL, day date NOT NULL, kind text, PRIMARY KEY (id, day))
@@ -86,7 +62,7 @@ local function scenario(role, extra, body)
   local db = "nt" .. n
   local src = roles.rds(s_cluster, db)
   local dst = roles.planetscale(d_cluster, db)
-  psql_as(src.owner, SCHEMA)
+  T.psql(src.owner, SCHEMA)
   src.grant()
   local dir, log = tmp .. "/" .. db, tmp .. "/" .. db .. ".log"
   local function spawn(more)
@@ -99,15 +75,15 @@ local function scenario(role, extra, body)
 end
 
 local function streaming(c, pid)
-  wait_for("streaming", 120, function() return step_status(c.dir, "stream") == "running" or not alive(pid) end)
-  T.ok(alive(pid), "the run ended before streaming:\n%s", (sys.readfile(c.log) or ""):sub(-3000))
+  T.wait_for("streaming", 120, function() return T.step_status(c.dir, "stream") == "running" or not T.alive(pid) end)
+  T.ok(T.alive(pid), "the run ended before streaming:\n%s", (sys.readfile(c.log) or ""):sub(-3000))
 end
 
 local function finish(c, pid)
   local code, _, err = T.run { "cutover", "--state", c.dir }
   T.eq(code, 0, "pgtide cutover: " .. err .. (sys.readfile(c.log) or ""):sub(-3000))
-  wait_for("the run to finish", 180, function() return not alive(pid) end)
-  T.eq(step_status(c.dir, "cleanup"), "done", (sys.readfile(c.log) or ""):sub(-3000))
+  T.wait_for("the run to finish", 180, function() return not T.alive(pid) end)
+  T.eq(T.step_status(c.dir, "cleanup"), "done", (sys.readfile(c.log) or ""):sub(-3000))
   for _, t in ipairs { "items", "events", "late" } do
     T.eq(digest(d_cluster, c.db, t), digest(s_cluster, c.db, t), "table " .. t)
   end
@@ -119,13 +95,13 @@ T.test("as the owner: a new table and a new partition are added and streamed exa
   scenario("owner", nil, function(c)
     local pid = c.spawn()
     streaming(c, pid)
-    psql_as(c.src.owner, LATE)
-    wait_for("both added", 60, function()
+    T.psql(c.src.owner, LATE)
+    T.wait_for("both added", 60, function()
       local text = sys.readfile(c.log) or ""
       return text:find("new table public.late: created on the target and copied", 1, true)
          and text:find("new table public.events_2030: created on the target and copied", 1, true)
     end)
-    psql_as(c.src.owner, AFTER)
+    T.psql(c.src.owner, AFTER)
     finish(c, pid)
   end)
 end)
@@ -135,12 +111,12 @@ T.test("as a non-owner with the owner's publication: the new partition recovers,
   scenario("migrator", nil, function(c)
     -- what preflight asks the owner to run: the publication FOR TABLE the roots
     local pub = "pgtide_local_" .. c.db .. "_" .. c.db
-    psql_as(c.src.owner, string.format("CREATE PUBLICATION %s FOR TABLE public.items, public.events", pub))
+    T.psql(c.src.owner, string.format("CREATE PUBLICATION %s FOR TABLE public.items, public.events", pub))
     local pid = c.spawn("publication=" .. pub)
     streaming(c, pid)
-    psql_as(c.src.owner, LATE)
+    T.psql(c.src.owner, LATE)
     local statement
-    wait_for("the warning", 60, function()
+    T.wait_for("the warning", 60, function()
       statement = (sys.readfile(c.log) or ""):match("public%.late: as the owner of public%.late, run on the source: "
         .. "(ALTER PUBLICATION [^;]+;)")
       return statement ~= nil
@@ -154,11 +130,11 @@ T.test("as a non-owner with the owner's publication: the new partition recovers,
     end
     T.ok(named, "status names the new table and the statement: %s", out:sub(1, 2000))
     T.match(sys.readfile(c.log), "new table public%.events_2030: created on the target and copied")
-    psql_as(c.src.owner, statement)
-    wait_for("the table added", 60, function()
+    T.psql(c.src.owner, statement)
+    T.wait_for("the table added", 60, function()
       return (sys.readfile(c.log) or ""):find("new table public.late: created on the target and copied", 1, true)
     end)
-    psql_as(c.src.owner, AFTER)
+    T.psql(c.src.owner, AFTER)
     finish(c, pid)
   end)
 end)
@@ -167,13 +143,13 @@ T.test("new_tables=warn: the cutover names the table missing on the target", fun
   scenario("owner", "new_tables=warn", function(c)
     local pid = c.spawn()
     streaming(c, pid)
-    psql_as(c.src.owner, "CREATE TABLE late (id serial PRIMARY KEY, v text); INSERT INTO late (v) VALUES ('x');")
-    wait_for("the warning", 60, function()
+    T.psql(c.src.owner, "CREATE TABLE late (id serial PRIMARY KEY, v text); INSERT INTO late (v) VALUES ('x');")
+    T.wait_for("the warning", 60, function()
       return (sys.readfile(c.log) or ""):find("public.late: new_tables=warn", 1, true)
     end)
     local code, _, err = T.run { "cutover", "--state", c.dir }
     T.eq(code, 1, "the cutover fails: " .. err)
-    wait_for("the run to stop", 60, function() return not alive(pid) end)
+    T.wait_for("the run to stop", 60, function() return not T.alive(pid) end)
     T.match(sys.readfile(c.log), "cutover: table%(s%) created on the source during the migration are missing "
       .. "on the target: public%.late")
     -- troubleshoot names the table rather than printing SQL that cannot run

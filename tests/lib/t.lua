@@ -14,6 +14,9 @@
 --   c:bindir()  -- that version's client programs (pg_dump, psql...)
 --   T.run{PGTIDE args...}  -> exit code, stdout, stderr  (runs the pgtide binary)
 --   T.secret("pg_password")   -- a value from tests/lib/secrets.txt
+--   T.psql(conninfo, sql), T.alive(pid), T.gone(pid), T.wait_for(what, timeout, cond),
+--   T.state(dir), T.step_status(dir, step), T.current_step(dir), T.background(pid)
+--       for tests that drive `pgtide run` in the background
 --   T.done()  -- stops clusters, exits non-zero when a test failed
 local T = {}
 
@@ -196,6 +199,62 @@ function T.cluster(opts)
   clusters[#clusters + 1] = c
   return c
 end
+
+-- {==================================================================
+-- Driving `pgtide run` from a test
+-- ===================================================================
+
+-- T.psql(conninfo, sql) -> stdout: run SQL as the role of 'conninfo'; raises on error.
+function T.psql(conninfo, sql)
+  local code, out, err = T.sh(string.format("psql %s -X -A -t -q -v ON_ERROR_STOP=1 -c %s", sh_quote(conninfo),
+    sh_quote(sql)))
+  if code ~= 0 then error("psql failed: " .. err, 2) end
+  return (out:gsub("\n$", ""))
+end
+
+-- T.alive(pid) -> is the process running?
+function T.alive(pid) return pid ~= nil and T.sh("kill -0 " .. math.tointeger(pid) .. " 2>/dev/null") == 0 end
+
+-- T.gone(pid): wait until the process has ended.
+function T.gone(pid) T.sh("while kill -0 " .. math.tointeger(pid) .. " 2>/dev/null; do sleep 0.05; done") end
+
+-- T.wait_for(what, timeout, cond): poll cond() until true; raises naming 'what' after timeout s.
+function T.wait_for(what, timeout, cond)
+  local sys = require "sys"
+  local deadline = sys.monotonic() + timeout
+  while sys.monotonic() < deadline do
+    if cond() then return true end
+    sys.sleep(0.1)
+  end
+  error("timed out waiting for " .. what, 2)
+end
+
+-- T.state(dir) -> the state.json of a state directory (nil while there is none).
+function T.state(dir)
+  local json, sys = require "json", require "sys"
+  local ok, st = pcall(json.decode, sys.readfile(dir .. "/state.json") or "")
+  return ok and type(st) == "table" and st or nil
+end
+
+-- T.step_status(dir, name) -> "pending" | "running" | "done" | "failed" | ...
+function T.step_status(dir, name)
+  local st = T.state(dir)
+  local s = st and st.steps and st.steps[name]
+  return s and s.status or "pending"
+end
+
+-- T.current_step(dir) -> the first step not done and its status ("finished" when all are).
+function T.current_step(dir)
+  local st = T.state(dir)
+  if not st then return "none", "none" end
+  for _, name in ipairs(st.order or {}) do
+    local s = st.steps[name]
+    if not s or s.status ~= "done" then return name, s and s.status or "pending" end
+  end
+  return "finished", "done"
+end
+
+-- }==================================================================
 
 -- T.background(pid): a process this test started; T.done kills it if it still runs
 -- (a failed test must not leave a migration running against the next one's clusters).
