@@ -50,6 +50,7 @@ local stream = require "pgtide.stream"
 local cutover = require "pgtide.cutover"
 local apply_plan = require "pgtide.apply_plan"
 local triggers = require "pgtide.triggers"
+local monitor = require "pgtide.monitor"
 local load = require "core.load"
 local cdc = require "core.cdc"
 local log = require "log"
@@ -596,6 +597,7 @@ end
 step {
   name = "preflight",
   title = "Check both databases before starting",
+  read_only = true,   -- --dry-run runs it
   plan = function(ctx)
     return "connects to the source and the target; checks versions, privileges, extensions, "
       .. "tables without a primary key, large objects, pg_dump and disk headroom"
@@ -839,6 +841,7 @@ step {
       after = after, after_setup = after_setup,
       on_unit_done = function(u)
         out.done[#out.done + 1] = u.id
+        monitor.unit_done(ctx, u)   -- rows, bytes and time per table, for the report
         if out.pass_lsn then out.unit_lsn[u.id] = out.pass_lsn end
         -- a unit finished but not yet saved is redone on resume (safely)
         if sys.monotonic() - last_save >= 1 then
@@ -877,7 +880,8 @@ step {
                     copy_seconds = summary.copy_seconds, mb_per_s = summary.mb_per_s, tables = {} }
     for _, t in ipairs(summary.tables or {}) do
       local rows = out.summary.tables
-      rows[#rows + 1] = { name = t.schema .. "." .. t.table, rows = t.rows, bytes = t.bytes }
+      rows[#rows + 1] = { name = t.schema .. "." .. t.table, rows = t.rows, bytes = t.bytes,
+                          index_seconds = t.index_seconds }
     end
     -- tables copied under a later snapshot than the slot's (a resumed
     -- load): the stream skips their changes up to that snapshot

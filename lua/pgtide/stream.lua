@@ -104,6 +104,7 @@ function M.publish(ctx, fields)
   cur.updated_at = sys.time()
   cur.updated = util.now_iso()
   write_json(path(ctx.state_dir, M.STATUS), cur)
+  require("pgtide.monitor").observe(ctx, fields)   -- samples for the report, the metrics
 end
 
 -- Is process 'pid' alive?  (Signal 0; a pid of ours that ended is gone.)
