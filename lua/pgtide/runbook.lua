@@ -271,6 +271,12 @@ local function new_context(rb, opts, st)
   return ctx
 end
 
+--[[ runbook.context(rb, opts, st): a context as the steps get it
+  (lazy src/dst connections, params, outputs from the state), for
+  commands that act on a migration outside a run (pgtide abandon).
+  Close it with ctx:close(). ]]
+M.context = new_context
+
 -- Wrap any error raised in a step hook with one traceback from where it
 -- happened.  Interrupts pass through untouched.
 local function step_handler(err)

@@ -200,8 +200,11 @@ function M.ensure(ctx)
   r = res
   workers[key] = r
   local st = r:status()
+  -- 0/0: nothing applied yet, the stream starts at the slot's consistent point
+  local from = (st.start_lsn == nil or st.start_lsn == "0/0")
+    and ((slot.lsn and (slot.lsn .. ", ") or "") .. "the slot's consistent point") or st.start_lsn
   log.info("stream: applying changes from slot %s, starting at %s (protocol %d%s); progress: %s %s",
-    n.slot, st.start_lsn, st.proto_version, st.streaming and ", streaming" or "",
+    n.slot, from, st.proto_version, st.streaming and ", streaming" or "",
     st.progress == "table" and "row in pgtide.cdc_progress" or "replication origin",
     slot.record or n.slot)
   return r
@@ -460,7 +463,7 @@ function M.fence(ctx)
   end
   log.warn("fence: database %s on the source is read-only for new sessions; %d session(s) ended. "
     .. "Lift it with: %s", db, n, M.unfence_sql(src, db))
-  return { database = db, terminated = n }
+  return { database = db, terminated = n, at = util.now_iso(), at_unix = sys.time() }
 end
 
 -- }==================================================================
