@@ -401,7 +401,11 @@ local function bytes(n) return n and util.format_bytes(n) or "" end
 -- A value with the unit of a series, for axes and labels.
 local formats = {
   bytes = function(v) return util.format_bytes(v) end,
-  seconds = function(v) return v < 10 and string.format("%.1f s", v) or util.format_duration(v) end,
+  seconds = function(v)
+    if v == 0 then return "0 s" end
+    if v < 1 then return string.format("%.0f ms", v * 1000) end
+    return v < 10 and string.format("%.1f s", v) or util.format_duration(v)
+  end,
   rate = function(v) return v >= 1000 and string.format("%.1fk/s", v / 1000) or string.format("%.0f/s", v) end,
   mbs = function(v) return string.format("%.1f MB/s", v) end,
 }
@@ -727,7 +731,7 @@ function M.html(data)
       count(c.fail or 0), ' failed', (c.skip or 0) > 0 and (", " .. count(c.skip) .. " skipped") or "", '</p>')
     local prs = {}
     for _, r in ipairs(data.preflight.results or {}) do
-      prs[#prs + 1] = { badge(r.status), esc(r.id or ""), esc(r.message or "") }
+      prs[#prs + 1] = { badge(r.status), esc(r.title or r.id or ""), esc(r.message or "") }
     end
     w(table_html({ "Result", "Check", "Finding" }, prs, "preflight"))
   end
