@@ -104,7 +104,7 @@ function M.observe(ctx, fields)
   local now = sys.time()
   if fields.phase and fields.phase ~= d.phase then
     d.phase = fields.phase
-    append(dir .. "/" .. M.EVENTS, { t = now, kind = "phase", phase = fields.phase })
+    append(dir .. "/" .. M.EVENTS, { t = now, kind = "phase", phase = fields.phase, pid = sys.getpid() })
   end
   local fl, c = fields.full_load, fields.cdc
   if (fl or (c and c.lag_bytes)) and (not d.last or now - d.last.t >= M.SAMPLE_INTERVAL - 0.1) then
@@ -143,7 +143,7 @@ end
   of core.load: id, schema, table, copied_rows, copied_bytes, seconds). ]]
 function M.unit_done(ctx, u)
   if not (ctx and ctx.state_dir) then return end
-  append(ctx.state_dir .. "/" .. M.EVENTS, { t = sys.time(), kind = "unit", unit = u.id,
+  append(ctx.state_dir .. "/" .. M.EVENTS, { t = sys.time(), kind = "unit", unit = u.id, pid = sys.getpid(),
     table = u.schema .. "." .. u.table, rows = u.copied_rows, bytes = u.copied_bytes, seconds = u.seconds })
 end
 

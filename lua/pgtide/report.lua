@@ -78,6 +78,12 @@ local function attempts(order, steps, events, now)
   for _, e in ipairs(events) do
     if e.kind == "step" then
       if e.event == "start" then
+        local prev = open[e.step]
+        if prev then
+          -- started again without an end: the process before died without a word (kill -9)
+          prev.finish, prev.result = math.max(last_t[prev.pid] or prev.start, prev.start), "killed"
+          out[#out + 1] = prev
+        end
         open[e.step] = { step = e.step, start = e.t, pid = e.pid, attempt = e.attempt }
       elseif open[e.step] and (e.event == "done" or e.event == "failed" or e.event == "interrupted") then
         local a = open[e.step]

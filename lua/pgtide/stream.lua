@@ -253,10 +253,11 @@ local function new_display(ctx, phase)
   local tty = log.is_tty()
   function d.show(st, extra)
     local now = sys.monotonic()
-    local text = string.format("%s: %s, %s, applied %s, %d txns%s%s", phase, st.state, M.lag_text(st),
-      st.applied_lsn, st.txns or 0,
-      st.retained_bytes and (", slot retains " .. util.format_bytes(st.retained_bytes)) or "",
-      extra and ("  " .. extra) or "")
+    -- what matters first: a status line is cut to the terminal's width
+    local text = string.format("%s: %s%s, %d txns%s%s, applied %s", phase,
+      st.state ~= phase and (st.state .. ", ") or "", M.lag_text(st), st.txns or 0,
+      st.retained_bytes and (", slot " .. util.format_bytes(st.retained_bytes)) or "",
+      extra and (" " .. extra) or "", st.applied_lsn)
     if tty then
       log.status(text)
     elseif now - d.last_line >= M.LINE_INTERVAL or st.state ~= d.state then

@@ -7,7 +7,7 @@ local sys = require "sys"
 local util = require "pgtide.util"
 
 local M = {
-  summary = "write a migration's report (report.html with charts, report.json) and print its path",
+  summary = "write a migration's report (report.html with charts, report.json)",
   usage = [[
 pgtide report [--state DIR | -c CONFIG | name=NAME | NAME] [--open]
 
