@@ -83,7 +83,7 @@ local rb = runbook.new {
     cutover_validate = { type = "boolean", default = true,
                          doc = "validate schema and every row at cutover (consistent point, or offline "
                            .. "when fenced)" },
-    wal_warn_mb = { type = "integer", default = 1024, min = 1,
+    wal_warn_mb = { type = "integer", default = 1024, min = 0,
                     doc = "warn when the replication slot retains more WAL than this on the source" },
     memory_cap = { type = "string", default = "64MB",
                    doc = "memory for changes in flight; larger transactions spill to the state directory" },
