@@ -124,7 +124,11 @@ T.test("the report from a state written by hand: attempts, a killed run, points,
   end
   f:write("{torn\n")   -- a line cut by a crash is skipped
   f:close()
-  local jpath, hpath = report.write(d)
+  -- (a real state.json is redacted when saved; this one holds the secret on purpose, as a
+  -- state written before the secret was registered would: it is removed once read)
+  local ok, jpath, hpath = pcall(report.write, d)
+  os.remove(d .. "/state.json")
+  assert(ok, jpath)
   local r = json.decode(sys.readfile(jpath))
   T.eq(r.migration.status, "failed")
   T.eq(r.migration.failed_step, "stream")
