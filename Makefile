@@ -11,7 +11,7 @@
 #   make fuzz       libFuzzer targets (clang); not part of `make test`
 #   V=1             show full compile lines
 
-PKGS     := lua5.4 libpq libcurl openssl libcjson expat libedit
+PKGS     := lua5.4 libpq libcurl openssl libcjson expat libedit libmicrohttpd
 SANITIZE ?=
 ifeq ($(SANITIZE),1)
   BUILD  := build/asan

@@ -51,6 +51,8 @@ local cutover = require "pgtide.cutover"
 local apply_plan = require "pgtide.apply_plan"
 local new_tables = require "pgtide.new_tables"
 local triggers = require "pgtide.triggers"
+local monitor = require "pgtide.monitor"
+local teardown = require "pgtide.teardown"
 local load = require "core.load"
 local cdc = require "core.cdc"
 local log = require "log"
@@ -62,19 +64,19 @@ local rb = runbook.new {
   params = {
     source = { type = "conninfo", required = true, doc = "source database" },
     target = { type = "conninfo", required = true, doc = "target database (schema created here)" },
-    jobs = { type = "integer", default = 0, doc = "parallel connections (0: number of cores)" },
+    jobs = { type = "integer", default = 0, min = 0, doc = "parallel connections (0: number of cores)" },
     cdc = { type = "boolean", default = true,
             doc = "keep the target in sync after the load (logical replication) until cutover; "
               .. "false: a one-shot clone" },
     cutover = { type = "enum", values = { "manual", "auto" }, default = "manual",
                 doc = "manual: stream until `pgtide cutover` (or Ctrl-C, 'y' on a terminal); "
                   .. "auto: cut over once lag stays under cutover_lag for cutover_window" },
-    cutover_lag = { type = "number", default = 2, doc = "seconds of lag under which cutover=auto may start" },
-    cutover_window = { type = "number", default = 10,
+    cutover_lag = { type = "number", default = 2, min = 0, doc = "seconds of lag under which cutover=auto may start" },
+    cutover_window = { type = "number", default = 10, min = 0,
                        doc = "seconds the lag must stay under cutover_lag before cutover=auto starts" },
-    cutover_timeout = { type = "integer", default = 300,
+    cutover_timeout = { type = "integer", default = 300, min = 1,
                         doc = "seconds the cutover waits for the target to apply the source's position" },
-    catchup_timeout = { type = "integer", default = 3600,
+    catchup_timeout = { type = "integer", default = 3600, min = 1,
                         doc = "seconds the count check waits for the stream to catch up after the load" },
     write_fence = { type = "boolean", default = false,
                     doc = "at cutover make the source database read-only for new sessions and end the "
@@ -82,7 +84,7 @@ local rb = runbook.new {
     cutover_validate = { type = "boolean", default = true,
                          doc = "validate schema and every row at cutover (consistent point, or offline "
                            .. "when fenced)" },
-    wal_warn_mb = { type = "integer", default = 1024,
+    wal_warn_mb = { type = "integer", default = 1024, min = 0,
                     doc = "warn when the replication slot retains more WAL than this on the source" },
     memory_cap = { type = "string", default = "64MB",
                    doc = "memory for changes in flight; larger transactions spill to the state directory" },
@@ -104,20 +106,20 @@ local rb = runbook.new {
              doc = "post-data: indexes and constraints after the data; schema-first: all but FKs before" },
     schemas = { type = "list", doc = "only these schemas (default: all)" },
     exclude_schemas = { type = "list", doc = "leave these schemas out" },
-    split_threshold_mb = { type = "integer", default = 1024,
+    split_threshold_mb = { type = "integer", default = 1024, min = 1,
                            doc = "tables larger than this are copied as parallel ranges (at least "
                              .. "'jobs' ranges; smaller tables keep TRUNCATE + COPY FREEZE)" },
-    max_parts = { type = "integer", default = 16, doc = "at most this many ranges per table" },
+    max_parts = { type = "integer", default = 16, min = 1, doc = "at most this many ranges per table" },
     format = { type = "enum", values = { "auto", "text" }, default = "auto",
                doc = "COPY format: binary where both servers and the column types allow it" },
-    sequence_margin = { type = "integer", default = 1000,
+    sequence_margin = { type = "integer", default = 1000, min = 0,
                         doc = "sequences set to the source's value plus this" },
     maintenance_work_mem = { type = "string", default = "256MB",
                              doc = "per connection, for index builds and validation" },
     no_owner = { type = "boolean", default = true, doc = "pg_dump --no-owner" },
     no_privileges = { type = "boolean", default = true, doc = "pg_dump --no-privileges" },
     pg_dump = { type = "string", doc = "path of pg_dump (default: the newest found)" },
-    target_disk_gb = { type = "number", doc = "target disk size, for the headroom check" },
+    target_disk_gb = { type = "number", min = 0, doc = "target disk size, for the headroom check" },
     vacuum = { type = "boolean", default = true, doc = "VACUUM ANALYZE the target after the load" },
   },
 }
@@ -613,6 +615,7 @@ end
 step {
   name = "preflight",
   title = "Check both databases before starting",
+  read_only = true,   -- --dry-run runs it
   plan = function(ctx)
     return "connects to the source and the target; checks versions, privileges, extensions, "
       .. "tables without a primary key, large objects, pg_dump and disk headroom"
@@ -858,6 +861,7 @@ step {
       after = after, after_setup = after_setup,
       on_unit_done = function(u)
         out.done[#out.done + 1] = u.id
+        monitor.unit_done(ctx, u)   -- rows, bytes and time per table, for the report
         if out.pass_lsn then out.unit_lsn[u.id] = out.pass_lsn end
         -- a unit finished but not yet saved is redone on resume (safely)
         if sys.monotonic() - last_save >= 1 then
@@ -896,7 +900,8 @@ step {
                     copy_seconds = summary.copy_seconds, mb_per_s = summary.mb_per_s, tables = {} }
     for _, t in ipairs(summary.tables or {}) do
       local rows = out.summary.tables
-      rows[#rows + 1] = { name = t.schema .. "." .. t.table, rows = t.rows, bytes = t.bytes }
+      rows[#rows + 1] = { name = t.schema .. "." .. t.table, rows = t.rows, bytes = t.bytes,
+                          index_seconds = t.index_seconds }
     end
     -- tables copied under a later snapshot than the slot's (a resumed
     -- load): the stream skips their changes up to that snapshot
@@ -1422,30 +1427,6 @@ step {
   end,
 }
 
---[[ Drop the progress record this migration kept on the target, and the
-  table and schema pgtide made for it when nothing else is left in them.
-  Needs only what creating them needed. ]]
-local function drop_progress(ctx, slot)
-  if not slot.record then   -- a state from before records were bound to the migration
-    cdc.drop { target = ctx.params.target, origin = stream.names(ctx.name).slot }
-    return
-  end
-  cdc.drop { target = ctx.params.target, origin = slot.record, progress = slot.progress,
-             identity = slot.identity }
-  if slot.progress ~= "table" then return end
-  local t = ctx.dst:query_one([[SELECT to_regclass('pgtide.cdc_progress') IS NOT NULL AS tbl,
-                                       to_regnamespace('pgtide') IS NOT NULL AS schema]])
-  if t.tbl and not slot.progress_table_existed
-     and not ctx.dst:query_one("SELECT 1 AS x FROM pgtide.cdc_progress LIMIT 1") then
-    ctx.dst:exec("DROP TABLE pgtide.cdc_progress")
-  end
-  if t.schema and not slot.progress_schema_existed and not ctx.dst:query_one([[
-      SELECT 1 AS x FROM pg_depend d JOIN pg_namespace n ON d.refobjid = n.oid
-       WHERE d.refclassid = 'pg_namespace'::regclass AND n.nspname = 'pgtide' LIMIT 1]]) then
-    ctx.dst:exec("DROP SCHEMA pgtide")
-  end
-end
-
 step {
   name = "cleanup",
   title = "Cleanup: drop the replication slot and the publication",
@@ -1468,20 +1449,12 @@ step {
     stream.stop(ctx)
     -- the write fence makes new sessions read-only: this one needs to write
     ctx.src:exec("SET default_transaction_read_only = off")
-    local t0 = sys.monotonic()
-    while true do
-      local ok, err = pcall(ctx.src.exec, ctx.src, [[SELECT pg_drop_replication_slot(slot_name)
-                                                    FROM pg_replication_slots WHERE slot_name = $1]], n.slot)
-      if ok then break end
-      -- 55006: a walsender (an ending run's) still holds it for a moment
-      if type(err) ~= "table" or err.sqlstate ~= "55006" or sys.monotonic() - t0 > 30 then error(err, 0) end
-      sys.sleep(0.2)
-    end
+    teardown.drop_slot(ctx.src, n.slot)
     runbook.crash_point("cleanup:slot")
     -- the publication only when this migration made it (publication= names the owner's)
     local pub = slot.publication or n.publication
     if slot.publication_created ~= false and not ctx.params.publication then
-      ctx.src:exec("DROP PUBLICATION IF EXISTS " .. ctx.src:quote_ident(pub))
+      teardown.drop_publication(ctx.src, pub)
     else
       local given = ctx.params.publication or pub
       local owner = ctx.src:query_one([[SELECT pg_get_userbyid(pubowner) AS o FROM pg_publication
@@ -1495,7 +1468,7 @@ step {
       pub = nil
     end
     runbook.crash_point("cleanup:publication")
-    drop_progress(ctx, slot)
+    teardown.drop_progress(ctx, slot)
     runbook.crash_point("cleanup:progress")
     ctx.out.dropped = { slot = n.slot, publication = pub, progress = slot.record }
     log.info("cleanup: dropped replication slot %s%s and the progress record %s on the target",
@@ -1507,5 +1480,8 @@ step {
     runbook.require(not info.exists, "replication slot %s still exists on the source", n.slot)
   end,
 }
+
+-- `pgtide abandon`: what this migration made, as its state records it (pgtide.teardown)
+rb.abandon = { find = teardown.find, drop = teardown.drop }
 
 return rb

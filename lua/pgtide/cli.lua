@@ -15,8 +15,8 @@ local util = require "pgtide.util"
 local M = {}
 
 -- Commands shown by `pgtide help`, in this order; others are found by name.
-M.commands = { "run", "steps", "status", "cutover", "validate", "troubleshoot", "repl",
-               "script", "version", "help" }
+M.commands = { "run", "steps", "status", "report", "cutover", "validate", "abandon", "troubleshoot",
+               "repl", "script", "version", "help" }
 
 function M.load_command(name)
   if not name:match("^[%w_-]+$") then return nil end

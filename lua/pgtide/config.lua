@@ -72,8 +72,8 @@ end
 
 --[[
 M.check(cfg, rb, path): every key must be a common key or a parameter of
-the runbook; the aws table may only hold known keys.  Raises a usage
-error suggesting the closest valid name.
+the runbook; the aws table may only hold known keys.  Raises one usage
+error naming every unknown key, each with the closest valid name.
 ]]
 function M.check(cfg, rb, path)
   local valid = {}
@@ -84,24 +84,32 @@ function M.check(cfg, rb, path)
   table.sort(valid)
   local set = {}
   for _, k in ipairs(valid) do set[k] = true end
+  -- every unknown key at once: a file with three typos needs one round trip, not three
+  local bad, unhinted = {}, false
   for _, k in ipairs(util.sorted_keys(cfg)) do
     if not set[k] then
       local hint = util.closest(tostring(k), valid)
-      errors.usage("config file %s: unknown key '%s'%s", path, tostring(k),
-        hint and string.format(" (did you mean '%s'?)", hint) or
-        string.format(" (valid keys: %s)", table.concat(valid, ", ")))
+      bad[#bad + 1] = string.format("'%s'%s", tostring(k), hint and string.format(" (did you mean '%s'?)", hint) or "")
+      unhinted = unhinted or not hint
     end
   end
   if cfg.aws ~= nil then
     if type(cfg.aws) ~= "table" then errors.usage("config file %s: 'aws' must be a table", path) end
     local names = util.sorted_keys(M.aws_keys)
-    for k in pairs(cfg.aws) do
+    for _, k in ipairs(util.sorted_keys(cfg.aws)) do
       if not M.aws_keys[k] then
         local hint = util.closest(tostring(k), names)
-        errors.usage("config file %s: unknown key 'aws.%s'%s", path, tostring(k),
+        bad[#bad + 1] = string.format("'aws.%s'%s", tostring(k),
           hint and string.format(" (did you mean 'aws.%s'?)", hint) or "")
       end
     end
+  end
+  if #bad == 1 then
+    errors.usage("config file %s: unknown key %s%s", path, bad[1],
+      unhinted and string.format(" (valid keys: %s)", table.concat(valid, ", ")) or "")
+  elseif #bad > 1 then
+    errors.usage("config file %s: %d unknown keys: %s%s", path, #bad, table.concat(bad, ", "),
+      unhinted and string.format(" (valid keys: %s)", table.concat(valid, ", ")) or "")
   end
 end
 

@@ -119,12 +119,37 @@ details (never its password).
 function M.instructions(opts)
   local lines = {
     "Cutover is safe now: the target has every change written on the source before writes stopped.",
-    "  1. Update the application's connection strings to the target: " .. tostring(opts.target_display),
+    "  1. Update the application's connection strings to the target, " .. M.target_place(opts.target_display)
+      .. ", with the application's own role and password (not the migration's login)",
     "  2. Start the application with the new connections; test inserts (sequences are ahead of the source).",
     "  3. Keep the source read-only until you are satisfied; it is no longer replicated after this step.",
   }
   if opts.next then lines[#lines + 1] = "  4. " .. opts.next end
   return lines
+end
+
+--[[
+target_place(conninfo) -> "host=... port=... dbname=..." (or the URI's
+host, port and database): where the target is, without the user and
+password the migration connected with, which the application must not
+take over.
+]]
+function M.target_place(conninfo)
+  conninfo = tostring(conninfo or "")
+  local parts = {}
+  local uri_host, uri_rest = conninfo:match("^%a[%w+.-]*://([^/?]*)(.*)$")
+  if uri_host then
+    local host = uri_host:gsub("^.*@", "")
+    local db = uri_rest:match("^/([^?]+)")
+    parts[#parts + 1] = "host " .. host
+    if db then parts[#parts + 1] = "database " .. db end
+    return table.concat(parts, ", ")
+  end
+  for _, key in ipairs { "host", "hostaddr", "port", "dbname", "sslmode" } do
+    local v = conninfo:match("%f[%w]" .. key .. "%s*=%s*'([^']*)'") or conninfo:match("%f[%w]" .. key .. "%s*=%s*(%S+)")
+    if v then parts[#parts + 1] = key .. "=" .. v end
+  end
+  return #parts > 0 and table.concat(parts, " ") or "(see the target connection string)"
 end
 
 --[[

@@ -1,7 +1,7 @@
 -- pgtide.params: declared runbook parameters, their types and validation.
 --
 -- A declaration is { type = "...", required = bool, default = v,
--- values = {...} (enum), doc = "..." }.  Types: string, conninfo,
+-- values = {...} (enum), min = n, max = n (integer, number), doc = "..." }.  Types: string, conninfo,
 -- integer, number, boolean, enum, list.  Values given on the command line
 -- arrive as strings and are converted here; values from a config file
 -- may already have the right Lua type.
@@ -49,6 +49,12 @@ end
 
 local function describe(decl)
   if decl.type == "enum" then return "one of " .. table.concat(decl.values or {}, ", ") end
+  if (decl.type == "integer" or decl.type == "number") and (decl.min or decl.max) then
+    local what = decl.type == "integer" and "an integer" or "a number"
+    if decl.min and decl.max then return string.format("%s from %s to %s", what, decl.min, decl.max) end
+    if decl.min then return string.format("%s >= %s", what, decl.min) end
+    return string.format("%s <= %s", what, decl.max)
+  end
   return decl.type == "integer" and "an integer" or decl.type == "boolean" and "true or false"
     or decl.type == "list" and "a comma-separated list" or "a " .. decl.type
 end
@@ -84,6 +90,7 @@ function M.validate(decls, given, rbname)
         string.format(" (parameters: %s)", table.concat(names, ", ")))
     end
     local v = converters[d.type](raw, d)
+    if v ~= nil and type(v) == "number" and ((d.min and v < d.min) or (d.max and v > d.max)) then v = nil end
     if v == nil then
       errors.usage("parameter '%s' of runbook '%s' must be %s, got %q", name, rbname,
         describe(d), tostring(raw))

@@ -850,7 +850,7 @@ end
 function M.summary(report)
   local out = { counts = report.counts, results = {} }
   for _, r in ipairs(report.results) do
-    out.results[#out.results + 1] = { id = r.id, status = r.status, message = r.message }
+    out.results[#out.results + 1] = { id = r.id, title = r.title, status = r.status, message = r.message }
   end
   return out
 end

@@ -24,6 +24,15 @@ local function show(...)
   for i = 1, n do print(pretty.format((select(i, ...)))) end
 end
 
+-- Values a helper already printed: the REPL does not echo them again.
+local shown = setmetatable({}, { __mode = "k" })
+
+-- repl.shown(v) -> v, marked as already printed (tables only).
+function M.shown(v)
+  if type(v) == "table" then shown[v] = true end
+  return v
+end
+
 M.add_helper("help", "help(): this list", function()
   print("pgtide REPL: Lua 5.4 with pgtide's modules.  Helpers:")
   for _, name in ipairs(order) do print(string.format("  %-16s %s", name, M.helpers[name].doc)) end
@@ -32,7 +41,7 @@ M.add_helper("help", "help(): this list", function()
 end)
 M.add_helper("show", "show(v, ...): pretty-print values (tables, query results)", show)
 M.add_helper("sql", "sql(conn, query, ...): run a query and print its rows", function(conn, q, ...)
-  show(conn:query(q, ...))
+  M.print_results(conn:query(q, ...))
 end)
 
 local function try_require(name)
@@ -77,17 +86,32 @@ local function is_columns(v)
     v[1].name ~= nil and v[1].type_oid ~= nil
 end
 
--- Print a chunk's results.  rows, columns (what conn:query returns) print
--- as one table, in the query's column order.
+-- Is v one row (string keys only) rather than a list of rows?
+local function is_row(v)
+  if type(v) ~= "table" or v[1] ~= nil then return false end
+  return next(v) ~= nil
+end
+
+--[[ Print a chunk's results.  rows, columns (what conn:query returns)
+  print as one table in the query's column order; row, columns (what
+  conn:query_one returns) as a table of that one row; nil, columns (no
+  row) as "(no row)".  Values a helper printed itself (repl.shown) are not
+  printed again. ]]
 function M.print_results(...)
   local n, i = select("#", ...), 1
   while i <= n do
     local v, nextv = (select(i, ...)), (i < n and select(i + 1, ...) or nil)
-    if type(v) == "table" and is_columns(nextv) then
+    if is_columns(nextv) and (v == nil or type(v) == "table") then
       local names = {}
       for k, c in ipairs(nextv) do names[k] = c.name end
-      print(pretty.rows(v, names))
+      if v == nil then
+        print("(no row)")
+      else
+        print(pretty.rows(is_row(v) and { v } or v, names))
+      end
       i = i + 2
+    elseif type(v) == "table" and shown[v] then
+      i = i + 1
     else
       print(pretty.format(v))
       i = i + 1

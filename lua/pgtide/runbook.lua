@@ -7,7 +7,8 @@ A runbook is an ordered list of steps plus declared parameters:
   local rb = runbook.new { name = "local", title = "...", params = { ... } }
   rb:step { name = "schema", title = "Pre-Migration Schema Setup",
             check = fn, run = fn, verify = fn, plan = "text or fn",
-            destructive = bool, switches_traffic = bool }
+            destructive = bool, switches_traffic = bool,
+            read_only = bool }   -- changes nothing: --dry-run runs it (preflight)
   return rb
 
 Customisation: a user runbook requires a stock one and edits a copy:
@@ -57,7 +58,7 @@ end
 local step_fields = {
   name = "string", title = "string", run = "function", check = "function",
   verify = "function", plan = "any", destructive = "boolean",
-  switches_traffic = "boolean", doc = "string",
+  switches_traffic = "boolean", doc = "string", read_only = "boolean",
 }
 
 local function check_step(step, level)
@@ -212,6 +213,8 @@ local function lazy_conn(ctx, key, param)
   local pg = require "pg"
   local c = pg.connect(conninfo, { label = param })
   ctx._conns[#ctx._conns + 1] = c
+  -- a dry run only reads: every transaction of its sessions is read-only
+  if ctx.dry_run then c:exec("SET default_transaction_read_only = on") end
   rawset(ctx, key, c)
   return c
 end
@@ -225,7 +228,7 @@ end
 -- ctx:save(): persist this step's outputs now (long steps call it as
 -- they make progress, e.g. after each finished unit).
 function Context:save()
-  self._state:save()
+  if self._state then self._state:save() end
 end
 
 --[[
@@ -268,6 +271,12 @@ local function new_context(rb, opts, st)
   return ctx
 end
 
+--[[ runbook.context(rb, opts, st): a context as the steps get it
+  (lazy src/dst connections, params, outputs from the state), for
+  commands that act on a migration outside a run (pgtide abandon).
+  Close it with ctx:close(). ]]
+M.context = new_context
+
 -- Wrap any error raised in a step hook with one traceback from where it
 -- happened.  Interrupts pass through untouched.
 local function step_handler(err)
@@ -287,21 +296,57 @@ local function plan_text(step, ctx)
   return step.plan or step.doc or step.title
 end
 
--- Print what each step would do; touches nothing.
+--[[
+Print what each step would do, then run the steps marked read_only (the
+preflight) on read-only sessions, so that a dry run also answers "would
+this work?".  Writes no state.  Returns EXIT_OK, or EXIT_STEP_FAILED when
+a read-only step fails (its message says what to fix).
+]]
 function Runbook:dry_run(opts)
   local ctx = new_context(self, opts, nil)
   print(string.format("runbook %s: %s (dry run, nothing is changed)", self.name, self.title))
+  local checks = {}
   for i, step in ipairs(self.steps) do
     local flags = {}
     if step.destructive then flags[#flags + 1] = "destructive" end
     if step.switches_traffic then flags[#flags + 1] = "switches traffic" end
+    if step.read_only then checks[#checks + 1] = step end
     print(string.format("%2d. %s: %s%s", i, step.name, step.title,
       #flags > 0 and (" [" .. table.concat(flags, ", ") .. "]") or ""))
     for line in (plan_text(step, ctx) .. "\n"):gmatch("(.-)\n") do
       print("      " .. line)
     end
   end
-  return M.EXIT_OK
+  io.stdout:flush()
+  local code = M.EXIT_OK
+  for _, step in ipairs(checks) do
+    log.info("dry run: running %s (read-only sessions)", step.name)
+    log.set_context(step.name)
+    ctx.out, ctx.step = {}, step
+    ctx.outputs[step.name] = ctx.out
+    local ok, err = call_hook(step.run, ctx)
+    log.set_context(nil)
+    if not ok then
+      if errors.is_interrupt(err) or (type(err) == "table" and errors.is_interrupt(err.cause)) then
+        ctx:close()
+        error(errors.new { message = "interrupted", interrupted = true }, 0)
+      end
+      local cause = type(err) == "table" and err.cause or err
+      io.stderr:write(sys.redact(string.format("pgtide: dry run: step '%s' failed: %s\n", step.name,
+        errors.message(cause))))
+      code = M.EXIT_STEP_FAILED
+      break
+    end
+  end
+  ctx:close()
+  if #checks > 0 and code == M.EXIT_OK then
+    log.info("dry run: %s passed; nothing was changed", table.concat((function()
+      local names = {}
+      for _, s in ipairs(checks) do names[#names + 1] = s.name end
+      return names
+    end)(), ", "))
+  end
+  return code
 end
 
 -- Choose the steps to run: --only, or --from (default: the first) up to
@@ -330,37 +375,97 @@ local function select_steps(self, opts)
   return list, opts.from ~= nil
 end
 
--- The command that resumes this run, with any secret on it masked.
-local function resume_hint(opts)
-  return sys.redact(opts.resume_command or "pgtide run " .. (opts.runbook_arg or "RUNBOOK"))
+--[[
+The command that goes on from step 'at' (the one that failed or stopped),
+as a runnable command line.  opts.resume_command is the command as given
+without --from/--to/--only/--dry-run (pgtide.cmd.run: a password given in
+a connection string is left out of it, with opts.resume_note saying
+where to put it); the run's selection is kept: --only STEP again, --from
+becomes the failed step (the steps before it were done or deliberately
+skipped), --to stays.  extra: words to add (--yes).
+]]
+local function resume_hint(opts, at, extra)
+  local words = { opts.resume_command or ("pgtide run " .. (opts.runbook_arg or "RUNBOOK")) }
+  if opts.only then
+    words[#words + 1] = "--only " .. util.shell_quote(opts.only)
+  elseif opts.from then
+    words[#words + 1] = "--from " .. util.shell_quote(at or opts.from)
+  end
+  if opts.to then words[#words + 1] = "--to " .. util.shell_quote(opts.to) end
+  if extra and not (opts.yes and extra == "--yes") then words[#words + 1] = extra end
+  local text = sys.redact(table.concat(words, " "))
+  if opts.resume_note then text = text .. "\n(" .. opts.resume_note .. ")" end
+  return text
+end
+M.resume_hint = resume_hint
+
+-- Write report.html and report.json; a failure is logged, never raised.
+local function write_report(dir)
+  local ok, err = pcall(function() require("pgtide.report").write(dir) end)
+  if not ok then log.warn("could not write the migration report in %s: %s", dir, errors.message(err)) end
 end
 
 --[[
 rb:execute(opts) -> exit code.  opts: params (validated), name (migration
-name), state_dir, from, to, only, yes, dry_run, runbook_arg and
-resume_command (for messages).
+name), state_dir, from, to, only, yes, dry_run, metrics ("ADDR:PORT"),
+runbook_arg, resume_command and resume_note (for messages).
 ]]
 function Runbook:execute(opts)
   if opts.dry_run then return self:dry_run(opts) end
   local steps, forced = select_steps(self, opts)
   local st = state_mod.open(opts.state_dir, { lock = true })
+  if st.data.abandoned then
+    errors.usage("migration '%s' was abandoned at %s (pgtide abandon): it cannot be resumed. To start "
+      .. "over, remove %s (and empty the target database)", tostring(st.data.name or opts.name),
+      tostring(st.data.abandoned.at), opts.state_dir)
+  end
   local ok_log, log_err = log.open(opts.state_dir .. "/pgtide.log")
   if not ok_log then log.warn("%s", log_err) end
   st.data.runbook = self.name
+  st.data.title = self.title
   st.data.name = opts.name
   st.data.params = opts.params
-  st.data.order = {}
-  for i, s in ipairs(self.steps) do st.data.order[i] = s.name end
+  st.data.order, st.data.titles = {}, {}
+  for i, s in ipairs(self.steps) do
+    st.data.order[i] = s.name
+    st.data.titles[s.name] = s.title
+  end
   local ctx = new_context(self, opts, st)
   if forced then
     for _, s in ipairs(steps) do st:step(s.name).status = "pending" end
   end
   st:save()
+  local monitor = require "pgtide.monitor"
+  local addr = monitor.start(ctx, st, { metrics = opts.metrics })
+  if addr then require("pgtide.stream").publish(ctx, { metrics = "http://" .. addr .. "/metrics" }) end
   log.info("runbook %s, migration '%s', state in %s", self.name, opts.name, opts.state_dir)
-  local code = M.EXIT_OK
+  if opts.from then
+    -- --from starts there whatever came before: say what that leaves undone
+    local skipped = {}
+    for i = 1, self:index(opts.from) - 1 do
+      local s = self.steps[i]
+      if st:status(s.name) ~= "done" then skipped[#skipped + 1] = s.name .. " (" .. st:status(s.name) .. ")" end
+    end
+    if #skipped > 0 then
+      log.warn("--from %s: step(s) before it are not done and are skipped in this run: %s",
+        opts.from, table.concat(skipped, ", "))
+    end
+  end
+  if not opts.yes and not sys.isatty("stdin") then
+    -- say before the work starts, not after the cutover, that the run will stop at these
+    for _, s in ipairs(steps) do
+      if (s.destructive or s.switches_traffic) and st:status(s.name) ~= "done" then
+        log.warn("step '%s' (%s) needs confirmation and there is no terminal to ask on: this run stops "
+          .. "before it; add --yes to let it run too", s.name, s.destructive and "destructive" or "switches traffic")
+      end
+    end
+  end
+  local code, ran = M.EXIT_OK, 0
   for _, step in ipairs(steps) do
+    local was_done = st:status(step.name) == "done"
     code = self:run_step(step, ctx, st, opts)
     if code ~= M.EXIT_OK then break end
+    if not was_done then ran = ran + 1 end
   end
   log.set_context(nil)
   ctx:close()
@@ -371,11 +476,20 @@ function Runbook:execute(opts)
     st.data.finished = util.now_iso()
     st:save()
     log.info("runbook %s finished", self.name)
+  elseif code == M.EXIT_CONFIRM then
+    -- like --to: the steps before it are done; without any, nothing happened (a usage matter)
+    code = ran > 0 and M.EXIT_OK or M.EXIT_USAGE
   end
+  write_report(opts.state_dir)
+  monitor.stop()
   return code
 end
 
+-- Internal: run_step stopped before a step that needs confirmation.
+M.EXIT_CONFIRM = -1
+
 function Runbook:run_step(step, ctx, st, opts)
+  local monitor = require "pgtide.monitor"
   local rec = st:step(step.name)
   log.set_context(step.name)
   ctx.out = rec.outputs
@@ -391,19 +505,22 @@ function Runbook:run_step(step, ctx, st, opts)
     if done then
       rec.status, rec.skipped, rec.finished = "done", "check: already done", util.now_iso()
       st:save()
+      monitor.step_event(ctx, step, "skipped")
       log.info("%s: already done (check passed), skipped", step.title)
       return M.EXIT_OK
     end
   end
   if step.destructive or step.switches_traffic then
-    local what = step.destructive and "destructive" or "switches traffic"
+    local what = step.destructive and "is destructive" or "switches traffic"
     if not ctx:confirm(string.format("Step '%s' (%s) %s. Proceed?", step.name, step.title, what)) then
       rec.status = "pending"
       st:save()
+      monitor.step_event(ctx, step, "waiting")
+      log.set_context(nil)
       io.stderr:write(string.format(
-        "step '%s' %s and needs confirmation: answer on a terminal, or rerun with --yes\n",
-        step.name, what))
-      return M.EXIT_USAGE
+        "pgtide: stopped before step '%s' (%s): it %s and needs confirmation: answer on a terminal, or "
+        .. "go on with: %s\n", step.name, step.title, what, resume_hint(opts, step.name, "--yes")))
+      return M.EXIT_CONFIRM
     end
   end
   rec.status = "running"
@@ -411,6 +528,7 @@ function Runbook:run_step(step, ctx, st, opts)
   rec.attempts = (rec.attempts or 0) + 1
   rec.error = nil
   st:save()
+  monitor.step_event(ctx, step, "start", { attempt = rec.attempts })
   log.info("%s ...", step.title)
   local t0 = sys.monotonic()
   local ok, err = call_hook(step.run, ctx)
@@ -423,19 +541,24 @@ function Runbook:run_step(step, ctx, st, opts)
   rec.finished = util.now_iso()
   rec.seconds = math.floor((sys.monotonic() - t0) * 1000 + 0.5) / 1000
   st:save()
+  monitor.step_event(ctx, step, "done", { seconds = rec.seconds })
   log.info("%s: done in %s", step.title, util.format_duration(rec.seconds))
+  write_report(st.dir)
   return M.EXIT_OK
 end
 
 function Runbook:step_failed(step, rec, st, err, opts, phase)
+  local monitor = require "pgtide.monitor"
+  local ctx = { state_dir = st.dir }
   if errors.is_interrupt(err) or (type(err) == "table" and errors.is_interrupt(err.cause)) then
     rec.status = "interrupted"
     rec.error = "interrupted"
     st:save()
+    monitor.step_event(ctx, step, "interrupted")
     log.warn("interrupted during step '%s'", step.name)
     io.stderr:write(string.format(
       "pgtide: interrupted during step '%s'; progress is saved in %s.\nResume with: %s\n",
-      step.name, st.dir, resume_hint(opts)))
+      step.name, st.dir, resume_hint(opts, step.name)))
     return M.EXIT_INTERRUPTED
   end
   local cause = type(err) == "table" and err.cause or err
@@ -445,6 +568,7 @@ function Runbook:step_failed(step, rec, st, err, opts, phase)
   rec.failed_in = phase
   rec.finished = util.now_iso()
   st:save()
+  monitor.step_event(ctx, step, "failed", { error = msg, phase = phase })
   log.error("step '%s' failed: %s", step.name, msg)
   -- an error object (a step failure, a database or AWS error) says what failed and what to do;
   -- a plain string is a bug in pgtide or a runbook: show where, as --debug always does
@@ -454,7 +578,8 @@ function Runbook:step_failed(step, rec, st, err, opts, phase)
   end
   io.stderr:write(sys.redact(string.format("pgtide: step '%s' failed%s: %s\n%s",
     step.name, phase ~= "run" and (" in " .. phase) or "", msg, tb)))
-  io.stderr:write(string.format("Fix the cause, then resume with: %s\n", resume_hint(opts)))
+  io.stderr:write(string.format("Fix the cause, then resume with: %s\n", resume_hint(opts, step.name)))
+  write_report(st.dir)
   return M.EXIT_STEP_FAILED
 end
 

@@ -207,7 +207,9 @@ SPEC.schemas = {
   skip = function(o) return o.extension ~= nil end,      -- created by CREATE EXTENSION
   fields = {},
   create = function(o) return "CREATE SCHEMA " .. qi(o.name) .. ";" end,
-  drop = function(o) return "DROP SCHEMA " .. qi(o.name) .. ";" end,
+  -- a schema the source lacks: everything in it is extra too (without CASCADE the drop
+  -- fails as soon as it holds anything)
+  drop = function(o) return "DROP SCHEMA " .. qi(o.name) .. " CASCADE;" end,
 }
 
 SPEC.extensions = {

@@ -104,6 +104,7 @@ function M.publish(ctx, fields)
   cur.updated_at = sys.time()
   cur.updated = util.now_iso()
   write_json(path(ctx.state_dir, M.STATUS), cur)
+  require("pgtide.monitor").observe(ctx, fields)   -- samples for the report, the metrics
 end
 
 -- Is process 'pid' alive?  (Signal 0; a pid of ours that ended is gone.)
@@ -200,8 +201,11 @@ function M.ensure(ctx)
   r = res
   workers[key] = r
   local st = r:status()
+  -- 0/0: nothing applied yet, the stream starts at the slot's consistent point
+  local from = (st.start_lsn == nil or st.start_lsn == "0/0")
+    and ((slot.lsn and (slot.lsn .. ", ") or "") .. "the slot's consistent point") or st.start_lsn
   log.info("stream: applying changes from slot %s, starting at %s (protocol %d%s); progress: %s %s",
-    n.slot, st.start_lsn, st.proto_version, st.streaming and ", streaming" or "",
+    n.slot, from, st.proto_version, st.streaming and ", streaming" or "",
     st.progress == "table" and "row in pgtide.cdc_progress" or "replication origin",
     slot.record or n.slot)
   return r
@@ -260,10 +264,11 @@ local function new_display(ctx, phase)
   local tty = log.is_tty()
   function d.show(st, extra)
     local now = sys.monotonic()
-    local text = string.format("%s: %s, %s, applied %s, %d txns%s%s", phase, st.state, M.lag_text(st),
-      st.applied_lsn, st.txns or 0,
-      st.retained_bytes and (", slot retains " .. util.format_bytes(st.retained_bytes)) or "",
-      extra and ("  " .. extra) or "")
+    -- what matters first: a status line is cut to the terminal's width
+    local text = string.format("%s: %s%s, %d txns%s%s, applied %s", phase,
+      st.state ~= phase and (st.state .. ", ") or "", M.lag_text(st), st.txns or 0,
+      st.retained_bytes and (", slot " .. util.format_bytes(st.retained_bytes)) or "",
+      extra and (" " .. extra) or "", st.applied_lsn)
     if tty then
       log.status(text)
     elseif now - d.last_line >= M.LINE_INTERVAL or st.state ~= d.state then
@@ -482,7 +487,7 @@ function M.fence(ctx)
   end
   log.warn("fence: database %s on the source is read-only for new sessions; %d session(s) ended. "
     .. "Lift it with: %s", db, n, M.unfence_sql(src, db))
-  return { database = db, terminated = n }
+  return { database = db, terminated = n, at = util.now_iso(), at_unix = sys.time() }
 end
 
 -- }==================================================================

@@ -479,6 +479,7 @@ function M.permissions(opts)
       from pg_class c join pg_namespace n on n.oid = c.relnamespace
      where c.relkind in ('r', 'p') and n.nspname = any ($1::text[]) order by 1]], opts.schemas or { "public" })
   if #existing > 0 and opts.report_existing ~= false then
+    f.count = f.count + 1   -- every finding counts: a count of 0 means none
     local names = {}
     for i, e in ipairs(existing) do if i <= 10 then names[#names + 1] = e.qname end end
     found(f, "%d table(s) already exist on the target (%s%s): applying a schema dump again fails with "
@@ -550,7 +551,8 @@ function M.print(f, write)
   return f
 end
 
--- REPL helpers: each prints its findings and returns them.
+-- REPL helpers: each prints its findings and returns them (marked as shown,
+-- so that the REPL does not print them a second time; `f = helper(...)` keeps them).
 local ok_repl, repl = pcall(require, "pgtide.repl")
 if ok_repl and repl.add_helper then
   local function helper(name, topic, doc)
@@ -559,7 +561,7 @@ if ok_repl and repl.add_helper then
       local o = { src = src, dst = dst }
       if type(extra) == "table" then for k, v in pairs(extra) do o[k] = v end
       elseif type(extra) == "string" then o.object = extra end
-      return M.print(M.run(topic, o))
+      return repl.shown(M.print(M.run(topic, o)))
     end)
   end
   helper("missing_sequences", "missing-sequences", "missing_sequences(src, dst): sequences the target lacks")

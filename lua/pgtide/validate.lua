@@ -16,6 +16,7 @@ pgtide.validate: data and schema validation, the report and its summary.
     point_timeout = 300,             -- consistent mode: longest wait for the source's
                                      -- transactions in progress to end at the point
     state_dir = ".pgtide/name",      -- validation.json is written there
+    state_files = { "validation.json" },   -- ... under these names
     json = "report.json",            -- ... and there
     progress = true,
   }
@@ -224,8 +225,9 @@ function M.run(o)
   report.files = {}
   if o.state_dir then
     sys.mkdir_p(o.state_dir)
-    local path = o.state_dir .. "/validation.json"
-    report.files[#report.files + 1] = path
+    for _, name in ipairs(o.state_files or { "validation.json" }) do
+      report.files[#report.files + 1] = o.state_dir .. "/" .. name
+    end
   end
   if o.json then report.files[#report.files + 1] = o.json end
   for _, path in ipairs(report.files) do M.write(report, path) end
@@ -396,6 +398,9 @@ function M.verify(ctx, opts)
   opts.source = opts.source or ctx.params.source
   opts.target = opts.target or ctx.params.target
   opts.state_dir = opts.state_dir or ctx.state_dir
+  -- the run's latest validation, and each step's own (the migration report lists them all)
+  opts.state_files = opts.state_files or { "validation.json",
+    "validation-" .. (ctx.step and ctx.step.name or "step") .. ".json" }
   local report = M.run(opts)
   local d = report.data or {}
   if ctx.out then

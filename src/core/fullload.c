@@ -519,6 +519,7 @@ typedef struct FlTable {
   int64_t est_bytes;
   int pending;             /* units still to load in this run */
   int after;               /* index into FullLoad.afters, -1: none */
+  double index_seconds;    /* time its index/key groups took (under mu) */
 } FlTable;
 
 /* A copy of one FlAfter (statements owned). */
@@ -1006,6 +1007,8 @@ static void run_after (FullLoad *fl, int t, int group, PGconn **conn) {
     log_msg(now_s() - t0 >= 1.0 ? LOG_INFO : LOG_DEBUG, "%s.%s: %d post-load statement(s) in %.1fs",
             u->nspname, u->relname, ran, now_s() - t0);
   pthread_mutex_lock(&fl->mu);
+  if (group >= 0)
+    fl->tables[t].index_seconds += now_s() - t0;
   if (group >= 0 && --a->remaining == 0 && a->final != NULL && !should_stop(fl)) {
     fl->after_q[fl->aq_tail].table = t;
     fl->after_q[fl->aq_tail++].group = -1;
@@ -1410,6 +1413,8 @@ void fullload_progress (FullLoad *fl, FlProgress *p) {
   p->tasks = fl->tasks;
   p->tasks_done = fl->tasks_done;
   p->copy_seconds = (fl->copy_end > 0 ? fl->copy_end : now_s()) - fl->t0;
+  for (i = 0; i < fl->ntables; i++)
+    p->tables[i].index_seconds = fl->tables[i].index_seconds;
   pthread_mutex_unlock(&fl->mu);
   frac = done_fraction(fl, 1);
   p->percent = 100.0 * frac;

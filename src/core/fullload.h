@@ -152,6 +152,7 @@ typedef struct FlTableProgress {
   const char *nspname, *relname;   /* borrowed from the plan */
   int units, units_done;
   int64_t rows, bytes, est_bytes;
+  double index_seconds;            /* building its indexes and keys after its copy */
 } FlTableProgress;
 
 typedef struct FlProgress {

@@ -276,6 +276,8 @@ static void push_progress (lua_State *L, FullLoad *fl) {
     luax_setint(L, "rows", t->rows);
     luax_setint(L, "bytes", t->bytes);
     luax_setint(L, "est_bytes", t->est_bytes);
+    if (t->index_seconds > 0)
+      luax_setnum(L, "index_seconds", t->index_seconds);
     lua_rawseti(L, -2, i + 1);
   }
   lua_setfield(L, -2, "tables");

@@ -98,7 +98,20 @@ static int l_set_stderr (lua_State *L) {
   return 0;
 }
 
+/* log.counts() -> { trace =, debug =, info =, warn =, error = } messages logged */
+static int l_counts (lua_State *L) {
+  static const char *const keys[] = {"trace", "debug", "info", "warn", "error"};
+  int i;
+  lua_createtable(L, 0, 5);
+  for (i = LOG_TRACE; i < LOG_OFF; i++) {
+    lua_pushinteger(L, (lua_Integer)log_count((LogLevel)i));
+    lua_setfield(L, -2, keys[i]);
+  }
+  return 1;
+}
+
 static const luaL_Reg funcs[] = {
+  {"counts", l_counts},
   {"trace", l_trace}, {"debug", l_debug}, {"info", l_info},
   {"warn", l_warn}, {"error", l_error},
   {"set_level", l_set_level}, {"level", l_level},

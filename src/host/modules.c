@@ -15,5 +15,6 @@ const NativeModule native_modules[] = {
   {"core.load", luaopen_core_load},
   {"core.validate", luaopen_core_validate},
   {"core.cdc", luaopen_core_cdc},
+  {"metrics", luaopen_metrics},
   {NULL, NULL}
 };

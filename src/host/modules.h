@@ -25,5 +25,6 @@ int luaopen_repl(lua_State *L);      /* src/host/repl.c */
 int luaopen_core_load(lua_State *L); /* src/core/load_lua.c */
 int luaopen_core_validate(lua_State *L);   /* src/validate/validate_lua.c */
 int luaopen_core_cdc(lua_State *L);        /* src/cdc/cdc_lua.c */
+int luaopen_metrics(lua_State *L);         /* src/metrics/metrics_lua.c */
 
 #endif

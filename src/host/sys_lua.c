@@ -244,13 +244,13 @@ static int sys_getpid (lua_State *L) {
   return 1;
 }
 
-/* sys.kill(pid, signal) where signal is a number or "KILL"/"TERM"/"INT"/0. */
+/* sys.kill(pid, signal) where signal is a number or "KILL"/"TERM"/"INT"/"STOP"/"CONT"/"HUP"/"ZERO". */
 static int sys_kill (lua_State *L) {
   pid_t pid = (pid_t)luaL_checkinteger(L, 1);
   int sig;
   if (lua_type(L, 2) == LUA_TSTRING) {
-    static const char *const names[] = {"KILL", "TERM", "INT", "STOP", "CONT", "ZERO", NULL};
-    static const int nums[] = {SIGKILL, SIGTERM, SIGINT, SIGSTOP, SIGCONT, 0};
+    static const char *const names[] = {"KILL", "TERM", "INT", "STOP", "CONT", "HUP", "ZERO", NULL};
+    static const int nums[] = {SIGKILL, SIGTERM, SIGINT, SIGSTOP, SIGCONT, SIGHUP, 0};
     sig = nums[luaL_checkoption(L, 2, NULL, names)];
   } else
     sig = (int)luaL_optinteger(L, 2, SIGTERM);

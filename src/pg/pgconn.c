@@ -13,22 +13,24 @@
 #include "util/redact.h"
 
 /*
-** Server NOTICE/WARNING messages go to the log at a matching level, on
-** one line, marked as coming from the server.
+** Server messages go to the log on one line, marked as coming from the
+** server: WARNING at WARN, INFO at INFO, NOTICE and the rest at DEBUG.
 */
 static void notice_to_log (void *arg, const PGresult *res) {
   const char *sev = PQresultErrorField(res, PG_DIAG_SEVERITY_NONLOCALIZED);
   const char *msg = PQresultErrorMessage(res);
-  LogLevel level = LOG_INFO;
+  LogLevel level = LOG_DEBUG;
   size_t n;
   char *line;
   (void)arg;
   if (msg == NULL)
     return;
+  /* NOTICEs ("... already exists, skipping") are routine: debug level; a
+     WARNING is worth a look; INFO is output a statement asked for */
   if (sev != NULL && strcmp(sev, "WARNING") == 0)
     level = LOG_WARN;
-  else if (sev != NULL && (strcmp(sev, "DEBUG") == 0 || strcmp(sev, "LOG") == 0))
-    level = LOG_DEBUG;
+  else if (sev != NULL && strcmp(sev, "INFO") == 0)
+    level = LOG_INFO;
   line = xstrdup(msg);
   n = strlen(line);
   while (n > 0 && (line[n - 1] == '\n' || line[n - 1] == ' '))

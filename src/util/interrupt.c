@@ -10,7 +10,7 @@
 static volatile sig_atomic_t flag;
 static void (*hook)(void);
 
-/* SIGINT / SIGTERM: set the flag (a second one exits at once) and run
+/* SIGINT / SIGTERM / SIGHUP: set the flag (a second one exits at once) and run
    the async-signal-safe hook. */
 static void handler (int sig) {
   if (flag) {  /* second signal: give up waiting and die the default way */
@@ -32,6 +32,13 @@ void interrupt_install (void (*on_signal)(void)) {
   sigemptyset(&sa.sa_mask);
   sigaction(SIGINT, &sa, NULL);
   sigaction(SIGTERM, &sa, NULL);
+  /* a closed terminal (SIGHUP) stops a run like Ctrl-C, marked interrupted;
+     under nohup the signal stays ignored */
+  {
+    struct sigaction old;
+    if (sigaction(SIGHUP, NULL, &old) == 0 && old.sa_handler != SIG_IGN)
+      sigaction(SIGHUP, &sa, NULL);
+  }
   signal(SIGPIPE, SIG_IGN);
 }
 

@@ -1,6 +1,6 @@
 /*
 ** interrupt.h
-** SIGINT/SIGTERM handling shared by the Lua host and long-running C code.
+** SIGINT/SIGTERM/SIGHUP handling shared by the Lua host and long-running C code.
 ** The first signal sets a flag (checked by COPY loops, apply, waits) and
 ** calls the host's hook so a running Lua chunk raises "interrupted" at
 ** its next instruction; the second signal terminates the process.

@@ -7,10 +7,12 @@
 #include "util/log.h"
 
 #include <pthread.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <sys/ioctl.h>
 #include <sys/time.h>
 #include <time.h>
 #include <unistd.h>
@@ -26,6 +28,9 @@ static char topics[256];
 static char *status;
 static int use_stderr = 1;
 static int tty = -1;
+static unsigned long counts[LOG_OFF];   /* messages logged, by level (under lock) */
+static int columns;                     /* terminal width; 0: ask again */
+static volatile sig_atomic_t resized;   /* SIGWINCH seen */
 
 static const char *const names[] = {"TRACE", "DEBUG", "INFO", "WARN", "ERROR", "OFF"};
 
@@ -108,9 +113,63 @@ static void clear_status (void) {
     fputs("\r\033[K", stderr);
 }
 
+/* SIGWINCH: the terminal was resized; the next status line asks its width. */
+static void on_winch (int sig) {
+  (void)sig;
+  resized = 1;
+}
+
+/*
+** The width of the terminal on stderr (TIOCGWINSZ), asked once and again
+** after each SIGWINCH (the handler is installed with the first status
+** line); COLUMNS, then 80, when the terminal does not say.
+*/
+static int term_columns (void) {
+  struct winsize ws;
+  if (columns == 0 || resized) {
+    static int installed;
+    if (!installed) {
+      struct sigaction sa;
+      memset(&sa, 0, sizeof(sa));
+      sa.sa_handler = on_winch;
+      sa.sa_flags = SA_RESTART;
+      sigemptyset(&sa.sa_mask);
+      sigaction(SIGWINCH, &sa, NULL);
+      installed = 1;
+    }
+    resized = 0;
+    if (ioctl(STDERR_FILENO, TIOCGWINSZ, &ws) == 0 && ws.ws_col > 0)
+      columns = ws.ws_col;
+    else
+      columns = getenv("COLUMNS") != NULL && atoi(getenv("COLUMNS")) > 0 ? atoi(getenv("COLUMNS")) : 80;
+  }
+  return columns;
+}
+
+size_t log_fit_width (const char *s, int cols) {
+  size_t i, cut = 0;
+  int used = 0;
+  if (cols < 2)
+    cols = 2;
+  for (i = 0; s[i] != '\0' && s[i] != '\n'; i++) {
+    if (((unsigned char)s[i] & 0xC0) == 0x80)
+      continue;                       /* a UTF-8 continuation byte: same column */
+    if (used == cols - 1)
+      return cut;                     /* the last column stays free: no autowrap */
+    used++;
+    cut = i;
+    while (s[cut + 1] != '\0' && ((unsigned char)s[cut + 1] & 0xC0) == 0x80)
+      cut++;
+    cut++;
+  }
+  return i;
+}
+
+/* Draw the status line cut to the terminal's width (caller holds lock):
+   a line that wrapped could not be erased, and the screen would scroll. */
 static void draw_status (void) {
   if (status != NULL && use_stderr && log_stderr_is_tty()) {
-    fputs(status, stderr);
+    fwrite(status, 1, log_fit_width(status, term_columns()), stderr);
     fflush(stderr);
   }
 }
@@ -131,6 +190,7 @@ void log_str (LogLevel l, const char *msg) {
   gmtime_r(&tv.tv_sec, &tm);
   strftime(stamp, sizeof(stamp), "%Y-%m-%dT%H:%M:%S", &tm);
   pthread_mutex_lock(&lock);
+  counts[l]++;
   buf_printf(&line, "%s.%03dZ %-5s ", stamp, (int)(tv.tv_usec / 1000), names[l]);
   if (context[0] != '\0')
     buf_printf(&line, "[%s] ", context);
@@ -164,6 +224,17 @@ void log_msg (LogLevel l, const char *fmt, ...) {
   va_start(ap, fmt);
   log_vmsg(l, fmt, ap);
   va_end(ap);
+}
+
+/* How many messages were logged at level l (at or above the log level). */
+unsigned long log_count (LogLevel l) {
+  unsigned long n;
+  if (l < LOG_TRACE || l >= LOG_OFF)
+    return 0;
+  pthread_mutex_lock(&lock);
+  n = counts[l];
+  pthread_mutex_unlock(&lock);
+  return n;
 }
 
 /* Draw (or with NULL, clear) the TTY status line; no-op when stderr is

@@ -14,6 +14,7 @@
 #define PGTIDE_LOG_H
 
 #include <stdarg.h>
+#include <stddef.h>
 
 typedef enum LogLevel {
   LOG_TRACE = 0, LOG_DEBUG, LOG_INFO, LOG_WARN, LOG_ERROR, LOG_OFF
@@ -47,6 +48,15 @@ void log_str(LogLevel level, const char *msg);
    is not a TTY: callers then log plain progress lines instead. */
 void log_status(const char *line);
 int log_stderr_is_tty(void);
+
+/* The number of bytes of s (up to its first newline) that fit in a
+   terminal of 'cols' columns without touching the last column, whole
+   UTF-8 characters counted as one column each. */
+size_t log_fit_width(const char *s, int cols);
+
+/* How many messages were logged at 'level' (those below the log level
+   are not counted). */
+unsigned long log_count(LogLevel level);
 
 #define log_trace(...) log_msg(LOG_TRACE, __VA_ARGS__)
 #define log_debug(...) log_msg(LOG_DEBUG, __VA_ARGS__)

@@ -50,6 +50,33 @@ T.test("help() lists the helpers, sql() prints rows", function()
   T.match(out, "n\n%-+\n3\n%(1 row%)")
 end)
 
+T.test("query_one prints its row, sql() prints rows only, helpers print their findings once", function()
+  local code, out, err = repl('src:query_one("select 7 as id, \'x\' as name")\n'
+    .. 'src:query_one("select 1 as id where false")\n'
+    .. 'sql(src, "select id from items where id < 3 order by id")\n'
+    .. 'missing_indexes(src, dst)\n'
+    .. 'f = permission_problems(src, src)\n'
+    .. 'print("count", f.count, "findings", #f.found)\n')
+  T.eq(code, 0, err)
+  -- a row from query_one, as a one-row table (it used to print "(0 rows)")
+  T.match(out, "^id | name\n%-%-%-%+%-%-%-%-%-\n7  | x\n%(1 row%)\n")
+  T.match(out, "\n%(no row%)\n")
+  -- sql(): the rows, not a second table of column metadata
+  T.match(out, "\nid\n%-%-\n1\n2\n%(2 rows%)\n")
+  T.nomatch(out, "type_oid", "column metadata printed")
+  -- a helper's findings once, not again as a returned table
+  local _, n = out:gsub("== missing indexes", "")
+  local _, n2 = out:gsub("found = ", "")
+  T.ok(n == 1 or out:find("== ", 1, true), "findings printed")
+  T.eq(n2, 0, "the findings table was printed again:\n" .. out)
+  -- the count counts the problem found (the source's own table exists "on the target"; it
+  -- used to say 0 next to that finding), not the note that the role is a superuser
+  local count, findings = out:match("count\t(%d+)\tfindings\t(%d+)")
+  T.eq(tonumber(count), 1, "problems counted")
+  T.eq(tonumber(findings), 2, "findings: the problem and the superuser note")
+  T.match(out, "1 table%(s%) already exist on the target")
+end)
+
 T.test("without a config, src explains what it needs", function()
   local code, out = repl("src\n", {})
   T.eq(code, 0)

@@ -392,15 +392,24 @@ T.test("transactions: begin/commit/rollback and transaction(fn) with nesting", f
   T.eq(conn:status(), "idle")
 end)
 
-T.test("server notices go to the log", function ()
+T.test("server notices go to the log: NOTICE at DEBUG, INFO at INFO, WARNING at WARN", function ()
   local file = T.tmp .. "/pg-notice-" .. sys.getpid() .. ".log"
+  local sql = [[DO $$ BEGIN RAISE NOTICE 'hello from the server'; RAISE INFO 'asked for';
+                RAISE WARNING 'careful'; END $$]]
   assert(log.open(file))
-  conn:exec([[DO $$ BEGIN RAISE NOTICE 'hello from the server'; RAISE WARNING 'careful'; END $$]])
+  conn:exec(sql)
+  local prev = log.set_level("debug")
+  conn:exec(sql)
+  log.set_level(prev)
   log.close()
   local text = sys.readfile(file)
   os.remove(file)
-  T.match(text, "INFO.-server: NOTICE:  hello from the server")
-  T.match(text, "WARN.-server: WARNING:  careful")
+  local _, notices = text:gsub("server: NOTICE:  hello from the server", "")
+  T.eq(notices, 1, "a NOTICE is logged at debug level only:\n" .. text)
+  T.match(text, "DEBUG.-server: NOTICE:  hello from the server")
+  T.nomatch(text, "INFO  server: NOTICE")
+  T.match(text, "INFO .-server: INFO:  asked for")
+  T.match(text, "WARN .-server: WARNING:  careful")
 end)
 
 T.test("copy_in writer, one-shot copy_in, copy_out with and without a callback", function ()

@@ -251,7 +251,7 @@ T.test("extensions, functions, policies, RLS, extra objects", function()
   b = picture()
   b.schemas[2] = { name = "Extra Schema" }
   d = only_difference(schema_diff.compare(picture(), b))
-  T.eq(d.problem, "extra"); T.eq(d.fix, 'DROP SCHEMA "Extra Schema";')
+  T.eq(d.problem, "extra"); T.eq(d.fix, 'DROP SCHEMA "Extra Schema" CASCADE;')
 end)
 
 T.test("a missing table gets its CREATE TABLE", function()

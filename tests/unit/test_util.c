@@ -100,10 +100,24 @@ static void log_lines_are_redacted_in_the_file (void) {
   log_set_stderr(1);
 }
 
+/* Status lines are cut to the terminal width, never wrapping. */
+static void status_lines_fit_the_terminal (void) {
+  CHECK_INT(log_fit_width("abcdef", 80), 6);
+  CHECK_INT(log_fit_width("abcdef", 6), 5);      /* the last column stays free */
+  CHECK_INT(log_fit_width("abcdef", 7), 6);
+  CHECK_INT(log_fit_width("abc\ndef", 80), 3);   /* one line only */
+  /* "é" is two bytes and one column: never cut inside a character */
+  CHECK_INT(log_fit_width("\xc3\xa9\xc3\xa9\xc3\xa9x", 3), 4);
+  CHECK_INT(log_fit_width("\xc3\xa9\xc3\xa9\xc3\xa9x", 80), 7);
+  CHECK_INT(log_fit_width("", 80), 0);
+  CHECK_INT(log_fit_width("abc", 0), 1);
+}
+
 int main (void) {
   RUN_TEST(buf_grows_and_formats);
   RUN_TEST(redact_masks_secret_shapes);
   RUN_TEST(redact_masks_registered_values);
   RUN_TEST(log_lines_are_redacted_in_the_file);
+  RUN_TEST(status_lines_fit_the_terminal);
   return TEST_SUMMARY();
 }

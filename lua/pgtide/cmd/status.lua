@@ -60,6 +60,41 @@ local function own_flags(args, known)
 end
 M.own_flags = own_flags
 
+-- A few words on the migration in 'dir': running, its current step, done.
+function M.brief(dir)
+  local st = stream.read_json(dir .. "/state.json") or {}
+  if st.abandoned then return "abandoned" end
+  if st.finished then return "done" end
+  local pub = stream.read_json(dir .. "/" .. stream.STATUS) or {}
+  if pub.pid and stream.alive(pub.pid) and pub.pid ~= sys.getpid() then return "running" end
+  for _, name in ipairs(st.order or {}) do
+    local s = (st.steps or {})[name] or {}
+    if s.status ~= "done" then return name .. " " .. (s.status or "pending") end
+  end
+  return "stopped"
+end
+
+--[[
+narrow(dirs) -> the migrations worth showing when none was named: the
+running ones if any; otherwise those that got anywhere (a step done), so
+that attempts whose first step (the preflight) failed, which leave a state
+directory behind, do not hide the one migration that matters.
+]]
+function M.narrow(dirs)
+  local running, started = {}, {}
+  for _, d in ipairs(dirs) do
+    local b = M.brief(d)
+    if b == "running" then running[#running + 1] = d end
+    local st = stream.read_json(d .. "/state.json") or {}
+    for _, rec in pairs(st.steps or {}) do
+      if rec.status == "done" then started[#started + 1] = d; break end
+    end
+  end
+  if #running > 0 then return running end
+  if #started > 0 then return started end
+  return dirs
+end
+
 --[[
 resolve(rest) -> dir, cfg.  The state directory named by --state, a
 config file (its state_dir or name), name=NAME or a bare NAME; with
@@ -78,13 +113,16 @@ function M.resolve(rest)
         if sys.exists(".pgtide/" .. e .. "/state.json") then found[#found + 1] = ".pgtide/" .. e end
       end
     end
+    if #found > 1 then found = M.narrow(found) end
     if #found == 1 then
       dir = found[1]
     elseif #found == 0 then
       errors.usage("no migration found under .pgtide/: give --state DIR (or -c CONFIG, name=NAME)")
     else
-      errors.usage("several migrations under .pgtide/ (%s): choose one with --state DIR or name=NAME",
-        table.concat(found, ", "))
+      local list = {}
+      for _, d in ipairs(found) do list[#list + 1] = d .. " (" .. M.brief(d) .. ")" end
+      errors.usage("several migrations under .pgtide/: %s; choose one with --state DIR or name=NAME",
+        table.concat(list, ", "))
     end
   end
   if not sys.exists(dir .. "/state.json") then
@@ -171,9 +209,10 @@ function M.lines(s, opts)
   end
   if s.wal_warning then
     add("WARNING: the slot retains %s of WAL on the source (threshold %s): the source's disk fills while "
-      .. "the migration lags or is stopped. Resume or cut over; if the migration is abandoned, run its "
-      .. "cleanup step (or SELECT pg_drop_replication_slot('%s')).", util.format_bytes(s.retained_wal_bytes),
-      util.format_bytes(s.wal_warn_bytes), s.slot and s.slot.name or "?")
+      .. "the migration lags or is stopped. Resume or cut over; to give the migration up, `pgtide abandon "
+      .. "--state %s` drops its slot (or SELECT pg_drop_replication_slot('%s')).",
+      util.format_bytes(s.retained_wal_bytes), util.format_bytes(s.wal_warn_bytes), s.state_dir,
+      s.slot and s.slot.name or "?")
   end
   local co = s.cutover
   if co and s.slot then
@@ -197,6 +236,11 @@ function M.run(args)
   if o.tables and (not tables or tables < 0) then errors.usage("--tables needs a number >= 0") end
   local s, err = stream.collect(dir, { source = cfg.source, no_source = o.no_source })
   if not s then errors.usage("%s", err) end
+  local data = stream.read_json(dir .. "/state.json") or {}
+  if data.abandoned then
+    s.abandoned = data.abandoned
+    s.phase = "abandoned at " .. tostring(data.abandoned.at)
+  end
   if o.json then
     local copy = util.copy(s)
     if copy.full_load and copy.full_load.tables and #copy.full_load.tables == 0 then

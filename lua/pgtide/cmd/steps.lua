@@ -1,5 +1,6 @@
 -- pgtide steps RUNBOOK [-c CONFIG] [--state DIR]: list the steps and, when
 -- a state exists, each step's status.
+local config = require "pgtide.config"
 local run = require "pgtide.cmd.run"
 local runbooks = require "pgtide.runbooks"
 local state = require "pgtide.state"
@@ -8,7 +9,13 @@ local sys = require "sys"
 
 local M = {
   summary = "list a runbook's steps with their titles (and status, when a state exists)",
-  usage = "pgtide steps RUNBOOK [-c CONFIG] [name=value ...] [--state DIR]",
+  usage = [[
+pgtide steps RUNBOOK [-c CONFIG] [name=NAME] [--state DIR]
+
+Lists the runbook's steps with their titles and flags; when the migration's
+state exists (the state directory `pgtide run` would use with the same
+arguments: --state, the config's state_dir or name, name=NAME), each step's
+status too.]],
 }
 
 function M.run(args)
@@ -16,8 +23,10 @@ function M.run(args)
   local rbarg = o.words[1]
   if not rbarg then errors.usage("which runbook?\n\n%s", M.usage) end
   local rb = runbooks.load(rbarg)
+  local cfg = o.config and config.load(o.config) or {}
   local st
-  local dir = o.state_dir or state.default_dir(o.assignments.name or rb.name)
+  -- the state directory as `pgtide run` picks it: --state, the config's state_dir or name
+  local dir = o.state_dir or cfg.state_dir or state.default_dir(o.assignments.name or cfg.name or rb.name)
   if sys.exists(dir .. "/state.json") then st = state.open(dir, { create = false }) end
   print(string.format("%s: %s", rb.name, rb.title))
   for i, step in ipairs(rb.steps) do

@@ -24,7 +24,9 @@ primary key or unique NOT NULL key are compared as multisets of rows.
 --tables         only these tables (schema.table, or table for public);
                  the schema comparison is then limited to their objects
 --json FILE      also write the JSON report to FILE (it is always written to
-                 the state directory, default .pgtide/<name>/validation.json)
+                 the state directory as validate.json, default
+                 .pgtide/<name>/validate.json; the run's own validation.json
+                 is left alone)
 --jobs N         parallel workers, each with one connection per server
 --redact         hide column values in the report (keys are still shown)
 --max-rows N     differing rows listed per table (default 100; all are counted)
@@ -126,6 +128,7 @@ function M.run(args)
   end
   o.state_dir = o.state_dir or cfg.state_dir or state.default_dir(name)
   if o.jobs == nil and math.type(cfg.jobs) == "integer" and cfg.jobs > 0 then o.jobs = cfg.jobs end
+  o.state_files = { "validate.json" }   -- the run's validation.json is the run's
   local report = validate.run(o)
   io.write(validate.summary(report))
   return validate.exit_code(report)
