@@ -47,6 +47,10 @@ local catalog = require "pgtide.catalog"
 local util = require "pgtide.util"
 local validate = require "pgtide.validate"
 local stream = require "pgtide.stream"
+local cutover_request = require "pgtide.cutover_request"
+local fence = require "pgtide.fence"
+local names_of = require("pgtide.names").of
+local status_file = require "pgtide.status_file"
 local cutover = require "pgtide.cutover"
 local apply_plan = require "pgtide.apply_plan"
 local new_tables = require "pgtide.new_tables"
@@ -370,7 +374,7 @@ local resume_snapshot
 function rb.load_snapshot(ctx)
   if not ctx.params.cdc then return nil end
   local out = ctx.out
-  local n = stream.names(ctx.name)
+  local n = names_of(ctx.name)
   local info = cdc.slot_info { source = ctx.params.source, slot = n.slot }
   local done = {}
   for _, id in ipairs(out.done or {}) do done[id] = true end
@@ -525,7 +529,7 @@ end
 local function step(def)
   local run = def.run
   def.run = function(ctx)
-    stream.publish(ctx, { phase = def.name, step = def.name })
+    status_file.publish(ctx, { phase = def.name, step = def.name })
     revive(ctx)
     return run(ctx)
   end
@@ -654,7 +658,7 @@ step {
         end
         if p.write_fence then checks[#checks + 1] = "write_fence" end
       end
-      local n = stream.names(ctx.name)
+      local n = names_of(ctx.name)
       local plan = rb.plan(ctx, true)
       report = preflight.run { src = ctx.src, dst = ctx.dst, checks = checks,
                                scope = scope_fn(ctx), target_disk_gb = p.target_disk_gb,
@@ -681,7 +685,7 @@ step {
           "add a primary key where the data has one (ALTER TABLE ... ADD PRIMARY KEY (...))")
       end
       if ctx.params.cdc then
-        local n = stream.names(ctx.name)
+        local n = names_of(ctx.name)
         local info = cdc.slot_info { source = ctx.params.source, slot = n.slot }
         if info.exists and not slot_is_ours(ctx, n.slot) then
           add("Replication slot name", "fail", foreign_slot_message(ctx, n.slot),
@@ -830,7 +834,7 @@ step {
       .. "largest first, tables over %d MB as parallel ranges; binary COPY where possible; each "
       .. "finished unit is recorded so a rerun continues%s",
       ctx.params.cdc and string.format("creates publication and replication slot %s (pgoutput), "
-        .. "then ", stream.names(ctx.name).slot) or "",
+        .. "then ", names_of(ctx.name).slot) or "",
       jobs(ctx), ctx.params.split_threshold_mb,
       ctx.params.cdc and " (after a crash, tables not finished are copied again under a new "
         .. "snapshot, and the stream skips their changes up to it)" or "")
@@ -877,7 +881,7 @@ step {
           ctx:save()
           last_save = sys.monotonic()
         end
-        if sys.monotonic() - last_pub >= stream.PUBLISH_INTERVAL then
+        if sys.monotonic() - last_pub >= status_file.PUBLISH_INTERVAL then
           last_pub = sys.monotonic()
           local tables = {}
           for _, t in ipairs(p.tables or {}) do
@@ -888,7 +892,7 @@ step {
           end
           local progress = util.copy(out.progress)
           progress.tables = tables
-          stream.publish(ctx, { phase = "full-load", full_load = progress })
+          status_file.publish(ctx, { phase = "full-load", full_load = progress })
         end
       end,
       progress_interval = 2,
@@ -1161,7 +1165,7 @@ function rb.watch_new_tables(ctx)
     if not skip[t.schema .. "." .. t.table] then names[#names + 1] = t end
   end
   if #names == 0 then
-    if ctx.out.new_tables then ctx.out.new_tables = nil; stream.publish(ctx, { new_tables = {} }) end
+    if ctx.out.new_tables then ctx.out.new_tables = nil; status_file.publish(ctx, { new_tables = {} }) end
     return 0
   end
   local added = 0
@@ -1173,11 +1177,11 @@ function rb.watch_new_tables(ctx)
         or "new_tables=warn: create it on the target and copy it yourself, or rerun with new_tables=add" }
     else
       local ok, rec, why = pcall(new_tables.add, ctx, t, {
-        publication = slot.publication or stream.names(ctx.name).publication,
+        publication = slot.publication or names_of(ctx.name).publication,
         may_alter = slot.publication_created ~= false and not ctx.params.publication,
         triggers = ((ctx.outputs["post-data"] or {}).triggers == "disabled") and "disabled" or "replica_role",
         stop = function() stream.stop(ctx) end, dir = ctx.state_dir .. "/new-tables",
-        slot = stream.names(ctx.name).slot, no_owner = ctx.params.no_owner,
+        slot = names_of(ctx.name).slot, no_owner = ctx.params.no_owner,
         no_privileges = ctx.params.no_privileges, pg_dump = ctx.params.pg_dump })
       if ok and rec then
         ctx.out.added = ctx.out.added or {}
@@ -1198,7 +1202,7 @@ function rb.watch_new_tables(ctx)
   end
   ctx.out.new_tables = #waiting > 0 and waiting or nil
   ctx.out.new_tables_text = #waiting > 0 and text or nil
-  stream.publish(ctx, { new_tables = waiting })
+  status_file.publish(ctx, { new_tables = waiting })
   return added
 end
 
@@ -1274,7 +1278,7 @@ local function copy_unlogged(ctx)
     if t.unlogged then list[#list + 1] = t.schema .. "." .. t.table end
   end
   if #list > 0 then
-    stream.publish(ctx, { phase = "cutover: unlogged tables" })
+    status_file.publish(ctx, { phase = "cutover: unlogged tables" })
     local units = load.plan { source = ctx.params.source, tables = list, jobs = jobs(ctx),
                               split_threshold_bytes = ctx.params.split_threshold_mb * 1024 * 1024,
                               max_parts = ctx.params.max_parts, format = ctx.params.format,
@@ -1302,9 +1306,9 @@ function rb.cutover_apply(ctx)
     stream.catch_up(ctx, r, p.cutover_timeout, "cutover: catch-up")
   end
   if p.write_fence and not out.fence then
-    local fence = stream.fence(ctx)
+    local fenced = fence.apply(ctx)
     runbook.crash_point("cutover:fence")
-    out.fence = fence
+    out.fence = fenced
     ctx:save()
   elseif not p.write_fence then
     for _, w in ipairs(writers(ctx.src)) do
@@ -1337,7 +1341,7 @@ function rb.cutover_apply(ctx)
                      scope = scope_fn(ctx) }
   if not out.foreign_keys_applied then
     local parts = parts_of(ctx)
-    stream.publish(ctx, { phase = "cutover: foreign keys" })
+    status_file.publish(ctx, { phase = "cutover: foreign keys" })
     apply_foreign_keys(ctx, parts)
     -- and those of the tables added while streaming
     for _, extra in ipairs(new_tables.parts((ctx.outputs.stream or {}).added)) do apply_foreign_keys(ctx, extra) end
@@ -1346,7 +1350,7 @@ function rb.cutover_apply(ctx)
     ctx:save()
   end
   if p.cutover_validate then
-    stream.publish(ctx, { phase = "cutover: validation" })
+    status_file.publish(ctx, { phase = "cutover: validation" })
     local opts = { tables = validation_tables(ctx), jobs = jobs(ctx) }
     if out.fence then
       opts.mode = "offline"
@@ -1394,7 +1398,7 @@ step {
     -- the stream is stopped: nothing replicated fires a trigger any more
     local disabled = rb.disabled_triggers(ctx)
     if #disabled > 0 and not out.triggers_enabled then
-      stream.publish(ctx, { phase = "cutover: triggers" })
+      status_file.publish(ctx, { phase = "cutover: triggers" })
       triggers.enable(ctx.dst, disabled)
       runbook.crash_point("cutover:triggers")
       local d = require("pgtide.schema_diff").run(ctx.src, ctx.dst, { kinds = { "triggers" },
@@ -1414,15 +1418,15 @@ step {
     }
     if out.fence then
       lines[#lines + 1] = "  The source database is read-only (write fence). To undo: "
-        .. stream.unfence_sql(ctx.src, out.fence.database)
+        .. fence.unfence_sql(ctx.src, out.fence.database)
     else
       lines[#lines + 1] = "  Writes made on the source from now on are NOT replicated: the "
         .. "application must write to the target only."
     end
     for _, l in ipairs(lines) do log.info("%s", l) end
     out.finished_at = util.now_iso()
-    stream.clear_request(ctx.state_dir)   -- a request made while this step ran is answered too
-    stream.publish(ctx, { phase = "cutover done", cdc = { state = "stopped", applied_lsn = out.applied_lsn } })
+    cutover_request.clear(ctx.state_dir)   -- a request made while this step ran is answered too
+    status_file.publish(ctx, { phase = "cutover done", cdc = { state = "stopped", applied_lsn = out.applied_lsn } })
     log.info("cutover done: the target has every change up to %s; the stream is stopped", out.cutover_lsn)
   end,
 }
@@ -1433,7 +1437,7 @@ step {
   destructive = true,
   plan = function(ctx)
     if not ctx.params.cdc then return "nothing (cdc=false)" end
-    local n = stream.names(ctx.name)
+    local n = names_of(ctx.name)
     local slot = (ctx.outputs["full-load"] or {}).slot or {}
     return string.format("drops replication slot %s%s on the source, and the replication progress "
       .. "record on the target (with the schema pgtide when pgtide made it)", n.slot,
@@ -1444,7 +1448,7 @@ step {
     return not ctx.params.cdc
   end,
   run = function(ctx)
-    local n = stream.names(ctx.name)
+    local n = names_of(ctx.name)
     local slot = (ctx.outputs["full-load"] or {}).slot or {}
     stream.stop(ctx)
     -- the write fence makes new sessions read-only: this one needs to write
@@ -1475,7 +1479,7 @@ step {
       n.slot, pub and (", publication " .. pub) or "", tostring(slot.record or n.slot))
   end,
   verify = function(ctx)
-    local n = stream.names(ctx.name)
+    local n = names_of(ctx.name)
     local info = cdc.slot_info { source = ctx.params.source, slot = n.slot }
     runbook.require(not info.exists, "replication slot %s still exists on the source", n.slot)
   end,

@@ -41,14 +41,6 @@ function M.ensure_sentinel(conn, schema)
       written_at timestamptz not null default clock_timestamp())]], M.sentinel_table(schema)))
 end
 
--- 8 random hex digits (a sentinel token must never repeat).
-local function random_hex()
-  local f = io.open("/dev/urandom", "rb")
-  local b = f and f:read(4) or tostring(sys.monotonic()):sub(-4)
-  if f then f:close() end
-  return (b:gsub(".", function(c) return string.format("%02x", c:byte()) end))
-end
-
 -- Sessions on the source that hold a transaction id (they wrote) and are
 -- not pgtide's or a replication connection.
 local function writers(src)
@@ -73,7 +65,7 @@ the sentinel had arrived.
 function M.wait_caught_up(opts)
   local schema = opts.schema or "public"
   local tbl = M.sentinel_table(schema)
-  local token = string.format("%s-%d-%s", opts.name or "cutover", os.time(), random_hex())
+  local token = string.format("%s-%d-%s", opts.name or "cutover", os.time(), util.random_hex())
   opts.src:exec(string.format("insert into %s (token, phase) values ($1, 'cutover')", tbl), token)
   log.info("sentinel row '%s' written to %s on the source", token, tbl)
   local t0 = sys.monotonic()

@@ -4,7 +4,7 @@ serves to monitoring systems while it lasts.
 
   monitor.start(ctx, st, opts)    -- the engine, as a run starts: opts.metrics = "ADDR:PORT"
   monitor.stop()                  -- ... and as it ends
-  monitor.observe(ctx, fields)    -- every status published (pgtide.stream.publish)
+  monitor.observe(ctx, fields)    -- every status published (pgtide.status_file.publish)
   monitor.step_event(ctx, step, event, extra)   -- the engine: a step started/ended
   monitor.unit_done(ctx, unit)    -- the full load: one unit copied
   monitor.dms(ctx, snap)          -- the DMS runbooks: one monitoring snapshot
@@ -91,7 +91,7 @@ local function thin(dir, d)
 end
 
 --[[
-observe(ctx, fields): called with each status pgtide.stream publishes.
+observe(ctx, fields): called with each status pgtide.status_file publishes.
 A sample is appended when the fields carry full-load or CDC figures
 (at most one per SAMPLE_INTERVAL); a new phase is an event; the
 metrics document is rebuilt.

@@ -437,7 +437,7 @@ function Runbook:execute(opts)
   st:save()
   local monitor = require "pgtide.monitor"
   local addr = monitor.start(ctx, st, { metrics = opts.metrics })
-  if addr then require("pgtide.stream").publish(ctx, { metrics = "http://" .. addr .. "/metrics" }) end
+  if addr then require("pgtide.status_file").publish(ctx, { metrics = "http://" .. addr .. "/metrics" }) end
   log.info("runbook %s, migration '%s', state in %s", self.name, opts.name, opts.state_dir)
   if opts.from then
     -- --from starts there whatever came before: say what that leaves undone

@@ -1,149 +1,35 @@
 --[[
-pgtide.stream: the CDC half of the local runbook seen from Lua: names,
-the running replication, the foreground streaming loop, cutover
-requests, the write fence, and the status files `pgtide status` reads.
+pgtide.stream: the CDC half of the local runbook seen from Lua: the
+running replication and the foreground streaming loop.
 
   local stream = require "pgtide.stream"
-  stream.names(migration)            --> { slot =, publication = }
   stream.ensure(ctx)                 --> the running replication (core.replicate), started once
   stream.stop(ctx)                   --> final status (nil when none ran)
+  stream.table_sync(ctx)             --> the tables copied after the slot's snapshot, with positions
   stream.catch_up(ctx, r, timeout, what)     -- wait until the source's current LSN is applied
-  stream.run_until_cutover(ctx)      --> the request that ended streaming
-  stream.publish(ctx, fields)        -- state_dir/status.json for `pgtide status`
-  stream.request_cutover(dir, by)    -- state_dir/cutover-request.json (`pgtide cutover`)
-  stream.read_request(dir) / stream.clear_request(dir)
-  stream.fence(ctx) / stream.fenced_sql(db)
-  stream.collect(dir, opts)          --> everything `pgtide status` shows (also --json)
+  stream.run_until_cutover(ctx [, opts])     --> the request that ended streaming
 
-Files in the state directory (all written atomically):
-  status.json          the running process: pid, phase, full-load and CDC
-                       progress; rewritten every 2 s while a step waits
-  cdc-status.json      written by the CDC worker itself once a second
-  cutover-request.json a cutover request, until the stream step takes it
+What it shares with other processes lives in their own modules:
+pgtide.names (slot and publication names), pgtide.status_file
+(status.json), pgtide.cutover_request (cutover-request.json),
+pgtide.fence (the write fence) and pgtide.status (what `pgtide status`
+reads).
 ]]
 local core = require "core"
+local cutover_request = require "pgtide.cutover_request"
 local errors = require "pgtide.errors"
+local names = require "pgtide.names"
 local runbook = require "pgtide.runbook"
+local status_file = require "pgtide.status_file"
 local util = require "pgtide.util"
-local json = require "json"
 local log = require "log"
 local sys = require "sys"
 
 local M = {}
 
-M.STATUS = "status.json"
-M.CDC_STATUS = "cdc-status.json"
-M.REQUEST = "cutover-request.json"
-M.PUBLISH_INTERVAL = 2
 M.LINE_INTERVAL = 10
-M.STALE_AFTER = 10   -- seconds without a CDC status from a live process: its figures are stale
 
 local MB = 1024 * 1024
-
--- {==================================================================
--- Names
--- ===================================================================
-
---[[
-names(migration) -> { slot, publication }: "pgtide_<name>" in the
-characters slot names allow (lower-case letters, digits, '_'), at most
-63 bytes.  When the name had to be changed to fit, a hash of the
-original is appended, so "a-b" and "a_b" never share a slot.
-]]
-function M.names(name)
-  local clean = tostring(name):lower():gsub("[^a-z0-9_]", "_")
-  local base = "pgtide_" .. clean
-  if clean ~= name or #base > 63 then
-    base = base:sub(1, 63 - 7) .. "_" .. util.fnv32(name):sub(1, 6)
-  end
-  return { slot = base, publication = base }
-end
-
--- }==================================================================
-
--- {==================================================================
--- Files
--- ===================================================================
-
-local function path(dir, file) return dir .. "/" .. file end
-
-local function read_json(file)
-  local text = sys.readfile(file)
-  if not text then return nil end
-  local ok, v = pcall(json.decode, text)
-  if ok and type(v) == "table" then return util.plain(v) end
-  return nil
-end
-M.read_json = read_json
-
-local function write_json(file, t)
-  local ok, err = sys.write_atomic(file, sys.redact(json.encode(t, { pretty = true })) .. "\n")
-  if not ok then log.debug("cannot write %s: %s", file, tostring(err)) end
-  return ok
-end
-
-local published = {}   -- state_dir -> the last status.json contents
-
---[[
-publish(ctx, fields): merge 'fields' into this process's status.json
-(pid, time, migration and runbook are added).  Cheap enough to call
-every second; failures only log at debug level.
-]]
-function M.publish(ctx, fields)
-  if not ctx.state_dir then return end
-  local cur = published[ctx.state_dir]
-  if not cur then
-    cur = {}
-    published[ctx.state_dir] = cur
-  end
-  for k, v in pairs(fields or {}) do cur[k] = v end
-  cur.version = 1
-  cur.pid = sys.getpid()
-  cur.name = ctx.name
-  cur.runbook = ctx.runbook and ctx.runbook.name
-  cur.updated_at = sys.time()
-  cur.updated = util.now_iso()
-  write_json(path(ctx.state_dir, M.STATUS), cur)
-  require("pgtide.monitor").observe(ctx, fields)   -- samples for the report, the metrics
-end
-
--- Is process 'pid' alive?  (Signal 0; a pid of ours that ended is gone.)
-function M.alive(pid)
-  if type(pid) ~= "number" then return false end
-  local ok = sys.kill(math.tointeger(pid) or 0, "ZERO")
-  return ok == true
-end
-
--- 8 random hex digits.
-local function random_hex()
-  local f = io.open("/dev/urandom", "rb")
-  local b = f and f:read(4)
-  if f then f:close() end
-  if not b then b = tostring(sys.time()):sub(-4) end
-  return (b:gsub(".", function(c) return string.format("%02x", c:byte()) end))
-end
-
---[[
-request_cutover(dir, by) -> request.  Writes cutover-request.json
-atomically; the stream step of the running migration polls for it.
-]]
-function M.request_cutover(dir, by)
-  local req = { id = random_hex(), requested_at = util.now_iso(), requested_unix = sys.time(),
-                by = by or "pgtide cutover", pid = sys.getpid() }
-  local ok, err = sys.write_atomic(path(dir, M.REQUEST), json.encode(req) .. "\n")
-  if not ok then errors.usage("cannot write the cutover request: %s", tostring(err)) end
-  return req
-end
-
-function M.read_request(dir)
-  return read_json(path(dir, M.REQUEST))
-end
-
-function M.clear_request(dir)
-  os.remove(path(dir, M.REQUEST))
-end
-
--- }==================================================================
 
 -- {==================================================================
 -- The running replication
@@ -173,7 +59,7 @@ function M.ensure(ctx)
     pcall(r.stop, r)
     if not ok then error(err, 0) end
   end
-  local n = M.names(ctx.name)
+  local n = names.of(ctx.name)
   local p = ctx.params
   local fl = ctx.outputs["full-load"] or {}
   -- recorded when the slot was made (runbooks/local.lua): the publication, the progress
@@ -285,9 +171,9 @@ local function new_display(ctx, phase)
         .. "stopped; cut over, or drop the slot with the cleanup step if you abandon the migration",
         util.format_bytes(st.retained_bytes), util.format_bytes(warn_bytes))
     end
-    if now - d.last_pub >= M.PUBLISH_INTERVAL then
+    if now - d.last_pub >= status_file.PUBLISH_INTERVAL then
       d.last_pub = now
-      M.publish(ctx, { phase = phase, cdc = cdc_fields(st, ctx) })
+      status_file.publish(ctx, { phase = phase, cdc = cdc_fields(st, ctx) })
     end
   end
   function d.done()
@@ -376,7 +262,7 @@ function M.run_until_cutover(ctx, opts)
   local d = new_display(ctx, "streaming")
   local under_since
   log.info("streaming until cutover: %s", how_to_cutover(ctx))
-  M.publish(ctx, { phase = "streaming", cutover = { mode = p.cutover, requested = false } })
+  status_file.publish(ctx, { phase = "streaming", cutover = { mode = p.cutover, requested = false } })
   local request
   local function iteration()
     local st = r:run_for(1)
@@ -385,7 +271,7 @@ function M.run_until_cutover(ctx, opts)
       r = M.ensure(ctx)
     end
     local extra
-    local req = M.read_request(ctx.state_dir)
+    local req = cutover_request.read(ctx.state_dir)
     if req then
       request = req
       return
@@ -440,235 +326,10 @@ function M.run_until_cutover(ctx, opts)
     M.lag_text(st))
   ctx.out.cutover_request = request
   ctx:save()
-  M.clear_request(ctx.state_dir)
-  M.publish(ctx, { phase = "cutover", cutover = { mode = p.cutover, requested = true,
+  cutover_request.clear(ctx.state_dir)
+  status_file.publish(ctx, { phase = "cutover", cutover = { mode = p.cutover, requested = true,
                                                   requested_at = request.requested_at, by = request.by } })
   return request
-end
-
--- }==================================================================
-
--- {==================================================================
--- Write fence
--- ===================================================================
-
--- The statement that lifts the fence on database 'db'.
-function M.unfence_sql(conn, db)
-  return string.format("ALTER DATABASE %s RESET default_transaction_read_only", conn:quote_ident(db))
-end
-
---[[
-fence(ctx) -> { database, terminated }.  Stops writes on the source
-database for the cutover: new sessions become read-only (ALTER
-DATABASE ... SET default_transaction_read_only = on), then every other
-client session on that database is terminated, so applications
-reconnect read-only; their open transactions roll back and were never
-replicated.  This run's own session and walsenders are left alone.
-Needs the database's owner (or superuser) and pg_signal_backend.
-]]
-function M.fence(ctx)
-  local src = ctx.src
-  local db = src:query_one("SELECT current_database() AS d").d
-  -- a rerun after a crash here opens its session read-only: fencing again must still write
-  src:exec("SET default_transaction_read_only = off")
-  src:exec(string.format("ALTER DATABASE %s SET default_transaction_read_only = on", src:quote_ident(db)))
-  -- every other client session, pgtide's included (the CDC worker's monitor session
-  -- reconnects by itself; its replication connection is a walsender, left alone)
-  local rows = src:query([[
-    SELECT pid, usename, application_name, pg_terminate_backend(pid) AS terminated
-      FROM pg_stat_activity
-     WHERE datname = current_database() AND pid <> pg_backend_pid()
-       AND backend_type = 'client backend']])
-  local n = 0
-  for _, r in ipairs(rows) do
-    if r.terminated then n = n + 1 end
-    log.info("fence: ended session pid %d (%s, %s)", r.pid, tostring(r.usename),
-      tostring(r.application_name))
-  end
-  log.warn("fence: database %s on the source is read-only for new sessions; %d session(s) ended. "
-    .. "Lift it with: %s", db, n, M.unfence_sql(src, db))
-  return { database = db, terminated = n, at = util.now_iso(), at_unix = sys.time() }
-end
-
--- }==================================================================
-
--- {==================================================================
--- Status of a migration (pgtide status)
--- ===================================================================
-
---[[
-collect(dir, opts) -> status table (the --json form).  Reads state.json,
-status.json and cdc-status.json; with opts.source (a conninfo) or the
-state's own source parameter, and unless opts.no_source, also asks the
-source about the slot.  Fields:
-  name, runbook, state_dir, running, pid, phase, updated, age_seconds,
-  apply (how changes are applied on the target: triggers and progress record),
-  new_tables = [ {name, why} ] (tables created on the source the stream does not carry),
-  steps = [ {name, status, seconds, error} ], current_step,
-  full_load = { percent, units, units_done, rows, bytes, mb_per_s, eta,
-                tables = [ {name, rows, bytes, units, units_done, percent} ] },
-  cdc = { state, lag_bytes, lag_seconds, applied_lsn, source_lsn,
-          retained_bytes, txns, inserts, updates, deletes, truncates,
-          reconnects, updated_age_seconds, stale, error }; lag_bytes is
-          the source's current position minus the applied one when the
-          source could be asked,
-  slot = { name, publication, exists, active, retained_bytes,
-           confirmed_lsn, restart_lsn, current_lsn, wal_status, error },
-  retained_wal_bytes, wal_warn_bytes, wal_warning,
-  cutover = { mode, requested, pending_request, requested_at, by, status,
-              lsn, validation, fenced }
-]]
-function M.collect(dir, opts)
-  opts = opts or {}
-  local st = read_json(path(dir, "state.json"))
-  if not st then return nil, "no migration state in " .. dir end
-  local pub = read_json(path(dir, M.STATUS)) or {}
-  local cs = read_json(path(dir, M.CDC_STATUS))
-  local steps = st.steps or {}
-  local params = st.params or {}
-  local out = { name = st.name, runbook = st.runbook, state_dir = dir, finished = st.finished }
-  out.pid = pub.pid
-  out.running = M.alive(pub.pid) and pub.pid ~= sys.getpid()
-  if not out.running and cs and M.alive(cs.pid) and cs.pid ~= sys.getpid() then
-    out.running, out.pid = true, cs.pid
-  end
-  out.updated = pub.updated
-  if pub.updated_at then out.age_seconds = math.max(0, sys.time() - pub.updated_at) end
-  -- steps in the runbook's order
-  out.steps = {}
-  local current
-  for _, name in ipairs(st.order or util.sorted_keys(steps)) do
-    local s = steps[name] or { status = "pending" }
-    out.steps[#out.steps + 1] = { name = name, status = s.status or "pending", seconds = s.seconds,
-                                  error = s.error }
-    if not current and s.status ~= "done" then current = { name = name, status = s.status or "pending" } end
-  end
-  out.current_step = current and current.name or nil
-  if not current then
-    out.phase = "done"
-  elseif out.running then
-    out.phase = pub.phase or current.name
-    if current.name == "stream" and out.phase ~= "cutover" then out.phase = "streaming" end
-  else
-    out.phase = current.status == "pending" and ("stopped before " .. current.name)
-      or (current.name .. " (" .. current.status .. ")")
-  end
-  -- full load
-  local fl = (steps["full-load"] or {}).outputs or {}
-  if fl.units then
-    local f = { units = #fl.units, units_done = #(fl.done or {}) }
-    if fl.complete then
-      local s = fl.summary or {}
-      f.percent, f.rows, f.bytes, f.mb_per_s, f.units_done = 100, s.rows, s.bytes, s.mb_per_s, #fl.units
-    else
-      local pr = (out.running and pub.full_load) or fl.progress or {}
-      f.percent, f.rows, f.bytes, f.mb_per_s, f.eta = pr.percent or 0, pr.rows, pr.bytes, pr.mb_per_s, pr.eta
-      if pr.units_done then f.units_done = pr.units_done end
-    end
-    -- per table: the live progress when the load runs, else the plan and what is done
-    local live = out.running and pub.full_load and pub.full_load.tables
-    if live and not fl.complete then
-      f.tables = live
-    else
-      local by, order, done = {}, {}, {}
-      for _, id in ipairs(fl.done or {}) do done[id] = true end
-      for _, u in ipairs(fl.units) do
-        local k = u.schema .. "." .. u.table
-        local t = by[k]
-        if not t then
-          t = { name = k, units = 0, units_done = 0, est_bytes = 0 }
-          by[k] = t
-          order[#order + 1] = t
-        end
-        t.units = t.units + 1
-        t.est_bytes = t.est_bytes + (u.bytes or 0)
-        if fl.complete or done[u.id] then t.units_done = t.units_done + 1 end
-      end
-      for _, t in ipairs(order) do t.percent = t.units > 0 and math.floor(100 * t.units_done / t.units) or 0 end
-      -- rows and bytes copied per table, once the load finished
-      for _, t in ipairs(fl.complete and fl.summary and fl.summary.tables or {}) do
-        if by[t.name] then by[t.name].rows, by[t.name].bytes = t.rows, t.bytes end
-      end
-      f.tables = order
-    end
-    out.full_load = f
-  end
-  -- CDC: the worker's own file is the freshest
-  if cs then
-    out.cdc = {
-      state = cs.state, lag_bytes = cs.lag_bytes, lag_seconds = cs.lag_seconds,
-      applied_lsn = cs.applied_lsn, source_lsn = cs.source_lsn, received_lsn = cs.received_lsn,
-      retained_bytes = (cs.retained_bytes or -1) >= 0 and cs.retained_bytes or nil,
-      txns = cs.txns, inserts = cs.inserts, updates = cs.updates, deletes = cs.deletes,
-      truncates = cs.truncates, reconnects = cs.reconnects,
-      error = (cs.error ~= "" and cs.error) or nil,
-      updated_age_seconds = cs.updated_at and math.max(0, sys.time() - cs.updated_at) or nil,
-    }
-    if not (out.running and M.alive(cs.pid)) and out.cdc.state ~= "stopped" and out.cdc.state ~= "failed" then
-      out.cdc.state = "not running (last: " .. tostring(cs.state) .. ")"
-    end
-  end
-  -- how changes are applied on the target: what the steps recorded, else preflight's plan
-  local plan = ((steps.preflight or {}).outputs or {}).plan
-  if plan and params.cdc ~= false then
-    local p2 = util.copy(plan)
-    local done = ((steps["post-data"] or {}).outputs or {}).triggers
-    if done then p2.triggers = done == "disabled" and "disable" or "replica_role" end
-    if fl.slot and fl.slot.progress then p2.progress = fl.slot.progress end
-    out.apply = require("pgtide.apply_plan").describe(p2, fl.slot and fl.slot.record)
-  end
-  -- the slot, asked of the source
-  local n = M.names(st.name or "local")
-  local fl_slot = fl.slot or {}
-  out.slot = { name = fl_slot.name or n.slot, publication = fl_slot.publication or n.publication }
-  local warn_mb = tonumber(params.wal_warn_mb) or 1024
-  out.wal_warn_bytes = warn_mb * MB
-  local source = opts.source or params.source
-  if params.cdc == false then
-    out.slot = nil
-  elseif not opts.no_source then
-    if type(source) ~= "string" then
-      out.slot.error = "no source connection string in the state: pass -c CONFIG"
-    elseif source:find("***", 1, true) then
-      out.slot.error = "the state keeps the source connection string with its password masked: pass -c "
-        .. "CONFIG (or use a .pgpass file)"
-    else
-      local ok, info = pcall(core.slot_info, { source = source, slot = out.slot.name })
-      if ok then
-        for k, v in pairs(info) do out.slot[k] = v end
-      else
-        out.slot.error = errors.message(info)
-      end
-    end
-  end
-  out.retained_wal_bytes = (out.slot and out.slot.retained_bytes) or (out.cdc and out.cdc.retained_bytes)
-  if out.cdc and out.slot and out.slot.exists and out.slot.current_lsn and out.cdc.applied_lsn then
-    -- the lag is what the source wrote since the target's position, asked of the source now
-    -- (the worker's own figure is only as fresh as its last status)
-    local ok, lag = pcall(core.lsn_diff, out.slot.current_lsn, out.cdc.applied_lsn)
-    if ok and lag >= 0 then out.cdc.lag_bytes = lag end
-  end
-  if out.cdc and out.running and (out.cdc.updated_age_seconds or 0) > M.STALE_AFTER then
-    -- alive but silent: frozen (SIGSTOP), or blocked; say so rather than show old figures as now
-    out.cdc.stale = true
-  end
-  out.wal_warning = out.retained_wal_bytes ~= nil and out.retained_wal_bytes > out.wal_warn_bytes
-  -- tables created on the source that the stream does not carry yet (runbooks/local.lua)
-  local so = (steps.stream or {}).outputs or {}
-  local nt = (out.running and pub.new_tables) or so.new_tables
-  if nt and #nt > 0 then out.new_tables = nt end
-  -- cutover
-  local co = steps.cutover or {}
-  local pending = read_json(path(dir, M.REQUEST))
-  local req = so.cutover_request
-  out.cutover = {
-    mode = params.cutover, requested = req ~= nil or pending ~= nil, pending_request = pending ~= nil,
-    requested_at = (req or pending or {}).requested_at, by = (req or pending or {}).by,
-    status = co.status or "pending", lsn = (co.outputs or {}).cutover_lsn,
-    fenced = (co.outputs or {}).fence ~= nil,
-    validation = ((co.outputs or {}).validation or {}).result,
-  }
-  return out
 end
 
 -- }==================================================================

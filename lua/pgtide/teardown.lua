@@ -22,8 +22,8 @@ local sys = require "sys"
 
 local M = {}
 
--- The names a migration uses (pgtide.stream.names), without requiring it here.
-local function names(name) return require("pgtide.stream").names(name) end
+-- The names a migration uses (pgtide.names).
+local function names(name) return require("pgtide.names").of(name) end
 
 --[[ drop_slot(src, name [, timeout]): drop the replication slot if it
   exists.  A walsender of a run that is ending may hold it a moment

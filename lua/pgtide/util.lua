@@ -120,6 +120,15 @@ function M.fnv32(s)
   return string.format("%08x", h)
 end
 
+-- 8 random hex digits from /dev/urandom (request ids, sentinel tokens).
+function M.random_hex()
+  local f = io.open("/dev/urandom", "rb")
+  local b = f and f:read(4)
+  if f then f:close() end
+  if not b then b = tostring(os.clock()):sub(-4) .. tostring(os.time()):sub(-4) end
+  return (b:gsub(".", function(c) return string.format("%02x", c:byte()) end)):sub(1, 8)
+end
+
 -- ISO-8601 UTC timestamp for state files and reports.
 function M.now_iso(t)
   t = t or os.time()

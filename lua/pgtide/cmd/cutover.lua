@@ -2,8 +2,10 @@
 -- Ask the running `pgtide run local` to cut over (a request file in the
 -- state directory that its stream step polls), then follow the cutover.
 local errors = require "pgtide.errors"
-local status = require "pgtide.cmd.status"
-local stream = require "pgtide.stream"
+local cmd_status = require "pgtide.cmd.status"
+local cutover_request = require "pgtide.cutover_request"
+local status = require "pgtide.status"
+local status_file = require "pgtide.status_file"
 local util = require "pgtide.util"
 local log = require "log"
 local sys = require "sys"
@@ -32,18 +34,18 @@ Exit codes: 0 cut over (or request written with --no-wait / no run active),
 }
 
 local function step_status(dir, name)
-  local st = stream.read_json(dir .. "/state.json") or {}
+  local st = status_file.read_json(dir .. "/state.json") or {}
   local s = (st.steps or {})[name] or {}
   return s.status or "pending", s
 end
 
 function M.run(args)
-  local o, rest = status.own_flags(args, { ["--no-wait"] = "flag", ["--cancel"] = "flag",
+  local o, rest = cmd_status.own_flags(args, { ["--no-wait"] = "flag", ["--cancel"] = "flag",
                                            ["--timeout"] = "value" })
-  local dir = status.resolve(rest)
+  local dir = cmd_status.resolve(rest)
   local timeout = tonumber(o.timeout or 3600)
   if not timeout or timeout < 0 then errors.usage("--timeout needs a number of seconds") end
-  local st = stream.read_json(dir .. "/state.json") or {}
+  local st = status_file.read_json(dir .. "/state.json") or {}
   if (st.params or {}).cdc == false then
     errors.usage("migration %s runs without CDC (cdc=false): there is nothing to cut over", tostring(st.name))
   end
@@ -51,8 +53,8 @@ function M.run(args)
     errors.usage("migration %s (runbook %s) has no cutover step", tostring(st.name), tostring(st.runbook))
   end
   if o.cancel then
-    if stream.read_request(dir) then
-      stream.clear_request(dir)
+    if cutover_request.read(dir) then
+      cutover_request.clear(dir)
       print("cutover request withdrawn")
     else
       print("no pending cutover request (a request the run already took cannot be withdrawn)")
@@ -66,7 +68,7 @@ function M.run(args)
       tostring((rec.outputs or {}).cutover_lsn)))
     return 0
   end
-  local s = stream.collect(dir, { no_source = true })
+  local s = status.collect(dir, { no_source = true })
   local taken = step_status(dir, "stream") == "done"
   if taken then
     local _, rec = step_status(dir, "stream")
@@ -75,7 +77,7 @@ function M.run(args)
       tostring(st.name), tostring(req.by), tostring(req.requested_at)))
   else
     local who = string.format("pgtide cutover (pid %d on %s)", sys.getpid(), sys.hostname())
-    local req = stream.request_cutover(dir, who)
+    local req = cutover_request.write(dir, who)
     print(string.format("cutover requested for migration %s (request %s)", tostring(st.name), req.id))
   end
   if not s.running then
@@ -100,7 +102,7 @@ function M.run(args)
       io.stderr:write(sys.redact(string.format("pgtide: the cutover failed: %s\n", tostring(rec.error))))
       return 1
     end
-    s = stream.collect(dir, { no_source = true })
+    s = status.collect(dir, { no_source = true })
     if not s.running then
       -- the run may have ended right after the step finished
       if step_status(dir, "cutover") == "done" then goto continue end

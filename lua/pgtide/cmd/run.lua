@@ -1,5 +1,6 @@
 -- pgtide run RUNBOOK [-c CONFIG] [name=value ...] [--from STEP] [--to STEP]
 --                    [--only STEP] [--dry-run] [--yes] [--state DIR] [--metrics ADDR:PORT]
+local cmd_args = require "pgtide.args"
 local config = require "pgtide.config"
 local errors = require "pgtide.errors"
 local runbooks = require "pgtide.runbooks"
@@ -38,42 +39,8 @@ Exit codes: 0 done, 1 a step failed, 2 usage or configuration error,
 3 interrupted.]],
 }
 
--- Parse the words shared by run and steps.  Returns an options table.
-function M.parse(args, allow)
-  local o = { assignments = {}, words = {} }
-  local i = 1
-  local function value(flag)
-    local v = args[i + 1]
-    if not v then errors.usage("%s needs a value", flag) end
-    i = i + 2
-    return v
-  end
-  while i <= #args do
-    local a = args[i]
-    if a == "-c" or a == "--config" then o.config = value(a)
-    elseif a:match("^%-%-config=") then o.config = a:match("=(.*)"); i = i + 1
-    elseif a == "--from" and allow.from then o.from = value(a)
-    elseif a == "--only" and allow.only then o.only = value(a)
-    elseif a == "--to" and allow.to then o.to = value(a)
-    elseif a == "--state" then o.state_dir = value(a)
-    elseif a:match("^%-%-state=") then o.state_dir = a:match("=(.*)"); i = i + 1
-    elseif a == "--dry-run" and allow.dry_run then o.dry_run = true; i = i + 1
-    elseif a == "--metrics" and allow.metrics then o.metrics = value(a)
-    elseif a:match("^%-%-metrics=") and allow.metrics then o.metrics = a:match("=(.*)"); i = i + 1
-    elseif (a == "--yes" or a == "-y") and allow.yes then o.yes = true; i = i + 1
-    elseif a:sub(1, 1) == "-" then errors.usage("unknown option %s\n\n%s", a, M.usage)
-    elseif a:find("=", 1, true) and not a:find("/", 1, true) or a:match("^[%w_]+=") then
-      local k, v = a:match("^([%w_]+)=(.*)$")
-      if not k then errors.usage("bad parameter assignment '%s' (expected name=value)", a) end
-      o.assignments[k] = v
-      i = i + 1
-    else
-      o.words[#o.words + 1] = a
-      i = i + 1
-    end
-  end
-  return o
-end
+-- The words shared by run, steps, status, cutover, report and abandon (pgtide.args).
+function M.parse(args, allow) return cmd_args.parse(args, allow, M.usage) end
 
 --[[
 Resolve everything a run needs: the runbook, its validated parameters,

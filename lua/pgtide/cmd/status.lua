@@ -1,11 +1,12 @@
 -- pgtide status [--state DIR | -c CONFIG | name=NAME | NAME] [--json] [--no-source] [--tables N]
 -- The phase, per-table progress, CDC lag and WAL retained by the slot of
--- a running or stopped migration (pgtide.stream.collect).
+-- a running or stopped migration (pgtide.status.collect).
 local config = require "pgtide.config"
 local errors = require "pgtide.errors"
-local run = require "pgtide.cmd.run"
+local cmd_args = require "pgtide.args"
 local state = require "pgtide.state"
-local stream = require "pgtide.stream"
+local status = require "pgtide.status"
+local status_file = require "pgtide.status_file"
 local util = require "pgtide.util"
 local json = require "json"
 local sys = require "sys"
@@ -62,11 +63,11 @@ M.own_flags = own_flags
 
 -- A few words on the migration in 'dir': running, its current step, done.
 function M.brief(dir)
-  local st = stream.read_json(dir .. "/state.json") or {}
+  local st = status_file.read_json(dir .. "/state.json") or {}
   if st.abandoned then return "abandoned" end
   if st.finished then return "done" end
-  local pub = stream.read_json(dir .. "/" .. stream.STATUS) or {}
-  if pub.pid and stream.alive(pub.pid) and pub.pid ~= sys.getpid() then return "running" end
+  local pub = status_file.read_json(dir .. "/" .. status_file.STATUS) or {}
+  if pub.pid and status_file.alive(pub.pid) and pub.pid ~= sys.getpid() then return "running" end
   for _, name in ipairs(st.order or {}) do
     local s = (st.steps or {})[name] or {}
     if s.status ~= "done" then return name .. " " .. (s.status or "pending") end
@@ -85,7 +86,7 @@ function M.narrow(dirs)
   for _, d in ipairs(dirs) do
     local b = M.brief(d)
     if b == "running" then running[#running + 1] = d end
-    local st = stream.read_json(d .. "/state.json") or {}
+    local st = status_file.read_json(d .. "/state.json") or {}
     for _, rec in pairs(st.steps or {}) do
       if rec.status == "done" then started[#started + 1] = d; break end
     end
@@ -101,7 +102,7 @@ config file (its state_dir or name), name=NAME or a bare NAME; with
 none of these, the only migration under .pgtide/.  Raises usage errors.
 ]]
 function M.resolve(rest)
-  local o = run.parse(rest, {})
+  local o = cmd_args.parse(rest, {})
   local cfg = o.config and config.load(o.config) or {}
   if #o.words > 1 then errors.usage("unexpected argument '%s'", o.words[2]) end
   local name = o.assignments.name or o.words[1] or cfg.name
@@ -234,9 +235,9 @@ function M.run(args)
   local dir, cfg = M.resolve(rest)
   local tables = o.tables and math.tointeger(tonumber(o.tables))
   if o.tables and (not tables or tables < 0) then errors.usage("--tables needs a number >= 0") end
-  local s, err = stream.collect(dir, { source = cfg.source, no_source = o.no_source })
+  local s, err = status.collect(dir, { source = cfg.source, no_source = o.no_source })
   if not s then errors.usage("%s", err) end
-  local data = stream.read_json(dir .. "/state.json") or {}
+  local data = status_file.read_json(dir .. "/state.json") or {}
   if data.abandoned then
     s.abandoned = data.abandoned
     s.phase = "abandoned at " .. tostring(data.abandoned.at)

@@ -82,7 +82,7 @@ function M.run(args)
     local rb = require("pgtide.runbooks").load("local")
     name = rb.default_name(cfg, rb)
   end
-  o.publication = cfg.publication or require("pgtide.stream").names(name).publication
+  o.publication = cfg.publication or require("pgtide.names").of(name).publication
   o.replica_role = cfg.replica_role
   local ok, f = pcall(ts.run, topic, o)
   src:close()
