@@ -3,7 +3,7 @@
 -- tests/run.sh counts ("ok - name", "not ok - name", "skip - name: why").
 --
 --   local T = require "t"
---   T.test("name", function () T.eq(got, want) end)
+--   T.test("name", function () T.eq(got, want) end)   -- TEST_ONLY=substring runs only matching tests
 --   T.skip("name", "why")
 --   local c = T.cluster{ tls = false, conf = {"key = value"}, version = 17 }
 --       a throwaway cluster (default PostgreSQL 15; other versions run in a
@@ -74,7 +74,12 @@ function T.raises(fn, pattern)
   return err
 end
 
+-- TEST_ONLY=substring in the environment runs only the tests whose name contains it.
+local only = os.getenv("TEST_ONLY")
+if only == "" then only = nil end
+
 function T.test(name, fn)
+  if only and not name:find(only, 1, true) then return end
   local ok, err = xpcall(fn, debug.traceback)
   if ok then
     print("ok - " .. name)

@@ -5,11 +5,14 @@
 ** going.  Output is one line per test, in the format tests/run.sh counts:
 **   ok - name        not ok - name        skip - name: reason
 ** main() ends with `return TEST_SUMMARY();` (non-zero when any failed).
+** TEST_ONLY=substring in the environment runs only the tests whose
+** function name contains it (the others are not run nor reported).
 */
 #ifndef PGTIDE_TEST_H
 #define PGTIDE_TEST_H
 
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 static int test_failed_checks;   /* failures inside the current test */
@@ -52,6 +55,9 @@ static const char *test_skip_reason;
 #define SKIP(reason) do { test_skip_reason = (reason); return; } while (0)
 
 #define RUN_TEST(fn) do { \
+    const char *only_ = getenv("TEST_ONLY"); \
+    if (only_ != NULL && *only_ != '\0' && strstr(#fn, only_) == NULL) \
+      break; \
     test_failed_checks = 0; \
     test_skip_reason = NULL; \
     fn(); \
