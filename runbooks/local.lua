@@ -647,9 +647,9 @@ step {
     local report = { results = {}, counts = status }
     if connected then
       local p = ctx.params
-      local checks = { "source_version", "target_version", "target_privileges", "select_privileges",
-                       "source_sequences", "extensions", "disk", "rls", "long_transactions",
-                       "prepared_transactions" }
+      local checks = { "source_version", "target_version", "target_privileges", "target_temp",
+                       "select_privileges", "source_sequences", "extensions", "disk", "rls",
+                       "long_transactions", "prepared_transactions" }
       if p.cdc or p.mode == "schema-first" then checks[#checks + 1] = "target_triggers" end
       if p.cdc then
         for _, id in ipairs { "wal_level", "slots", "wal_senders", "replication_role", "slot_wal_keep",

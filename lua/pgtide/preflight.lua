@@ -621,6 +621,21 @@ local function publication_sql(env, tables)
 end
 
 check {
+  id = "target_temp", title = "Temporary objects on the target", needs_target = true,
+  run = function(env)
+    local t = privileges.target(env.dst)
+    if t.temp then
+      return "pass", "definitions the two servers print differently are compared by recreating them as "
+        .. "temporary objects on the target"
+    end
+    return "warn", string.format("target user %s may not create temporary objects in database %s: views, "
+      .. "functions, defaults and checks that the two PostgreSQL versions print differently are reported "
+      .. "as differences instead of being compared", t.user, t.database),
+      string.format("GRANT TEMP ON DATABASE %s TO %s;", quote.ident(env.dst, t.database), quote.ident(env.dst, t.user))
+  end,
+}
+
+check {
   id = "publication", title = "Publication of the tables to stream",
   run = function(env)
     local p = source_privileges(env)
