@@ -1,0 +1,674 @@
+"""standin.dms: the DMS behaviour moto lacks (connection tests, task
+lifecycle and data movement, table statistics, assessments, CloudWatch
+latency).  See dms_standin.py for the overview."""
+import datetime
+import hashlib
+import http.client
+import json
+import os
+import re
+import subprocess
+import sys
+import threading
+import time
+import traceback
+import urllib.parse
+import uuid
+import xml.etree.ElementTree as ET
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import boto3
+import botocore
+import botocore.exceptions
+import yaml
+from botocore.auth import S3SigV4Auth, SigV4Auth
+from botocore.awsrequest import AWSRequest
+from botocore.config import Config
+from botocore.credentials import Credentials
+
+
+from standin.common import *  # noqa: F401,F403
+from standin import common as C
+
+# ---------------------------------------------------------------------------
+# DMS emulation
+# ---------------------------------------------------------------------------
+
+ENDPOINTS = {}      # arn -> Endpoint
+CONNECTIONS = {}    # (instance arn, endpoint arn) -> {"Status", "LastFailureMessage"}
+TASKS = {}          # arn -> Task
+ASSESSMENTS = {}    # arn -> dict
+INSTANCES = {}      # arn -> identifier
+
+
+def network_blocks(inst_arn, ep):
+    """Security groups gate connectivity (moto does not model the network).
+
+    When <workdir>/network.json names {"source_security_group": "sg-..."},
+    the replication instance reaches a SOURCE endpoint only if that
+    security group has an ingress rule admitting one of the instance's
+    security groups on the endpoint's port.  -> reason or None.
+    """
+    path = os.path.join(C.ARGS.workdir, "network.json")
+    if ep is None or ep.type != "source" or not os.path.exists(path):
+        return None
+    with open(path) as f:
+        sg = json.load(f).get("source_security_group")
+    if not sg:
+        return None
+    inst = json_call("DescribeReplicationInstances", {"Filters": [
+        {"Name": "replication-instance-arn", "Values": [inst_arn]}]}).get("ReplicationInstances") or []
+    groups = {g["VpcSecurityGroupId"] for i in inst for g in i.get("VpcSecurityGroups") or []}
+    perms = moto_client("ec2").describe_security_groups(GroupIds=[sg])["SecurityGroups"][0].get("IpPermissions", [])
+    for p in perms:
+        lo, hi = p.get("FromPort", 0), p.get("ToPort", 65535)
+        if p.get("IpProtocol") in ("-1", "tcp") and (p.get("IpProtocol") == "-1" or lo <= ep.port <= hi):
+            if any(pair.get("GroupId") in groups for pair in p.get("UserIdGroupPairs", [])):
+                return None
+    return ("connection to server at \"%s\", port %d failed: Connection timed out (security group %s does not "
+            "admit the replication instance's security groups %s)" % (ep.host, ep.port, sg, sorted(groups)))
+
+
+def test_connection(inst_arn, ep_arn):
+    key = (inst_arn, ep_arn)
+    with LOCK:
+        old = CONNECTIONS.get(key, {})
+        CONNECTIONS[key] = dict(old, Status="testing", LastFailureMessage="")
+    ep = ENDPOINTS.get(ep_arn)
+
+    def run():
+        time.sleep(0.3)
+        status, msg = "successful", ""
+        try:
+            if ep is None:
+                raise DbError("endpoint not known to the stand-in")
+            blocked = network_blocks(inst_arn, ep)
+            if blocked:
+                raise DbError(blocked)
+            psql(ep, "select 1", timeout=15)
+        except (DbError, subprocess.TimeoutExpired) as e:
+            status, msg = "failed", str(e)
+        with LOCK:
+            CONNECTIONS[key] = dict(CONNECTIONS.get(key, {}), Status=status, LastFailureMessage=msg)
+        log("connection test %s: %s %s", ep.id if ep else ep_arn, status, msg)
+
+    threading.Thread(target=run, daemon=True).start()
+
+
+def connection_view(key):
+    with LOCK:
+        c = CONNECTIONS[key]
+        return {"ReplicationInstanceArn": key[0], "EndpointArn": key[1], "Status": c["Status"],
+                "LastFailureMessage": c.get("LastFailureMessage", ""),
+                "EndpointIdentifier": c.get("EndpointIdentifier", ""),
+                "ReplicationInstanceIdentifier": c.get("ReplicationInstanceIdentifier", "")}
+
+
+class Task:
+    def __init__(self, arn, spec, resp):
+        self.arn = arn
+        self.id = spec["ReplicationTaskIdentifier"]
+        self.instance_arn = spec["ReplicationInstanceArn"]
+        self.src_arn = spec["SourceEndpointArn"]
+        self.tgt_arn = spec["TargetEndpointArn"]
+        self.migration_type = spec.get("MigrationType", "full-load-and-cdc")
+        self.mappings = spec.get("TableMappings", '{"rules":[]}')
+        self.settings = spec.get("ReplicationTaskSettings", "{}")
+        self.status = "creating"
+        self.created = now_epoch()
+        self.start_date = None
+        self.full_load_start = None
+        self.full_load_finish = None
+        self.stop_date = None
+        self.stop_reason = None
+        self.failure = None
+        self.tables = {}
+        self.thread = None
+        self.stop_event = threading.Event()
+        self.full_load_done = False
+        self.cdc_metrics = []
+
+    # -- view --------------------------------------------------------------
+    def overlay(self, d):
+        with LOCK:
+            if self.status == "creating" and now_epoch() - self.created > 0.5:
+                self.status = "ready"
+            d["Status"] = self.status
+            if self.failure:
+                d["LastFailureMessage"] = self.failure
+            else:
+                d.pop("LastFailureMessage", None)
+            if self.stop_reason:
+                d["StopReason"] = self.stop_reason
+            else:
+                d.pop("StopReason", None)
+            if self.start_date:
+                d["ReplicationTaskStartDate"] = self.start_date
+            else:
+                d.pop("ReplicationTaskStartDate", None)
+            total = len(self.tables)
+            done = sum(1 for t in self.tables.values() if t["TableState"] == "Table completed")
+            loading = sum(1 for t in self.tables.values() if t["TableState"] in ("Full load", "Table is being reloaded"))
+            errored = sum(1 for t in self.tables.values() if t["TableState"] == "Table error")
+            stats = {
+                "FullLoadProgressPercent": int(100 * done / total) if total else (100 if self.full_load_done else 0),
+                "ElapsedTimeMillis": int((now_epoch() - self.start_date) * 1000) if self.start_date else 0,
+                "TablesLoaded": done, "TablesLoading": loading,
+                "TablesQueued": total - done - loading - errored, "TablesErrored": errored,
+            }
+            if self.start_date:
+                stats["StartDate"] = self.start_date
+                stats["FreshStartDate"] = self.start_date
+            if self.full_load_start:
+                stats["FullLoadStartDate"] = self.full_load_start
+            if self.full_load_finish:
+                stats["FullLoadFinishDate"] = self.full_load_finish
+            if self.stop_date:
+                stats["StopDate"] = self.stop_date
+            d["ReplicationTaskStats"] = stats
+        return d
+
+    def table_stats(self):
+        with LOCK:
+            return [dict(v) for v in self.tables.values()]
+
+    # -- lifecycle ---------------------------------------------------------
+    def start(self, kind):
+        with LOCK:
+            if self.status == "creating":
+                raise ApiError("InvalidResourceStateFault", "Replication task is being created")
+            if self.status in ("running", "starting", "stopping"):
+                raise ApiError("InvalidResourceStateFault", "Replication task is %s" % self.status)
+            if kind == "start-replication" and self.start_date is not None and self.status == "ready":
+                pass
+            self.status = "starting"
+            if kind in ("start-replication", "reload-target") or not self.full_load_done:
+                for v in self.tables.values():   # a (re)load starts every table over
+                    v.update(TableState="Before load", FullLoadRows=0, ValidationState="Pending records")
+            self.failure = None
+            self.stop_reason = None
+            self.stop_date = None
+            self.start_date = self.start_date or now_epoch()
+            self.stop_event = threading.Event()
+        self.thread = threading.Thread(target=self.run, args=(kind,), daemon=True)
+        self.thread.start()
+
+    def stop(self):
+        with LOCK:
+            if self.status not in ("running", "starting"):
+                raise ApiError("InvalidResourceStateFault", "Replication task is not running")
+            self.status = "stopping"
+        self.stop_event.set()
+
+        def finish():
+            if self.thread:
+                self.thread.join(30)
+            with LOCK:
+                self.status = "stopped"
+                self.stop_reason = "Stop Reason NORMAL"
+                self.stop_date = now_epoch()
+        threading.Thread(target=finish, daemon=True).start()
+
+    def fail(self, msg, table=None):
+        log("task %s failed: %s", self.id, msg)
+        with LOCK:
+            self.status = "failed"
+            self.failure = msg
+            self.stop_reason = "Stop Reason FATAL_ERROR"
+            self.stop_date = now_epoch()
+            if table and table in self.tables:
+                self.tables[table]["TableState"] = "Table error"
+
+    def run(self, kind):
+        try:
+            self._run(kind)
+        except Exception as e:   # noqa: BLE001 - every failure becomes the task's
+            log("task %s: %s", self.id, traceback.format_exc())
+            self.fail(str(e))
+
+    def _run(self, kind):
+        src, tgt = ENDPOINTS.get(self.src_arn), ENDPOINTS.get(self.tgt_arn)
+        if src is None or tgt is None:
+            raise DbError("an endpoint of the task is not known to the stand-in")
+        time.sleep(0.3)
+        slot = src.eca.get("slotname")
+        if slot:
+            rows = psql(src, "select plugin from pg_replication_slots where slot_name = %s" % lit(slot))
+            if not rows:
+                raise DbError("Replication slot '%s' does not exist on the source (slotName)" % slot)
+        names = selected_tables(src, self.mappings)
+        if not names:
+            raise DbError("No tables were found at task initialization (FailOnNoTablesCaptured)")
+        with LOCK:
+            self.status = "running"
+            if kind in ("start-replication", "reload-target") or not self.full_load_done:
+                self.tables = {}
+                for s, t in names:
+                    self.tables["%s.%s" % (s, t)] = {
+                        "SchemaName": s, "TableName": t, "TableState": "Before load", "FullLoadRows": 0,
+                        "Inserts": 0, "Updates": 0, "Deletes": 0, "Ddls": 0, "AppliedInserts": 0,
+                        "AppliedUpdates": 0, "AppliedDeletes": 0, "AppliedDdls": 0,
+                        "ValidationState": "Pending records", "ValidationPendingRecords": 0,
+                        "ValidationFailedRecords": 0, "ValidationSuspendedRecords": 0,
+                        "LastUpdateTime": now_epoch(),
+                    }
+        reload = kind in ("start-replication", "reload-target") or not self.full_load_done
+        if "cdc" not in self.migration_type:
+            mode = "loadonly" if reload else None
+        else:
+            mode = "load" if reload else "resume"
+        if mode:
+            self.move(src, tgt, names, mode, slot)
+            if self.status == "failed":
+                return
+        if "cdc" not in self.migration_type:
+            self.validate(src, tgt)
+            with LOCK:
+                self.status = "stopped"
+                self.stop_reason = "Stop Reason FULL_LOAD_ONLY_FINISHED"
+                self.stop_date = now_epoch()
+
+    # -- data movement: tests/lib/dms_mover.lua ---------------------------
+    def mover_name(self):
+        """Slot and publication of this task's mover (derived from the task, so deletion finds them)."""
+        base = "standin_" + re.sub(r"[^a-z0-9_]", "_", self.id.lower())
+        return base[:54] + "_" + hashlib.sha1(self.arn.encode()).hexdigest()[:8]
+
+    def mover_dir(self):
+        d = os.path.join(C.ARGS.workdir, "mover-" + self.mover_name())
+        os.makedirs(d, exist_ok=True)
+        return d
+
+    def run_mover(self, src, tgt, mode, tables, dms_slot=""):
+        """Start dms_mover.lua with the endpoints' passwords in a pgpass file (removed by the caller)."""
+        d = self.mover_dir()
+        pgpass = os.path.join(d, "pgpass")
+        fd = os.open(pgpass, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as f:
+            for ep in (src, tgt):
+                f.write("%s:%d:%s:%s:%s\n" % (ep.host, ep.port, ep.db, ep.user,
+                                              getattr(ep, "password", "").replace("\\", "\\\\").replace(":", "\\:")))
+        env = dict(os.environ)
+        env["PGPASSFILE"] = pgpass
+        env.pop("PGPASSWORD", None)
+        try:
+            os.unlink(os.path.join(d, "stop"))
+        except FileNotFoundError:
+            pass
+        errf = open(os.path.join(d, "mover.err"), "w+b")
+        args = [C.ARGS.pgtide, "script", MOVER, mode, src.conninfo(), tgt.conninfo(), json.dumps(tables),
+                self.mover_name(), d, str(os.getpid()), dms_slot or ""]
+        p = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=errf, stdin=subprocess.DEVNULL, env=env)
+        return p, errf, pgpass
+
+    @staticmethod
+    def mover_error(errf, rc):
+        errf.seek(0)
+        err = errf.read().decode(errors="replace")
+        lines = [l.strip() for l in err.strip().splitlines()
+                 if l.strip() and not re.match(r"^\d\d:\d\d:\d\d\.\d+Z (INFO|DEBUG|TRACE|WARN)", l.strip())
+                 and not l.startswith("\t") and "stack traceback" not in l]
+        return " ".join(lines[:2]) or "the mover exited with %d" % rc
+
+    def drop_movement(self):
+        """Drop the mover's slot, publication and progress on the target (task deletion)."""
+        src, tgt = ENDPOINTS.get(self.src_arn), ENDPOINTS.get(self.tgt_arn)
+        if src is None or tgt is None or "cdc" not in self.migration_type:
+            return
+        p, errf, pgpass = self.run_mover(src, tgt, "drop", [])
+        try:
+            p.communicate(timeout=60)
+            if p.returncode != 0:
+                log("task %s: dropping %s failed: %s", self.id, self.mover_name(), self.mover_error(errf, p.returncode))
+            else:
+                log("task %s: dropped slot and publication %s", self.id, self.mover_name())
+        except subprocess.TimeoutExpired:
+            p.kill()
+            p.wait()
+        finally:
+            errf.close()
+            os.unlink(pgpass)
+
+    def move(self, src, tgt, names, mode, dms_slot):
+        """Run the mover: full load (unless resuming), then CDC until the task is stopped."""
+        tables = ["%s.%s" % n for n in names]
+        if mode != "resume":
+            with LOCK:
+                self.full_load_start = now_epoch()
+                for v in self.tables.values():
+                    v["TableState"] = "Full load"
+                    v["FullLoadStartTime"] = now_epoch()
+        with LOCK:   # CDC counters of this run add to those of earlier runs
+            base = {k: (v["Inserts"], v["Updates"], v["Deletes"]) for k, v in self.tables.items()}
+        p, errf, pgpass = self.run_mover(src, tgt, mode, tables, dms_slot)
+        phase = {"v": "load" if mode != "resume" else "cdc", "stop": False}
+        stopfile = os.path.join(self.mover_dir(), "stop")
+
+        def watch():
+            # stop: the mover finishes the group in flight and exits; a load is interrupted
+            while p.poll() is None:
+                if self.stop_event.wait(0.2):
+                    phase["stop"] = True
+                    open(stopfile, "w").close()
+                    if phase["v"] == "load":
+                        p.terminate()
+                    try:
+                        p.wait(20)
+                    except subprocess.TimeoutExpired:
+                        p.kill()
+                    return
+        threading.Thread(target=watch, daemon=True).start()
+        statuses, last_validate = 0, 0.0
+        try:
+            for line in p.stdout:
+                try:
+                    ev = json.loads(line)
+                except ValueError:
+                    continue
+                if ev.get("table") and ev.get("done"):
+                    with LOCK:
+                        st = self.tables.get(ev["table"])
+                        if st is not None:
+                            st["TableState"] = "Table completed"
+                            st["FullLoadRows"] = ev.get("rows", 0)
+                            st["FullLoadEndTime"] = now_epoch()
+                            st["LastUpdateTime"] = now_epoch()
+                elif ev.get("event") == "loaded":
+                    with LOCK:
+                        for v in self.tables.values():
+                            v["TableState"] = "Table completed"
+                        self.full_load_finish = now_epoch()
+                        self.full_load_done = True
+                    log("task %s: full load finished (%d tables)", self.id, len(names))
+                    if mode != "loadonly":
+                        self.validate(src, tgt)
+                elif ev.get("event") == "streaming":
+                    phase["v"] = "cdc"
+                    log("task %s: CDC streaming (slot %s)", self.id, self.mover_name())
+                elif ev.get("event") == "status":
+                    self.cdc_status(ev, base)
+                    statuses += 1
+                    if statuses > 1:   # the backlog cached during the full load: DMS reports CDC metrics after it
+                        lat = float(ev.get("seconds") or 0)
+                        behind = (ev.get("received_lsn") or "") != (ev.get("source_lsn") or "") and (ev.get("bytes") or 0) > 0
+                        self.put_latency(lat if behind else 0.0, lat)
+                    if now_epoch() - last_validate > 2:
+                        self.validate(src, tgt)
+                        last_validate = now_epoch()
+            rc = p.wait()
+        finally:
+            p.stdout.close()
+            msg = self.mover_error(errf, p.returncode) if p.poll() not in (None, 0) else ""
+            errf.close()
+            os.unlink(pgpass)
+        if rc == 0 or phase["stop"]:
+            return
+        if phase["v"] == "load":
+            bad = None
+            for k in self.tables:
+                if k in msg or k.split(".")[1] in msg:
+                    bad = k
+            with LOCK:
+                for k, v in self.tables.items():
+                    if v["TableState"] != "Table completed":
+                        v["TableState"] = "Table error" if (bad is None or k == bad) else "Table cancelled"
+            self.fail("Last Error Table data load failed: %s Stop Reason FATAL_ERROR" % msg, bad)
+        else:
+            self.fail("Last Error CDC apply failed: %s Stop Reason FATAL_ERROR" % msg)
+
+    def validate(self, src, tgt):
+        for key in list(self.tables):
+            q = "select count(*) from %s" % ".".join(qident(p) for p in key.split(".", 1))
+            try:
+                a = int(psql(src, q)[0][0])
+                b = int(psql(tgt, q)[0][0])
+            except (DbError, ValueError, IndexError) as e:
+                with LOCK:
+                    self.tables[key]["ValidationState"] = "Error"
+                    self.tables[key]["ValidationStateDetails"] = str(e)
+                continue
+            with LOCK:
+                st = self.tables[key]
+                if a == b:
+                    st["ValidationState"] = "Validated"
+                    st["ValidationPendingRecords"] = 0
+                else:
+                    st["ValidationState"] = "Pending records"
+                    st["ValidationPendingRecords"] = abs(a - b)
+
+    def cdc_status(self, ev, base):
+        """Per-table CDC counters from the mover's status line (changes applied on the target)."""
+        with LOCK:
+            for key, c in (ev.get("tables") or {}).items():
+                st = self.tables.get(key)
+                if st is None:
+                    continue
+                b = base.get(key, (0, 0, 0))
+                ins, upd, dele = b[0] + c.get("inserts", 0), b[1] + c.get("updates", 0), b[2] + c.get("deletes", 0)
+                if (ins, upd, dele) != (st["Inserts"], st["Updates"], st["Deletes"]):
+                    st["LastUpdateTime"] = now_epoch()
+                st["Inserts"] = st["AppliedInserts"] = ins
+                st["Updates"] = st["AppliedUpdates"] = upd
+                st["Deletes"] = st["AppliedDeletes"] = dele
+
+    def put_latency(self, src_lat, tgt_lat):
+        inst = INSTANCES.get(self.instance_arn) or self.instance_arn.rsplit(":", 1)[-1]
+        dims = [{"Name": "ReplicationInstanceIdentifier", "Value": inst},
+                {"Name": "ReplicationTaskIdentifier", "Value": self.arn.rsplit(":", 1)[-1]}]
+        now = datetime.datetime.now(datetime.timezone.utc)
+        try:
+            moto_client("cloudwatch").put_metric_data(Namespace="AWS/DMS", MetricData=[
+                {"MetricName": "CDCLatencySource", "Dimensions": dims, "Value": round(src_lat, 3),
+                 "Unit": "Seconds", "Timestamp": now},
+                {"MetricName": "CDCLatencyTarget", "Dimensions": dims, "Value": round(tgt_lat, 3),
+                 "Unit": "Seconds", "Timestamp": now}])
+            self.cdc_metrics.append(now_epoch())
+            if len(self.cdc_metrics) == 1:
+                log("task %s: CDC latency metrics published (dimensions %s)", self.id, dims)
+        except Exception as e:  # noqa: BLE001
+            log("put_metric_data failed: %s", e)
+
+
+MOVER = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "dms_mover.lua")
+
+
+def assessment_run(spec):
+    arn = "arn:aws:dms:%s:123456789012:assessment-run:%s" % (C.ARGS.region, uuid.uuid4().hex[:20].upper())
+    run = {"ReplicationTaskAssessmentRunArn": arn, "ReplicationTaskArn": spec["ReplicationTaskArn"],
+           "Status": "starting", "AssessmentRunName": spec.get("AssessmentRunName"),
+           "ResultLocationBucket": spec.get("ResultLocationBucket"),
+           "ResultLocationFolder": spec.get("ResultLocationFolder"),
+           "ReplicationTaskAssessmentRunCreationDate": now_epoch(),
+           "AssessmentProgress": {"IndividualAssessmentCount": len(spec.get("IncludeOnly") or [1] * 7),
+                                  "IndividualAssessmentCompletedCount": 0},
+           "_t0": now_epoch()}
+    ASSESSMENTS[arn] = run
+    log("assessment run %s for %s", spec.get("AssessmentRunName"), spec["ReplicationTaskArn"])
+
+    def reports():
+        # DMS writes the run's reports into the bucket: summary.json (first
+        # while running, then final: two versions), one file per check, and
+        # a working marker it removes (a delete marker in a versioned bucket)
+        bucket = spec.get("ResultLocationBucket")
+        if not bucket:
+            return
+        base = "%s/%s/" % (spec.get("ResultLocationFolder") or "assessment-reports", spec.get("AssessmentRunName"))
+        s3 = moto_client("s3")
+        try:
+            s3.put_object(Bucket=bucket, Key=base + ".in-progress", Body=b"")
+            s3.put_object(Bucket=bucket, Key=base + "summary.json", Body=json.dumps({"status": "running"}).encode())
+            for name in spec.get("IncludeOnly") or ["all"]:
+                s3.put_object(Bucket=bucket, Key=base + name + ".json",
+                              Body=json.dumps({"name": name, "status": "passed"}).encode())
+            s3.put_object(Bucket=bucket, Key=base + "summary.json", Body=json.dumps({"status": "passed"}).encode())
+            s3.delete_object(Bucket=bucket, Key=base + ".in-progress")
+        except Exception as e:  # noqa: BLE001
+            log("assessment reports not written: %s", e)
+    threading.Thread(target=reports, daemon=True).start()
+    return run
+
+
+def assessment_view(run):
+    age = now_epoch() - run["_t0"]
+    r = {k: v for k, v in run.items() if not k.startswith("_")}
+    if age > 1.0:
+        r["Status"] = "passed"
+        r["AssessmentProgress"]["IndividualAssessmentCompletedCount"] = r["AssessmentProgress"]["IndividualAssessmentCount"]
+    elif age > 0.3:
+        r["Status"] = "running"
+    return r
+
+
+
+def dms_route(h, op, body):
+    req = json.loads(body or b"{}")
+    if op == "CreateEndpoint":
+        res = fwd_json(h, body)
+        if res is None:
+            return True
+        arn = res["Endpoint"]["EndpointArn"]
+        with LOCK:
+            ENDPOINTS[arn] = Endpoint(arn, req)
+        h._json(res)
+        return True
+    if op == "ModifyEndpoint":
+        ep = ENDPOINTS.get(req.get("EndpointArn"))
+        if ep is None:
+            raise ApiError("ResourceNotFoundFault", "Endpoint not found")
+        ep.update(req)
+        h._json({"Endpoint": {"EndpointArn": ep.arn, "EndpointIdentifier": ep.id, "EndpointType": ep.type.upper(),
+                              "EngineName": "postgres", "ServerName": ep.host, "Port": ep.port,
+                              "DatabaseName": ep.db, "Username": ep.user, "SslMode": ep.ssl, "Status": "active"}})
+        return True
+    if op == "DeleteEndpoint":
+        res = fwd_json(h, body)
+        if res is None:
+            return True
+        with LOCK:
+            ENDPOINTS.pop(req.get("EndpointArn"), None)
+            for k in [k for k in CONNECTIONS if k[1] == req.get("EndpointArn")]:
+                del CONNECTIONS[k]
+        h._json(res)
+        return True
+    if op == "CreateReplicationInstance":
+        res = fwd_json(h, body)
+        if res is None:
+            return True
+        INSTANCES[res["ReplicationInstance"]["ReplicationInstanceArn"]] = req["ReplicationInstanceIdentifier"]
+        h._json(res)
+        return True
+    if op == "TestConnection":
+        # answered here entirely (moto 5.2.1 raises on a second test of the
+        # same endpoint and filters connections wrongly)
+        inst = json_call("DescribeReplicationInstances", {"Filters": [
+            {"Name": "replication-instance-arn", "Values": [req.get("ReplicationInstanceArn", "")]}]})
+        eps = json_call("DescribeEndpoints", {"Filters": [
+            {"Name": "endpoint-arn", "Values": [req.get("EndpointArn", "")]}]})
+        if not inst.get("ReplicationInstances"):
+            raise ApiError("ResourceNotFoundFault", "Replication instance could not be found.")
+        if not eps.get("Endpoints"):
+            raise ApiError("ResourceNotFoundFault", "Endpoint could not be found.")
+        key = (req["ReplicationInstanceArn"], req["EndpointArn"])
+        cur = CONNECTIONS.get(key)
+        if cur and cur["Status"] == "testing":
+            raise ApiError("InvalidResourceStateFault", "A test connection is already in progress")
+        test_connection(*key)
+        with LOCK:
+            CONNECTIONS[key]["EndpointIdentifier"] = eps["Endpoints"][0]["EndpointIdentifier"]
+            CONNECTIONS[key]["ReplicationInstanceIdentifier"] = inst["ReplicationInstances"][0]["ReplicationInstanceIdentifier"]
+        h._json({"Connection": connection_view(key)})
+        return True
+    if op == "DescribeConnections":
+        keys = list(CONNECTIONS)
+        for f in req.get("Filters", []):
+            idx = {"replication-instance-arn": 0, "endpoint-arn": 1}.get(f["Name"])
+            if idx is None:
+                raise ApiError("InvalidParameterValueException", "unknown filter %s" % f["Name"])
+            keys = [k for k in keys if k[idx] in f["Values"]]
+        h._json({"Connections": [connection_view(k) for k in keys]})
+        return True
+    if op == "CreateReplicationTask":
+        res = fwd_json(h, body)
+        if res is None:
+            return True
+        t = res["ReplicationTask"]
+        with LOCK:
+            TASKS[t["ReplicationTaskArn"]] = Task(t["ReplicationTaskArn"], req, t)
+            TASKS[t["ReplicationTaskArn"]].overlay(t)
+        h._json(res)
+        return True
+    if op == "DescribeReplicationTasks":
+        res = fwd_json(h, body)
+        if res is None:
+            return True
+        for t in res.get("ReplicationTasks", []):
+            task = TASKS.get(t["ReplicationTaskArn"])
+            if task:
+                task.overlay(t)
+        h._json(res)
+        return True
+    if op == "StartReplicationTask":
+        task = TASKS.get(req.get("ReplicationTaskArn"))
+        if task is None:
+            raise ApiError("ResourceNotFoundFault", "Replication task could not be found.")
+        kind = req.get("StartReplicationTaskType", "start-replication")
+        if kind not in ("start-replication", "resume-processing", "reload-target"):
+            raise ApiError("InvalidParameterValueException", "bad StartReplicationTaskType %s" % kind)
+        task.start(kind)
+        res = fwd_json(h, body)   # moto moves its own record to running
+        if res is None:
+            return True
+        task.overlay(res["ReplicationTask"])
+        log("task %s started (%s)", task.id, kind)
+        h._json(res)
+        return True
+    if op == "StopReplicationTask":
+        task = TASKS.get(req.get("ReplicationTaskArn"))
+        if task is None:
+            raise ApiError("ResourceNotFoundFault", "Replication task could not be found.")
+        task.stop()
+        d = json_call("DescribeReplicationTasks", {"Filters": [{"Name": "replication-task-arn",
+                                                                 "Values": [task.arn]}]})["ReplicationTasks"][0]
+        h._json({"ReplicationTask": task.overlay(d)})
+        return True
+    if op == "DeleteReplicationTask":
+        task = TASKS.get(req.get("ReplicationTaskArn"))
+        if task and task.status in ("running", "starting", "stopping"):
+            raise ApiError("InvalidResourceStateFault", "The task is %s; stop it first" % task.status)
+        if task:
+            task.drop_movement()
+        res = fwd_json(h, body)
+        if res is None:
+            return True
+        with LOCK:
+            TASKS.pop(req.get("ReplicationTaskArn"), None)
+        res["ReplicationTask"]["Status"] = "deleting"
+        h._json(res)
+        return True
+    if op == "DescribeTableStatistics":
+        task = TASKS.get(req.get("ReplicationTaskArn"))
+        if task is None:
+            raise ApiError("ResourceNotFoundFault", "Replication task could not be found.")
+        stats = task.table_stats()
+        h._json({"ReplicationTaskArn": task.arn, "TableStatistics": stats})
+        return True
+    if op == "StartReplicationTaskAssessmentRun":
+        if req.get("ReplicationTaskArn") not in TASKS:
+            raise ApiError("ResourceNotFoundFault", "Replication task could not be found.")
+        run = assessment_run(req)
+        h._json({"ReplicationTaskAssessmentRun": assessment_view(run)})
+        return True
+    if op == "DescribeReplicationTaskAssessmentRuns":
+        runs = list(ASSESSMENTS.values())
+        for f in req.get("Filters", []):
+            key = {"replication-task-assessment-run-arn": "ReplicationTaskAssessmentRunArn",
+                   "replication-task-arn": "ReplicationTaskArn"}.get(f["Name"])
+            if key:
+                runs = [r for r in runs if r[key] in f["Values"]]
+        if not runs:
+            raise ApiError("ResourceNotFoundFault", "No assessment runs found")
+        h._json({"ReplicationTaskAssessmentRuns": [assessment_view(r) for r in runs]})
+        return True
+    return None
+
+
