@@ -1,18 +1,26 @@
--- The dms-manual runbook end to end: real PostgreSQL 15 source and TLS
--- target, moto_server with signature checking behind the DMS stand-in
--- (tests/lib/dms_standin.py; its data movement is pgtide's own engine).
+-- The dms-manual runbook end to end, under the conditions users have: an
+-- RDS-like PostgreSQL 17 source reached as the non-owner 'migrator' (only
+-- REPLICATION, CONNECT, USAGE, SELECT: tests/lib/roles.lua), a
+-- PlanetScale-like PostgreSQL 17 target reached as its default role
+-- (NOSUPERUSER) over TLS with sslmode=verify-full; moto_server with
+-- signature checking behind the DMS stand-in (tests/lib/dms_standin.py;
+-- its data movement is pgtide's own engine).  The test connects as
+-- postgres only to set up and to compare.
 --
--- One migration walks through the three failure paths, each of which
--- must stop with a clear message and leave a state the next run resumes
--- from: a failing check (wal_sender_timeout below 10 s), a failing
--- connection test (the target endpoint points at a dead port), a task
--- that errors (a target-only CHECK constraint rejects source rows).  The
--- last rerun completes every step while a writer keeps changing the
--- source during CDC; then the data, sequences, foreign keys and cleanup
--- (nothing left in the AWS API, no slot, no DMS artifacts) are checked.
+-- One migration walks through the failure paths, each of which must stop
+-- with a clear message and leave a state the next run resumes from: a
+-- failing check (wal_sender_timeout below 10 s, and the privilege the
+-- migrator lacks: preflight names the statement, the owner runs it), a
+-- failing connection test (the target endpoint points at a dead port), a
+-- task that errors (a target-only CHECK constraint rejects source rows).
+-- The last rerun completes every step while the application (the owner
+-- 'app') keeps changing the source during CDC; then the data, sequences,
+-- foreign keys and cleanup (nothing left in the AWS API, no slot, no DMS
+-- artifacts) are checked.
 local T = require "t"
 local json = require "json"
 local sys = require "sys"
+local roles = require "roles"
 
 local standin = require "standin"
 local S, why = standin.start("dms")
@@ -24,10 +32,15 @@ local endpoint, creds, env, aws_script = S.endpoint, S.creds, S.env, S.script
 
 local ok_all, failure = pcall(function()
 
-local src = T.cluster()
-local dst = T.cluster { tls = true }
+local src = T.cluster { version = 17 }
+local dst = T.cluster { tls = true, version = 17 }
+local rds = roles.rds(src, "shop")
+local ps = roles.planetscale(dst, "shop")
+S.set_admin { src }
+-- the application's tables belong to the master user
+local function as_app(sql) return src:sql("set role app; " .. sql, "shop") end
 
-src:sql([[
+as_app([[
   create type public.order_status as enum ('new', 'paid', 'shipped');
   create table public.users (id bigserial primary key, email text not null unique,
                              created_at timestamptz not null default now());
@@ -46,6 +59,7 @@ src:sql([[
       from generate_series(1, 1500) g;
   insert into public.audit_log values (now(), 'created');
 ]])
+rds.grant()
 src:sql("alter system set wal_sender_timeout = '5s'")
 src:sql("select pg_reload_conf()")
 
@@ -74,10 +88,10 @@ return {
   poll_interval = 0.3, connection_timeout = 30, instance_timeout = 30, full_load_timeout = 120,
   cutover_timeout = 60, stop_timeout = 30, delete_timeout = 30,
   validation_recheck = 5, validation_delay = 1, target_disk_gb = 1,
-  subnet_ids = %q, source_security_group_id = %q,
+  subnet_ids = %q, source_security_group_id = %q, pg_dump = %q,
 %s
 }
-]], src.conninfo, dst.conninfo, endpoint, net.subnets, net.sg, extra or ""))
+]], rds.migrator, ps.conninfo, endpoint, net.subnets, net.sg, src:bindir() .. "/pg_dump", extra or ""))
   f:close()
 end
 
@@ -101,9 +115,19 @@ T.test("a failing check stops at preflight with the fix", function()
   T.eq(c, 1, o .. e)
   T.match(e, "%[FAIL%] WAL Sender Timeout: wal_sender_timeout is 5000 ms")
   T.match(e, "fix: set wal_sender_timeout = 0 or >= 10000")
-  T.match(e, "step 'preflight' failed: 1 preflight check%(s%) failed: WAL Sender Timeout")
+  -- the migrator may not create tables in public (PostgreSQL 15+): said
+  -- before anything is created, with the statement for the owner
+  T.match(e, "%[FAIL%] Objects pgtide and DMS create on the source: source user migrator cannot create "
+    .. "pgtide's cutover sentinel table public%._pgtide_cutover %(no CREATE on schema public%); DMS cannot "
+    .. "create its WAL heartbeat table public%.awsdms_heartbeat")
+  T.match(e, "step 'preflight' failed: 2 preflight check%(s%) failed: WAL Sender Timeout; Objects pgtide and DMS")
   T.match(e, "resume with: pgtide run dms%-manual")
   T.eq(step_status("preflight"), "failed")
+  T.eq(src:sql("select count(*) from pg_class where relname = '_pgtide_cutover'", "shop"), "0")
+  -- the owner does what preflight said
+  local grant = e:match("fix: as the database owner %b(): (GRANT CREATE ON SCHEMA public TO migrator;)")
+  T.ok(grant, "no GRANT in the fix: %s", e)
+  as_app(grant)
 end)
 
 T.test("a failing connection test stops at the endpoints with DMS's message", function()
@@ -112,9 +136,9 @@ T.test("a failing connection test stops at the endpoints with DMS's message", fu
   write_config("  dms_target_port = 1,")
   local c, o, e = run_runbook()
   T.eq(c, 1, o .. e)
-  T.eq(step_status("preflight"), "done")
-  T.eq(step_status("schema"), "done")
-  T.eq(step_status("dms-infrastructure"), "done")
+  T.eq(step_status("preflight"), "done", e)
+  T.eq(step_status("schema"), "done", e)
+  T.eq(step_status("dms-infrastructure"), "done", e)
   T.eq(step_status("endpoints"), "failed")
   T.match(e, "target endpoint connection test: failed: [^\n]*port 1 failed")
   T.match(e, "Fix: check the PlanetScale host, port, user and password")
@@ -129,21 +153,21 @@ T.test("a failing connection test stops at the endpoints with DMS's message", fu
       rules = #(ec2:DescribeSecurityGroups { GroupIds = { %q } }.SecurityGroups[1].IpPermissions or {}) }))]], net.sg))
   T.eq(now, { n = 1, rules = 1 }, "the security group pgtide created and its rule on the source's")
   -- the schema was applied, without its foreign key
-  T.eq(dst:sql("select count(*) from pg_constraint where contype = 'f'"), "0")
-  T.eq(dst:sql("select count(*) from information_schema.tables where table_schema = 'public'"),
-       src:sql("select count(*) from information_schema.tables where table_schema = 'public'"))
+  T.eq(dst:sql("select count(*) from pg_constraint where contype = 'f'", "shop"), "0")
+  T.eq(dst:sql("select count(*) from information_schema.tables where table_schema = 'public'", "shop"),
+       src:sql("select count(*) from information_schema.tables where table_schema = 'public'", "shop"))
 end)
 
 T.test("a task that errors stops at monitor with the table's error", function()
   write_config()
-  dst:sql("alter table public.orders add constraint pgtide_test_reject check (amount < 0)")
+  dst:sql("alter table public.orders add constraint pgtide_test_reject check (amount < 0)", "shop")
   local c, o, e = run_runbook()
   T.eq(c, 1, o .. e)
   T.eq(step_status("endpoints"), "done")
   T.eq(step_status("task"), "done")
   T.eq(step_status("monitor"), "failed")
   T.match(e, "step 'monitor' failed: full load: the task failed: [^\n]*pgtide_test_reject")
-  dst:sql("alter table public.orders drop constraint pgtide_test_reject")
+  dst:sql("alter table public.orders drop constraint pgtide_test_reject", "shop")
 end)
 
 T.test("the rerun completes every step while the source keeps changing", function()
@@ -159,7 +183,7 @@ T.test("the rerun completes every step while the source keeps changing", functio
     if s == "running" or s == "done" or sys.exists(rcfile) then break end
     if step_status("monitor") == "done" and n < 60 then
       n = n + 1
-      src:sql(string.format([[
+      as_app(string.format([[
         insert into public.users (email) values ('cdc%d@example.com');
         insert into public.orders (user_id, amount, note) values (currval('public.users_id_seq'), %d, 'cdc %d');
         update public.orders set status = 'shipped', note = 'updated %d' where id = %d;
@@ -186,21 +210,23 @@ T.test("the rerun completes every step while the source keeps changing", functio
   for _, t in ipairs({ "users", "orders", "audit_log" }) do
     local q = string.format("select count(*) || ':' || md5(coalesce(string_agg(t::text, '|' order by t::text), '')) "
       .. "from public.%s t", t)
-    T.eq(dst:sql(q), src:sql(q), t)
+    T.eq(dst:sql(q, "shop"), src:sql(q, "shop"), t)
   end
-  T.eq(dst:sql("select note from public.orders where id = 101"), "updated 1")
-  T.eq(dst:sql("select count(*) from public.orders where id = 1001"), "0")
+  T.eq(dst:sql("select note from public.orders where id = 101", "shop"), "updated 1")
+  T.eq(dst:sql("select count(*) from public.orders where id = 1001", "shop"), "0")
   -- sequences ahead of the source by the margin; foreign keys back and validated
-  local s_last = tonumber(src:sql("select last_value from public.users_id_seq"))
-  T.eq(tonumber(dst:sql("select last_value from public.users_id_seq")), s_last + 1000)
-  T.eq(dst:sql("select conname || ':' || convalidated from pg_constraint where contype = 'f'"),
+  local s_last = tonumber(src:sql("select last_value from public.users_id_seq", "shop"))
+  T.eq(tonumber(dst:sql("select last_value from public.users_id_seq", "shop")), s_last + 1000)
+  T.eq(dst:sql("select conname || ':' || convalidated from pg_constraint where contype = 'f'", "shop"),
        "orders_user_id_fkey:true")
-  T.eq(dst:sql("select total::text from public.user_totals where id = 1"),
-       src:sql("select total::text from public.user_totals where id = 1"))
+  T.eq(dst:sql("select total::text from public.user_totals where id = 1", "shop"),
+       src:sql("select total::text from public.user_totals where id = 1", "shop"))
   -- nothing left behind in the databases
   T.eq(src:sql("select count(*) from pg_replication_slots"), "0")
-  T.eq(src:sql("select count(*) from pg_class where relname = '_pgtide_cutover'"), "0")
-  T.eq(dst:sql("select count(*) from pg_class where relname = '_pgtide_cutover' or relname like 'awsdms%'"), "0")
+  T.eq(src:sql("select count(*) from pg_class where relname = '_pgtide_cutover'", "shop"), "0")
+  T.eq(dst:sql("select count(*) from pg_class where relname = '_pgtide_cutover' or relname like 'awsdms%'", "shop"), "0")
+  T.eq(dst:sql("select count(*) from pg_namespace where nspname = 'pgtide'", "shop"), "0")
+  T.eq(src:sql("select count(*) from pg_publication", "shop"), "0")
 end)
 
 T.test("after cleanup no resource the runbook created remains (listed through the API)", function()

@@ -5,13 +5,13 @@ stand-in (tests/lib/dms_standin.py), by pgtide's own engine.
   pgtide script dms_mover.lua MODE SOURCE TARGET TABLES_JSON NAME STATE_DIR PARENT_PID [DMS_SLOT]
 
 MODE:
-  load      drops what an earlier run of the task left (slot, publication,
-            progress on the target), creates the pgoutput slot and the
-            publication NAME for TABLES (FOR TABLE), full-loads them with
+  load      drops what an earlier run of the task left (slot, progress on
+            the target), creates the pgoutput slot (the publication NAME
+            for TABLES is made by the stand-in), full-loads them with
             core.load under the slot's exported snapshot, then streams
   resume    streams from the existing slot (resume-processing)
   loadonly  full load without a slot (migration type full-load)
-  drop      drops the slot, the publication and the progress on the target
+  drop      drops the slot and the progress on the target
 
 While streaming (core.cdc, spill files and cdc-status.json in STATE_DIR)
 it writes one JSON line per half second on stdout: the worker's status
@@ -38,8 +38,28 @@ local function emit(t)
   io.stdout:flush()
 end
 
+-- The publication is the stand-in's (made by the test's administrator:
+-- the endpoint's user need not own the tables); the mover keeps to the
+-- slot and the progress on the target.  A replication origin is dropped
+-- only when one exists (that needs a privilege the PlanetScale role lacks,
+-- and apply falls back to the progress table without it); the progress
+-- table and pgtide's schema go with their last row.
 local function drop()
-  cdc.drop { source = src, slot = name, publication = name, target = dst }
+  cdc.drop { source = src, slot = name }
+  local t <close> = pg.connect(dst)
+  if t:query_one("select 1 as x from pg_replication_origin where roname = $1", name) then
+    cdc.drop { target = dst, origin = name }
+  end
+  if t:query_one("select to_regclass('pgtide.cdc_progress') is not null as e").e then
+    t:exec("delete from pgtide.cdc_progress where name = $1", name)
+    if not t:query_one("select 1 as x from pgtide.cdc_progress limit 1") then
+      t:exec("drop table pgtide.cdc_progress")
+      if not t:query_one([[select 1 as x from pg_class c join pg_namespace n on n.oid = c.relnamespace
+                            where n.nspname = 'pgtide' limit 1]]) then
+        t:exec("drop schema if exists pgtide")
+      end
+    end
+  end
 end
 
 if mode == "drop" then

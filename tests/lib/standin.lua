@@ -7,6 +7,9 @@
 --   S.env                            -- environment words for pgtide runs
 --   S.script(body)                   -- run Lua with `client(service)`, decode its JSON output
 --   S.set_network(tbl)               -- the stand-in's network.json (security groups)
+--   S.set_admin{ c1, c2 }            -- the test's clusters: their administrator
+--                                       (postgres) makes the publication the
+--                                       stand-in's pgoutput mover reads, nothing else
 --   S.read_log()                     -- the stand-in's log
 --   S.stop()
 --
@@ -44,6 +47,15 @@ function M.start(prefix)
 
   function S.set_network(t)
     local fh = assert(io.open(dir .. "/standin/network.json", "w"))
+    fh:write(json.encode(t)); fh:close()
+  end
+
+  function S.set_admin(clusters)
+    local t = {}
+    for _, c in ipairs(clusters) do
+      t[c.conninfo:match("host=(%S+)") .. ":" .. c.port] = c.conninfo
+    end
+    local fh = assert(io.open(dir .. "/standin/admin.json", "w"))
     fh:write(json.encode(t)); fh:close()
   end
 

@@ -152,14 +152,22 @@ function M.revoke_rules(ctx, group_id, from_group)
 end
 
 -- Drop pgtide's cutover sentinel table in 'schema' (nil: none) when it
--- exists, adding it to the list 'dropped'.
+-- exists, adding it to the list 'dropped'.  A sentinel the schema's owner
+-- made (for a role without CREATE) is left to that owner, with the
+-- statement to run: dropping it needs ownership pgtide never asked for.
 local function drop_sentinel(conn, schema, dropped)
   if not schema then return end
   local q = cutover.sentinel_table(schema)
-  if conn:query_one("select to_regclass($1) is not null as e", q).e then
-    conn:exec("drop table " .. q)
-    dropped[#dropped + 1] = "table " .. q
+  local row = conn:query_one([[select pg_has_role(c.relowner, 'USAGE') as mine, pg_get_userbyid(c.relowner) as owner
+                                 from pg_class c where c.oid = to_regclass($1)]], q)
+  if not row then return end
+  if not row.mine then
+    log.warn("the cutover sentinel table %s belongs to %s, who made it for this migration: as %s, run "
+      .. "DROP TABLE %s;", q, row.owner, row.owner, q)
+    return
   end
+  conn:exec("drop table " .. q)
+  dropped[#dropped + 1] = "table " .. q
 end
 
 --[[

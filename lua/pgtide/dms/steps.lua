@@ -20,6 +20,7 @@ statistics (each runbook passes its record of the DMS resources).
 ]]
 local cutover = require "pgtide.cutover"
 local preflight = require "pgtide.preflight"
+local checks = require "pgtide.dms.checks"
 local sequences = require "pgtide.sequences"
 local troubleshoot = require "pgtide.troubleshoot"
 local awsx = require "pgtide.dms.awsx"
@@ -72,6 +73,14 @@ function M.params(extra)
     dms_source_port = { type = "integer", doc = "source port as DMS reaches it" },
     dms_target_host = { type = "string", default = "", doc = "target host as DMS reaches it" },
     dms_target_port = { type = "integer", doc = "target port as DMS reaches it" },
+    pg_dump = { type = "string", doc = "path of pg_dump for the schema step (default: the newest found; it must "
+      .. "be at least the source's major version)" },
+    heartbeat = { type = "boolean", default = true, doc = "DMS's WAL heartbeat on the source endpoint "
+      .. "(heartbeatEnable): a quiet source database then does not keep WAL forever" },
+    heartbeat_frequency = { type = "integer", default = 1, doc = "minutes between DMS's heartbeat "
+      .. "transactions (heartbeatFrequency)" },
+    heartbeat_schema = { type = "string", default = "public", doc = "schema of DMS's heartbeat table "
+      .. "awsdms_heartbeat on the source (heartbeatSchema)" },
   }
   for k, v in pairs(extra or {}) do p[k] = v end
   return p
@@ -137,6 +146,13 @@ function M.preflight(o)
         target_disk_gb = ctx.params.target_disk_gb ~= 0 and ctx.params.target_disk_gb or nil,
         engine_version = ctx.params.engine_version,
       }
+      local ts = settings.decoded(ctx.params.task_settings or "schema-first", ctx.params.task_settings_file)
+      checks.merge(report, checks.run {
+        src = ctx.src, dst = ctx.dst, sentinel_schema = sc.sentinel_schema,
+        heartbeat = ctx.params.heartbeat, heartbeat_schema = ctx.params.heartbeat_schema,
+        control_schema = ts.ControlTablesSettings and ts.ControlTablesSettings.ControlSchema or "",
+        pg_dump = ctx.params.pg_dump,
+      })
       preflight.print(report)
       ctx.out.preflight = preflight.summary(report)
       preflight.assert_ok(report)
@@ -198,7 +214,7 @@ function M.schema(o)
     run = function(ctx)
       local schema = require "pgtide.schema"
       local sc = M.scope(ctx)
-      cutover.ensure_sentinel(ctx.src, sc.sentinel_schema)
+      if cutover.ensure_sentinel(ctx.src, sc.sentinel_schema) then ctx.out.sentinel_created = true end
       ctx.out.sentinel_schema = sc.sentinel_schema
       ctx:save()
       local dir = ctx.state_dir .. "/schema"
@@ -218,7 +234,7 @@ function M.schema(o)
         if not keep then exclude[#exclude + 1] = r.nspname end
       end
       local parts = schema.extract(ctx.src, { conninfo = ctx.params.source, dir = dir, mode = "schema-first",
-                                              exclude_schemas = exclude })
+                                              exclude_schemas = exclude, pg_dump = ctx.params.pg_dump })
       schema.save(parts, parts_path(ctx))
       local fk_sql = {}
       for _, fk in ipairs(parts.foreign_keys) do fk_sql[#fk_sql + 1] = fk.add end

@@ -148,6 +148,33 @@ class DbError(Exception):
     pass
 
 
+def admin_psql(ep, sql, timeout=60):
+    """Run SQL on an endpoint's database as the test's administrator.
+
+    Only for what the stand-in needs and DMS does not: the publication its
+    pgoutput-based data movement reads (DMS decodes with test_decoding,
+    which needs none).  The conninfos come from <workdir>/admin.json
+    ({"host:port": conninfo}, written by the test), their passwords from
+    the test's PGPASSFILE.  Raises DbError when none is registered.
+    """
+    path = os.path.join(C_ARGS().workdir, "admin.json")
+    conninfo = None
+    if os.path.exists(path):
+        with open(path) as f:
+            conninfo = json.load(f).get("%s:%d" % (ep.host, ep.port))
+    if not conninfo:
+        raise DbError("no administrator connection registered for %s:%d (standin.lua set_admin)" % (ep.host, ep.port))
+    cmd = ["psql", conninfo + " dbname=" + ep.db, "-X", "-A", "-t", "-q", "-v", "ON_ERROR_STOP=1", "-c", sql]
+    p = subprocess.run(cmd, capture_output=True, timeout=timeout, env=dict(os.environ, PGAPPNAME="dms-standin-admin"))
+    if p.returncode != 0:
+        raise DbError(p.stderr.decode(errors="replace").strip())
+    return p.stdout.decode(errors="replace")
+
+
+def C_ARGS():
+    return ARGS
+
+
 def lit(s):
     return "'" + s.replace("'", "''") + "'"
 

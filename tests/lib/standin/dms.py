@@ -315,6 +315,10 @@ class Task:
         src, tgt = ENDPOINTS.get(self.src_arn), ENDPOINTS.get(self.tgt_arn)
         if src is None or tgt is None or "cdc" not in self.migration_type:
             return
+        try:
+            admin_psql(src, "drop publication if exists %s" % qident(self.mover_name()))
+        except DbError as e:
+            log("task %s: dropping publication %s failed: %s", self.id, self.mover_name(), e)
         p, errf, pgpass = self.run_mover(src, tgt, "drop", [])
         try:
             p.communicate(timeout=60)
@@ -340,6 +344,12 @@ class Task:
                     v["FullLoadStartTime"] = now_epoch()
         with LOCK:   # CDC counters of this run add to those of earlier runs
             base = {k: (v["Inserts"], v["Updates"], v["Deletes"]) for k, v in self.tables.items()}
+        if mode == "load":
+            # the publication pgoutput reads (owner's or superuser's business:
+            # made by the test's administrator, see admin_psql)
+            pub = qident(self.mover_name())
+            admin_psql(src, "drop publication if exists %s; create publication %s for table %s"
+                       % (pub, pub, ", ".join(".".join(qident(x) for x in n) for n in names)))
         p, errf, pgpass = self.run_mover(src, tgt, mode, tables, dms_slot)
         phase = {"v": "load" if mode != "resume" else "cdc", "stop": False}
         stopfile = os.path.join(self.mover_dir(), "stop")

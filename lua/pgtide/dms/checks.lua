@@ -1,0 +1,222 @@
+--[[
+pgtide.dms.checks: the preflight checks only the DMS runbooks need.  They
+run after the shared ones (pgtide.preflight) and are reported with them,
+in the same shape: { id, title, status = pass|warn|fail, message, fix }.
+Nothing is changed on either server: the checks read catalogs only.
+
+  checks.run(env) -> results
+  checks.merge(report, results)      appends results to a preflight report
+
+env: src, dst (connections), sentinel_schema, heartbeat (boolean),
+heartbeat_schema, control_schema ("" = the target's default schema),
+pg_dump (path or nil).
+
+  pg_dump          a pg_dump at least as new as the source (schema step)
+  source_objects   what pgtide and DMS create on the source: pgtide's
+                   cutover sentinel table, DMS's WAL heartbeat table
+                   (awsdms_heartbeat, in HeartbeatSchema).  Both need
+                   CREATE on their schema, which PostgreSQL 15+ no longer
+                   grants on public to every role.
+  dms_cdc_role     the source role DMS documents for CDC on RDS/Aurora
+  target_control   DMS's control tables on the target (awsdms_apply_exceptions
+                   always, validation tables when validation is on)
+]]
+local catalog = require "pgtide.catalog"
+local cutover = require "pgtide.cutover"
+
+local M = {}
+
+local qi = catalog.quote_ident
+
+-- What the current role can do with table 'qname' (nil when it does
+-- not exist) and in schema 'schema'.
+local function privileges(conn, schema, qname)
+  return conn:query_one([[
+    select current_user as me,
+           exists (select 1 from pg_namespace where nspname = $1) as schema_exists,
+           coalesce((select has_schema_privilege(oid, 'CREATE') from pg_namespace where nspname = $1), false)
+             as can_create,
+           (select pg_get_userbyid(nspowner) from pg_namespace where nspname = $1) as schema_owner,
+           to_regclass($2) is not null as exists,
+           case when to_regclass($2) is not null then has_table_privilege($2, 'SELECT') end as can_select,
+           case when to_regclass($2) is not null then has_table_privilege($2, 'INSERT') end as can_insert,
+           case when to_regclass($2) is not null then has_table_privilege($2, 'UPDATE') end as can_update,
+           case when to_regclass($2) is not null
+                then pg_get_userbyid((select relowner from pg_class where oid = to_regclass($2))) end as owner]],
+    schema, qname)
+end
+
+-- Owner text for a fix: "the owner of schema public (app)".
+local function schema_owner_text(p, schema)
+  if p.schema_owner == "pg_database_owner" then
+    return string.format("the database owner (owner of schema %s; on RDS/Aurora the master user)", schema)
+  end
+  return string.format("the owner of schema %s (%s)", schema, tostring(p.schema_owner))
+end
+
+local function source_objects(env)
+  local problems, fixes, notes, ok_parts = {}, {}, {}, {}
+  local grant_create = {}       -- schema -> privileges row (one GRANT per schema)
+  local sentinel = cutover.sentinel_table(env.sentinel_schema)
+  local p = privileges(env.src, env.sentinel_schema, sentinel)
+  local me = p.me
+  if p.exists then
+    if not (p.can_select and p.can_insert) then
+      problems[#problems + 1] = string.format("cannot write pgtide's cutover sentinel table %s (owned by %s)",
+        sentinel, tostring(p.owner))
+      fixes[#fixes + 1] = string.format("as %s: GRANT SELECT, INSERT ON %s TO %s;", tostring(p.owner), sentinel, qi(me))
+    else
+      ok_parts[#ok_parts + 1] = "write the cutover sentinel table " .. sentinel
+      if p.owner ~= me then
+        notes[#notes + 1] = string.format("%s belongs to %s: cleanup leaves it for its owner to drop", sentinel,
+          tostring(p.owner))
+      end
+    end
+  elseif not p.can_create then
+    problems[#problems + 1] = string.format("cannot create pgtide's cutover sentinel table %s (no CREATE on schema %s)",
+      sentinel, env.sentinel_schema)
+    grant_create[env.sentinel_schema] = p
+  else
+    ok_parts[#ok_parts + 1] = "create the cutover sentinel table " .. sentinel
+  end
+  if env.heartbeat then
+    local hs = env.heartbeat_schema or "public"
+    local hb = catalog.qname(hs, "awsdms_heartbeat")
+    local h = privileges(env.src, hs, hb)
+    if h.exists then
+      if not (h.can_select and h.can_insert and h.can_update) then
+        problems[#problems + 1] = string.format("DMS cannot write its WAL heartbeat table %s (owned by %s)", hb,
+          tostring(h.owner))
+        fixes[#fixes + 1] = string.format("as %s: GRANT SELECT, INSERT, UPDATE ON %s TO %s;", tostring(h.owner), hb,
+          qi(me))
+      else
+        ok_parts[#ok_parts + 1] = "write DMS's heartbeat table " .. hb
+      end
+    elseif not h.schema_exists then
+      problems[#problems + 1] = string.format("the heartbeat schema %s does not exist", hs)
+      fixes[#fixes + 1] = string.format("create schema %s, or set heartbeat_schema to an existing one", hs)
+    elseif not h.can_create then
+      problems[#problems + 1] = string.format("DMS cannot create its WAL heartbeat table %s (heartbeatEnable; no "
+        .. "CREATE on schema %s)", hb, hs)
+      grant_create[hs] = h
+    else
+      ok_parts[#ok_parts + 1] = "let DMS create its heartbeat table " .. hb
+    end
+  end
+  for schema, row in pairs(grant_create) do
+    local alt = ""
+    if schema == env.sentinel_schema then
+      alt = string.format(" Without that grant: as %s, %s; GRANT SELECT, INSERT ON %s TO %s;%s",
+        schema_owner_text(row, schema), cutover.sentinel_ddl(schema), sentinel, qi(me),
+        env.heartbeat and " and run with heartbeat=false (a quiet source then keeps WAL until the next change)" or "")
+    end
+    table.insert(fixes, 1, string.format("as %s: GRANT CREATE ON SCHEMA %s TO %s;%s", schema_owner_text(row, schema),
+      qi(schema), qi(me), alt))
+  end
+  if #problems > 0 then
+    return "fail", string.format("source user %s %s", me, table.concat(problems, "; ")), table.concat(fixes, " ")
+  end
+  local msg = string.format("source user %s can %s", me, table.concat(ok_parts, " and "))
+  if #notes > 0 then msg = msg .. " (" .. table.concat(notes, "; ") .. ")" end
+  return "pass", msg
+end
+
+-- DMS's documentation for an RDS/Aurora source: "Use the master user, or
+-- a user with rds_superuser and rds_replication" for CDC
+-- (CHAP_Source.PostgreSQL, "Working with AWS-managed PostgreSQL").
+local function dms_cdc_role(env)
+  local r = env.src:query_one([[
+    select current_user as me, r.rolsuper as super,
+           exists (select 1 from pg_roles where rolname = 'rds_superuser') as rds,
+           exists (select 1 from pg_roles g where g.rolname = 'rds_superuser'
+                     and pg_has_role(r.oid, g.oid, 'member')) as rds_super
+      from pg_roles r where r.rolname = current_user]])
+  if r.super then return "pass", string.format("source user %s is a superuser", r.me) end
+  if not r.rds then
+    return "pass", string.format("source user %s: not an RDS/Aurora source (DMS documents superuser or "
+      .. "REPLICATION with a pre-created slot for self-managed sources)", r.me)
+  end
+  if r.rds_super then return "pass", string.format("source user %s is a member of rds_superuser", r.me) end
+  return "warn", string.format("source user %s is not a member of rds_superuser: AWS DMS documents the master "
+    .. "user, or a user with rds_superuser and rds_replication, for change data capture from RDS/Aurora",
+    r.me), string.format("as the master user: GRANT rds_superuser TO %s; or give the master user as the source "
+    .. "(pgtide itself needs only REPLICATION, CONNECT, USAGE and SELECT)", qi(r.me))
+end
+
+local function target_control(env)
+  local schema = (env.control_schema and env.control_schema ~= "") and env.control_schema or nil
+  local row = env.dst:query_one([[
+    select current_user as me, r.rolsuper as super, has_database_privilege(current_database(), 'CREATE') as db_create,
+           current_database() as db,
+           coalesce((select has_schema_privilege(oid, 'CREATE') from pg_namespace
+                      where nspname = coalesce($1, current_schema())), false) as can_create,
+           exists (select 1 from pg_namespace where nspname = coalesce($1, current_schema())) as schema_exists,
+           coalesce($1, current_schema()) as schema
+      from pg_roles r where r.rolname = current_user]], schema)
+  local where = schema and ("control schema " .. schema) or ("schema " .. tostring(row.schema))
+  if row.super or row.can_create or (not row.schema_exists and row.db_create) then
+    return "pass", string.format("target user %s can create DMS's control tables (awsdms_apply_exceptions, "
+      .. "awsdms_validation_failures_v1) in %s%s", row.me, where,
+      row.schema_exists and "" or " (DMS creates the schema)")
+  end
+  if not row.schema_exists then
+    return "fail", string.format("target user %s cannot create DMS's %s (no CREATE on database %s)", row.me, where,
+      row.db), string.format("GRANT CREATE ON DATABASE %s TO %s;", qi(row.db), qi(row.me))
+  end
+  return "fail", string.format("target user %s cannot create DMS's control tables in %s (awsdms_apply_exceptions "
+    .. "is always created there)", row.me, where),
+    string.format("as the owner of %s: GRANT CREATE ON SCHEMA %s TO %s;", where, qi(row.schema), qi(row.me))
+end
+
+-- pg_dump for the schema step: at least the source's major version.
+local function pg_dump(env)
+  local ok, tools = pcall(require("pgtide.schema").find_tools, env.src:server_version(), env.pg_dump)
+  if not ok then
+    return "fail", require("pgtide.errors").message(tools), "install the client tools named above, or give "
+      .. "pg_dump=PATH"
+  end
+  return "pass", string.format("%s (version %d) dumps the source schema", tools.pg_dump, tools.major)
+end
+
+M.CHECKS = {
+  { id = "pg_dump", title = "pg_dump for the source's version", run = pg_dump },
+  { id = "source_objects", title = "Objects pgtide and DMS create on the source", run = source_objects },
+  { id = "dms_cdc_role", title = "Source role DMS documents for CDC", run = dms_cdc_role },
+  { id = "target_control", title = "DMS control tables on the target", needs_target = true, run = target_control },
+}
+
+--[[
+checks.run(env) -> results.  A check that raises is a failure carrying
+the error, so one broken check never hides the others.
+]]
+function M.run(env)
+  local out = {}
+  for _, def in ipairs(M.CHECKS) do
+    local res = { id = def.id, title = def.title }
+    if def.needs_target and not env.dst then
+      res.status, res.message = "skip", "no target connection"
+    else
+      local ok, status, message, fix = pcall(def.run, env)
+      if ok then
+        res.status, res.message, res.fix = status, message, fix
+      else
+        res.status = "fail"
+        res.message = "the check itself failed: " .. require("pgtide.errors").message(status)
+        res.fix = "fix the error above (connection or permissions), then rerun"
+      end
+    end
+    out[#out + 1] = res
+  end
+  return out
+end
+
+-- Append 'results' to a preflight report (results and counts).
+function M.merge(report, results)
+  for _, r in ipairs(results) do
+    report.results[#report.results + 1] = r
+    report.counts[r.status] = (report.counts[r.status] or 0) + 1
+  end
+  return report
+end
+
+return M
