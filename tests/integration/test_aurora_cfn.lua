@@ -1,9 +1,13 @@
--- The aurora-cfn runbook end to end: real PostgreSQL 15 source and TLS
--- target; moto_server (signature checking on) for CloudFormation, IAM,
--- SNS, Step Functions, S3, EC2 and STS, behind the stand-in that creates
--- the template's DMS resources (moto skips AWS::DMS::*) and runs the
--- state machine (tests/lib/dms_standin.py).  The template is a padded
--- copy of pgtide's, over 51,200 bytes, so it goes through S3/TemplateURL.
+-- The aurora-cfn runbook end to end, under the conditions users have: an
+-- RDS/Aurora-like PostgreSQL 15 source reached as its master user 'app'
+-- (owner of the tables, no superuser: tests/lib/roles.lua), a
+-- PlanetScale-like PostgreSQL 17 target reached as its default role over
+-- TLS (sslmode=verify-full); moto_server (signature checking on) for
+-- CloudFormation, IAM, SNS, Step Functions, S3, EC2 and STS, behind the
+-- stand-in that creates the template's DMS resources (moto skips
+-- AWS::DMS::*) and runs the state machine (tests/lib/dms_standin.py).
+-- The template is a padded copy of pgtide's, over 51,200 bytes, so it goes
+-- through S3/TemplateURL.  The master user needs no manual step.
 --
 -- Failure paths, each resumed by a rerun: the stack fails because a
 -- replication instance with its name already exists (explained from the
@@ -14,6 +18,7 @@
 local T = require "t"
 local json = require "json"
 local sys = require "sys"
+local roles = require "roles"
 
 T.test("the template passes cfn-lint", function()
   local code, out, err = T.sh("command -v cfn-lint")
@@ -34,8 +39,12 @@ local endpoint, creds, env, aws_script = S.endpoint, S.creds, S.env, S.script
 local ok_all, failure = pcall(function()
 
 local src = T.cluster()
-local dst = T.cluster { tls = true }
-src:sql([[
+local dst = T.cluster { tls = true, version = 17 }
+local rds = roles.rds(src, "billing")
+local ps = roles.planetscale(dst, "billing")
+S.set_admin { src }
+local function as_app(sql) return src:sql("set role app; " .. sql, "billing") end
+as_app([[
   create table public.customers (id bigserial primary key, name text not null);
   create table public.invoices (id bigserial primary key, customer_id bigint references public.customers (id),
                                 total numeric(12, 2) not null, paid boolean not null default false);
@@ -80,7 +89,7 @@ return {
   validation_recheck = 5, validation_delay = 1, target_disk_gb = 1,
   connection_poll_seconds = 1, assessment_poll_seconds = 1, monitor_poll_seconds = 1,
 }
-]], src.conninfo, dst.conninfo, endpoint, stack_name, template, source_sg))
+]], rds.owner, ps.conninfo, endpoint, stack_name, template, source_sg))
 f:close()
 
 local function pgtide_cmd()
@@ -116,7 +125,7 @@ T.test("a task that errors fails the workflow, with the task's error", function(
     local r = dms:DescribeReplicationInstances { Filters = { { Name = "replication-instance-id", Values = { %q } } } }
     dms:DeleteReplicationInstance { ReplicationInstanceArn = r.ReplicationInstances[1].ReplicationInstanceArn }
     print("{}")]], stack_name))
-  dst:sql("alter table public.invoices add constraint pgtide_test_reject check (total < 0)")
+  dst:sql("alter table public.invoices add constraint pgtide_test_reject check (total < 0)", "billing")
   local c, o, e = T.sh(pgtide_cmd() .. " </dev/null")
   T.eq(c, 1, o .. e)
   for _, s in ipairs({ "wait-stack", "sns", "outputs", "start" }) do T.eq(step_status(s), "done", s) end
@@ -128,7 +137,7 @@ T.test("a task that errors fails the workflow, with the task's error", function(
   T.match(e, "workflow: FixSourceSecurityGroup")
   T.match(e, "workflow: StartAssessmentRun")
   T.match(e, "step 'monitor' failed: [^\n]*the workflow failed: MigrationFailed[^\n]*the task failed: [^\n]*pgtide_test_reject")
-  dst:sql("alter table public.invoices drop constraint pgtide_test_reject")
+  dst:sql("alter table public.invoices drop constraint pgtide_test_reject", "billing")
   -- what the final check expects gone does exist now
   local now = aws_script(string.format([[
     local out = {}
@@ -151,7 +160,7 @@ T.test("the rerun completes every step while the source keeps changing", functio
     if s == "running" or s == "done" or sys.exists(rcfile) then break end
     if step_status("monitor") == "done" and n < 40 then
       n = n + 1
-      src:sql(string.format([[
+      as_app(string.format([[
         insert into public.customers (name) values ('cdc %d');
         insert into public.invoices (customer_id, total) values (currval('public.customers_id_seq'), %d);
         update public.invoices set paid = true where id = %d;]], n, n, n))
@@ -177,14 +186,17 @@ T.test("the rerun completes every step while the source keeps changing", functio
   for _, t in ipairs({ "customers", "invoices" }) do
     local q = string.format("select count(*) || ':' || md5(coalesce(string_agg(t::text, '|' order by t::text), '')) "
       .. "from public.%s t", t)
-    T.eq(dst:sql(q), src:sql(q), t)
+    T.eq(dst:sql(q, "billing"), src:sql(q, "billing"), t)
   end
-  T.eq(dst:sql("select conname || ':' || convalidated from pg_constraint where contype = 'f'"),
+  T.eq(dst:sql("select conname || ':' || convalidated from pg_constraint where contype = 'f'", "billing"),
        "invoices_customer_id_fkey:true")
-  T.eq(tonumber(dst:sql("select last_value from public.customers_id_seq")),
-       tonumber(src:sql("select last_value from public.customers_id_seq")) + 1000)
-  T.eq(src:sql("select count(*) from pg_replication_slots"), "0")
-  T.eq(dst:sql("select count(*) from pg_class where relname = '_pgtide_cutover' or relname like 'awsdms%'"), "0")
+  T.eq(tonumber(dst:sql("select last_value from public.customers_id_seq", "billing")),
+       tonumber(src:sql("select last_value from public.customers_id_seq", "billing")) + 1000)
+  T.eq(src:sql("select count(*) from pg_replication_slots", "billing"), "0")
+  T.eq(dst:sql("select count(*) from pg_class where relname = '_pgtide_cutover' or relname like 'awsdms%'", "billing"), "0")
+  T.eq(src:sql("select count(*) from pg_class where relname = '_pgtide_cutover' or relname like 'awsdms%'", "billing"), "0")
+  T.eq(dst:sql("select count(*) from pg_namespace where nspname = 'pgtide'", "billing"), "0")
+  T.eq(src:sql("select count(*) from pg_publication", "billing"), "0")
 end)
 
 T.test("after cleanup nothing the runbook created is left (listed through the API)", function()
