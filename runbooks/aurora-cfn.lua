@@ -129,7 +129,7 @@ rb:step {
         if not exists[r] then
           iam:CreateRole { RoleName = r, AssumeRolePolicyDocument = trust,
                            Description = "DMS service role (created by pgtide)" }
-          iam:AttachRolePolicy { RoleName = r, PolicyArn = ROLE_POLICY[r] }
+          awsx.settle(ctx, "IAM role " .. r, iam.AttachRolePolicy, iam, { RoleName = r, PolicyArn = ROLE_POLICY[r] })
           ctx.out.created_role = r
           log.info("created the missing IAM role %s (kept after the migration: DMS uses it account-wide)", r)
         end
@@ -232,6 +232,7 @@ local function deploy(ctx, out)
   ctx.out = saved
   if not ok then error(id, 0) end
   out.stack_id = id
+  out.created_at = os.time()
   ctx:save()
 end
 
@@ -267,7 +268,8 @@ rb:step {
     end
     ctx.out.attempted = true
     ctx:save()
-    local s = stack.wait(ctx, d.stack_id, "CREATE_COMPLETE", { timeout = ctx.params.stack_timeout, name = d.stack_name })
+    local s = stack.wait(ctx, d.stack_id, "CREATE_COMPLETE", { timeout = ctx.params.stack_timeout, name = d.stack_name,
+                                                               created = d.created_at })
     ctx.out.status = s.StackStatus
   end,
 }
@@ -407,6 +409,7 @@ local function start_workflow(ctx, out, full_load_done)
   local exname = string.format("pgtide-%s-%d-%d", names.suffix, out.attempt, os.time())
   local res = sfn:StartExecution { stateMachineArn = r.state_machine_arn, name = exname, input = r.payload }
   out.execution_arn = res.executionArn
+  out.execution_started = os.time()
   ctx:save()
   log.info("started workflow execution %s", exname)
 end
@@ -443,7 +446,12 @@ rb:step {
     awsx.wait {
       what = "migration workflow", timeout = ctx.params.full_load_timeout, interval = ctx.params.poll_interval,
       poll = function()
-        ex = sfn:DescribeExecution { executionArn = r.execution_arn }
+        local ok, res = pcall(sfn.DescribeExecution, sfn, { executionArn = r.execution_arn })
+        if not ok and awsx.not_found(res) and awsx.young(ctx, ctx.outputs["start"].execution_started) then
+          return false, "workflow execution not visible yet"
+        end
+        if not ok then error(res, 0) end
+        ex = res
         local ok, hist = pcall(awsx.all, sfn, "GetExecutionHistory", { executionArn = r.execution_arn }, "events")
         for _, e in ipairs(ok and hist or {}) do
           local d = e.stateEnteredEventDetails

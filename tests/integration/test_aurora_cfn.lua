@@ -71,6 +71,8 @@ local source_sg = aws_script([[
   local ec2 = client("ec2")
   local vpc = ec2:DescribeVpcs { Filters = { { Name = "is-default", Values = { "true" } } } }.Vpcs[1].VpcId
   local g = ec2:CreateSecurityGroup { GroupName = "aurora-db-]] .. sys.getpid() .. [[", Description = "the source", VpcId = vpc }
+  -- an existing group, long visible: the stand-in's once-not-found after a create is spent here
+  pcall(ec2.DescribeSecurityGroups, ec2, { GroupIds = { g.GroupId } })
   print(json.encode({ id = g.GroupId }))]]).id
 S.set_network({ source_security_group = source_sg })
 local cfgfile = T.tmp .. "/aurora-config-" .. sys.getpid() .. ".lua"
@@ -107,7 +109,9 @@ T.test("a stack that fails is explained from its events", function()
   aws_script(string.format([[
     local dms = client("dms")
     dms:CreateReplicationInstance { ReplicationInstanceIdentifier = %q, ReplicationInstanceClass = "dms.t3.micro" }
-    print("{}")]], stack_name))
+    -- the stand-in answers not-found once right after a create (eventual consistency)
+    pcall(dms.DescribeReplicationInstances, dms, { Filters = { { Name = "replication-instance-id", Values = { %q } } } })
+    print("{}")]], stack_name, stack_name))
   local c, o, e = T.sh(pgtide_cmd() .. " </dev/null")
   T.eq(c, 1, o .. e)
   for _, s in ipairs({ "preflight", "schema", "iam-roles", "deploy" }) do T.eq(step_status(s), "done", s) end

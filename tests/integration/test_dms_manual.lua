@@ -75,6 +75,8 @@ local net = aws_script([[
     if not seen[s.AvailabilityZone] and #subnets < 2 then seen[s.AvailabilityZone] = true; subnets[#subnets + 1] = s.SubnetId end
   end
   local g = ec2:CreateSecurityGroup { GroupName = "source-db", Description = "the source", VpcId = vpc }
+  -- an existing group, long visible: the stand-in's once-not-found after a create is spent here
+  pcall(ec2.DescribeSecurityGroups, ec2, { GroupIds = { g.GroupId } })
   print(json.encode({ sg = g.GroupId, subnets = table.concat(subnets, ",") }))]])
 S.set_network({ source_security_group = net.sg })
 local function write_config(extra)

@@ -104,7 +104,7 @@ from botocore.credentials import Credentials
 
 from standin import common as C
 from standin.common import KEY_ID, SECRET, ApiError, forward, log, moto_client
-from standin import cfn, dms, sfn
+from standin import cfn, dms, ec2, iam, sfn
 
 # ---------------------------------------------------------------------------
 # SigV4 check
@@ -182,10 +182,14 @@ class Handler(BaseHTTPRequestHandler):
     def _json_error(self, code, msg, status=400):
         self._json({"__type": code, "message": msg}, status)
 
-    def _xml_error(self, code, msg, status=400):
-        body = ("<ErrorResponse><Error><Type>Sender</Type><Code>%s</Code><Message>%s</Message></Error>"
-                "<RequestId>%s</RequestId></ErrorResponse>" % (code, msg.replace("&", "&amp;").replace("<", "&lt;"),
-                                                               uuid.uuid4())).encode()
+    def _xml_error(self, code, msg, status=400, shape=None):
+        text = msg.replace("&", "&amp;").replace("<", "&lt;")
+        if shape == "ec2":
+            body = ("<Response><Errors><Error><Code>%s</Code><Message>%s</Message></Error></Errors>"
+                    "<RequestID>%s</RequestID></Response>" % (code, text, uuid.uuid4())).encode()
+        else:
+            body = ("<ErrorResponse><Error><Type>Sender</Type><Code>%s</Code><Message>%s</Message></Error>"
+                    "<RequestId>%s</RequestId></ErrorResponse>" % (code, text, uuid.uuid4())).encode()
         self._send(status, [("Content-Type", "text/xml")], body)
 
     def handle_any(self):
@@ -205,7 +209,7 @@ class Handler(BaseHTTPRequestHandler):
             log("%s error %s: %s", service, e.code, e.message)
             if self.headers.get("X-Amz-Target"):
                 return self._json_error(e.code, e.message, e.status)
-            return self._xml_error(e.code, e.message, e.status)
+            return self._xml_error(e.code, e.message, e.status, e.shape)
         except Exception as e:  # noqa: BLE001
             log("internal error: %s", traceback.format_exc())
             return self._json_error("InternalFailure", str(e), 500)
@@ -226,6 +230,10 @@ def route(h, service, body):
         return sfn.SFN.route(h, target.split(".", 1)[1], body)
     if service == "sns":
         return cfn.sns_route(h, body)
+    if service == "ec2":
+        return ec2.route(h, body)
+    if service == "iam":
+        return iam.route(h, body)
     return None
 
 

@@ -22,7 +22,9 @@ local M = {}
 
 function M.start(prefix)
   local dir = string.format("%s/%s-env-%d", T.tmp, prefix, sys.getpid())
-  local code, out, err = T.sh(string.format("python3 %s/tests/lib/dms_standin.py up %s --pgtide %s",
+  -- every resource answers not-found once right after its creation
+  -- (eventual consistency), transitions take a short while
+  local code, out, err = T.sh(string.format("STANDIN_NOT_FOUND=1 python3 %s/tests/lib/dms_standin.py up %s --pgtide %s",
     T.root, T.q(dir), T.q(T.pgtide)))
   if code == 3 then return nil, "moto_server is not installed" end
   assert(code == 0, "cannot start moto and the stand-in: " .. tostring(err))

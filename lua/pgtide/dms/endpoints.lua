@@ -151,7 +151,9 @@ function M.test(ctx, instance_arn, arn, which)
   local dms = awsx.client(ctx, "dms")
   local cur = connection(dms, instance_arn, arn)
   if not (cur and cur.Status == "testing") then
-    local ok, err = pcall(dms.TestConnection, dms, { ReplicationInstanceArn = instance_arn, EndpointArn = arn })
+    -- right after CreateEndpoint, DMS may not know the endpoint yet
+    local ok, err = pcall(awsx.settle, ctx, "endpoint " .. arn, dms.TestConnection, dms,
+                          { ReplicationInstanceArn = instance_arn, EndpointArn = arn })
     if not ok and awsx.code(err) ~= "InvalidResourceStateFault" then error(err, 0) end
   end
   local last

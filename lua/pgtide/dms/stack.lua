@@ -172,11 +172,12 @@ end
 stack.wait(ctx, id, want, opts) -> stack.  'want' is the status to reach
 (CREATE_COMPLETE or DELETE_COMPLETE); any other terminal status fails
 with stack.explain of the events.  New events are logged as they
-appear.  Bounded by opts.timeout.
+appear.  Bounded by opts.timeout.  opts.created (os.time() of the
+CreateStack, or nil): until then a missing stack is "not visible yet".
 ]]
 function M.wait(ctx, id, want, opts)
   local seen = {}
-  local s
+  local s, visible
   local function stream()
     for _, e in ipairs(M.events(ctx, id)) do
       if not seen[e.EventId] then
@@ -193,8 +194,11 @@ function M.wait(ctx, id, want, opts)
       stream()
       if not s then
         if want == "DELETE_COMPLETE" then return true, "DELETE_COMPLETE" end
+        -- just created: DescribeStacks may not know it yet
+        if not visible and awsx.young(ctx, opts.created) then return false, "not visible yet" end
         return false, "not found", "the stack does not exist"
       end
+      visible = true
       local st = s.StackStatus
       if st == want then return true, st end
       if st:match("_COMPLETE$") or st:match("_FAILED$") then   -- terminal, and not what we want

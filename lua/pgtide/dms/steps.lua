@@ -60,6 +60,8 @@ function M.params(extra)
     target_disk_gb = { type = "integer", default = 0, doc = "PlanetScale disk size, checked against 150% of "
       .. "the source size (0: not checked)" },
     poll_interval = { type = "number", default = 15, doc = "seconds between status polls" },
+    consistency_timeout = { type = "integer", default = 120, doc = "how long a resource just created may "
+      .. "answer not-found (AWS APIs are eventually consistent) before pgtide concludes it is gone (s)" },
     connection_timeout = { type = "integer", default = 600, doc = "timeout for connection tests and task "
       .. "state changes (s)" },
     full_load_timeout = { type = "integer", default = 86400, doc = "timeout for the full load (s)" },

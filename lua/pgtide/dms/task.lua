@@ -78,6 +78,7 @@ it leaves 'creating'/'modifying'.
 function M.ensure(ctx, names, spec)
   local dms = awsx.client(ctx, "dms")
   local t = M.find(dms, names.task)
+  local created, seen
   if not t then
     local res = dms:CreateReplicationTask {
       ReplicationTaskIdentifier = names.task,
@@ -87,6 +88,7 @@ function M.ensure(ctx, names, spec)
       Tags = naming.tags(names),
     }
     t = res.ReplicationTask
+    created = os.time()
     log.info("created replication task %s (%s)", names.task, spec.migration_type)
   end
   ctx.out.task_arn = t.ReplicationTaskArn
@@ -97,7 +99,9 @@ function M.ensure(ctx, names, spec)
     timeout = ctx.params.connection_timeout, interval = math.min(ctx.params.poll_interval, 5),
     poll = function()
       t = M.get(dms, ctx.out.task_arn)
+      if not t and not seen and awsx.young(ctx, created) then return false, "not visible yet" end
       if not t then return false, "not found", "the task disappeared" end
+      seen = true
       if t.Status == "creating" or t.Status == "modifying" then return false, t.Status end
       if t.Status == "failed" and not t.ReplicationTaskStartDate then
         return false, t.Status, "DMS could not create the task: " .. failure_text(t)

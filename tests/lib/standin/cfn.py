@@ -28,7 +28,7 @@ from botocore.credentials import Credentials
 
 from standin.common import *  # noqa: F401,F403
 from standin import common as C
-from standin.dms import ENDPOINTS, TASKS, INSTANCES, Endpoint, Task
+from standin.dms import ENDPOINTS, TASKS, Endpoint, Task, instance_created
 
 # ---------------------------------------------------------------------------
 # CloudFormation: the AWS::DMS::* (and AWS::SNS::Subscription) resources
@@ -281,7 +281,7 @@ def create_one(stack, logical, rtype, props):
         props.setdefault("ReplicationInstanceIdentifier", ("%s-%s" % (stack.name, logical)).lower())
         int_props(props, ["AllocatedStorage", "MultiAZ", "PubliclyAccessible", "AutoMinorVersionUpgrade"])
         r = json_call("CreateReplicationInstance", props)["ReplicationInstance"]
-        INSTANCES[r["ReplicationInstanceArn"]] = props["ReplicationInstanceIdentifier"]
+        instance_created(r["ReplicationInstanceArn"], props["ReplicationInstanceIdentifier"])
         return r["ReplicationInstanceArn"], r["ReplicationInstanceArn"]
     if rtype == "AWS::DMS::Endpoint":
         props.setdefault("EndpointIdentifier", ("%s-%s" % (stack.name, logical)).lower())
@@ -412,10 +412,11 @@ def cfn_create(h, body, form):
     text = template_text(form)
     stack = Stack(stack_id, form["StackName"], load_template(text), params)
     STACKS[stack_id] = stack
+    mark_fresh("stack:" + stack_id, "stack:" + form["StackName"])
     stack.event(stack.name, "AWS::CloudFormation::Stack", "CREATE_IN_PROGRESS", reason="User Initiated")
 
     def later():
-        time.sleep(0.5)   # the creation takes a moment, as it does on AWS
+        time.sleep(delay("stack"))   # the creation takes a while, as it does on AWS
         create_stack_resources(stack)
     threading.Thread(target=later, daemon=True).start()
     log("stack %s created (%d DMS resources to create)", stack.name,
@@ -425,6 +426,8 @@ def cfn_create(h, body, form):
 
 
 def cfn_describe(h, body, form):
+    if form.get("StackName") and consume_fresh(["stack:" + form["StackName"]]):
+        raise ApiError("ValidationError", "Stack with id %s does not exist" % form["StackName"])
     status, hdrs, data = forward(h.command, h.path, h.headers, body)
     if status >= 300:
         stack = stack_by_name(form.get("StackName", ""))

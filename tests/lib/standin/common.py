@@ -53,6 +53,68 @@ def now_epoch():
     return time.time()
 
 
+# ---------------------------------------------------------------------------
+# Time and consistency: what a real account does slowly, or not at once
+# ---------------------------------------------------------------------------
+
+# Seconds each transition takes here (AWS takes minutes for most of them).
+# STANDIN_DELAYS="instance=2,task=0.5" overrides; tests keep them short.
+DELAYS = {
+    "instance": 1.0,          # replication instance creating -> available
+    "task": 0.5,              # task creating -> ready, starting -> running, stopping -> stopped
+    "connection": 0.5,        # endpoint connection test: testing -> successful | failed
+    "assessment": 1.0,        # assessment run starting -> running -> passed | warning | failed
+    "stack": 0.5,             # CloudFormation stack creation
+    "iam": 1.5,               # IAM role propagation (a new role is not usable by DMS before)
+    "minute": 1.0,            # one minute of DMS time (heartbeatFrequency is in minutes)
+    "consistency": 10.0,      # how long a new resource may answer not-found (see mark_fresh)
+}
+for _pair in os.environ.get("STANDIN_DELAYS", "").split(","):
+    if "=" in _pair:
+        _k, _v = _pair.split("=", 1)
+        DELAYS[_k.strip()] = float(_v)
+
+
+def delay(name):
+    return DELAYS[name]
+
+
+# A describe right after a create can answer not-found on a real account
+# (the AWS APIs are eventually consistent: "Eventual consistency in the
+# Amazon EC2 API", and the same holds for DMS, IAM, CloudFormation, Step
+# Functions).  With probability STANDIN_NOT_FOUND (default 0.5; the tests
+# use 1) a new resource is "fresh": the first request naming it within
+# delay("consistency") seconds of its creation answers not-found, once.
+NOT_FOUND_RATE = float(os.environ.get("STANDIN_NOT_FOUND", "0.5"))
+FRESH = {}      # key -> (group, created); a resource's id and ARN share a group
+
+
+def mark_fresh(*keys):
+    import random
+    keys = [k for k in keys if k]
+    if not keys or random.random() >= NOT_FOUND_RATE:
+        return
+    group = (object(), now_epoch())
+    with LOCK:
+        for k in keys:
+            FRESH[k] = group
+
+
+def consume_fresh(keys):
+    """True (once per resource) when one of 'keys' names a fresh resource."""
+    with LOCK:
+        for k in keys:
+            group = FRESH.get(k)
+            if group is not None:
+                for other in [x for x, g in FRESH.items() if g is group]:
+                    del FRESH[other]
+                if now_epoch() - group[1] > delay("consistency"):
+                    continue
+                log("eventual consistency: %s not found (just created)", k)
+                return True
+    return False
+
+
 CLIENTS = {}
 
 
@@ -68,9 +130,10 @@ def moto_client(service):
 
 
 class ApiError(Exception):
-    def __init__(self, code, message, status=400):
+    """An AWS error answer.  shape "ec2" is EC2's <Response><Errors>..."""
+    def __init__(self, code, message, status=400, shape=None):
         super().__init__(message)
-        self.code, self.message, self.status = code, message, status
+        self.code, self.message, self.status, self.shape = code, message, status, shape
 
 
 # ---------------------------------------------------------------------------

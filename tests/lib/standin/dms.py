@@ -41,6 +41,40 @@ ASSESSMENTS = {}    # arn -> dict
 INSTANCES = {}      # arn -> identifier
 
 
+INSTANCE_T0 = {}    # arn -> when it was created (status "creating" until delay("instance") later)
+
+# Describe* operations and the filters that name one resource: the first
+# such describe after the create answers ResourceNotFoundFault (see
+# mark_fresh), as DMS does for a resource it does not know (yet).
+FILTER_KEYS = {
+    "DescribeReplicationInstances": ("replication-instance-id", "replication-instance-arn"),
+    "DescribeEndpoints": ("endpoint-id", "endpoint-arn"),
+    "DescribeReplicationTasks": ("replication-task-id", "replication-task-arn"),
+    "DescribeReplicationSubnetGroups": ("replication-subnet-group-id",),
+}
+
+
+def not_found_if_fresh(op, req):
+    names = FILTER_KEYS[op]
+    values = [v for f in req.get("Filters", []) if f.get("Name") in names for v in f.get("Values", [])]
+    if values and consume_fresh(values):
+        raise ApiError("ResourceNotFoundFault", "No resources found matching the filters (%s)" % ", ".join(values))
+
+
+def instance_created(arn, ident):
+    with LOCK:
+        INSTANCES[arn] = ident
+        INSTANCE_T0[arn] = now_epoch()
+
+
+def instance_overlay(i):
+    """An instance is 'creating' for delay('instance') seconds (moto makes it available at once)."""
+    t0 = INSTANCE_T0.get(i.get("ReplicationInstanceArn"))
+    if t0 is not None and now_epoch() - t0 < delay("instance") and i.get("ReplicationInstanceStatus") == "available":
+        i["ReplicationInstanceStatus"] = "creating"
+        i.pop("ReplicationInstancePublicIpAddress", None)
+
+
 def network_blocks(inst_arn, ep):
     """Security groups gate connectivity (moto does not model the network).
 
@@ -77,7 +111,7 @@ def test_connection(inst_arn, ep_arn):
     ep = ENDPOINTS.get(ep_arn)
 
     def run():
-        time.sleep(0.3)
+        time.sleep(delay("connection"))
         status, msg = "successful", ""
         try:
             if ep is None:
@@ -131,7 +165,7 @@ class Task:
     # -- view --------------------------------------------------------------
     def overlay(self, d):
         with LOCK:
-            if self.status == "creating" and now_epoch() - self.created > 0.5:
+            if self.status == "creating" and now_epoch() - self.created > delay("task"):
                 self.status = "ready"
             d["Status"] = self.status
             if self.failure:
@@ -230,7 +264,7 @@ class Task:
         src, tgt = ENDPOINTS.get(self.src_arn), ENDPOINTS.get(self.tgt_arn)
         if src is None or tgt is None:
             raise DbError("an endpoint of the task is not known to the stand-in")
-        time.sleep(0.3)
+        time.sleep(delay("task"))
         slot = src.eca.get("slotname")
         if slot:
             rows = psql(src, "select plugin from pg_replication_slots where slot_name = %s" % lit(slot))
@@ -521,10 +555,10 @@ def assessment_run(spec):
 def assessment_view(run):
     age = now_epoch() - run["_t0"]
     r = {k: v for k, v in run.items() if not k.startswith("_")}
-    if age > 1.0:
+    if age > delay("assessment"):
         r["Status"] = "passed"
         r["AssessmentProgress"]["IndividualAssessmentCompletedCount"] = r["AssessmentProgress"]["IndividualAssessmentCount"]
-    elif age > 0.3:
+    elif age > delay("assessment") / 3:
         r["Status"] = "running"
     return r
 
@@ -537,6 +571,7 @@ def dms_route(h, op, body):
         if res is None:
             return True
         arn = res["Endpoint"]["EndpointArn"]
+        mark_fresh(arn, req.get("EndpointIdentifier"))
         with LOCK:
             ENDPOINTS[arn] = Endpoint(arn, req)
         h._json(res)
@@ -564,12 +599,34 @@ def dms_route(h, op, body):
         res = fwd_json(h, body)
         if res is None:
             return True
-        INSTANCES[res["ReplicationInstance"]["ReplicationInstanceArn"]] = req["ReplicationInstanceIdentifier"]
+        arn = res["ReplicationInstance"]["ReplicationInstanceArn"]
+        instance_created(arn, req["ReplicationInstanceIdentifier"])
+        mark_fresh(arn, req["ReplicationInstanceIdentifier"])
+        res["ReplicationInstance"]["ReplicationInstanceStatus"] = "creating"
         h._json(res)
         return True
+    if op == "CreateReplicationSubnetGroup":
+        res = fwd_json(h, body)
+        if res is None:
+            return True
+        mark_fresh(req.get("ReplicationSubnetGroupIdentifier"))
+        h._json(res)
+        return True
+    if op in FILTER_KEYS:
+        not_found_if_fresh(op, req)
+        if op == "DescribeReplicationInstances":
+            res = fwd_json(h, body)
+            if res is None:
+                return True
+            for i in res.get("ReplicationInstances", []):
+                instance_overlay(i)
+            h._json(res)
+            return True
     if op == "TestConnection":
         # answered here entirely (moto 5.2.1 raises on a second test of the
         # same endpoint and filters connections wrongly)
+        if consume_fresh([req.get("ReplicationInstanceArn"), req.get("EndpointArn")]):
+            raise ApiError("ResourceNotFoundFault", "Endpoint or replication instance could not be found.")
         inst = json_call("DescribeReplicationInstances", {"Filters": [
             {"Name": "replication-instance-arn", "Values": [req.get("ReplicationInstanceArn", "")]}]})
         eps = json_call("DescribeEndpoints", {"Filters": [
@@ -602,6 +659,7 @@ def dms_route(h, op, body):
         if res is None:
             return True
         t = res["ReplicationTask"]
+        mark_fresh(t["ReplicationTaskArn"], req.get("ReplicationTaskIdentifier"))
         with LOCK:
             TASKS[t["ReplicationTaskArn"]] = Task(t["ReplicationTaskArn"], req, t)
             TASKS[t["ReplicationTaskArn"]].overlay(t)
@@ -618,6 +676,8 @@ def dms_route(h, op, body):
         h._json(res)
         return True
     if op == "StartReplicationTask":
+        if consume_fresh([req.get("ReplicationTaskArn")]):
+            raise ApiError("ResourceNotFoundFault", "Replication Task not found")
         task = TASKS.get(req.get("ReplicationTaskArn"))
         if task is None:
             raise ApiError("ResourceNotFoundFault", "Replication task could not be found.")

@@ -413,11 +413,14 @@ class SfnRoute:
             name = res["executionArn"].rsplit(":", 1)[-1]
             ex = Execution(res["executionArn"], req["stateMachineArn"], name, sm["definition"], req.get("input"))
             EXECUTIONS[ex.arn] = ex
+            mark_fresh(ex.arn)
             threading.Thread(target=ex.run, daemon=True).start()
             log("execution %s started", name)
             h._json(res)
             return True
         if op == "DescribeExecution":
+            if consume_fresh([req.get("executionArn")]):
+                raise ApiError("ExecutionDoesNotExist", "Execution Does Not Exist: '%s'" % req.get("executionArn"))
             ex = EXECUTIONS.get(req.get("executionArn"))
             res = fwd_json(h, body)
             if res is None:
