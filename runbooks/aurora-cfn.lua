@@ -27,9 +27,9 @@ local task = require "pgtide.dms.task"
 local monitor = require "pgtide.dms.monitor"
 local stack = require "pgtide.dms.stack"
 local cleanup = require "pgtide.dms.cleanup"
+local dms_iam = require "pgtide.dms.iam"
 local json = require "json"
 local log = require "log"
-local sys = require "sys"
 
 local rb = runbook.new {
   name = "aurora-cfn",
@@ -38,6 +38,9 @@ local rb = runbook.new {
     template = { type = "enum", values = { "pgtide", "planetscale" }, default = "pgtide",
       doc = "pgtide's template, or PlanetScale's aurora-to-ps-dms.yaml (give it with template_file)" },
     template_file = { type = "string", default = "", doc = "template file to deploy instead of pgtide's" },
+    dms_roles = { type = "enum", values = { "pgtide", "stack" }, default = "pgtide", doc = "who creates missing "
+      .. "DMS IAM roles: pgtide (then waits until DMS can use them) or the stack (CreateDMSRoles=true, the guide's "
+      .. "way; the stack may fail while IAM propagates, and the rerun then lets pgtide create them)" },
     template_bucket = { type = "string", default = "", doc = "S3 bucket for templates over 51,200 bytes "
       .. "(default: one pgtide creates and removes)" },
     stack_name = { type = "string", default = "", doc = "stack name (default: derived from the migration name)" },
@@ -71,11 +74,6 @@ local rb = runbook.new {
   },
 }
 
-local DMS_ROLES = { "dms-vpc-role", "dms-cloudwatch-logs-role" }
-local ROLE_POLICY = {
-  ["dms-vpc-role"] = "arn:aws:iam::aws:policy/service-role/AmazonDMSVPCManagementRole",
-  ["dms-cloudwatch-logs-role"] = "arn:aws:iam::aws:policy/service-role/AmazonDMSCloudWatchLogsRole",
-}
 
 local function stack_name(ctx)
   if ctx.params.stack_name ~= "" then return ctx.params.stack_name end
@@ -104,49 +102,10 @@ rb:step(steps.preflight { name = "preflight", title = "Source database prerequis
 -- 2
 rb:step(steps.schema { name = "schema", title = "Pre-Migration Schema Setup" })
 
--- 3
-rb:step {
-  name = "iam-roles", title = "Check DMS IAM Roles",
-  plan = "looks up dms-vpc-role and dms-cloudwatch-logs-role: neither exists -> CreateDMSRoles=true; both "
-    .. "exist -> false; only one -> pgtide creates the other (trusted by dms.amazonaws.com, with its AWS "
-    .. "managed policy) and sets false",
-  run = function(ctx)
-    local iam = awsx.client(ctx, "iam")
-    local exists = {}
-    for _, r in ipairs(DMS_ROLES) do
-      exists[r] = awsx.try(iam.GetRole, iam, { RoleName = r }) ~= nil
-      log.info("IAM role %s: %s", r, exists[r] and "exists" or "missing")
-    end
-    local n = (exists[DMS_ROLES[1]] and 1 or 0) + (exists[DMS_ROLES[2]] and 1 or 0)
-    if n == 0 then
-      ctx.out.create_dms_roles = "true"
-    elseif n == 2 then
-      ctx.out.create_dms_roles = "false"
-    else
-      local trust = json.encode({ Version = "2012-10-17", Statement = json.array({ { Effect = "Allow",
-        Principal = { Service = "dms.amazonaws.com" }, Action = "sts:AssumeRole" } }) })
-      for _, r in ipairs(DMS_ROLES) do
-        if not exists[r] then
-          iam:CreateRole { RoleName = r, AssumeRolePolicyDocument = trust,
-                           Description = "DMS service role (created by pgtide)" }
-          awsx.settle(ctx, "IAM role " .. r, iam.AttachRolePolicy, iam, { RoleName = r, PolicyArn = ROLE_POLICY[r] })
-          ctx.out.created_role = r
-          log.info("created the missing IAM role %s (kept after the migration: DMS uses it account-wide)", r)
-        end
-      end
-      ctx.out.create_dms_roles = "false"
-    end
-    log.info("CreateDMSRoles = %s", ctx.out.create_dms_roles)
-  end,
-}
-
--- The stack parameters, for pgtide's template or PlanetScale's.
-local function stack_params(ctx, name)
+-- The VPC and the subnets (one per availability zone) of the replication
+-- instance: the parameters, else the default VPC's.
+local function network(ctx)
   local p = ctx.params
-  local src = conn.details(ctx, "source")
-  local dst = conn.details(ctx, "target")
-  local sc = steps.scope(ctx)
-  local names = naming.for_ctx(ctx)
   local ec2 = awsx.client(ctx, "ec2")
   local vpc = p.vpc_id
   if vpc == "" then
@@ -165,6 +124,75 @@ local function stack_params(ctx, name)
   end
   runbook.require(#subnets >= 2, "the replication subnet group needs subnets in at least 2 availability zones "
     .. "(found %d in %s): give subnet_ids", #subnets, vpc)
+  return vpc, subnets
+end
+
+--[[
+The IAM decision (the seed's "Check DMS IAM Roles"), into 'out' (the
+iam-roles step's outputs): CreateDMSRoles for the stack.  With
+dms_roles=pgtide (the default) pgtide creates any missing role itself,
+after confirmation, and makes the first DMS call that needs dms-vpc-role
+(a probe subnet group) until it succeeds: a stack that creates the roles
+races IAM propagation and fails with AccessDeniedFault on its subnet
+group.  With dms_roles=stack it follows the seed: neither role ->
+CreateDMSRoles=true; one -> create the other.  'after_failure': the
+previous stack failed; whatever dms_roles says, missing roles are then
+created by pgtide (the failed stack's rollback deleted its own).
+]]
+local function decide_roles(ctx, out, after_failure)
+  local exists = dms_iam.lookup(ctx)
+  local missing = dms_iam.missing(exists)
+  local saved = ctx.out
+  ctx.out = out
+  local ok, err = pcall(function()
+    if #missing == #dms_iam.ROLES and ctx.params.dms_roles == "stack" and not after_failure then
+      out.create_dms_roles = "true"
+      log.info("neither DMS role exists: the stack creates them (dms_roles=stack, as the guide does; a stack that "
+        .. "fails with AccessDeniedFault on its subnet group is redeployed by the rerun with the roles made first)")
+      return
+    end
+    if #missing > 0 then
+      if after_failure then
+        log.warn("the previous stack failed and the DMS role(s) %s are missing: pgtide creates them and waits until "
+          .. "DMS can use them before deploying again", table.concat(missing, ", "))
+      end
+      dms_iam.create(ctx, missing)
+      local _, subnets = network(ctx)
+      dms_iam.probe(ctx, naming.for_ctx(ctx), subnets)
+    end
+    out.create_dms_roles = "false"
+  end)
+  ctx.out = saved
+  if not ok then error(err, 0) end
+  ctx:save()
+  log.info("CreateDMSRoles = %s", out.create_dms_roles)
+end
+
+-- 3
+rb:step {
+  name = "iam-roles", title = "Check DMS IAM Roles",
+  plan = function(ctx)
+    if ctx.params.dms_roles == "stack" then
+      return "looks up dms-vpc-role and dms-cloudwatch-logs-role: neither exists -> CreateDMSRoles=true; both "
+        .. "exist -> false; only one -> pgtide creates the other (trusted by dms.amazonaws.com, with its AWS "
+        .. "managed policy), waits until DMS can use it, and sets false"
+    end
+    return "looks up dms-vpc-role and dms-cloudwatch-logs-role; creates the missing ones after your confirmation "
+      .. "(trusted by dms.amazonaws.com, with their AWS managed policies), waits until DMS can use dms-vpc-role "
+      .. "(a probe subnet group, created and deleted), and sets CreateDMSRoles=false (dms_roles=stack: the guide's "
+      .. "CreateDMSRoles=true when neither exists)"
+  end,
+  run = function(ctx) decide_roles(ctx, ctx.out, false) end,
+}
+
+-- The stack parameters, for pgtide's template or PlanetScale's.
+local function stack_params(ctx, name)
+  local p = ctx.params
+  local src = conn.details(ctx, "source")
+  local dst = conn.details(ctx, "target")
+  local sc = steps.scope(ctx)
+  local names = naming.for_ctx(ctx)
+  local vpc, subnets = network(ctx)
   local create_roles = (ctx.outputs["iam-roles"] or {}).create_dms_roles or "true"
   local bucket = p.migration_bucket_name
   local params = {
@@ -216,6 +244,9 @@ local function deploy(ctx, out)
       existing.StackStatus, stack.explain(stack.events(ctx, existing.StackId)))
     stack.delete(ctx, existing.StackId, { timeout = ctx.params.stack_timeout, name = name })
     existing = nil
+    -- the IAM check again: the failed stack's rollback deleted the roles it made
+    ctx.outputs["iam-roles"] = ctx.outputs["iam-roles"] or {}
+    decide_roles(ctx, ctx.outputs["iam-roles"], true)
   end
   if existing and existing.StackStatus ~= "DELETE_COMPLETE" then
     out.stack_id = existing.StackId

@@ -28,6 +28,7 @@ local task = require "pgtide.dms.task"
 local monitor = require "pgtide.dms.monitor"
 local cleanup = require "pgtide.dms.cleanup"
 local settings = require "pgtide.dms.settings"
+local iam = require "pgtide.dms.iam"
 local log = require "log"
 
 local rb = runbook.new {
@@ -83,6 +84,22 @@ rb:step(steps.schema { name = "schema", title = "Pre-Migration Schema Setup" })
 
 -- 3
 rb:step {
+  name = "iam-roles", title = "Set Up AWS DMS: IAM roles dms-vpc-role and dms-cloudwatch-logs-role",
+  plan = "looks up the IAM roles DMS needs in every account (dms-vpc-role, dms-cloudwatch-logs-role; the DMS "
+    .. "console makes them on first use, the API does not) and creates the missing ones after your "
+    .. "confirmation, trusted by dms.amazonaws.com with their AWS managed policies",
+  run = function(ctx)
+    local missing = iam.missing(iam.lookup(ctx))
+    iam.create(ctx, missing)
+    if #missing > 0 then
+      log.info("the next step retries its first DMS call while IAM propagates the new role(s) (at most %d s)",
+        ctx.params.iam_propagation_timeout)
+    end
+  end,
+}
+
+-- 4
+rb:step {
   name = "dms-infrastructure", title = "Set Up AWS DMS: Create DMS Replication Instance",
   plan = function(ctx)
     local p = ctx.params
@@ -101,7 +118,7 @@ rb:step {
   end,
 }
 
--- 4
+-- 5
 rb:step {
   name = "endpoints", title = "Create Source Endpoint, Create Target Endpoint, Test Endpoints",
   plan = "creates the source endpoint (postgres, extra connection attributes pluginName=test_decoding; "
@@ -124,7 +141,7 @@ rb:step {
   end,
 }
 
--- 5
+-- 6
 rb:step {
   name = "task", title = "Create Migration Task, Configure Table Mappings, Start Migration Task",
   plan = function(ctx)
@@ -157,7 +174,7 @@ rb:step {
   end,
 }
 
--- 6
+-- 7
 rb:step {
   name = "monitor", title = "Monitor Migration Progress",
   plan = function(ctx)
@@ -195,23 +212,23 @@ rb:step {
   end,
 }
 
--- 7
+-- 8
 rb:step(steps.verify_data { name = "verify-data", title = "Verify Data Migration", resources = rec })
 
--- 8
+-- 9
 rb:step(steps.sequences { name = "sequences", title = "Post-Migration Sequence Synchronization" })
 
--- 9
+-- 10
 rb:step(steps.constraints { name = "constraints", title = "Apply Remaining Constraints" })
 
--- 10
+-- 11
 rb:step(steps.pre_cutover { name = "pre-cutover", title = "Comprehensive Pre-Cutover Validation",
                             resources = rec })
 
--- 11
+-- 12
 rb:step(steps.cutover { name = "cutover", title = "Perform Cutover", resources = rec })
 
--- 12
+-- 13
 rb:step {
   name = "cleanup", title = "Cleanup", destructive = true,
   plan = "deletes the DMS task, endpoints, replication instance, subnet group and any security group "

@@ -9,10 +9,11 @@
 -- The template is a padded copy of pgtide's, over 51,200 bytes, so it goes
 -- through S3/TemplateURL.  The master user needs no manual step.
 --
--- Failure paths, each resumed by a rerun: the stack fails because a
--- replication instance with its name already exists (explained from the
--- stack events); the workflow fails because the task errors (a
--- target-only CHECK constraint).  The last rerun completes every step
+-- Failure paths, each resumed by a rerun: the stack fails because it
+-- creates the DMS IAM roles and, moments later, DMS cannot use them yet
+-- (explained from the stack events; the rerun creates the roles first and
+-- waits); the workflow fails because the task errors (a target-only CHECK
+-- constraint).  The last rerun completes every step
 -- while the source changes; after cleanup nothing the runbook created is
 -- left (listed through the API).  The template passes cfn-lint.
 local T = require "t"
@@ -104,37 +105,35 @@ local function step_status(name)
   local st = json.decode(text)
   return st.steps[name] and st.steps[name].status
 end
-T.test("a stack that fails is explained from its events", function()
-  -- a replication instance already has the name the stack derives from its own
-  aws_script(string.format([[
-    local dms = client("dms")
-    dms:CreateReplicationInstance { ReplicationInstanceIdentifier = %q, ReplicationInstanceClass = "dms.t3.micro" }
-    -- the stand-in answers not-found once right after a create (eventual consistency)
-    pcall(dms.DescribeReplicationInstances, dms, { Filters = { { Name = "replication-instance-id", Values = { %q } } } })
-    print("{}")]], stack_name, stack_name))
-  local c, o, e = T.sh(pgtide_cmd() .. " </dev/null")
+T.test("a stack that races IAM propagation fails, explained from its events", function()
+  -- the guide's way (dms_roles=stack): the account has no DMS role, the
+  -- stack creates them and, moments later, the subnet group that needs one
+  local c, o, e = T.sh(pgtide_cmd() .. " dms_roles=stack </dev/null")
   T.eq(c, 1, o .. e)
   for _, s in ipairs({ "preflight", "schema", "iam-roles", "deploy" }) do T.eq(step_status(s), "done", s) end
   T.eq(step_status("wait-stack"), "failed")
   T.match(e, "CreateDMSRoles = true")
   T.match(e, "uploaded to s3://")
-  T.match(e, "stack event: [^\n]*CREATE_FAILED%s+DMSReplicationInstance %(AWS::DMS::ReplicationInstance%)")
-  T.match(e, "step 'wait%-stack' failed: [^\n]*ROLLBACK_COMPLETE[^\n]*DMSReplicationInstance %(AWS::DMS::"
-    .. "ReplicationInstance%) CREATE_FAILED: [^\n]*already exists[^\n]*%(a resource with that name exists outside this stack")
+  T.match(e, "stack event: [^\n]*CREATE_FAILED%s+DMSSubnetGroup %(AWS::DMS::ReplicationSubnetGroup%)")
+  T.match(e, "step 'wait%-stack' failed: [^\n]*ROLLBACK_COMPLETE[^\n]*DMSSubnetGroup %(AWS::DMS::"
+    .. "ReplicationSubnetGroup%) CREATE_FAILED: [^\n]*dms%-vpc%-role is not configured properly[^\n]*%(DMS needs the IAM "
+    .. "role dms%-vpc%-role")
 end)
 
 T.test("a task that errors fails the workflow, with the task's error", function()
-  aws_script(string.format([[
-    local dms = client("dms")
-    local r = dms:DescribeReplicationInstances { Filters = { { Name = "replication-instance-id", Values = { %q } } } }
-    dms:DeleteReplicationInstance { ReplicationInstanceArn = r.ReplicationInstances[1].ReplicationInstanceArn }
-    print("{}")]], stack_name))
   dst:sql("alter table public.invoices add constraint pgtide_test_reject check (total < 0)", "billing")
   local c, o, e = T.sh(pgtide_cmd() .. " </dev/null")
   T.eq(c, 1, o .. e)
   for _, s in ipairs({ "wait-stack", "sns", "outputs", "start" }) do T.eq(step_status(s), "done", s) end
   T.eq(step_status("monitor"), "failed")
   T.match(e, "deleting it before creating it again")
+  -- the IAM check again, after the failed stack: pgtide makes the roles
+  -- and waits until DMS can use them
+  T.match(e, "the previous stack failed and the DMS role%(s%) dms%-vpc%-role, dms%-cloudwatch%-logs%-role are missing")
+  T.match(e, "created the IAM role dms%-vpc%-role")
+  T.match(e, "DMS cannot use dms%-vpc%-role yet")
+  T.match(e, "DMS can use dms%-vpc%-role")
+  T.match(e, "CreateDMSRoles = false")
   T.match(e, "subscription of dba@example%.com is pending confirmation")
   T.match(e, "email subscription of dba@example%.com: confirmed")
   T.match(e, "StepFunctionsConsoleURL: https://us%-east%-1%.console%.aws%.amazon%.com/states/")

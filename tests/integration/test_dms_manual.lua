@@ -145,6 +145,12 @@ T.test("a failing connection test stops at the endpoints with DMS's message", fu
   T.match(e, "target endpoint connection test: failed: [^\n]*port 1 failed")
   T.match(e, "Fix: check the PlanetScale host, port, user and password")
   T.match(e, "source endpoint connection test: successful")
+  -- an account that never used the DMS console: the roles are made, and
+  -- the first call needing one waits until IAM has propagated it
+  T.match(e, "IAM role dms%-vpc%-role: missing")
+  T.match(e, "created the IAM role dms%-vpc%-role with arn:aws:iam::aws:policy/service%-role/AmazonDMSVPCManagementRole")
+  T.match(e, "created the IAM role dms%-cloudwatch%-logs%-role")
+  T.match(e, "replication subnet group pgtide%-e2e%-%x+%-subnets: DMS cannot use dms%-vpc%-role yet")
   T.match(e, "created replication subnet group pgtide%-e2e%-%x+%-subnets")
   T.match(e, "created security group pgtide%-e2e%-%x+%-sg %(sg%-")
   T.match(e, "security group " .. net.sg:gsub("%-", "%%-") .. " allows sg%-%x+ on port %d+")

@@ -153,8 +153,12 @@ T.test("stack failures are explained from the events, with a hint", function()
     { ResourceStatus = "ROLLBACK_COMPLETE", LogicalResourceId = "s", ResourceType = "AWS::CloudFormation::Stack" },
   }
   T.match(text, "^DMSSubnetGroup %(AWS::DMS::ReplicationSubnetGroup%) CREATE_FAILED: The IAM Role")
-  T.match(text, "rerun so the IAM check decides CreateDMSRoles again")
+  T.match(text, "rerun; pgtide then creates the missing roles itself and waits until DMS can use them")
   T.eq(stack.explain {}, "no failure reason in the stack events")
+  T.match(stack.explain { { ResourceStatus = "CREATE_FAILED", LogicalResourceId = "DMSReplicationInstance",
+    ResourceType = "AWS::DMS::ReplicationInstance",
+    ResourceStatusReason = "The resource you are attempting to create already exists." } },
+    "%(a resource with that name exists outside this stack")
 end)
 
 T.test("the monitoring display: progress, tables, validation, latency, errors, throughput", function()

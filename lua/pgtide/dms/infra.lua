@@ -11,6 +11,7 @@ created, and its identifier/ARN is written to ctx.out and saved the
 moment it exists, so a rerun reuses it and cleanup finds it.
 ]]
 local awsx = require "pgtide.dms.awsx"
+local iam = require "pgtide.dms.iam"
 local naming = require "pgtide.dms.naming"
 local log = require "log"
 local runbook = require "pgtide.runbook"
@@ -158,11 +159,15 @@ function M.ensure(ctx, names, opts)
 
   if #subnets > 0 then
     if not M.find_subnet_group(dms, names.subnet_group) then
-      dms:CreateReplicationSubnetGroup {
-        ReplicationSubnetGroupIdentifier = names.subnet_group,
-        ReplicationSubnetGroupDescription = "pgtide migration " .. names.migration,
-        SubnetIds = subnets, Tags = naming.tags(names),
-      }
+      -- the first DMS call that needs dms-vpc-role: retried while IAM propagates
+      iam.propagated(ctx, "replication subnet group " .. names.subnet_group, function()
+        local ok, err = pcall(dms.CreateReplicationSubnetGroup, dms, {
+          ReplicationSubnetGroupIdentifier = names.subnet_group,
+          ReplicationSubnetGroupDescription = "pgtide migration " .. names.migration,
+          SubnetIds = subnets, Tags = naming.tags(names),
+        })
+        if not ok and awsx.code(err) ~= "ResourceAlreadyExistsFault" then error(err, 0) end
+      end)
       log.info("created replication subnet group %s", names.subnet_group)
     end
     ctx.out.subnet_group = names.subnet_group
@@ -191,18 +196,14 @@ function M.ensure(ctx, names, opts)
     if p.engine_version and p.engine_version ~= "" then input.EngineVersion = p.engine_version end
     if ctx.out.subnet_group then input.ReplicationSubnetGroupIdentifier = ctx.out.subnet_group end
     if #sg_ids > 0 then input.VpcSecurityGroupIds = sg_ids end
-    -- IAM is eventually consistent: a dms-vpc-role created moments ago
-    -- may not be usable yet (AccessDeniedFault); retry for a while.
-    local res
-    for attempt = 1, 6 do
+    -- without a subnet group DMS makes a default one with dms-vpc-role:
+    -- retried while IAM propagates
+    local res = iam.propagated(ctx, "replication instance " .. names.instance, function()
       local ok, r = pcall(dms.CreateReplicationInstance, dms, input)
-      if ok then res = r; break end
-      local code = awsx.code(r)
-      if code == "ResourceAlreadyExistsFault" then break end
-      if code ~= "AccessDeniedFault" or attempt == 6 then error(r, 0) end
-      log.warn("DMS cannot use its IAM role yet (%s); retrying in 10 s", tostring(r))
-      require("sys").sleep(10)
-    end
+      if ok then return r end
+      if awsx.code(r) == "ResourceAlreadyExistsFault" then return false end
+      error(r, 0)
+    end)
     inst = res and res.ReplicationInstance
       or awsx.settle(ctx, "replication instance " .. names.instance, M.find_instance, dms, names.instance)
     runbook.require(inst, "the replication instance %s was not created", names.instance)

@@ -133,7 +133,8 @@ end
 
 -- Hints for failure reasons seen often.
 local hints = {
-  { "dms%-vpc%-role", "DMS needs the IAM role dms-vpc-role: rerun so the IAM check decides CreateDMSRoles again" },
+  { "dms%-vpc%-role", "DMS needs the IAM role dms-vpc-role, and a role made moments ago is not usable yet: rerun; "
+      .. "pgtide then creates the missing roles itself and waits until DMS can use them" },
   { "already exists", "a resource with that name exists outside this stack (another stack or a manual "
       .. "creation): delete it or choose another stack name" },
   { "not authorized", "the AWS user lacks a permission: CloudFormation, DMS, IAM, EC2, S3, SNS and Step Functions are needed" },

@@ -60,6 +60,8 @@ function M.params(extra)
     target_disk_gb = { type = "integer", default = 0, doc = "PlanetScale disk size, checked against 150% of "
       .. "the source size (0: not checked)" },
     poll_interval = { type = "number", default = 15, doc = "seconds between status polls" },
+    iam_propagation_timeout = { type = "integer", default = 600, doc = "how long the first DMS call that "
+      .. "needs dms-vpc-role is retried while a new IAM role propagates (s)" },
     consistency_timeout = { type = "integer", default = 120, doc = "how long a resource just created may "
       .. "answer not-found (AWS APIs are eventually consistent) before pgtide concludes it is gone (s)" },
     connection_timeout = { type = "integer", default = 600, doc = "timeout for connection tests and task "

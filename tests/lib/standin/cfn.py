@@ -29,6 +29,7 @@ from botocore.credentials import Credentials
 from standin.common import *  # noqa: F401,F403
 from standin import common as C
 from standin.dms import ENDPOINTS, TASKS, Endpoint, Task, instance_created
+from standin.iam import vpc_role_check
 
 # ---------------------------------------------------------------------------
 # CloudFormation: the AWS::DMS::* (and AWS::SNS::Subscription) resources
@@ -273,6 +274,8 @@ def create_stack_resources(stack):
 
 
 def create_one(stack, logical, rtype, props):
+    if rtype in ("AWS::DMS::ReplicationSubnetGroup", "AWS::DMS::ReplicationInstance"):
+        vpc_role_check()
     if rtype == "AWS::DMS::ReplicationSubnetGroup":
         props.setdefault("ReplicationSubnetGroupIdentifier", ("%s-%s" % (stack.name, logical)).lower())
         json_call("CreateReplicationSubnetGroup", props)

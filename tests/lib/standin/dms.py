@@ -29,6 +29,7 @@ from botocore.credentials import Credentials
 
 from standin.common import *  # noqa: F401,F403
 from standin import common as C
+from standin.iam import vpc_role_check
 
 # ---------------------------------------------------------------------------
 # DMS emulation
@@ -595,6 +596,8 @@ def dms_route(h, op, body):
                 del CONNECTIONS[k]
         h._json(res)
         return True
+    if op in ("CreateReplicationInstance", "CreateReplicationSubnetGroup"):
+        vpc_role_check()
     if op == "CreateReplicationInstance":
         res = fwd_json(h, body)
         if res is None:

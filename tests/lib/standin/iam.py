@@ -8,7 +8,35 @@ GetRole naming it answers NoSuchEntity.
 """
 import urllib.parse
 
-from standin.common import ApiError, consume_fresh, forward, mark_fresh
+import botocore.exceptions
+
+from standin.common import ACCOUNT, ApiError, consume_fresh, delay, forward, mark_fresh, moto_client, now_epoch
+
+VPC_ROLE_POLICY = "arn:aws:iam::aws:policy/service-role/AmazonDMSVPCManagementRole"
+
+
+def vpc_role_check():
+    """Raise AccessDeniedFault when DMS could not use dms-vpc-role yet.
+
+    DMS places subnet groups and instances with the role dms-vpc-role
+    (AmazonDMSVPCManagementRole).  Without it, CreateReplicationSubnetGroup
+    and CreateReplicationInstance answer AccessDeniedFault ("DMS was denied
+    access to the endpoint. Check that the role is correctly configured.",
+    the service model; the message AWS gives names the role), and a role
+    made moments ago is not usable until IAM has propagated it: here for
+    delay("iam") seconds after its creation.
+    """
+    msg = "The IAM Role arn:aws:iam::%s:role/dms-vpc-role is not configured properly." % ACCOUNT
+    iam = moto_client("iam")
+    try:
+        role = iam.get_role(RoleName="dms-vpc-role")["Role"]
+        attached = [p["PolicyArn"] for p in iam.list_attached_role_policies(RoleName="dms-vpc-role")["AttachedPolicies"]]
+    except botocore.exceptions.ClientError:
+        raise ApiError("AccessDeniedFault", msg)
+    if VPC_ROLE_POLICY not in attached:
+        raise ApiError("AccessDeniedFault", msg)
+    if now_epoch() - role["CreateDate"].timestamp() < delay("iam"):
+        raise ApiError("AccessDeniedFault", msg + " (IAM propagation)")
 
 
 def form_of(body):
