@@ -404,10 +404,13 @@ end
 
 --[[
 Start the workflow (the start step's outputs are 'out'): the slot first,
-then StartExecution.  When an execution was started before and ended
-badly, a failed or stopped task is restarted before the new execution
-(reloaded, after emptying the target tables, when its full load had not
-finished), since the workflow only ever asks for start-replication.
+then StartExecution with the payload plus cdcStartPosition, the slot's
+position (a task whose endpoint names a slot must start at a valid
+CdcStartPosition; the workflow passes it to StartReplicationTask).  When
+an execution was started before and ended badly, a failed or stopped
+task is restarted before the new execution (reloaded, after emptying the
+target tables, when its full load had not finished), since the workflow
+only ever asks for start-replication.
 ]]
 local function start_workflow(ctx, out, full_load_done)
   local r = rec(ctx)
@@ -433,12 +436,15 @@ local function start_workflow(ctx, out, full_load_done)
       tostring(ex.error), tostring(ex.cause))
     local t = task.get(awsx.client(ctx, "dms"), r.task_arn)
     if t and (t.Status == "failed" or t.Status == "stopped") then
-      task.start(ctx, r.task_arn, { full_load_done = full_load_done, truncate = function() truncate_scope(ctx) end })
+      task.start(ctx, r.task_arn, { full_load_done = full_load_done, truncate = function() truncate_scope(ctx) end,
+        start_position = out.slot and function() return task.slot_lsn(ctx.src, out.slot) end or nil })
     end
   end
   out.attempt = (out.attempt or 0) + 1
   local exname = string.format("pgtide-%s-%d-%d", names.suffix, out.attempt, os.time())
-  local res = sfn:StartExecution { stateMachineArn = r.state_machine_arn, name = exname, input = r.payload }
+  local input = json.decode(r.payload)
+  if out.slot then input.cdcStartPosition = task.slot_lsn(ctx.src, out.slot) end
+  local res = sfn:StartExecution { stateMachineArn = r.state_machine_arn, name = exname, input = json.encode(input) }
   out.execution_arn = res.executionArn
   out.execution_started = os.time()
   ctx:save()

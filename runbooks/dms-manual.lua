@@ -166,7 +166,7 @@ rb:step {
       settings = settings.task_settings(ctx.params.task_settings, ctx.params.task_settings_file),
     })
     task.ensure_slot(ctx, ctx.src, names.slot, ctx.params.slot_plugin)
-    task.start(ctx, arn)
+    task.start(ctx, arn, { start_position = function() return task.slot_lsn(ctx.src, names.slot) end })
     -- started: what happens next (the full load, a failure) is the monitor step's
     local t = task.wait_status(ctx, awsx.client(ctx, "dms"), arn, { running = true, failed = true, stopped = true },
       "replication task " .. names.task .. " to start", ctx.params.connection_timeout)
@@ -190,6 +190,7 @@ rb:step {
       -- a rerun after the task failed: restart it (reload when the load had not finished)
       task.start(ctx, r.task_arn, {
         full_load_done = ctx.out.full_load_done,
+        start_position = function() return task.slot_lsn(ctx.src, r.slot) end,
         truncate = function()
           local sc = steps.scope(ctx)
           local tables = task.scope_tables(ctx.dst, sc.mappings)

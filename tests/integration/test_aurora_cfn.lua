@@ -180,6 +180,9 @@ T.test("the rerun completes every step while the source keeps changing", functio
   T.match(e, "starting replication task [^\n]*reload%-target")
   T.match(e, "started workflow execution pgtide%-%x+%-2%-")
   T.match(e, "workflow: NotifyFullLoadComplete")
+  -- the endpoint names a slot: the workflow started the task at its position
+  T.match(e, "workflow: StartReplicationTaskAt")
+  T.match(S.read_log(), "task [^\n]*: CDC starts at %x+/%x+ %(slot dms_aurora_")
   T.match(e, "caught up: the sentinel is on the target and CDC latency is")
   local emptied = tonumber(e:match("emptied bucket [^\n]*%((%d+) object versions and delete markers%)"))
   T.ok(emptied and emptied >= 4, "the assessment bucket held no versions to remove (%s)", tostring(emptied))

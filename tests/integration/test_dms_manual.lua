@@ -209,6 +209,8 @@ T.test("the rerun completes every step while the source keeps changing", functio
     T.eq(step_status(s), "done", s)
   end
   T.match(e, "starting replication task [^\n]*reload%-target; it was failed")
+  -- the endpoint names a slot: the task starts at its position (CdcStartPosition)
+  T.match(e, "CDC starts at %x+/%x+ %(CdcStartPosition: the slot's position%)")
   T.match(e, "task pgtide%-e2e%-%x+%-task: running, full load 100%%")
   T.match(e, "caught up: the sentinel is on the target and CDC latency is [%d.]+ s %(threshold 5 s%)")
   T.match(e, "sentinel arrived on the target")

@@ -5,8 +5,9 @@ and the task part of cutover and cleanup).
   task.find(dms, id)                      -> task or nil
   task.get(dms, arn)                      -> task or nil
   task.ensure(ctx, names, spec)           -> arn (created and ready)
-  task.ensure_slot(ctx, conn, name, plugin)
-  task.start(ctx, arn)                    -> the start type used
+  task.ensure_slot(ctx, conn, name, plugin) -> the slot's LSN
+  task.slot_lsn(conn, name)               -> the slot's confirmed_flush_lsn (or nil)
+  task.start(ctx, arn [, opts])           -> the start type used
   task.stop(ctx, arn)                     -> waits until stopped
   task.scope_tables(conn, mappings)       -> tables DMS migrates, on conn
   task.status_line(t)                     -> one line describing the task
@@ -48,12 +49,22 @@ function M.status_line(t)
   return line
 end
 
+-- The position a named slot's consumer starts from (confirmed_flush_lsn),
+-- or nil when the slot does not exist.
+function M.slot_lsn(conn, name)
+  local row = conn:query_one("select confirmed_flush_lsn::text as lsn from pg_replication_slots where slot_name = $1",
+    name)
+  return row and row.lsn
+end
+
 --[[
-task.ensure_slot(ctx, conn, name, plugin): the logical replication slot
-the source endpoint names (slotName=...), created on the source unless
-it exists.  DMS checks that a slot given by name exists; pgtide creates
-it right before the task starts so it holds as little WAL as possible,
-and records it so cleanup drops it.
+task.ensure_slot(ctx, conn, name, plugin) -> the slot's LSN.  The
+logical replication slot the source endpoint names (slotName=...),
+created on the source unless it exists.  DMS checks that a slot given by
+name exists, and that the task starts at a valid CdcStartPosition (the
+slot's LSN, see task.start); pgtide creates it right before the task
+starts so it holds as little WAL as possible, and records it so cleanup
+drops it.
 ]]
 function M.ensure_slot(ctx, conn, name, plugin)
   local row = conn:query_one("select plugin, active from pg_replication_slots where slot_name = $1", name)
@@ -67,6 +78,7 @@ function M.ensure_slot(ctx, conn, name, plugin)
   end
   ctx.out.slot = name
   ctx:save()
+  return M.slot_lsn(conn, name)
 end
 
 --[[
@@ -157,6 +169,12 @@ task is restarted: resume-processing when its full load had finished
 target tables in scope (with DO_NOTHING, DMS would otherwise load rows
 on top of what the failed load left).  opts.truncate(tables) does the
 emptying (given by the runbook, which owns the target connection).
+opts.start_position() -> LSN: when the source endpoint names a slot,
+start-replication and reload-target must carry a valid CdcStartPosition
+(PostgreSQLSettings.SlotName in the DMS API: "If the specified slot
+doesn't exist or the task doesn't have a valid CdcStartPosition setting,
+DMS raises an error"); it is read right before the start.
+resume-processing continues from DMS's own checkpoint.
 ]]
 function M.start(ctx, arn, opts)
   opts = opts or {}
@@ -179,7 +197,12 @@ function M.start(ctx, arn, opts)
   end
   log.info("starting replication task %s (%s; it was %s%s)", t.ReplicationTaskIdentifier, kind, t.Status,
     t.Status == "failed" and (": " .. failure_text(t)) or "")
-  dms:StartReplicationTask { ReplicationTaskArn = arn, StartReplicationTaskType = kind }
+  local input = { ReplicationTaskArn = arn, StartReplicationTaskType = kind }
+  if kind ~= "resume-processing" and opts.start_position then
+    input.CdcStartPosition = opts.start_position()
+    log.info("CDC starts at %s (CdcStartPosition: the slot's position)", tostring(input.CdcStartPosition))
+  end
+  dms:StartReplicationTask(input)
   ctx.out.start_type = kind
   ctx.out.started_at = os.time()
   ctx:save()

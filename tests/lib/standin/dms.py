@@ -149,6 +149,8 @@ class Task:
         self.migration_type = spec.get("MigrationType", "full-load-and-cdc")
         self.mappings = spec.get("TableMappings", '{"rules":[]}')
         self.settings = spec.get("ReplicationTaskSettings", "{}")
+        self.cdc_start = spec.get("CdcStartPosition")
+        self.start_position = None
         self.status = "creating"
         self.created = now_epoch()
         self.start_date = None
@@ -208,14 +210,18 @@ class Task:
             return [dict(v) for v in self.tables.values()]
 
     # -- lifecycle ---------------------------------------------------------
-    def start(self, kind):
+    def start(self, kind, cdc_start=None):
         with LOCK:
             if self.status == "creating":
                 raise ApiError("InvalidResourceStateFault", "Replication task is being created")
             if self.status in ("running", "starting", "stopping"):
                 raise ApiError("InvalidResourceStateFault", "Replication task is %s" % self.status)
-            if kind == "start-replication" and self.start_date is not None and self.status == "ready":
-                pass
+            # "resume-processing is only available for previously executed
+            # tasks" (StartReplicationTaskType, the DMS service model)
+            if kind == "resume-processing" and self.start_date is None:
+                raise ApiError("InvalidResourceStateFault", "resume-processing is only available for previously "
+                               "executed tasks: the first start of a task is start-replication")
+            self.start_position = cdc_start or self.cdc_start
             self.status = "starting"
             if kind in ("start-replication", "reload-target") or not self.full_load_done:
                 for v in self.tables.values():   # a (re)load starts every table over
@@ -267,10 +273,12 @@ class Task:
             raise DbError("an endpoint of the task is not known to the stand-in")
         time.sleep(delay("task"))
         slot = src.eca.get("slotname")
-        if slot:
+        if slot and "cdc" in self.migration_type:
             rows = psql(src, "select plugin from pg_replication_slots where slot_name = %s" % lit(slot))
             if not rows:
                 raise DbError("Replication slot '%s' does not exist on the source (slotName)" % slot)
+            if kind != "resume-processing":
+                self.check_start_position(src, slot)
         names = selected_tables(src, self.mappings)
         if not names:
             raise DbError("No tables were found at task initialization (FailOnNoTablesCaptured)")
@@ -302,6 +310,33 @@ class Task:
                 self.status = "stopped"
                 self.stop_reason = "Stop Reason FULL_LOAD_ONLY_FINISHED"
                 self.stop_date = now_epoch()
+
+    def check_start_position(self, src, slot):
+        """A named slot needs a valid CdcStartPosition.
+
+        PostgreSQLSettings.SlotName (the DMS service model): "DMS verifies
+        that the specified logical replication slot exists before starting
+        the CDC load task. It also verifies that the task was created with
+        a valid setting of CdcStartPosition. If the specified slot doesn't
+        exist or the task doesn't have a valid CdcStartPosition setting,
+        DMS raises an error."  Valid here: an LSN (X/X) between the slot's
+        restart_lsn and the current WAL position.
+        """
+        pos = self.start_position
+        why = None
+        if not pos:
+            why = "the task has no CdcStartPosition"
+        elif not re.fullmatch(r"[0-9A-Fa-f]{1,8}/[0-9A-Fa-f]{1,8}", pos):
+            why = "CdcStartPosition '%s' is not an LSN of this source" % pos
+        else:
+            ok = psql(src, "select (%s::pg_lsn between restart_lsn and pg_current_wal_lsn())::text "
+                      "from pg_replication_slots where slot_name = %s" % (lit(pos), lit(slot)))
+            if not ok or ok[0][0] != "true":
+                why = "CdcStartPosition %s is outside the WAL the slot keeps" % pos
+        if why:
+            raise DbError("Replication slot '%s' is given as slotName but %s: a named slot needs a valid "
+                          "CdcStartPosition (native CDC start point)" % (slot, why))
+        log("task %s: CDC starts at %s (slot %s)", self.id, pos, slot)
 
     # -- data movement: tests/lib/dms_mover.lua ---------------------------
     def mover_name(self):
@@ -687,7 +722,7 @@ def dms_route(h, op, body):
         kind = req.get("StartReplicationTaskType", "start-replication")
         if kind not in ("start-replication", "resume-processing", "reload-target"):
             raise ApiError("InvalidParameterValueException", "bad StartReplicationTaskType %s" % kind)
-        task.start(kind)
+        task.start(kind, req.get("CdcStartPosition"))
         res = fwd_json(h, body)   # moto moves its own record to running
         if res is None:
             return True
