@@ -1,8 +1,9 @@
 -- The DMS runbooks' building blocks, one by one: task settings and table
 -- mappings, names, data verification (it must catch a difference),
 -- the cutover wait (sentinel + latency, bounded), stack failure
--- explanations, the monitoring display.  Real PostgreSQL 15 where a
--- database is involved; no AWS.
+-- explanations, the monitoring display, validation leaving DMS's own
+-- objects out.  Real PostgreSQL 15 where a database is involved, reached
+-- as the managed roles; no AWS.
 local T = require "t"
 local json = require "json"
 local pg = require "pg"
@@ -88,26 +89,67 @@ T.test("awsx: not-found errors and bounded waits", function()
   end, "x: it broke")
 end)
 
+-- the roles users have: the RDS master user on the source, PlanetScale's
+-- default role on the TLS target (postgres only sets them up)
+local roles = require "roles"
 local src = T.cluster()
-local dst = T.cluster()
+local dst = T.cluster { tls = true }
+local rds = roles.rds(src, "app")
+local ps = roles.planetscale(dst, "app")
 local ddl = [[create table public.t (id int primary key, v text);
               create table public."Mixed Case" (k int primary key);]]
-src:sql(ddl); dst:sql(ddl)
-src:sql("insert into public.t select g, 'v' || g from generate_series(1, 500) g")
-dst:sql("insert into public.t select g, 'v' || g from generate_series(1, 500) g")
-local ctx = { params = { source = src.conninfo, target = dst.conninfo }, state_dir = T.tmp .. "/dms-modules-state",
-              src = pg.connect(src.conninfo), dst = pg.connect(dst.conninfo) }
+src:sql("set role app; " .. ddl, "app"); dst:sql("set role pscale_admin; " .. ddl, "app")
+src:sql("insert into public.t select g, 'v' || g from generate_series(1, 500) g", "app")
+dst:sql("insert into public.t select g, 'v' || g from generate_series(1, 500) g", "app")
+rds.grant()
+local ctx = { params = { source = rds.owner, target = ps.conninfo }, state_dir = T.tmp .. "/dms-modules-state",
+              src = pg.connect(rds.owner), dst = pg.connect(ps.conninfo) }
 require("sys").mkdir_p(ctx.state_dir)
+
+T.test("validation leaves out the objects DMS makes for itself (ignore_objects), and only those", function()
+  local validate = require "pgtide.validate"
+  local schema = require "pgtide.schema"
+  -- DMS's control tables on the target, its heartbeat table on the source
+  dst:sql([[set role pscale_admin;
+            create table public.awsdms_apply_exceptions ("TASK_NAME" varchar(128), "ERROR" text);
+            create table public.awsdms_validation_failures_v1 ("KEY" varchar(7800))]], "app")
+  src:sql([[set role app; create table public.awsdms_heartbeat (hb_key serial primary key, hb_last_heartbeat_at timestamp);
+            insert into public.awsdms_heartbeat (hb_last_heartbeat_at) values (now())]], "app")
+  local o = { source = rds.owner, target = ps.conninfo, progress = false }
+  local r = validate.run(o)
+  T.eq(r.result ~= "equal", true, "without the option the DMS tables are differences")
+  local text = validate.summary(r)
+  T.match(text, "extra%s+table public%.awsdms_apply_exceptions")
+  T.match(text, "missing%s+table public%.awsdms_heartbeat")
+  o.ignore_objects = settings.DMS_OBJECTS
+  r = validate.run(o)
+  T.eq(r.result, "equal", validate.summary(r))
+  -- the counts of the seed's query and the object comparison of the DMS steps
+  local v = schema.verify(ctx.src, ctx.dst, { schemas = { "public" }, ignore_objects = settings.DMS_OBJECTS })
+  T.eq(v.ok, true, json.encode(v.differences))
+  T.eq(schema.verify(ctx.src, ctx.dst, { schemas = { "public" } }).ok, false)
+  -- a user table is still compared
+  dst:sql("set role pscale_admin; create table public.extra_one (x int)", "app")
+  r = validate.run(o)
+  T.match(validate.summary(r), "extra%s+table public%.extra_one")
+  -- the command line: --ignore
+  local c, out = T.run({ "validate", "--source", rds.owner, "--target", ps.conninfo, "--state", ctx.state_dir,
+                         "--no-progress", "--ignore", "awsdms_*,extra_one" }, { env = { PGTIDE_LUA_PATH =
+                         os.getenv("PGTIDE_LUA_PATH") } })
+  T.eq(c, 0, out)
+  dst:sql("drop table public.awsdms_apply_exceptions, public.awsdms_validation_failures_v1, public.extra_one", "app")
+  src:sql("drop table public.awsdms_heartbeat", "app")
+end)
 
 T.test("verify.data passes on equal data and names the table that differs", function()
   local s = verify.data(ctx, { tables = { "public.t", "public.Mixed Case" }, mode = "offline" })
   T.eq(#s.differences, 0)
-  dst:sql("update public.t set v = 'changed' where id = 42")
+  dst:sql("update public.t set v = 'changed' where id = 42", "app")
   local err = T.raises(function()
     verify.data(ctx, { tables = { "public.t" }, mode = "offline" })
   end, "1 table%(s%) differ between source and target")
   T.match(tostring(err), "public%.t: 0 missing, 0 extra, 1 changed")
-  dst:sql("update public.t set v = 'v42' where id = 42")
+  dst:sql("update public.t set v = 'v42' where id = 42", "app")
 end)
 
 T.test("cutover waits for the sentinel and the latency, bounded", function()

@@ -175,9 +175,9 @@ cleanup.source(ctx, conn, opts): on the source database, drop the
 replication slot(s) named in opts.slots (terminating the session still
 holding one: the task is stopped by now), DMS's DDL-capture artifacts
 (event trigger awsdms_intercept_ddl, function awsdms_intercept_ddl,
-table awsdms_ddl_audit: created when captureDDLs is on), and the
-sentinel table in opts.sentinel_schema.  Returns the list of what was
-dropped.
+table awsdms_ddl_audit: created when captureDDLs is on), its WAL
+heartbeat table awsdms_heartbeat (heartbeatEnable), and the sentinel
+table in opts.sentinel_schema.  Returns the list of what was dropped.
 ]]
 function M.source(ctx, conn, opts)
   local dropped = {}
@@ -204,11 +204,17 @@ function M.source(ctx, conn, opts)
     conn:exec("drop function if exists " .. r.q)
     dropped[#dropped + 1] = "function " .. r.q
   end
-  for _, r in ipairs(conn:query([[select format('%I.%I', n.nspname, c.relname) as q
+  -- DDL capture's audit table, the WAL heartbeat's table (with its sequence)
+  for _, r in ipairs(conn:query([[select format('%I.%I', n.nspname, c.relname) as q,
+                                         pg_has_role(c.relowner, 'USAGE') as mine, pg_get_userbyid(c.relowner) as owner
                                     from pg_class c join pg_namespace n on n.oid = c.relnamespace
-                                   where c.relname = 'awsdms_ddl_audit' and c.relkind = 'r']])) do
-    conn:exec("drop table if exists " .. r.q)
-    dropped[#dropped + 1] = "table " .. r.q
+                                   where c.relname in ('awsdms_ddl_audit', 'awsdms_heartbeat') and c.relkind = 'r']])) do
+    if r.mine then
+      conn:exec("drop table if exists " .. r.q)
+      dropped[#dropped + 1] = "table " .. r.q
+    else
+      log.warn("DMS's table %s belongs to %s: as %s, run DROP TABLE %s;", r.q, r.owner, r.owner, r.q)
+    end
   end
   drop_sentinel(conn, opts.sentinel_schema, dropped)
   for _, d in ipairs(dropped) do log.info("source: dropped %s", d) end

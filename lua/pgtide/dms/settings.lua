@@ -149,6 +149,19 @@ M.STANDARD = [[
 M.OPTIONS = { ["schema-first"] = M.SCHEMA_FIRST, standard = M.STANDARD }
 
 --[[
+The objects DMS makes for itself: on the target its control tables
+(awsdms_apply_exceptions, always; awsdms_validation_failures_v1 with
+validation; awsdms_status, awsdms_suspended_tables, awsdms_history when
+enabled: "Control table task settings", DMS User Guide) in the control
+schema or the target's default schema; on the source the WAL heartbeat
+table awsdms_heartbeat (heartbeatEnable) and the DDL-capture artifacts
+(awsdms_ddl_audit, awsdms_intercept_ddl).  Validation, counts and the
+pre-cutover check leave them out (schema_diff.ignored patterns); the
+table mappings exclude them; cleanup drops them.
+]]
+M.DMS_OBJECTS = { "awsdms_*", "dmslogs.*" }
+
+--[[
 settings.task_settings(option [, file]) -> JSON text.  'file', when
 given, replaces the seed's option with the user's own settings (checked
 to be a JSON object).  Raises on an unknown option or bad JSON.

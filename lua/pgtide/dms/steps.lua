@@ -106,6 +106,17 @@ function M.scope(ctx)
   end
   local doc = json.decode(base)
   local filter = settings.table_filter(doc)
+  -- DMS's own tables (awsdms_heartbeat on the source...) are never migrated
+  local max_id = 0
+  for _, r in ipairs(doc.rules) do max_id = math.max(max_id, tonumber(r["rule-id"]) or 0) end
+  for _, s in ipairs(schemas) do
+    max_id = max_id + 1
+    table.insert(doc.rules, {
+      ["rule-type"] = "selection", ["rule-id"] = tostring(max_id), ["rule-name"] = "pgtide-exclude-dms-tables-" .. max_id,
+      ["object-locator"] = { ["schema-name"] = s, ["table-name"] = "awsdms%" },
+      ["rule-action"] = "exclude", filters = json.array({}),
+    })
+  end
   if not filter(sentinel_schema, cutover.TABLE) then
     local max = 0
     for _, r in ipairs(doc.rules) do max = math.max(max, tonumber(r["rule-id"]) or 0) end
@@ -244,7 +255,8 @@ function M.schema(o)
       for _, fk in ipairs(parts.foreign_keys) do fk_sql[#fk_sql + 1] = fk.add end
       assert(sys.write_atomic(dir .. "/constraints.sql", table.concat(fk_sql, "\n")))
       ctx.out.foreign_keys = #parts.foreign_keys
-      local current = schema.verify(ctx.src, ctx.dst, { schemas = plain_schemas(sc), phase = "schema-first" })
+      local current = schema.verify(ctx.src, ctx.dst, { schemas = plain_schemas(sc), phase = "schema-first",
+                                                   ignore_objects = settings.DMS_OBJECTS })
       if current.ok then
         log.info("schema: the target already has the whole schema (an earlier run applied it)")
       else
@@ -266,7 +278,8 @@ function M.schema(o)
     verify = function(ctx)
       local schema = require "pgtide.schema"
       local sc = M.scope(ctx)
-      local report = schema.verify(ctx.src, ctx.dst, { schemas = plain_schemas(sc), phase = "schema-first" })
+      local report = schema.verify(ctx.src, ctx.dst, { schemas = plain_schemas(sc), phase = "schema-first",
+                                                   ignore_objects = settings.DMS_OBJECTS })
       log_counts(report)
       if not report.ok then
         runbook.fail("the target schema differs from the source in %d place(s): %s", #report.differences,
@@ -446,7 +459,8 @@ function M.pre_cutover(o)
     run = function(ctx)
       local schema = require "pgtide.schema"
       local sc = M.scope(ctx)
-      local report = schema.verify(ctx.src, ctx.dst, { schemas = plain_schemas(sc), phase = "all" })
+      local report = schema.verify(ctx.src, ctx.dst, { schemas = plain_schemas(sc), phase = "all",
+                                                  ignore_objects = settings.DMS_OBJECTS })
       log_counts(report)
       local problems = differences(report, "schema: ")
       for _, p in ipairs(sequences.check { src = ctx.src, dst = ctx.dst, margin = 0, scope = sc.filter }) do

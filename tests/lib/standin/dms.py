@@ -282,6 +282,7 @@ class Task:
         names = selected_tables(src, self.mappings)
         if not names:
             raise DbError("No tables were found at task initialization (FailOnNoTablesCaptured)")
+        self.create_control_tables(tgt)
         with LOCK:
             self.status = "running"
             if kind in ("start-replication", "reload-target") or not self.full_load_done:
@@ -310,6 +311,37 @@ class Task:
                 self.status = "stopped"
                 self.stop_reason = "Stop Reason FULL_LOAD_ONLY_FINISHED"
                 self.stop_date = now_epoch()
+
+    def create_control_tables(self, tgt):
+        """DMS's control tables on the target, as the target endpoint's user.
+
+        "Control table task settings" (DMS User Guide): the apply exceptions
+        table (awsdms_apply_exceptions) "is always created"; with data
+        validation, awsdms_validation_failures_v1 holds the failures.  They
+        go to ControlSchema, or the database's default schema (public for
+        PostgreSQL) when it is empty; DMS creates a missing control schema.
+        A user who may not create them fails the task.
+        """
+        try:
+            settings = json.loads(self.settings or "{}")
+        except ValueError:
+            settings = {}
+        schema = ((settings.get("ControlTablesSettings") or {}).get("ControlSchema") or "public")
+        qs = qident(schema)
+        sql = ["create schema if not exists %s" % qs] if schema != "public" else []
+        sql.append('create table if not exists %s.awsdms_apply_exceptions ("TASK_NAME" varchar(128) not null, '
+                   '"TABLE_OWNER" varchar(128) not null, "TABLE_NAME" varchar(128) not null, '
+                   '"ERROR_TIME" timestamp not null, "STATEMENT" text not null, "ERROR" text not null)' % qs)
+        if (settings.get("ValidationSettings") or {}).get("EnableValidation"):
+            sql.append('create table if not exists %s.awsdms_validation_failures_v1 ("TASK_NAME" varchar(128) '
+                       'not null, "TABLE_OWNER" varchar(128) not null, "TABLE_NAME" varchar(128) not null, '
+                       '"FAILURE_TIME" timestamp not null, "KEY_TYPE" varchar(128) not null, "KEY" varchar(7800) '
+                       'not null, "FAILURE_TYPE" varchar(128) not null, "DETAILS" varchar(7800) not null)' % qs)
+        try:
+            psql(tgt, "; ".join(sql))
+        except DbError as e:
+            raise DbError("Failed to create the control tables in schema %s on the target: %s" % (schema, e))
+        log("task %s: control tables in %s on the target", self.id, schema)
 
     def check_start_position(self, src, slot):
         """A named slot needs a valid CdcStartPosition.
