@@ -215,6 +215,8 @@ local function stack_params(ctx, name)
     params.SourceSslMode = p.source_ssl_mode
     params.SourceSecurityGroupId = p.source_security_group_id
     params.ReplicationSlotName = names.slot
+    params.HeartbeatFrequency = tostring(p.heartbeat and p.heartbeat_frequency or 0)
+    params.HeartbeatSchema = p.heartbeat_schema
     params.TableMappings = sc.mappings
     params.DMSEngineVersion = p.engine_version
     params.DMSAllocatedStorage = tostring(p.allocated_storage)

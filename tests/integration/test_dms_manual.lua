@@ -160,6 +160,12 @@ T.test("a failing connection test stops at the endpoints with DMS's message", fu
       { Name = "group-name", Values = { "pgtide-e2e-*" } } } }.SecurityGroups or {}),
       rules = #(ec2:DescribeSecurityGroups { GroupIds = { %q } }.SecurityGroups[1].IpPermissions or {}) }))]], net.sg))
   T.eq(now, { n = 1, rules = 1 }, "the security group pgtide created and its rule on the source's")
+  -- the source endpoint asks for DMS's WAL heartbeat
+  local eca = aws_script([[
+    local dms = client("dms")
+    print(json.encode({ eca = dms:DescribeEndpoints { Filters = { { Name = "endpoint-type", Values = { "source" } } } }
+      .Endpoints[1].ExtraConnectionAttributes }))]]).eca
+  T.match(eca, "heartbeatEnable=true;heartbeatFrequency=1;")
   -- the schema was applied, without its foreign key
   T.eq(dst:sql("select count(*) from pg_constraint where contype = 'f'", "shop"), "0")
   T.eq(dst:sql("select count(*) from information_schema.tables where table_schema = 'public'", "shop"),
@@ -240,6 +246,91 @@ T.test("the rerun completes every step while the source keeps changing", functio
   T.eq(dst:sql("select count(*) from pg_class where relname = '_pgtide_cutover' or relname like 'awsdms%'", "shop"), "0")
   T.eq(dst:sql("select count(*) from pg_namespace where nspname = 'pgtide'", "shop"), "0")
   T.eq(src:sql("select count(*) from pg_publication", "shop"), "0")
+end)
+
+T.test("a quiet source keeps its WAL for the slot unless DMS's heartbeat runs (the stand-in)", function()
+  -- two tasks, each on a database nobody writes to, with and without
+  -- heartbeatEnable; WAL is written in another database of the server
+  for _, hb in ipairs({ "on", "off" }) do
+    src:sql("create database quiet_" .. hb .. " owner app")
+    src:sql("set role app; create table public.q (id int primary key); insert into public.q values (1)", "quiet_" .. hb)
+  end
+  local pw = T.secret("role_password")
+  local res = aws_script(string.format([==[
+    local dms = client("dms")
+    local inst = dms:CreateReplicationInstance { ReplicationInstanceIdentifier = "quiet",
+      ReplicationInstanceClass = "dms.t3.micro" }.ReplicationInstance.ReplicationInstanceArn
+    local tgt = dms:CreateEndpoint { EndpointIdentifier = "quiet-target", EndpointType = "target",
+      EngineName = "postgres", ServerName = "localhost", Port = %d, DatabaseName = "shop", Username = "pscale_admin",
+      Password = %q, SslMode = "require" }.Endpoint.EndpointArn
+    local out = { instance = inst, target = tgt, tasks = {} }
+    for _, hb in ipairs({ "on", "off" }) do
+      local src = dms:CreateEndpoint { EndpointIdentifier = "quiet-source-" .. hb, EndpointType = "source",
+        EngineName = "postgres", ServerName = %q, Port = %d, DatabaseName = "quiet_" .. hb, Username = "app",
+        Password = %q, SslMode = "none", ExtraConnectionAttributes = "pluginName=test_decoding;slotName=quiet_" .. hb
+          .. ";captureDDLs=false;" .. (hb == "on" and "heartbeatEnable=true;heartbeatFrequency=1;" or "") }
+        .Endpoint.EndpointArn
+      local t = dms:CreateReplicationTask { ReplicationTaskIdentifier = "quiet-" .. hb, SourceEndpointArn = src,
+        TargetEndpointArn = tgt, ReplicationInstanceArn = inst, MigrationType = "cdc",
+        TableMappings = '{"rules":[{"rule-type":"selection","rule-id":"1","rule-name":"1","object-locator":{"schema-name":"public","table-name":"q"},"rule-action":"include"}]}' }
+      out.tasks[hb] = { task = t.ReplicationTask.ReplicationTaskArn, source = src }
+    end
+    print(json.encode(out))]==], dst.port, pw, src.conninfo:match("host=(%S+)"), src.port, pw))
+  local lsn = {}
+  for _, hb in ipairs({ "on", "off" }) do
+    src:sql(string.format("select pg_create_logical_replication_slot('quiet_%s', 'test_decoding')", hb), "quiet_" .. hb)
+    lsn[hb] = src:sql("select pg_current_wal_lsn()")
+  end
+  aws_script(string.format([==[
+    local dms = client("dms")
+    local tasks = json.decode(%q)
+    local lsn = json.decode(%q)
+    local sys = require "sys"
+    for hb, t in pairs(tasks) do
+      for _ = 1, 50 do   -- ready after a short while; not-found once right after the create
+        local ok, r = pcall(dms.DescribeReplicationTasks, dms, { Filters = { { Name = "replication-task-arn", Values = { t.task } } } })
+        if ok and r.ReplicationTasks[1].Status == "ready" then break end
+        sys.sleep(0.2)
+      end
+      dms:StartReplicationTask { ReplicationTaskArn = t.task, StartReplicationTaskType = "start-replication",
+                                 CdcStartPosition = lsn[hb] }
+    end
+    print("{}")]==], json.encode(res.tasks), json.encode(lsn)))
+  -- WAL written in another database, then a few heartbeat periods (1 "minute" = 1 s here)
+  sys.sleep(2)
+  src:sql("create table wal_elsewhere as select g, repeat('x', 200) as pad from generate_series(1, 20000) g")
+  local written = src:sql("select pg_current_wal_lsn()")
+  sys.sleep(4)
+  local function behind(slot)
+    return src:sql(string.format("select pg_wal_lsn_diff('%s', confirmed_flush_lsn) > 0 from pg_replication_slots "
+      .. "where slot_name = '%s'", written, slot))
+  end
+  local on, off = behind("quiet_on"), behind("quiet_off")
+  local beats = src:sql("select count(*) from public.awsdms_heartbeat where hb_last_heartbeat_at is not null", "quiet_on")
+  local log_tail = S.read_log():sub(-2000)
+  aws_script(string.format([==[
+    local dms = client("dms")
+    local res = json.decode(%q)
+    local sys = require "sys"
+    for _, t in pairs(res.tasks) do pcall(dms.StopReplicationTask, dms, { ReplicationTaskArn = t.task }) end
+    for _, t in pairs(res.tasks) do
+      for _ = 1, 100 do
+        local r = dms:DescribeReplicationTasks { Filters = { { Name = "replication-task-arn", Values = { t.task } } } }
+        if r.ReplicationTasks[1].Status == "stopped" or r.ReplicationTasks[1].Status == "failed" then break end
+        sys.sleep(0.2)
+      end
+      dms:DeleteReplicationTask { ReplicationTaskArn = t.task }
+    end
+    for _, t in pairs(res.tasks) do dms:DeleteEndpoint { EndpointArn = t.source } end
+    dms:DeleteEndpoint { EndpointArn = res.target }
+    dms:DeleteReplicationInstance { ReplicationInstanceArn = res.instance }
+    print("{}")]==], json.encode(res)))
+  src:sql("select pg_drop_replication_slot(slot_name) from pg_replication_slots where slot_name like 'quiet_%'")
+  src:sql("drop table wal_elsewhere")
+  dst:sql("drop table if exists public.awsdms_apply_exceptions", "shop")
+  T.eq(on, "f", "with the heartbeat the slot moved past the WAL written elsewhere: " .. log_tail)
+  T.eq(off, "t", "without it the slot still holds that WAL: " .. log_tail)
+  T.eq(beats, "1", "the heartbeat table was updated")
 end)
 
 T.test("after cleanup no resource the runbook created remains (listed through the API)", function()

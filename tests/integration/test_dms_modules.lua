@@ -53,6 +53,10 @@ T.test("table mappings: per schema, user rules, and the DMS wildcard", function(
     "no selection rule")
   T.eq(settings.parse_attributes(settings.source_attributes { slot = "s1" }),
        { pluginName = "test_decoding", slotName = "s1", captureDDLs = "false", maxFileSize = "32768" })
+  -- the WAL heartbeat: a quiet source must not keep its WAL
+  T.eq(settings.parse_attributes(settings.source_attributes { slot = "s1", heartbeat = 1, heartbeat_schema = "ops" }),
+       { pluginName = "test_decoding", slotName = "s1", captureDDLs = "false", maxFileSize = "32768",
+         heartbeatEnable = "true", heartbeatFrequency = "1", heartbeatSchema = "ops" })
 end)
 
 T.test("names are unique per migration, valid for DMS, PostgreSQL and CloudFormation", function()
@@ -139,6 +143,29 @@ T.test("validation leaves out the objects DMS makes for itself (ignore_objects),
   T.eq(c, 0, out)
   dst:sql("drop table public.awsdms_apply_exceptions, public.awsdms_validation_failures_v1, public.extra_one", "app")
   src:sql("drop table public.awsdms_heartbeat", "app")
+end)
+
+T.test("preflight warns when a logical slot keeps more WAL than the threshold", function()
+  local checks = require "pgtide.dms.checks"
+  local function retention()
+    for _, r in ipairs(checks.run { src = ctx.src, dst = ctx.dst, sentinel_schema = "public", slot = "dms_mine",
+                                    retained_warn_mb = 1 }) do
+      if r.id == "slot_retention" then return r end
+    end
+  end
+  T.eq(retention().status, "pass")
+  ctx.src:query_one("select pg_create_logical_replication_slot('dms_mine', 'test_decoding')")
+  ctx.src:query_one("select pg_create_logical_replication_slot('forgotten', 'test_decoding')")
+  src:sql("create table wal_filler as select g, repeat('x', 500) as pad from generate_series(1, 10000) g")
+  local r = retention()
+  ctx.src:query_one("select pg_drop_replication_slot('dms_mine')")
+  ctx.src:query_one("select pg_drop_replication_slot('forgotten')")
+  src:sql("drop table wal_filler")
+  T.eq(r.status, "warn", r.message)
+  T.match(r.message, "dms_mine %(this migration's%) %(inactive, app%) keeps %d")
+  T.match(r.message, "forgotten %(inactive, app%) keeps")
+  T.match(r.fix, "SELECT pg_drop_replication_slot%('forgotten'%);")
+  T.match(r.fix, "dms_mine: restart its task, or finish the migration and run cleanup")
 end)
 
 T.test("verify.data passes on equal data and names the table that differs", function()

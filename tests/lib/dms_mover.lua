@@ -10,6 +10,7 @@ MODE:
             for TABLES is made by the stand-in), full-loads them with
             core.load under the slot's exported snapshot, then streams
   resume    streams from the existing slot (resume-processing)
+  cdconly   migration type cdc: the slot, no load, then streams
   loadonly  full load without a slot (migration type full-load)
   drop      drops the slot and the progress on the target
 
@@ -19,8 +20,9 @@ it writes one JSON line per half second on stdout: the worker's status
 target since the stream started (pg_stat_user_tables).  It stops cleanly
 (finishing the group in flight) when the file STATE_DIR/stop appears, on
 SIGINT/SIGTERM, or when PARENT_PID is gone.  DMS_SLOT, the test_decoding
-slot the endpoint names, is advanced to the applied position as DMS
-would consume it, so it does not hold WAL back.  Passwords come from
+slot the endpoint names, is advanced as DMS would consume it: to the last
+commit of its own database that has been applied (a quiet database keeps
+its WAL; DMS's heartbeat is what moves it then).  Passwords come from
 PGPASSFILE; none is ever written out.
 ]]
 local json = require "json"
@@ -88,11 +90,15 @@ if mode == "loadonly" then
   return
 end
 
-if mode == "load" then
+if mode == "load" or mode == "cdconly" then
   drop()
   local slot <close> = cdc.create_slot { source = src, slot = name, publication = name, tables = tables }
   emit { event = "slot", lsn = slot.lsn }
-  full_load(slot.snapshot)
+  if mode == "load" then
+    full_load(slot.snapshot)
+  else
+    emit { event = "loaded" }   -- CDC only: nothing to load
+  end
   slot:close()
 elseif mode ~= "resume" then
   error("unknown mode " .. mode)
@@ -119,6 +125,23 @@ end
 local base = table_counts()
 
 local sconn = dms_slot and dms_slot ~= "" and pg.connect(src) or nil
+
+-- DMS confirms the transactions it receives from its slot, and test_decoding
+-- sends it only those of the slot's database: the slot moves to the last
+-- commit of this database that has been applied, never past it.  A quiet
+-- database (no transaction of its own, e.g. without DMS's heartbeat) keeps
+-- its slot, and with it every WAL segment written since, in any database.
+local function advance_dms_slot(applied)
+  pcall(function ()
+    local row = sconn:query_one([[
+      select max(lsn)::text as lsn from pg_logical_slot_peek_changes($1, $2::pg_lsn, null)
+       where data like 'COMMIT%']], dms_slot, applied)
+    if row and row.lsn then
+      sconn:query_one([[select pg_replication_slot_advance($1, $2::pg_lsn) as x from pg_replication_slots
+                         where slot_name = $1 and not active and confirmed_flush_lsn < $2::pg_lsn]], dms_slot, row.lsn)
+    end
+  end)
+end
 local w <close> = cdc.start { source = src, target = dst, slot = name, publication = name, state_dir = state_dir,
                               replica_role = super == true, status_interval = 1 }
 emit { event = "streaming" }
@@ -139,8 +162,7 @@ local ok, err = pcall(function ()
            missing_rows = st.missing_rows, tables = per }
     if sconn and st.applied_lsn and sys.monotonic() - last_advance > 2 then
       last_advance = sys.monotonic()
-      pcall(sconn.query_one, sconn, "select pg_replication_slot_advance($1, $2::pg_lsn) as x from pg_replication_slots "
-        .. "where slot_name = $1 and not active and confirmed_flush_lsn < $2::pg_lsn", dms_slot, st.applied_lsn)
+      advance_dms_slot(st.applied_lsn)
     end
   end
 end)

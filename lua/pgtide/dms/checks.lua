@@ -9,7 +9,8 @@ Nothing is changed on either server: the checks read catalogs only.
 
 env: src, dst (connections), sentinel_schema, heartbeat (boolean),
 heartbeat_schema, control_schema ("" = the target's default schema),
-pg_dump (path or nil).
+pg_dump (path or nil), slot (this migration's slot name),
+retained_warn_mb (default 1024).
 
   pg_dump          a pg_dump at least as new as the source (schema step)
   source_objects   what pgtide and DMS create on the source: pgtide's
@@ -20,6 +21,8 @@ pg_dump (path or nil).
   dms_cdc_role     the source role DMS documents for CDC on RDS/Aurora
   target_control   DMS's control tables on the target (awsdms_apply_exceptions
                    always, validation tables when validation is on)
+  slot_retention   logical slots keeping more WAL than retained_warn_mb
+                   (this migration's on a rerun, and any other)
 ]]
 local catalog = require "pgtide.catalog"
 local cutover = require "pgtide.cutover"
@@ -178,11 +181,52 @@ local function pg_dump(env)
   return "pass", string.format("%s (version %d) dumps the source schema", tools.pg_dump, tools.major)
 end
 
+--[[
+WAL the source's logical slots keep: a slot nobody consumes (a stopped
+task, an abandoned migration) or whose database is quiet (no heartbeat)
+holds every WAL segment written since its restart_lsn, in every
+database, until the disk fills.  Warns above env.retained_warn_mb.
+]]
+local function slot_retention(env)
+  local limit = (env.retained_warn_mb or 1024) * 1024 * 1024
+  local rows = env.src:query([[
+    select slot_name as name, active, database, plugin,
+           pg_wal_lsn_diff(pg_current_wal_lsn(), restart_lsn)::bigint as retained
+      from pg_replication_slots where slot_type = 'logical' and restart_lsn is not null order by 1]])
+  local big, lines = {}, {}
+  for _, r in ipairs(rows) do
+    if r.retained > limit then
+      big[#big + 1] = r
+      lines[#lines + 1] = string.format("%s%s (%s, %s) keeps %s", r.name, r.name == env.slot and " (this migration's)"
+        or "", r.active and "active" or "inactive", tostring(r.database), require("pgtide.util").format_bytes(r.retained))
+    end
+  end
+  if #big == 0 then
+    return "pass", string.format("%d logical slot(s), none keeps more than %d MB of WAL", #rows,
+      env.retained_warn_mb or 1024)
+  end
+  local fixes = {}
+  for _, r in ipairs(big) do
+    if r.name == env.slot then
+      fixes[#fixes + 1] = string.format("%s: restart its task, or finish the migration and run cleanup (it drops "
+        .. "the slot); keep heartbeat=true so a quiet database releases WAL", r.name)
+    elseif not r.active then
+      fixes[#fixes + 1] = string.format("%s: if nothing uses it any more, SELECT pg_drop_replication_slot('%s');",
+        r.name, r.name)
+    else
+      fixes[#fixes + 1] = string.format("%s: its consumer is behind; check it", r.name)
+    end
+  end
+  return "warn", string.format("logical slot(s) keeping more than %d MB of WAL on the source (it fills the disk): %s",
+    env.retained_warn_mb or 1024, table.concat(lines, "; ")), table.concat(fixes, " ")
+end
+
 M.CHECKS = {
   { id = "pg_dump", title = "pg_dump for the source's version", run = pg_dump },
   { id = "source_objects", title = "Objects pgtide and DMS create on the source", run = source_objects },
   { id = "dms_cdc_role", title = "Source role DMS documents for CDC", run = dms_cdc_role },
   { id = "target_control", title = "DMS control tables on the target", needs_target = true, run = target_control },
+  { id = "slot_retention", title = "WAL kept by replication slots", run = slot_retention },
 }
 
 --[[

@@ -27,7 +27,8 @@ end
 --[[
 The source endpoint as the seed configures it: engine postgres, the
 seed's extra connection attributes (test_decoding, a slot name unique to
-this migration, captureDDLs=false, maxFileSize=32768), SSL mode from
+this migration, captureDDLs=false, maxFileSize=32768) plus DMS's WAL
+heartbeat (heartbeat, heartbeat_frequency minutes), SSL mode from
 source_ssl_mode.
 ]]
 function M.source_spec(ctx, names)
@@ -36,7 +37,11 @@ function M.source_spec(ctx, names)
     EndpointIdentifier = names.source_endpoint, EndpointType = "source", EngineName = "postgres",
     ServerName = d.host, Port = d.port, DatabaseName = d.dbname, Username = d.user,
     Password = d.password, SslMode = ctx.params.source_ssl_mode,
-    ExtraConnectionAttributes = settings.source_attributes { slot = names.slot, plugin = ctx.params.slot_plugin },
+    ExtraConnectionAttributes = settings.source_attributes {
+      slot = names.slot, plugin = ctx.params.slot_plugin,
+      heartbeat = ctx.params.heartbeat and ctx.params.heartbeat_frequency or 0,
+      heartbeat_schema = ctx.params.heartbeat_schema,
+    },
     Tags = naming.tags(names),
   }
 end

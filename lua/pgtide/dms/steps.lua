@@ -85,6 +85,8 @@ function M.params(extra)
       .. "transactions (heartbeatFrequency)" },
     heartbeat_schema = { type = "string", default = "public", doc = "schema of DMS's heartbeat table "
       .. "awsdms_heartbeat on the source (heartbeatSchema)" },
+    retained_warn_mb = { type = "integer", default = 1024, doc = "preflight warns when a logical slot on the "
+      .. "source keeps more WAL than this (MB)" },
   }
   for k, v in pairs(extra or {}) do p[k] = v end
   return p
@@ -166,7 +168,7 @@ function M.preflight(o)
         src = ctx.src, dst = ctx.dst, sentinel_schema = sc.sentinel_schema,
         heartbeat = ctx.params.heartbeat, heartbeat_schema = ctx.params.heartbeat_schema,
         control_schema = ts.ControlTablesSettings and ts.ControlTablesSettings.ControlSchema or "",
-        pg_dump = ctx.params.pg_dump,
+        pg_dump = ctx.params.pg_dump, slot = names.slot, retained_warn_mb = ctx.params.retained_warn_mb,
       })
       preflight.print(report)
       ctx.out.preflight = preflight.summary(report)

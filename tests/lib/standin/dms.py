@@ -283,6 +283,8 @@ class Task:
         if not names:
             raise DbError("No tables were found at task initialization (FailOnNoTablesCaptured)")
         self.create_control_tables(tgt)
+        if "cdc" in self.migration_type:
+            self.heartbeat(src, create=True)
         with LOCK:
             self.status = "running"
             if kind in ("start-replication", "reload-target") or not self.full_load_done:
@@ -299,6 +301,8 @@ class Task:
         reload = kind in ("start-replication", "reload-target") or not self.full_load_done
         if "cdc" not in self.migration_type:
             mode = "loadonly" if reload else None
+        elif self.migration_type == "cdc":
+            mode = "cdconly" if kind != "resume-processing" else "resume"
         else:
             mode = "load" if reload else "resume"
         if mode:
@@ -342,6 +346,38 @@ class Task:
         except DbError as e:
             raise DbError("Failed to create the control tables in schema %s on the target: %s" % (schema, e))
         log("task %s: control tables in %s on the target", self.id, schema)
+
+    def heartbeat(self, src, create=False):
+        """DMS's WAL heartbeat on the source (heartbeatEnable=true).
+
+        PostgreSQLSettings.HeartbeatEnable (the DMS service model): "The
+        write-ahead log (WAL) heartbeat feature mimics a dummy transaction.
+        By doing this, it prevents idle logical replication slots from
+        holding onto old WAL logs ... This heartbeat keeps restart_lsn
+        moving"; HeartbeatFrequency is in minutes (default 5), HeartbeatSchema
+        "the schema in which the heartbeat artifacts are created" (default
+        public).  The artifact is the table awsdms_heartbeat, made by the
+        source endpoint's user at task start (a user who may not create it
+        fails the task), then updated every HeartbeatFrequency minutes
+        (delay("minute") seconds each here).  -> seconds between beats, or
+        None when the heartbeat is off.
+        """
+        if (src.eca.get("heartbeatenable") or "").lower() not in ("true", "y", "yes", "1"):
+            return None
+        schema = qident(src.eca.get("heartbeatschema") or "public")
+        if create:
+            try:
+                psql(src, "create table if not exists %s.awsdms_heartbeat (hb_key serial primary key, "
+                     "hb_created_at timestamp, hb_created_by varchar(64), hb_last_heartbeat_at timestamp, "
+                     "hb_last_heartbeat_by varchar(64)); insert into %s.awsdms_heartbeat (hb_key, hb_created_at, "
+                     "hb_created_by) values (1, now(), current_user) on conflict (hb_key) do nothing"
+                     % (schema, schema))
+            except DbError as e:
+                raise DbError("Failed to create the heartbeat table %s.awsdms_heartbeat on the source: %s" % (schema, e))
+        else:
+            psql(src, "update %s.awsdms_heartbeat set hb_last_heartbeat_at = now(), hb_last_heartbeat_by = "
+                 "current_user where hb_key = 1" % schema)
+        return float(src.eca.get("heartbeatfrequency") or 5) * delay("minute")
 
     def check_start_position(self, src, slot):
         """A named slot needs a valid CdcStartPosition.
@@ -438,7 +474,7 @@ class Task:
     def move(self, src, tgt, names, mode, dms_slot):
         """Run the mover: full load (unless resuming), then CDC until the task is stopped."""
         tables = ["%s.%s" % n for n in names]
-        if mode != "resume":
+        if mode not in ("resume", "cdconly"):
             with LOCK:
                 self.full_load_start = now_epoch()
                 for v in self.tables.values():
@@ -446,14 +482,14 @@ class Task:
                     v["FullLoadStartTime"] = now_epoch()
         with LOCK:   # CDC counters of this run add to those of earlier runs
             base = {k: (v["Inserts"], v["Updates"], v["Deletes"]) for k, v in self.tables.items()}
-        if mode == "load":
+        if mode in ("load", "cdconly"):
             # the publication pgoutput reads (owner's or superuser's business:
             # made by the test's administrator, see admin_psql)
             pub = qident(self.mover_name())
             admin_psql(src, "drop publication if exists %s; create publication %s for table %s"
                        % (pub, pub, ", ".join(".".join(qident(x) for x in n) for n in names)))
         p, errf, pgpass = self.run_mover(src, tgt, mode, tables, dms_slot)
-        phase = {"v": "load" if mode != "resume" else "cdc", "stop": False}
+        phase = {"v": "load" if mode not in ("resume", "cdconly") else "cdc", "stop": False}
         stopfile = os.path.join(self.mover_dir(), "stop")
 
         def watch():
@@ -470,6 +506,16 @@ class Task:
                         p.kill()
                     return
         threading.Thread(target=watch, daemon=True).start()
+
+        def beat():
+            # DMS's heartbeat transactions while the task runs
+            period = self.heartbeat(src) if "cdc" in self.migration_type else None
+            while period and p.poll() is None and not self.stop_event.wait(period):
+                try:
+                    self.heartbeat(src)
+                except (DbError, subprocess.TimeoutExpired) as e:
+                    log("task %s: heartbeat failed: %s", self.id, e)
+        threading.Thread(target=beat, daemon=True).start()
         statuses, last_validate = 0, 0.0
         try:
             for line in p.stdout:
