@@ -393,16 +393,6 @@ rb:step {
   end,
 }
 
--- Empty the target tables in scope (before reloading a failed load).
-local function truncate_scope(ctx)
-  local sc = steps.scope(ctx)
-  local q = {}
-  for _, t in ipairs(task.scope_tables(ctx.dst, sc.mappings)) do q[#q + 1] = t.qname end
-  if #q > 0 then
-    log.warn("emptying %d target table(s) before reloading: %s", #q, table.concat(q, ", "))
-    ctx.dst:exec("truncate " .. table.concat(q, ", "))
-  end
-end
 
 --[[
 Start the workflow (the start step's outputs are 'out'): the slot first,
@@ -438,7 +428,7 @@ local function start_workflow(ctx, out, full_load_done)
       tostring(ex.error), tostring(ex.cause))
     local t = task.get(awsx.client(ctx, "dms"), r.task_arn)
     if t and (t.Status == "failed" or t.Status == "stopped") then
-      task.start(ctx, r.task_arn, { full_load_done = full_load_done, truncate = function() truncate_scope(ctx) end,
+      task.start(ctx, r.task_arn, { full_load_done = full_load_done, truncate = function() steps.truncate_scope(ctx) end,
         start_position = out.slot and function() return task.slot_lsn(ctx.src, out.slot) end or nil })
     end
   end

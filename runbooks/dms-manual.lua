@@ -191,16 +191,7 @@ rb:step {
       task.start(ctx, r.task_arn, {
         full_load_done = ctx.out.full_load_done,
         start_position = function() return task.slot_lsn(ctx.src, r.slot) end,
-        truncate = function()
-          local sc = steps.scope(ctx)
-          local tables = task.scope_tables(ctx.dst, sc.mappings)
-          local q = {}
-          for _, t in ipairs(tables) do q[#q + 1] = t.qname end
-          if #q > 0 then
-            log.warn("emptying %d target table(s) before reloading: %s", #q, table.concat(q, ", "))
-            ctx.dst:exec("truncate " .. table.concat(q, ", "))
-          end
-        end,
+        truncate = function() steps.truncate_scope(ctx) end,
       })
     end
     ctx.out.attempted = true

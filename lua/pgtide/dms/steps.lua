@@ -297,6 +297,42 @@ end
 -- Data verification
 --=====================================================================
 
+--[[
+keep_running(ctx, o): the steps after the full load need the task to
+replicate.  A task that failed or stopped since (not by the cutover) is
+restarted first, as its full load finished: resume-processing, CDC
+going on from where it stopped (task.start); a full-load task that
+finished is left alone.  Then waits (connection_timeout) until it runs.
+]]
+local function keep_running(ctx, o)
+  local res = o.resources and o.resources(ctx) or {}
+  if not res.task_arn or (ctx.params.migration_type or "") == "full-load" then return end
+  local dms = awsx.client(ctx, "dms")
+  local t = task.get(dms, res.task_arn)
+  runbook.require(t, "the replication task %s no longer exists", tostring(res.task_arn))
+  if t.Status ~= "failed" and t.Status ~= "stopped" then return end
+  log.warn("the replication task is %s (%s): restarting it", t.Status, task.failure_text(t))
+  task.start(ctx, res.task_arn, {
+    truncate = function() M.truncate_scope(ctx) end,
+    start_position = res.slot and function() return task.slot_lsn(ctx.src, res.slot) end or nil,
+  })
+  t = task.wait_status(ctx, dms, res.task_arn, { running = true }, "replication task to run again",
+    ctx.params.connection_timeout, { failed = true, stopped = true })
+  log.info("replication task %s", task.status_line(t))
+end
+M.keep_running = keep_running
+
+-- Empty the target tables in scope (before reloading a failed load: with
+-- DO_NOTHING, DMS would load on top of what the failed load left).
+function M.truncate_scope(ctx)
+  local q = {}
+  for _, t in ipairs(task.scope_tables(ctx.dst, M.scope(ctx).mappings)) do q[#q + 1] = t.qname end
+  if #q > 0 then
+    log.warn("emptying %d target table(s) before reloading: %s", #q, table.concat(q, ", "))
+    ctx.dst:exec("truncate " .. table.concat(q, ", "))
+  end
+end
+
 -- "schema.table" of every source table in scope.
 local function table_names(ctx, sc)
   local out = {}
@@ -339,7 +375,18 @@ function M.verify_data(o)
     plan = "compares every table in scope row by row with pgtide's validation core (mismatches re-checked "
       .. "while CDC runs), and reads DMS's validation state and awsdms_validation_failures_v1",
     run = function(ctx)
-      local summary = recheck_data(ctx, M.scope(ctx))
+      keep_running(ctx, o)
+      local ok, summary = pcall(recheck_data, ctx, M.scope(ctx))
+      if not ok then
+        -- differences while the task is down are its failure's doing: say so
+        local res = o.resources and o.resources(ctx) or {}
+        local t = res.task_arn and task.get(awsx.client(ctx, "dms"), res.task_arn)
+        if t and (t.Status == "failed" or t.Status == "stopped") then
+          runbook.fail("the replication task %s during CDC (%s), so the data differs; fix the cause, then rerun: "
+            .. "the task is restarted where it stopped", t.Status, task.failure_text(t))
+        end
+        error(summary, 0)
+      end
       ctx.out.tables, ctx.out.engine = summary.tables, summary.engine
       local problems = dms_view(ctx, o)
       runbook.require(#problems == 0, "DMS reports validation problems: %s", table.concat(problems, "; "))
@@ -461,6 +508,7 @@ function M.pre_cutover(o)
     run = function(ctx)
       local schema = require "pgtide.schema"
       local sc = M.scope(ctx)
+      keep_running(ctx, o)
       local report = schema.verify(ctx.src, ctx.dst, { schemas = plain_schemas(sc), phase = "all",
                                                   ignore_objects = settings.DMS_OBJECTS })
       log_counts(report)
@@ -512,6 +560,7 @@ function M.cutover(o)
       local sc = M.scope(ctx)
       local res = o.resources(ctx)
       local dms = awsx.client(ctx, "dms")
+      if not ctx.out.replication_stopped then keep_running(ctx, o) end
       local t = task.get(dms, res.task_arn)
       runbook.require(t, "the replication task %s no longer exists", tostring(res.task_arn))
       if not ctx.out.replication_stopped then

@@ -161,11 +161,24 @@ local function wait_status(ctx, dms, arn, want, what, timeout, failing)
 end
 M.wait_status = wait_status
 
+-- Did the task's full load finish, by DMS's own statistics?  (A task
+-- that failed or stopped during CDC keeps FullLoadProgressPercent 100
+-- and its FullLoadFinishDate.)
+function M.full_load_finished(t)
+  local s = t and t.ReplicationTaskStats or {}
+  return (s.FullLoadProgressPercent or 0) >= 100 and (s.TablesErrored or 0) == 0
+end
+
 --[[
 task.start(ctx, arn [, opts]) -> start type or nil (already running).
 A ready task (never run) gets start-replication.  A stopped or failed
-task is restarted: resume-processing when its full load had finished
-(opts.full_load_done), otherwise reload-target, after emptying the
+task is restarted with the documented StartReplicationTaskType
+(StartReplicationTask in the DMS API: "To load all the tables again,
+and start capturing source changes, use reload-target. Otherwise use
+resume-processing, to replicate the changes from the last stop
+position"): resume-processing when its full load had finished (DMS's
+statistics say so, or opts.full_load_done), otherwise reload-target,
+after emptying the
 target tables in scope (with DO_NOTHING, DMS would otherwise load rows
 on top of what the failed load left).  opts.truncate(tables) does the
 emptying (given by the runbook, which owns the target connection).
@@ -189,7 +202,7 @@ function M.start(ctx, arn, opts)
   local kind
   if t.Status == "ready" and not t.ReplicationTaskStartDate then
     kind = "start-replication"
-  elseif opts.full_load_done then
+  elseif opts.full_load_done or M.full_load_finished(t) then
     kind = "resume-processing"
   else
     kind = "reload-target"
