@@ -430,6 +430,9 @@ local function start_workflow(ctx, out, full_load_done)
     if t and (t.Status == "failed" or t.Status == "stopped") then
       task.start(ctx, r.task_arn, { full_load_done = full_load_done, truncate = function() steps.truncate_scope(ctx) end,
         start_position = out.slot and function() return task.slot_lsn(ctx.src, out.slot) end or nil })
+      -- the new execution finds it running and goes straight to monitoring
+      task.wait_status(ctx, awsx.client(ctx, "dms"), r.task_arn, { running = true }, "replication task to run again",
+        ctx.params.connection_timeout, { failed = true, stopped = true })
     end
   end
   out.attempt = (out.attempt or 0) + 1
@@ -482,11 +485,18 @@ rb:step {
         if not ok then error(res, 0) end
         ex = res
         local ok, hist = pcall(awsx.all, sfn, "GetExecutionHistory", { executionArn = r.execution_arn }, "events")
+        local why
         for _, e in ipairs(ok and hist or {}) do
           local d = e.stateEnteredEventDetails
           if d and not seen[e.id] then
             seen[e.id] = true
             log.info("workflow: %s", d.name)
+          end
+          -- what sent the workflow to MigrationFailed ($.error: Error, Cause)
+          if d and d.name == "MigrationFailed" then
+            local dok, input = pcall(json.decode, d.input or "")
+            local err = dok and type(input) == "table" and input.error
+            if type(err) == "table" then why = string.format("%s: %s", tostring(err.Error), tostring(err.Cause)) end
           end
         end
         snap = monitor.snapshot(ctx, r.task_arn, prev, r.instance_id)
@@ -501,8 +511,9 @@ rb:step {
         end
         if ex.status ~= "RUNNING" and ex.status ~= "PENDING_REDRIVE" then
           local cause = tostring(ex.cause or "")
-          return false, ex.status, string.format("the workflow %s: %s: %s%s", ex.status:lower(),
-            tostring(ex.error), cause, snap.task.Status == "failed" and ("; the task failed: " .. task.failure_text(snap.task)) or "")
+          return false, ex.status, string.format("the workflow %s: %s: %s%s%s", ex.status:lower(),
+            tostring(ex.error), cause, why and ("; it failed on " .. why) or "",
+            snap.task.Status == "failed" and ("; the task failed: " .. task.failure_text(snap.task)) or "")
         end
         return false, "workflow running; task " .. task.status_line(snap.task)
       end,

@@ -121,6 +121,9 @@ T.test("a stack that races IAM propagation fails, explained from its events", fu
 end)
 
 T.test("a task that errors fails the workflow, with the task's error", function()
+  -- DMS throttles the workflow's first StartReplicationTask: the Retry must
+  -- name the error Step Functions really raises
+  S.throttle { StartReplicationTask = 1 }
   dst:sql("alter table public.invoices add constraint pgtide_test_reject check (total < 0)", "billing")
   local c, o, e = T.sh(pgtide_cmd() .. " </dev/null")
   T.eq(c, 1, o .. e)
@@ -139,6 +142,10 @@ T.test("a task that errors fails the workflow, with the task's error", function(
   T.match(e, "StepFunctionsConsoleURL: https://us%-east%-1%.console%.aws%.amazon%.com/states/")
   T.match(e, "workflow: FixSourceSecurityGroup")
   T.match(e, "workflow: StartAssessmentRun")
+  T.match(S.read_log(), "dms error ThrottlingException")
+  -- the endpoint names a slot: the workflow started the task at its position
+  T.match(e, "workflow: StartReplicationTaskAt")
+  T.match(S.read_log(), "task [^\n]*: CDC starts at %x+/%x+ %(slot dms_aurora_")
   T.match(e, "step 'monitor' failed: [^\n]*the workflow failed: MigrationFailed[^\n]*the task failed: [^\n]*pgtide_test_reject")
   dst:sql("alter table public.invoices drop constraint pgtide_test_reject", "billing")
   -- what the final check expects gone does exist now
@@ -179,10 +186,13 @@ T.test("the rerun completes every step while the source keeps changing", functio
   end
   T.match(e, "starting replication task [^\n]*reload%-target")
   T.match(e, "started workflow execution pgtide%-%x+%-2%-")
+  -- the task was restarted before the new execution: the workflow does not
+  -- test or assess a running task again
+  T.match(e, "workflow: TaskAlreadyRunning")
+  T.nomatch(e, "workflow: StartAssessmentRun")
   T.match(e, "workflow: NotifyFullLoadComplete")
-  -- the endpoint names a slot: the workflow started the task at its position
-  T.match(e, "workflow: StartReplicationTaskAt")
-  T.match(S.read_log(), "task [^\n]*: CDC starts at %x+/%x+ %(slot dms_aurora_")
+  -- the endpoint names a slot: the restart gave the slot's position
+  T.match(e, "CDC starts at %x+/%x+ %(CdcStartPosition: the slot's position%)")
   T.match(e, "caught up: the sentinel is on the target and CDC latency is")
   -- DMS's control tables were left out of every comparison, then dropped
   T.match(e, "target: dropped table public%.awsdms_apply_exceptions")

@@ -214,7 +214,7 @@ class Task:
         with LOCK:
             if self.status == "creating":
                 raise ApiError("InvalidResourceStateFault", "Replication task is being created")
-            if self.status in ("running", "starting", "stopping"):
+            if self.status in ("running", "starting", "stopping", "testing"):
                 raise ApiError("InvalidResourceStateFault", "Replication task is %s" % self.status)
             # "resume-processing is only available for previously executed
             # tasks" (StartReplicationTaskType, the DMS service model)
@@ -630,56 +630,125 @@ class Task:
 MOVER = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "dms_mover.lua")
 
 
+# Individual assessments the stand-in really evaluates on the source (the
+# others pass): "postgres-check-walsenderstimeout" (wal_sender_timeout 0 or
+# >= 10000 ms), "postgres-check-wallevel" (logical), "postgres-check-pk" and
+# "table-with-no-primary-key-or-unique-constraint" (warning for tables in
+# scope without one).  A run's status: "failed takes priority", then
+# warning, else passed (DescribeReplicationTaskAssessmentRuns, the DMS
+# service model).
+def assessment_results(task, names):
+    src = ENDPOINTS.get(task.src_arn)
+    out = {}
+    for name in names:
+        status = "passed"
+        try:
+            if name == "postgres-check-walsenderstimeout" and src:
+                ms = int(psql(src, "select setting::bigint * case unit when 's' then 1000 when 'min' then 60000 "
+                                   "else 1 end from pg_settings where name = 'wal_sender_timeout'")[0][0])
+                status = "passed" if ms == 0 or ms >= 10000 else "failed"
+            elif name == "postgres-check-wallevel" and src:
+                status = "passed" if psql(src, "show wal_level")[0][0] == "logical" else "failed"
+            elif name in ("postgres-check-pk", "table-with-no-primary-key-or-unique-constraint") and src:
+                for schema, table in selected_tables(src, task.mappings):
+                    has = psql(src, "select exists (select 1 from pg_index where indrelid = '%s.%s'::regclass and "
+                                    "indisunique)" % (qident(schema), qident(table)))[0][0]
+                    if has != "t":
+                        status = "warning"
+        except (DbError, subprocess.TimeoutExpired, IndexError) as e:
+            log("assessment %s: %s", name, e)
+            status = "error"
+        out[name] = status
+    return out
+
+
 def assessment_run(spec):
+    task = TASKS[spec["ReplicationTaskArn"]]
+    task.overlay({})   # creating -> ready once its time has come
+    # the task must not be replicating: DMS answers InvalidResourceStateFault
+    # (the operation's documented error) and shows the task as "testing"
+    # while a run goes on (ReplicationTask.Status in the service model)
+    with LOCK:
+        if task.status in ("running", "starting", "stopping", "creating", "testing", "modifying"):
+            raise ApiError("InvalidResourceStateFault", "Replication task %s is %s: an assessment run needs a task "
+                           "that is not running" % (task.id, task.status))
+        task.status_before_test = task.status
+        task.status = "testing"
+    names = spec.get("IncludeOnly") or ["postgres-check-dbversion", "postgres-check-walsenderstimeout",
+                                        "postgres-check-wallevel", "postgres-check-pk"]
     arn = "arn:aws:dms:%s:123456789012:assessment-run:%s" % (C.ARGS.region, uuid.uuid4().hex[:20].upper())
     run = {"ReplicationTaskAssessmentRunArn": arn, "ReplicationTaskArn": spec["ReplicationTaskArn"],
            "Status": "starting", "AssessmentRunName": spec.get("AssessmentRunName"),
            "ResultLocationBucket": spec.get("ResultLocationBucket"),
            "ResultLocationFolder": spec.get("ResultLocationFolder"),
            "ReplicationTaskAssessmentRunCreationDate": now_epoch(),
-           "AssessmentProgress": {"IndividualAssessmentCount": len(spec.get("IncludeOnly") or [1] * 7),
-                                  "IndividualAssessmentCompletedCount": 0},
-           "_t0": now_epoch()}
+           "AssessmentProgress": {"IndividualAssessmentCount": len(names), "IndividualAssessmentCompletedCount": 0},
+           "_t0": now_epoch(), "_final": None}
     ASSESSMENTS[arn] = run
     log("assessment run %s for %s", spec.get("AssessmentRunName"), spec["ReplicationTaskArn"])
 
-    def reports():
+    def work():
+        results = assessment_results(task, names)
+        final = "failed" if "failed" in results.values() or "error" in results.values() else \
+            "warning" if "warning" in results.values() else "passed"
+        time.sleep(max(0.0, delay("assessment") - (now_epoch() - run["_t0"])))
         # DMS writes the run's reports into the bucket: summary.json (first
         # while running, then final: two versions), one file per check, and
         # a working marker it removes (a delete marker in a versioned bucket)
         bucket = spec.get("ResultLocationBucket")
-        if not bucket:
-            return
-        base = "%s/%s/" % (spec.get("ResultLocationFolder") or "assessment-reports", spec.get("AssessmentRunName"))
-        s3 = moto_client("s3")
-        try:
-            s3.put_object(Bucket=bucket, Key=base + ".in-progress", Body=b"")
-            s3.put_object(Bucket=bucket, Key=base + "summary.json", Body=json.dumps({"status": "running"}).encode())
-            for name in spec.get("IncludeOnly") or ["all"]:
-                s3.put_object(Bucket=bucket, Key=base + name + ".json",
-                              Body=json.dumps({"name": name, "status": "passed"}).encode())
-            s3.put_object(Bucket=bucket, Key=base + "summary.json", Body=json.dumps({"status": "passed"}).encode())
-            s3.delete_object(Bucket=bucket, Key=base + ".in-progress")
-        except Exception as e:  # noqa: BLE001
-            log("assessment reports not written: %s", e)
-    threading.Thread(target=reports, daemon=True).start()
+        if bucket:
+            base = "%s/%s/" % (spec.get("ResultLocationFolder") or "assessment-reports", spec.get("AssessmentRunName"))
+            s3 = moto_client("s3")
+            try:
+                s3.put_object(Bucket=bucket, Key=base + ".in-progress", Body=b"")
+                s3.put_object(Bucket=bucket, Key=base + "summary.json", Body=json.dumps({"status": "running"}).encode())
+                for name, status in results.items():
+                    s3.put_object(Bucket=bucket, Key=base + name + ".json",
+                                  Body=json.dumps({"name": name, "status": status}).encode())
+                s3.put_object(Bucket=bucket, Key=base + "summary.json", Body=json.dumps({"status": final}).encode())
+                s3.delete_object(Bucket=bucket, Key=base + ".in-progress")
+            except Exception as e:  # noqa: BLE001
+                log("assessment reports not written: %s", e)
+        with LOCK:
+            run["_final"] = final
+            if task.status == "testing":
+                task.status = task.status_before_test
+        log("assessment run %s: %s %s", spec.get("AssessmentRunName"), final, results)
+    threading.Thread(target=work, daemon=True).start()
     return run
 
 
 def assessment_view(run):
     age = now_epoch() - run["_t0"]
     r = {k: v for k, v in run.items() if not k.startswith("_")}
-    if age > delay("assessment"):
-        r["Status"] = "passed"
+    if run["_final"]:
+        r["Status"] = run["_final"]
         r["AssessmentProgress"]["IndividualAssessmentCompletedCount"] = r["AssessmentProgress"]["IndividualAssessmentCount"]
     elif age > delay("assessment") / 3:
         r["Status"] = "running"
     return r
 
 
+def throttled(op):
+    """<workdir>/throttle.json {"Operation": n}: the next n calls answer
+    ThrottlingException ("Rate exceeded"), as a busy account does."""
+    path = os.path.join(C.ARGS.workdir, "throttle.json")
+    if not os.path.exists(path):
+        return
+    with LOCK:
+        with open(path) as f:
+            left = json.load(f)
+        if left.get(op, 0) <= 0:
+            return
+        left[op] -= 1
+        with open(path, "w") as f:
+            json.dump(left, f)
+    raise ApiError("ThrottlingException", "Rate exceeded")
+
 
 def dms_route(h, op, body):
     req = json.loads(body or b"{}")
+    throttled(op)
     if op == "CreateEndpoint":
         res = fwd_json(h, body)
         if res is None:

@@ -168,11 +168,20 @@ def parse_intrinsic(expr, data, ctx):
 
 
 def resolve_params(tmpl, data, ctx):
+    """Parameters / ResultSelector: a path that is not there is
+    States.ParameterPathFailure ("the attempt to replace a field whose name
+    ends in .$ using a path failed"), which a Catch can handle."""
     if isinstance(tmpl, dict):
         out = {}
         for k, v in tmpl.items():
             if k.endswith(".$"):
-                out[k[:-2]] = parse_intrinsic(v, data, ctx) if v.startswith("States.") else get_path(data, v, ctx)
+                try:
+                    out[k[:-2]] = parse_intrinsic(v, data, ctx) if v.startswith("States.") else get_path(data, v, ctx)
+                except StatesError as e:
+                    if e.error != "States.Runtime":
+                        raise
+                    raise StatesError("States.ParameterPathFailure", "The JSONPath '%s' specified for the field "
+                                      "'%s' could not be found in the input" % (v, k))
             else:
                 out[k] = resolve_params(v, data, ctx)
         return out
@@ -213,8 +222,39 @@ def choice_true(rule, data):
     raise StatesError("States.Runtime", "unsupported choice rule %s" % rule)
 
 
+# "States.ALL ... A wildcard that matches any known error name.  The
+# States.ALL error type ... can't catch the States.DataLimitExceeded terminal
+# error and Runtime error types" (Step Functions Developer Guide, "Error
+# names"); States.TaskFailed matches any known error name except
+# States.Timeout.  Those two are never caught or retried.
+UNCATCHABLE = ("States.Runtime", "States.DataLimitExceeded")
+
+
 def error_matches(names, error):
+    if error in UNCATCHABLE:
+        return False
     return "States.ALL" in names or error in names or ("States.TaskFailed" in names and error != "States.Timeout")
+
+
+def sdk_error_name(prefix, client, code):
+    """The Error an AWS SDK integration raises for a service error.
+
+    "If an AWS SDK integration encounters an error, the resulting Error
+    field is composed of the service name and the error name, separated by
+    a period character ... both in Pascal case" and "make sure to add the
+    Exception suffix in AWS Step Functions integrations for potential
+    error names ... even if the suffix isn't already part of the error
+    name the service provides" (Step Functions Developer Guide, "AWS SDK
+    service integrations"): DMS's InvalidResourceStateFault is
+    DatabaseMigration.InvalidResourceStateFaultException.  An error the
+    service model does not list (throttling, EC2's codes: the EC2 model
+    lists none) is raised by the SDK as the service's base exception:
+    DatabaseMigration.DatabaseMigrationException, Ec2.Ec2Exception.
+    """
+    modeled = {shape.name for shape in client.meta.service_model.error_shapes}
+    if code not in modeled:
+        return "%s.%sException" % (prefix, prefix)
+    return "%s.%s" % (prefix, code if code.endswith("Exception") else code + "Exception")
 
 
 EXECUTIONS = {}
@@ -223,13 +263,16 @@ SDK_SERVICES = {"databasemigration": ("dms", "DatabaseMigration"), "ec2": ("ec2"
 
 
 def self_client(service):
+    """A client for the workflow's service calls, through this stand-in.
+    It never retries: a Task state's errors are the workflow's to Retry."""
     key = "self:" + service
     with LOCK:
         if key not in CLIENTS:
             CLIENTS[key] = boto3.client(service, endpoint_url="http://127.0.0.1:%d" % C.ARGS.port,
                                         region_name=C.ARGS.region, aws_access_key_id=KEY_ID,
                                         aws_secret_access_key=SECRET,
-                                        config=Config(retries={"max_attempts": 1}, parameter_validation=True))
+                                        config=Config(retries={"total_max_attempts": 1, "mode": "standard"},
+                                                      parameter_validation=True))
         return CLIENTS[key]
 
 
@@ -392,8 +435,10 @@ class Execution:
         except botocore.exceptions.ClientError as e:
             err = e.response.get("Error", {})
             code = err.get("Code", "Unknown")
-            raise StatesError("%s.%s" % (prefix, code), "%s (Service: %s, Status Code: %s, Error Code: %s)" % (
-                err.get("Message", ""), svc, e.response.get("ResponseMetadata", {}).get("HTTPStatusCode"), code))
+            raise StatesError(sdk_error_name(prefix, client, code),
+                              "%s (Service: %s, Status Code: %s, Error Code: %s)" % (
+                                  err.get("Message", ""), svc, e.response.get("ResponseMetadata", {}).get("HTTPStatusCode"),
+                                  code))
         except botocore.exceptions.ParamValidationError as e:
             raise StatesError("States.Runtime", str(e))
         r = plain(r)
