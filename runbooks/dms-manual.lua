@@ -160,6 +160,13 @@ rb:step {
       log.warn("task settings: standard (DROP_AND_CREATE): DMS drops and recreates the tables created by the "
         .. "schema step; their secondary indexes, defaults and checks are lost (pre-cutover validation will list them)")
     end
+    -- what DMS would reject stops here, before the task exists
+    local problems = require("pgtide.dms.task_settings").check(
+      settings.decoded(ctx.params.task_settings, ctx.params.task_settings_file))
+    for _, pr in ipairs(problems) do
+      if pr.level == "error" then runbook.fail("task settings: %s", pr.text) end
+      log.warn("task settings: %s", pr.text)
+    end
     local arn = task.ensure(ctx, names, {
       source_arn = r.source_endpoint_arn, target_arn = r.target_endpoint_arn, instance_arn = r.instance_arn,
       migration_type = ctx.params.migration_type, mappings = sc.mappings,

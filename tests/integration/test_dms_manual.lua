@@ -112,9 +112,18 @@ local function step_status(name)
 end
 
 T.test("a failing check stops at preflight with the fix", function()
-  write_config()
+  -- the user's task settings: a prep mode DMS rejects, a key it ignores
+  local tsfile = T.tmp .. "/dms-settings-" .. sys.getpid() .. ".json"
+  local tsf = assert(io.open(tsfile, "w"))
+  tsf:write([[{"FullLoadSettings": {"TargetTablePrepMode": "TRUNCATE", "MaxFullLoadSubTasks": 8},
+               "ControlTablesSettings": {"historyTimeslotInMinutes": 5}}]])
+  tsf:close()
+  write_config(string.format("  task_settings_file = %q,", tsfile))
   local c, o, e = run_runbook()
   T.eq(c, 1, o .. e)
+  T.match(e, "%[FAIL%] Task settings as DMS reads them: FullLoadSettings%.TargetTablePrepMode 'TRUNCATE' is not one "
+    .. "of DO_NOTHING, DROP_AND_CREATE, TRUNCATE_BEFORE_LOAD: DMS rejects the task")
+  T.match(e, "ControlTablesSettings%.historyTimeslotInMinutes: DMS reads ControlTablesSettings%.HistoryTimeslotInMinutes")
   T.match(e, "%[FAIL%] WAL Sender Timeout: wal_sender_timeout is 5000 ms")
   T.match(e, "fix: set wal_sender_timeout = 0 or >= 10000")
   -- the migrator may not create tables in public (PostgreSQL 15+): said
@@ -122,7 +131,8 @@ T.test("a failing check stops at preflight with the fix", function()
   T.match(e, "%[FAIL%] Objects pgtide and DMS create on the source: source user migrator cannot create "
     .. "pgtide's cutover sentinel table public%._pgtide_cutover %(no CREATE on schema public%); DMS cannot "
     .. "create its WAL heartbeat table public%.awsdms_heartbeat")
-  T.match(e, "step 'preflight' failed: 2 preflight check%(s%) failed: WAL Sender Timeout; Objects pgtide and DMS")
+  T.match(e, "step 'preflight' failed: 3 preflight check%(s%) failed: WAL Sender Timeout; Objects pgtide and DMS "
+    .. "create on the source; Task settings as DMS reads them")
   T.match(e, "resume with: pgtide run dms%-manual")
   T.eq(step_status("preflight"), "failed")
   T.eq(src:sql("select count(*) from pg_class where relname = '_pgtide_cutover'", "shop"), "0")

@@ -35,6 +35,32 @@ T.test("task settings: the seed's two options", function()
   T.eq(json.decode(table.concat(lines, "\n")), sf)
 end)
 
+T.test("task settings are checked against DMS's documentation: what it rejects, what it ignores", function()
+  local ts = require "pgtide.dms.task_settings"
+  local function texts(doc)
+    local out = {}
+    for _, p in ipairs(ts.check(doc)) do out[#out + 1] = p.level .. ": " .. p.text end
+    return table.concat(out, "\n")
+  end
+  -- the seed's Option 1 as DMS reads it
+  local seed = texts(settings.decoded("schema-first"))
+  T.match(seed, "warn: ControlTablesSettings%.historyTimeslotInMinutes: DMS reads ControlTablesSettings%."
+    .. "HistoryTimeslotInMinutes %(keys are case%-sensitive%), so it ignores this one and uses its default %(5%)")
+  T.match(seed, "warn: FullLoadSettings%.FullLoadIgnoreConflicts: FullLoadIgnoreConflicts is an ErrorBehavior "
+    .. "setting; DMS ignores it under FullLoadSettings")
+  T.match(seed, "warn: TargetMetadata%.BatchApplyEnabled with FullLobMode: batch apply works only in limited LOB "
+    .. "mode, so DMS applies the changes of tables with LOB columns [^\n]*one by one")
+  T.nomatch(seed, "error:")
+  local bad = texts { FullLoadSettings = { TargetTablePrepMode = "TRUNCATE", MaxFullLoadSubTasks = 64 },
+                      Logging = { LogComponents = { { Id = "X", Severity = "LOUD" } } }, Bogus = {} }
+  T.match(bad, "error: FullLoadSettings%.TargetTablePrepMode 'TRUNCATE' is not one of DO_NOTHING")
+  T.match(bad, "error: FullLoadSettings%.MaxFullLoadSubTasks is 64; DMS accepts 1 to 49")
+  T.match(bad, "error: Logging%.LogComponents%[1%]%.Severity 'LOUD'")
+  T.match(bad, "warn: Bogus: not a DMS task settings section")
+  T.eq(texts { FullLoadSettings = { TargetTablePrepMode = "DO_NOTHING" }, TargetMetadata = { LimitedSizeLobMode = true,
+    LobMaxSize = 32, BatchApplyEnabled = true } }, "")
+end)
+
 T.test("table mappings: per schema, user rules, and the DMS wildcard", function()
   local m = json.decode(settings.table_mappings { schemas = { "public", "sales" } })
   T.eq(#m.rules, 2)

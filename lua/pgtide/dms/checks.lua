@@ -10,7 +10,8 @@ Nothing is changed on either server: the checks read catalogs only.
 env: src, dst (connections), sentinel_schema, heartbeat (boolean),
 heartbeat_schema, control_schema ("" = the target's default schema),
 pg_dump (path or nil), slot (this migration's slot name),
-retained_warn_mb (default 1024).
+retained_warn_mb (default 1024), task_settings (the decoded document)
+and task_settings_name (how to call it).
 
   pg_dump          a pg_dump at least as new as the source (schema step)
   source_objects   what pgtide and DMS create on the source: pgtide's
@@ -23,6 +24,9 @@ retained_warn_mb (default 1024).
                    always, validation tables when validation is on)
   slot_retention   logical slots keeping more WAL than retained_warn_mb
                    (this migration's on a rerun, and any other)
+  task_settings    the settings document against DMS's documentation
+                   (pgtide.dms.task_settings): rejected values fail, keys
+                   DMS ignores warn
 ]]
 local catalog = require "pgtide.catalog"
 local cutover = require "pgtide.cutover"
@@ -221,12 +225,32 @@ local function slot_retention(env)
     env.retained_warn_mb or 1024, table.concat(lines, "; ")), table.concat(fixes, " ")
 end
 
+-- The task settings DMS will get, against its documentation.
+local function task_settings_check(env)
+  if not env.task_settings then return "pass", "no task settings document (the template's own)" end
+  local problems = require("pgtide.dms.task_settings").check(env.task_settings)
+  local errs, warns = {}, {}
+  for _, p in ipairs(problems) do
+    if p.level == "error" then errs[#errs + 1] = p.text else warns[#warns + 1] = p.text end
+  end
+  if #errs > 0 then
+    for _, w in ipairs(warns) do errs[#errs + 1] = w end
+    return "fail", table.concat(errs, "; "), "correct the task settings (task_settings_file) to DMS's documented values"
+  end
+  if #warns > 0 then
+    return "warn", string.format("%s: %s", env.task_settings_name or "the task settings", table.concat(warns, "; ")),
+      "nothing to do if that is what you want; otherwise correct the task settings (task_settings_file)"
+  end
+  return "pass", (env.task_settings_name or "the task settings") .. " follow DMS's documentation"
+end
+
 M.CHECKS = {
   { id = "pg_dump", title = "pg_dump for the source's version", run = pg_dump },
   { id = "source_objects", title = "Objects pgtide and DMS create on the source", run = source_objects },
   { id = "dms_cdc_role", title = "Source role DMS documents for CDC", run = dms_cdc_role },
   { id = "target_control", title = "DMS control tables on the target", needs_target = true, run = target_control },
   { id = "slot_retention", title = "WAL kept by replication slots", run = slot_retention },
+  { id = "task_settings", title = "Task settings as DMS reads them", run = task_settings_check },
 }
 
 --[[

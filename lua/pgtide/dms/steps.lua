@@ -163,12 +163,16 @@ function M.preflight(o)
         target_disk_gb = ctx.params.target_disk_gb ~= 0 and ctx.params.target_disk_gb or nil,
         engine_version = ctx.params.engine_version,
       }
-      local ts = settings.decoded(ctx.params.task_settings or "schema-first", ctx.params.task_settings_file)
+      local ok_ts, ts = pcall(settings.decoded, ctx.params.task_settings or "schema-first", ctx.params.task_settings_file)
+      runbook.require(ok_ts, "%s", require("pgtide.errors").message(ts))
       checks.merge(report, checks.run {
         src = ctx.src, dst = ctx.dst, sentinel_schema = sc.sentinel_schema,
         heartbeat = ctx.params.heartbeat, heartbeat_schema = ctx.params.heartbeat_schema,
         control_schema = ts.ControlTablesSettings and ts.ControlTablesSettings.ControlSchema or "",
         pg_dump = ctx.params.pg_dump, slot = names.slot, retained_warn_mb = ctx.params.retained_warn_mb,
+        task_settings = ts, task_settings_name = (ctx.params.task_settings_file or "") ~= ""
+          and ctx.params.task_settings_file or ("the seed's " .. (ctx.params.task_settings or "schema-first")
+          .. " settings"),
       })
       preflight.print(report)
       ctx.out.preflight = preflight.summary(report)

@@ -729,6 +729,31 @@ def assessment_view(run):
     return r
 
 
+def check_task_settings(text):
+    """What DMS rejects in ReplicationTaskSettings (InvalidParameterValueException):
+    a document that is not JSON, a TargetTablePrepMode other than
+    DO_NOTHING, DROP_AND_CREATE, TRUNCATE_BEFORE_LOAD, MaxFullLoadSubTasks
+    outside 1-49, CommitRate above 50000 ("Full-load task settings", DMS
+    User Guide).  Keys DMS does not read (a wrong casing, a wrong section)
+    are accepted and ignored, as DMS does."""
+    if not text:
+        return
+    try:
+        doc = json.loads(text)
+    except ValueError as e:
+        raise ApiError("InvalidParameterValueException", "Invalid task settings JSON: %s" % e)
+    fl = doc.get("FullLoadSettings") or {}
+    mode = fl.get("TargetTablePrepMode")
+    if mode is not None and mode not in ("DO_NOTHING", "DROP_AND_CREATE", "TRUNCATE_BEFORE_LOAD"):
+        raise ApiError("InvalidParameterValueException", "Invalid value '%s' for TargetTablePrepMode" % mode)
+    n = fl.get("MaxFullLoadSubTasks")
+    if n is not None and not (isinstance(n, int) and 1 <= n <= 49):
+        raise ApiError("InvalidParameterValueException", "MaxFullLoadSubTasks must be between 1 and 49")
+    n = fl.get("CommitRate")
+    if n is not None and not (isinstance(n, int) and 1 <= n <= 50000):
+        raise ApiError("InvalidParameterValueException", "CommitRate must be between 1 and 50000")
+
+
 def throttled(op):
     """<workdir>/throttle.json {"Operation": n}: the next n calls answer
     ThrottlingException ("Rate exceeded"), as a busy account does."""
@@ -840,6 +865,7 @@ def dms_route(h, op, body):
         h._json({"Connections": [connection_view(k) for k in keys]})
         return True
     if op == "CreateReplicationTask":
+        check_task_settings(req.get("ReplicationTaskSettings"))
         res = fwd_json(h, body)
         if res is None:
             return True
