@@ -97,7 +97,31 @@ local function rec(ctx)
 end
 
 -- 1
-rb:step(steps.preflight { name = "preflight", title = "Source database prerequisites" })
+-- The names the template derives from the stack name, checked before deploying.
+local function name_checks(ctx)
+  local sts = awsx.client(ctx, "sts")
+  local account = awsx.unwrap(sts:GetCallerIdentity {}, "GetCallerIdentity").Account
+  local region = awsx.options(ctx).region or ""
+  local res = { id = "stack_names", title = "Names derived from the stack name" }
+  if ctx.params.template == "planetscale" then
+    res.status, res.message = "pass", "PlanetScale's template uses fixed names"
+    return { res }
+  end
+  local problems = require("pgtide.dms.permissions").stack_names(stack_name(ctx), tostring(account), region,
+    ctx.params.migration_bucket_name)
+  if #problems == 0 then
+    res.status, res.message = "pass", string.format("the names derived from stack %s are valid for S3, IAM and DMS",
+      stack_name(ctx))
+  else
+    res.status, res.message = "fail", table.concat(problems, "; ")
+    res.fix = "choose a shorter stack_name (at most 38 characters keeps every derived name valid), lowercase for S3, "
+      .. "or set migration_bucket_name"
+  end
+  return { res }
+end
+
+rb:step(steps.preflight { name = "preflight", title = "Source database prerequisites",
+                          aws_actions = require("pgtide.dms.permissions").AURORA_CFN, extra_checks = name_checks })
 
 -- 2
 rb:step(steps.schema { name = "schema", title = "Pre-Migration Schema Setup" })

@@ -77,7 +77,8 @@ local function rec(ctx)
 end
 
 -- 1
-rb:step(steps.preflight { name = "preflight", title = "Prerequisites: source database checks and PlanetScale facts" })
+rb:step(steps.preflight { name = "preflight", title = "Prerequisites: source database checks and PlanetScale facts",
+                          aws_actions = require("pgtide.dms.permissions").DMS_MANUAL })
 
 -- 2
 rb:step(steps.schema { name = "schema", title = "Pre-Migration Schema Setup" })

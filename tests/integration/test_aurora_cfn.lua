@@ -105,11 +105,30 @@ local function step_status(name)
   local st = json.decode(text)
   return st.steps[name] and st.steps[name].status
 end
+T.test("names the stack would derive are checked before anything is created", function()
+  local c, o, e = T.sh(pgtide_cmd() .. " stack_name=" .. string.rep("x", 50) .. " </dev/null")
+  T.eq(c, 1, o .. e)
+  T.match(e, "%[FAIL%] Names derived from the stack name: assessment bucket 'x+%-assessments%-%d+': 75 characters "
+    .. "%(S3 allows 3 to 63%); IAM role 'x+%-dms%-assessment': 65 characters %(IAM allows 64%)")
+  T.nomatch(e, "IAM role 'x+-workflow'")
+  T.eq(step_status("preflight"), "failed")
+  local stacks = aws_script([[print(json.encode({ n = #(client("cloudformation"):DescribeStacks {}.Stacks or {}) }))]])
+  T.eq(stacks.n, 0, "no stack was created")
+end)
+
 T.test("a stack that races IAM propagation fails, explained from its events", function()
+  -- a caller that may not simulate its own policies: noted, not failed
+  aws_script([[
+    client("iam"):PutUserPolicy { UserName = "pgtide-test", PolicyName = "no-simulation", PolicyDocument = json.encode {
+      Version = "2012-10-17", Statement = { { Effect = "Deny", Action = "iam:SimulatePrincipalPolicy", Resource = "*" } } } }
+    print("{}")]])
   -- the guide's way (dms_roles=stack): the account has no DMS role, the
   -- stack creates them and, moments later, the subnet group that needs one
   local c, o, e = T.sh(pgtide_cmd() .. " dms_roles=stack </dev/null")
+  aws_script([[client("iam"):DeleteUserPolicy { UserName = "pgtide-test", PolicyName = "no-simulation" }; print("{}")]])
   T.eq(c, 1, o .. e)
+  T.match(e, "%[WARN%] AWS permissions of the caller: cannot check the permissions of arn:aws:iam::%d+:user/pgtide%-test: "
+    .. "AccessDenied")
   for _, s in ipairs({ "preflight", "schema", "iam-roles", "deploy" }) do T.eq(step_status(s), "done", s) end
   T.eq(step_status("wait-stack"), "failed")
   T.match(e, "CreateDMSRoles = true")

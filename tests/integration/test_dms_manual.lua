@@ -119,8 +119,16 @@ T.test("a failing check stops at preflight with the fix", function()
                "ControlTablesSettings": {"historyTimeslotInMinutes": 5}}]])
   tsf:close()
   write_config(string.format("  task_settings_file = %q,", tsfile))
+  -- and an explicit deny on one of the actions the runbook will call
+  aws_script([[
+    client("iam"):PutUserPolicy { UserName = "pgtide-test", PolicyName = "no-instances", PolicyDocument = json.encode {
+      Version = "2012-10-17", Statement = { { Effect = "Deny", Action = "dms:CreateReplicationInstance", Resource = "*" } } } }
+    print("{}")]])
   local c, o, e = run_runbook()
+  aws_script([[client("iam"):DeleteUserPolicy { UserName = "pgtide-test", PolicyName = "no-instances" }; print("{}")]])
   T.eq(c, 1, o .. e)
+  T.match(e, "%[FAIL%] AWS permissions of the caller: arn:aws:iam::%d+:user/pgtide%-test may not call 1 of the %d+ AWS "
+    .. "actions this runbook uses: dms:CreateReplicationInstance %(explicitDeny%)")
   T.match(e, "%[FAIL%] Task settings as DMS reads them: FullLoadSettings%.TargetTablePrepMode 'TRUNCATE' is not one "
     .. "of DO_NOTHING, DROP_AND_CREATE, TRUNCATE_BEFORE_LOAD: DMS rejects the task")
   T.match(e, "ControlTablesSettings%.historyTimeslotInMinutes: DMS reads ControlTablesSettings%.HistoryTimeslotInMinutes")
@@ -131,8 +139,8 @@ T.test("a failing check stops at preflight with the fix", function()
   T.match(e, "%[FAIL%] Objects pgtide and DMS create on the source: source user migrator cannot create "
     .. "pgtide's cutover sentinel table public%._pgtide_cutover %(no CREATE on schema public%); DMS cannot "
     .. "create its WAL heartbeat table public%.awsdms_heartbeat")
-  T.match(e, "step 'preflight' failed: 3 preflight check%(s%) failed: WAL Sender Timeout; Objects pgtide and DMS "
-    .. "create on the source; Task settings as DMS reads them")
+  T.match(e, "step 'preflight' failed: 4 preflight check%(s%) failed: WAL Sender Timeout; Objects pgtide and DMS "
+    .. "create on the source; Task settings as DMS reads them; AWS permissions of the caller")
   T.match(e, "resume with: pgtide run dms%-manual")
   T.eq(step_status("preflight"), "failed")
   T.eq(src:sql("select count(*) from pg_class where relname = '_pgtide_cutover'", "shop"), "0")

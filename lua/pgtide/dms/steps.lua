@@ -5,7 +5,8 @@ and the way to find its DMS resources.
 
   steps.params(extra)          -> parameter declarations common to both (+ extra)
   steps.scope(ctx)             -> { schemas, mappings, filter, sentinel_schema, dump_schemas }
-  steps.preflight(o)           -> step: the 7 DMS source checks + PlanetScale facts
+  steps.preflight(o)           -> step: the 7 DMS source checks + PlanetScale facts (+ o.aws_actions:
+                                  the caller's permissions; o.extra_checks(ctx) -> results)
   steps.schema(o)              -> step: schema first (minus foreign keys), verified
   steps.verify_data(o)         -> step: validation core + DMS's own validation state
   steps.sequences(o)           -> step: source value + margin, verified
@@ -174,6 +175,21 @@ function M.preflight(o)
           and ctx.params.task_settings_file or ("the seed's " .. (ctx.params.task_settings or "schema-first")
           .. " settings"),
       })
+      -- the AWS side, before anything is created there either
+      local aws_results = {}
+      if o.aws_actions then
+        local res = { id = "aws_permissions", title = "AWS permissions of the caller" }
+        local ok, st, msg, fix = pcall(require("pgtide.dms.permissions").check, ctx, o.aws_actions)
+        if ok then
+          res.status, res.message, res.fix = st, msg, fix
+        else
+          res.status, res.message = "fail", "cannot reach AWS: " .. require("pgtide.errors").message(st)
+          res.fix = "check the AWS credentials, region and endpoint (aws_region, aws_profile)"
+        end
+        aws_results[#aws_results + 1] = res
+      end
+      for _, r in ipairs(o.extra_checks and o.extra_checks(ctx) or {}) do aws_results[#aws_results + 1] = r end
+      checks.merge(report, aws_results)
       preflight.print(report)
       ctx.out.preflight = preflight.summary(report)
       preflight.assert_ok(report)
