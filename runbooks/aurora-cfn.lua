@@ -91,7 +91,8 @@ local function rec(ctx)
     task_arn = o.task_arn, instance_arn = o.instance_arn, instance_id = o.instance_id,
     source_endpoint_arn = o.source_endpoint_arn, target_endpoint_arn = o.target_endpoint_arn,
     bucket = o.bucket, topic_arn = o.topic_arn, state_machine_arn = o.state_machine_arn,
-    dms_security_group_id = o.dms_security_group_id, payload = o.payload,
+    dms_security_group_id = o.dms_security_group_id, dms_security_group_ids = o.dms_security_group_ids,
+    payload = o.payload,
     slot = s.slot, slots_before = s.slots_before, execution_arn = s.execution_arn,
   }
 end
@@ -410,6 +411,12 @@ rb:step {
     local inst = infra.describe_one(awsx.client(ctx, "dms"), "DescribeReplicationInstances",
       "replication-instance-arn", ctx.out.instance_arn, "ReplicationInstances")
     ctx.out.instance_id = inst and inst.ReplicationInstanceIdentifier or o.ReplicationInstanceIdentifier
+    -- the instance's security groups: the workflow's fix admits them
+    -- (PlanetScale's template does not output its DMS security group)
+    ctx.out.dms_security_group_ids = {}
+    for _, g in ipairs(inst and inst.VpcSecurityGroups or {}) do
+      table.insert(ctx.out.dms_security_group_ids, g.VpcSecurityGroupId)
+    end
     runbook.require(ctx.out.state_machine_arn and ctx.out.task_arn, "the stack outputs lack the state machine "
       .. "or the replication task")
     log.info("StepFunctionsConsoleURL: %s", tostring(o.StepFunctionsConsoleURL))
@@ -584,17 +591,15 @@ rb:step {
           if ok then log.info("emptied bucket %s (%d object versions and delete markers)", r.bucket, n)
           elseif not awsx.not_found(n) then error(n, 0) end
         end
-        if r.dms_security_group_id then
-          local groups = {}
-          if ctx.params.source_security_group_id ~= "" then groups[1] = ctx.params.source_security_group_id end
-          local ec2 = awsx.client(ctx, "ec2")
-          local found = awsx.unwrap(ec2:DescribeSecurityGroups { Filters = {
-            { Name = "ip-permission.group-id", Values = { r.dms_security_group_id } } } }, "DescribeSecurityGroups")
-          for _, g in ipairs(found.SecurityGroups or {}) do
-            if g.GroupId ~= groups[1] then groups[#groups + 1] = g.GroupId end
-          end
-          for _, g in ipairs(groups) do cleanup.revoke_rules(ctx, g, r.dms_security_group_id) end
-        end
+        -- the workflow's security-group fix: pgtide's template adds a rule
+        -- admitting the DMS security group, PlanetScale's Lambda one
+        -- described "DMS access for migration - Auto-added by <function>"
+        local from = {}
+        for _, g in ipairs(r.dms_security_group_ids or {}) do from[#from + 1] = g end
+        if r.dms_security_group_id then from[#from + 1] = r.dms_security_group_id end
+        cleanup.revoke_workflow_rules(ctx, { from_groups = from, descriptions = {
+          "DMS access for " .. tostring(r.stack_name) .. " ",
+          "DMS access for migration - Auto-added by " .. tostring(r.stack_name) .. "-" } })
         stack.delete(ctx, r.stack_id, { timeout = ctx.params.stack_timeout, name = r.stack_name })
         log.info("stack %s deleted", tostring(r.stack_name))
       end

@@ -218,7 +218,8 @@ T.test("the rerun completes every step while the source keeps changing", functio
   T.match(e, "target: dropped table public%.awsdms_validation_failures_v1")
   local emptied = tonumber(e:match("emptied bucket [^\n]*%((%d+) object versions and delete markers%)"))
   T.ok(emptied and emptied >= 4, "the assessment bucket held no versions to remove (%s)", tostring(emptied))
-  T.match(e, "revoked the rule%(s%) of " .. source_sg:gsub("%-", "%%-") .. " admitting sg%-")
+  T.match(e, "revoked the workflow's rule " .. source_sg:gsub("%-", "%%-") .. ": tcp %d+%-%d+ from sg%-%x+ %(DMS access for "
+    .. stack_name:gsub("%-", "%%-") .. " %(added by the migration workflow%)%)")
   T.match(e, "stack " .. stack_name:gsub("%-", "%%-") .. " deleted")
   T.match(e, "cleanup verified: the stack and every resource it created are gone")
   for _, t in ipairs({ "customers", "invoices" }) do
@@ -269,6 +270,32 @@ T.test("after cleanup nothing the runbook created is left (listed through the AP
        json.encode(res))
   T.ok(o.bucket and o.bucket:find(stack_name, 1, true), "bucket name %s does not derive from the stack", tostring(o.bucket))
   T.ok(d.template_bucket, "no template bucket recorded")
+end)
+
+T.test("cleanup finds the rule PlanetScale's Lambda adds, by its description", function()
+  -- template=planetscale: its FixSourceConnectionFunction adds, to each of
+  -- the source's security groups, a rule admitting the DMS security group
+  -- described "DMS access for migration - Auto-added by <stack>-fix-source-connection"
+  local res = aws_script([[
+    local ec2 = client("ec2")
+    local vpc = ec2:DescribeVpcs { Filters = { { Name = "is-default", Values = { "true" } } } }.Vpcs[1].VpcId
+    local db = ec2:CreateSecurityGroup { GroupName = "ps-db", Description = "aurora", VpcId = vpc }.GroupId
+    local dms = ec2:CreateSecurityGroup { GroupName = "ps-dms", Description = "dms", VpcId = vpc }.GroupId
+    pcall(ec2.DescribeSecurityGroups, ec2, { GroupIds = { db } })
+    pcall(ec2.DescribeSecurityGroups, ec2, { GroupIds = { dms } })
+    for _, d in ipairs({ "DMS access for migration - Auto-added by pstack-fix-source-connection", "the app's own" }) do
+      ec2:AuthorizeSecurityGroupIngress { GroupId = db, IpPermissions = { { IpProtocol = "tcp",
+        FromPort = d:find("DMS") and 5432 or 443, ToPort = d:find("DMS") and 5432 or 443,
+        UserIdGroupPairs = { { GroupId = dms, Description = d } } } } }
+    end
+    -- what the runbook's cleanup does when it knows neither group
+    local cleanup = require "pgtide.dms.cleanup"
+    local ctx = { params = { aws_region = "us-east-1", aws_endpoint_url = EP, aws_profile = "" } }
+    local n = cleanup.revoke_workflow_rules(ctx, { from_groups = {},
+      descriptions = { "DMS access for migration - Auto-added by pstack-" } })
+    local left = ec2:DescribeSecurityGroups { GroupIds = { db } }.SecurityGroups[1].IpPermissions or {}
+    print(json.encode({ n = n, left = #left, port = left[1] and left[1].FromPort or json.null }))]])
+  T.eq(res, { n = 1, left = 1, port = 443 })
 end)
 
 T.test("dry run shows every step of the seed", function()

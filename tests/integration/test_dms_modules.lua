@@ -239,6 +239,49 @@ T.test("cutover waits for the sentinel and the latency, bounded", function()
   T.eq(ok.latency, nil)
 end)
 
+T.test("PlanetScale's template: Lambda runtimes AWS no longer accepts are replaced, cfn-lint agrees", function()
+  local yaml = [[
+AWSTemplateFormatVersion: "2010-09-09"
+Resources:
+  Role:
+    Type: AWS::IAM::Role
+    Properties:
+      AssumeRolePolicyDocument: {Version: "2012-10-17", Statement: [{Effect: Allow, Principal: {Service: lambda.amazonaws.com}, Action: "sts:AssumeRole"}]}
+  FixSourceConnectionFunction:
+    Type: AWS::Lambda::Function
+    Properties:
+      Runtime: python3.9
+      Handler: index.lambda_handler
+      Role: !GetAtt Role.Arn
+      Code: {ZipFile: "def lambda_handler(event, context): return 1"}
+  Recent:
+    Type: AWS::Lambda::Function
+    Properties:
+      Runtime: python3.12
+      Handler: index.lambda_handler
+      Role: !GetAtt Role.Arn
+      Code: {ZipFile: "def lambda_handler(event, context): return 1"}
+]]
+  local sys = require "sys"
+  local function lint(text)
+    local f = T.tmp .. "/lambda-template.yaml"
+    assert(sys.write_atomic(f, text))
+    local c, o = T.sh("cfn-lint " .. T.q(f))
+    return c, o
+  end
+  local c, o = lint(yaml)
+  T.eq(c ~= 0, true, "cfn-lint accepts python3.9: " .. o)
+  T.match(o, "E2533")
+  local patched, n = stack.patch_runtimes(yaml)
+  T.eq(n, 1)
+  T.match(patched, "Runtime: " .. stack.LAMBDA_RUNTIME:gsub("%.", "%%.") .. "\n")
+  T.match(patched, "Runtime: python3%.12\n")
+  c, o = lint(patched)
+  T.eq(c, 0, o)
+  local json_text, m = stack.patch_runtimes('{"Properties": {"Runtime": "python3.8", "Handler": "x"}}')
+  T.eq({ json_text, m }, { '{"Properties": {"Runtime": "' .. stack.LAMBDA_RUNTIME .. '", "Handler": "x"}}', 1 })
+end)
+
 T.test("stack failures are explained from the events, with a hint", function()
   local text = stack.explain {
     { ResourceStatus = "CREATE_IN_PROGRESS", LogicalResourceId = "X", ResourceType = "AWS::S3::Bucket" },

@@ -151,6 +151,42 @@ function M.revoke_rules(ctx, group_id, from_group)
   return #ids
 end
 
+--[[
+cleanup.revoke_workflow_rules(ctx, o) -> number revoked.  The rules a
+migration workflow added to the source's security groups for DMS (its
+security-group fix), wherever they are: every ingress rule in the region
+that admits one of o.from_groups (the DMS security groups), or whose
+description starts with one of o.descriptions (PlanetScale's Lambda
+writes "DMS access for migration - Auto-added by <function>").  Found
+with DescribeSecurityGroupRules over the region, revoked by rule id.
+]]
+function M.revoke_workflow_rules(ctx, o)
+  local ec2 = awsx.client(ctx, "ec2")
+  local from = {}
+  for _, g in ipairs(o.from_groups or {}) do from[g] = true end
+  local by_group, what = {}, {}
+  for _, r in ipairs(awsx.all(ec2, "DescribeSecurityGroupRules", {}, "SecurityGroupRules")) do
+    local ref = r.ReferencedGroupInfo and r.ReferencedGroupInfo.GroupId
+    local hit = not r.IsEgress and ((ref and from[ref] and r.GroupId ~= ref) or false)
+    for _, d in ipairs(o.descriptions or {}) do
+      if not r.IsEgress and r.Description and r.Description:sub(1, #d) == d then hit = true end
+    end
+    if hit then
+      by_group[r.GroupId] = by_group[r.GroupId] or {}
+      table.insert(by_group[r.GroupId], r.SecurityGroupRuleId)
+      what[#what + 1] = string.format("%s: %s %s-%s from %s (%s)", r.GroupId, tostring(r.IpProtocol),
+        tostring(r.FromPort), tostring(r.ToPort), tostring(ref or r.CidrIpv4), tostring(r.Description or ""))
+    end
+  end
+  local n = 0
+  for group, ids in pairs(by_group) do
+    awsx.try(ec2.RevokeSecurityGroupIngress, ec2, { GroupId = group, SecurityGroupRuleIds = ids })
+    n = n + #ids
+  end
+  for _, w in ipairs(what) do log.info("revoked the workflow's rule %s", w) end
+  return n
+end
+
 -- Drop pgtide's cutover sentinel table in 'schema' (nil: none) when it
 -- exists, adding it to the list 'dropped'.  A sentinel the schema's owner
 -- made (for a role without CREATE) is left to that owner, with the
