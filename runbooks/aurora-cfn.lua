@@ -48,8 +48,6 @@ local rb = runbook.new {
     subnet_ids = { type = "list", default = {}, doc = "2+ subnets in different AZs (default: the VPC's subnets)" },
     instance_class = { type = "string", default = "dms.c6i.xlarge", doc = "DMS Instance Class" },
     allocated_storage = { type = "integer", default = 500, doc = "replication instance storage (GB)" },
-    migration_type = { type = "enum", values = { "full-load-and-cdc", "full-load", "cdc" },
-      default = "full-load-and-cdc", doc = "Migration Type" },
     notification_email = { type = "string", default = "", doc = "Notification Email (SNS subscription)" },
     migration_bucket_name = { type = "string", default = "", doc = "Migration Bucket Name (default: derived "
       .. "from the stack name; required by PlanetScale's template)" },
@@ -239,8 +237,9 @@ local function stack_params(ctx, name)
     params.MigrationBucketName = bucket
     params.SourceSslMode = p.source_ssl_mode
     params.SourceSecurityGroupId = p.source_security_group_id
-    params.ReplicationSlotName = names.slot
-    params.HeartbeatFrequency = tostring(p.heartbeat and p.heartbeat_frequency or 0)
+    params.ReplicationSlotName = naming.slot(ctx, names) or ""
+    params.HeartbeatFrequency = tostring((p.heartbeat and p.migration_type ~= "full-load") and p.heartbeat_frequency
+      or 0)
     params.HeartbeatSchema = p.heartbeat_schema
     params.TableMappings = sc.mappings
     params.DMSEngineVersion = p.engine_version
@@ -445,8 +444,7 @@ local function start_workflow(ctx, out, full_load_done)
     out.slots_before = before
   end
   if ctx.params.template ~= "planetscale" then
-    task.ensure_slot(ctx, ctx.src, names.slot, ctx.params.slot_plugin)
-    out.slot = names.slot
+    out.slot = task.prepare_slot(ctx, ctx.src, naming.slot(ctx, names), ctx.params.slot_plugin)
   end
   local sfn = awsx.client(ctx, "stepfunctions")
   if out.execution_arn then
@@ -549,8 +547,11 @@ rb:step {
         return false, "workflow running; task " .. task.status_line(snap.task)
       end,
     }
-    if ctx.params.migration_type ~= "full-load" then
+    if ctx.params.migration_type == "full-load-and-cdc" then
       runbook.require(monitor.loaded(snap), "the workflow succeeded but the task is %s", task.status_line(snap.task))
+    elseif ctx.params.migration_type == "cdc" then
+      runbook.require(snap.task.Status == "running", "the workflow succeeded but the task is %s",
+        task.status_line(snap.task))
     end
     ctx.out.full_load_done = true
     ctx.out.output = ex.output
@@ -616,7 +617,7 @@ rb:step {
       ctx.out.removed.template_bucket = true
       ctx:save()
     end
-    local slots = { naming.for_ctx(ctx).slot }
+    local slots = { r.slot or naming.for_ctx(ctx).slot }
     if ctx.params.template == "planetscale" then
       -- PlanetScale's template names no slot: DMS created one; drop the
       -- DMS-looking slots that were not there before the workflow ran

@@ -38,8 +38,6 @@ local rb = runbook.new {
     task_settings = { type = "enum", values = { "schema-first", "standard" }, default = "schema-first",
       doc = "the seed's task settings: Option 1 (schema-first, DO_NOTHING) or Option 2 (standard, DROP_AND_CREATE)" },
     task_settings_file = { type = "string", default = "", doc = "your own ReplicationTaskSettings JSON instead" },
-    migration_type = { type = "enum", values = { "full-load-and-cdc" }, default = "full-load-and-cdc",
-      doc = "Migrate existing data and replicate ongoing changes" },
     instance_class = { type = "string", default = "dms.t3.medium", doc = "replication instance class" },
     allocated_storage = { type = "integer", default = 50, doc = "replication instance storage (GB)" },
     multi_az = { type = "boolean", default = false, doc = "Multi-AZ (No for cost savings, Yes for production)" },
@@ -173,8 +171,8 @@ rb:step {
       migration_type = ctx.params.migration_type, mappings = sc.mappings,
       settings = settings.task_settings(ctx.params.task_settings, ctx.params.task_settings_file),
     })
-    task.ensure_slot(ctx, ctx.src, names.slot, ctx.params.slot_plugin)
-    task.start(ctx, arn, { start_position = function() return task.slot_lsn(ctx.src, names.slot) end })
+    local slot = task.prepare_slot(ctx, ctx.src, naming.slot(ctx, names), ctx.params.slot_plugin)
+    task.start(ctx, arn, { start_position = slot and function() return task.slot_lsn(ctx.src, slot) end or nil })
     -- started: what happens next (the full load, a failure) is the monitor step's
     local t = task.wait_status(ctx, awsx.client(ctx, "dms"), arn, { running = true, failed = true, stopped = true },
       "replication task " .. names.task .. " to start", ctx.params.connection_timeout)
@@ -198,14 +196,15 @@ rb:step {
       -- a rerun after the task failed: restart it (reload when the load had not finished)
       task.start(ctx, r.task_arn, {
         full_load_done = ctx.out.full_load_done,
-        start_position = function() return task.slot_lsn(ctx.src, r.slot) end,
+        start_position = r.slot and function() return task.slot_lsn(ctx.src, r.slot) end or nil,
         truncate = function() steps.truncate_scope(ctx) end,
       })
     end
     ctx.out.attempted = true
     ctx:save()
     local snap = monitor.until_loaded(ctx, r.task_arn, { timeout = ctx.params.full_load_timeout,
-                                                         instance_id = r.instance_id })
+                                                         instance_id = r.instance_id,
+                                                         migration_type = ctx.params.migration_type })
     ctx.out.full_load_done = true
     ctx.out.tables = #snap.tables
     steps.log_lines(monitor.lines(snap))

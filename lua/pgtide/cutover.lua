@@ -148,6 +148,8 @@ cutover.run(ctx, opts): the cutover.
   opts.validate()          final data validation; raises on differences
   opts.sequences()         final sequence sync (writes are stopped now)
   opts.stop()              stops replication (the DMS task)
+  opts.catch_up            false: nothing replicates (a full load copied a
+                           snapshot after writes stopped): no sentinel wait
   opts.target_display      target connection shown in the instructions
 Results go to ctx.out (sentinel, latency, waited).  Raises when the
 user does not confirm that writes are stopped.
@@ -166,7 +168,7 @@ function M.run(ctx, opts)
       .. "before the switch", r.pid, tostring(r.usename), tostring(r.application_name), r.client,
       tostring(r.state), util.format_duration(r.secs or 0))
   end
-  if not ctx.out.caught_up then
+  if not ctx.out.caught_up and opts.catch_up ~= false then
     local res = M.wait_caught_up {
       src = opts.src, dst = opts.dst, schema = opts.schema, latency = opts.latency,
       threshold = opts.threshold or 5, timeout = opts.timeout, interval = opts.interval,

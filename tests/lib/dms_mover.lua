@@ -10,7 +10,9 @@ MODE:
             for TABLES is made by the stand-in), full-loads them with
             core.load under the slot's exported snapshot, then streams
   resume    streams from the existing slot (resume-processing)
-  cdconly   migration type cdc: the slot, no load, then streams
+  cdconly   migration type cdc: the slot, no load; waits for the file
+            STATE_DIR/go (the stand-in replays the changes before that
+            point from DMS_SLOT), then streams
   loadonly  full load without a slot (migration type full-load)
   drop      drops the slot and the progress on the target
 
@@ -97,7 +99,16 @@ if mode == "load" or mode == "cdconly" then
   if mode == "load" then
     full_load(slot.snapshot)
   else
-    emit { event = "loaded" }   -- CDC only: nothing to load
+    -- CDC only: the stand-in first replays what the task's own slot holds
+    -- up to this point, then says go (bounded)
+    local go = state_dir .. "/go"
+    local t0 = sys.monotonic()
+    while not sys.exists(go) do
+      if sys.monotonic() - t0 > 120 then error("the stand-in did not say go within 120 s") end
+      sys.sleep(0.05)
+    end
+    os.remove(go)
+    emit { event = "loaded" }   -- nothing to load
   end
   slot:close()
 elseif mode ~= "resume" then

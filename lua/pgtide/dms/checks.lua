@@ -11,7 +11,7 @@ env: src, dst (connections), sentinel_schema, heartbeat (boolean),
 heartbeat_schema, control_schema ("" = the target's default schema),
 pg_dump (path or nil), slot (this migration's slot name),
 retained_warn_mb (default 1024), task_settings (the decoded document)
-and task_settings_name (how to call it).
+and task_settings_name (how to call it), migration_type, cdc_slot.
 
   pg_dump          a pg_dump at least as new as the source (schema step)
   source_objects   what pgtide and DMS create on the source: pgtide's
@@ -24,6 +24,8 @@ and task_settings_name (how to call it).
                    always, validation tables when validation is on)
   slot_retention   logical slots keeping more WAL than retained_warn_mb
                    (this migration's on a rerun, and any other)
+  cdc_slot         migration_type=cdc: the user's slot exists, decodes with
+                   test_decoding, belongs to this database, is free
   task_settings    the settings document against DMS's documentation
                    (pgtide.dms.task_settings): rejected values fail, keys
                    DMS ignores warn
@@ -244,6 +246,34 @@ local function task_settings_check(env)
   return "pass", (env.task_settings_name or "the task settings") .. " follow DMS's documentation"
 end
 
+-- migration_type=cdc: the slot the user made when copying the data.
+local function cdc_slot(env)
+  if env.migration_type ~= "cdc" then return "pass", "migration type " .. tostring(env.migration_type) end
+  if not env.cdc_slot or env.cdc_slot == "" then
+    return "fail", "migration_type=cdc needs cdc_slot, the slot made when the target's data was copied",
+      "create a test_decoding slot with an exported snapshot (CREATE_REPLICATION_SLOT name LOGICAL test_decoding "
+      .. "EXPORT_SNAPSHOT on a replication connection), copy the data under that snapshot (pg_dump --snapshot), then "
+      .. "give cdc_slot=name; or use migration_type=full-load-and-cdc"
+  end
+  local r = env.src:query_one([[select plugin, active, database = current_database() as here,
+                                       pg_wal_lsn_diff(pg_current_wal_lsn(), confirmed_flush_lsn)::bigint as behind
+                                  from pg_replication_slots where slot_name = $1]], env.cdc_slot)
+  if not r then
+    return "fail", string.format("cdc_slot %s does not exist on the source", env.cdc_slot),
+      "give the name of the slot created when the data was copied (SELECT slot_name FROM pg_replication_slots)"
+  end
+  if r.plugin ~= "test_decoding" or not r.here then
+    return "fail", string.format("cdc_slot %s is a %s slot%s", env.cdc_slot, tostring(r.plugin),
+      r.here and "" or " of another database"), "DMS decodes with test_decoding: use a test_decoding slot of this database"
+  end
+  if r.active then
+    return "fail", string.format("cdc_slot %s is in use by another session", env.cdc_slot),
+      "stop what reads it (SELECT active_pid FROM pg_replication_slots WHERE slot_name = ...)"
+  end
+  return "pass", string.format("cdc_slot %s (test_decoding) is there; DMS starts at its position (%s of WAL since)",
+    env.cdc_slot, require("pgtide.util").format_bytes(r.behind or 0))
+end
+
 M.CHECKS = {
   { id = "pg_dump", title = "pg_dump for the source's version", run = pg_dump },
   { id = "source_objects", title = "Objects pgtide and DMS create on the source", run = source_objects },
@@ -251,6 +281,7 @@ M.CHECKS = {
   { id = "target_control", title = "DMS control tables on the target", needs_target = true, run = target_control },
   { id = "slot_retention", title = "WAL kept by replication slots", run = slot_retention },
   { id = "task_settings", title = "Task settings as DMS reads them", run = task_settings_check },
+  { id = "cdc_slot", title = "Slot of a CDC-only migration", run = cdc_slot },
 }
 
 --[[

@@ -93,8 +93,9 @@ function M.aws(ctx, rec)
     done(ctx, "instance")
   end
   if rec.subnet_group and not removed(ctx, "subnet_group") then
-    if infra.find_subnet_group(dms, rec.subnet_group) then
-      awsx.try(dms.DeleteReplicationSubnetGroup, dms, { ReplicationSubnetGroupIdentifier = rec.subnet_group })
+    -- deleted by name, not after a describe: right after its creation a
+    -- describe may not show it yet (eventual consistency)
+    if awsx.try(dms.DeleteReplicationSubnetGroup, dms, { ReplicationSubnetGroupIdentifier = rec.subnet_group }) then
       log.info("deleted replication subnet group %s", rec.subnet_group)
     end
     done(ctx, "subnet_group")

@@ -38,8 +38,10 @@ function M.source_spec(ctx, names)
     ServerName = d.host, Port = d.port, DatabaseName = d.dbname, Username = d.user,
     Password = d.password, SslMode = ctx.params.source_ssl_mode,
     ExtraConnectionAttributes = settings.source_attributes {
-      slot = names.slot, plugin = ctx.params.slot_plugin,
-      heartbeat = ctx.params.heartbeat and ctx.params.heartbeat_frequency or 0,
+      slot = naming.slot(ctx, names), plugin = ctx.params.slot_plugin,
+      -- the heartbeat is for CDC: a full load reads no WAL
+      heartbeat = (ctx.params.heartbeat and ctx.params.migration_type ~= "full-load") and ctx.params.heartbeat_frequency
+        or 0,
       heartbeat_schema = ctx.params.heartbeat_schema,
     },
     Tags = naming.tags(names),

@@ -80,6 +80,12 @@ function M.params(extra)
     dms_target_port = { type = "integer", doc = "target port as DMS reaches it" },
     pg_dump = { type = "string", doc = "path of pg_dump for the schema step (default: the newest found; it must "
       .. "be at least the source's major version)" },
+    migration_type = { type = "enum", values = { "full-load-and-cdc", "full-load", "cdc" },
+      default = "full-load-and-cdc", doc = "full-load-and-cdc (migrate existing data and replicate ongoing "
+        .. "changes), full-load (a snapshot: stop the application's writes first), or cdc (replicate changes "
+        .. "from cdc_slot onto data already copied to the target)" },
+    cdc_slot = { type = "string", default = "", doc = "migration_type=cdc: the existing logical replication slot "
+      .. "(test_decoding) created when the target's data was copied; DMS starts at its position" },
     heartbeat = { type = "boolean", default = true, doc = "DMS's WAL heartbeat on the source endpoint "
       .. "(heartbeatEnable): a quiet source database then does not keep WAL forever" },
     heartbeat_frequency = { type = "integer", default = 1, doc = "minutes between DMS's heartbeat "
@@ -168,9 +174,11 @@ function M.preflight(o)
       runbook.require(ok_ts, "%s", require("pgtide.errors").message(ts))
       checks.merge(report, checks.run {
         src = ctx.src, dst = ctx.dst, sentinel_schema = sc.sentinel_schema,
-        heartbeat = ctx.params.heartbeat, heartbeat_schema = ctx.params.heartbeat_schema,
+        heartbeat = ctx.params.heartbeat and ctx.params.migration_type ~= "full-load",
+        heartbeat_schema = ctx.params.heartbeat_schema,
         control_schema = ts.ControlTablesSettings and ts.ControlTablesSettings.ControlSchema or "",
         pg_dump = ctx.params.pg_dump, slot = names.slot, retained_warn_mb = ctx.params.retained_warn_mb,
+        migration_type = ctx.params.migration_type, cdc_slot = ctx.params.cdc_slot,
         task_settings = ts, task_settings_name = (ctx.params.task_settings_file or "") ~= ""
           and ctx.params.task_settings_file or ("the seed's " .. (ctx.params.task_settings or "schema-first")
           .. " settings"),
@@ -277,6 +285,13 @@ function M.schema(o)
       for _, fk in ipairs(parts.foreign_keys) do fk_sql[#fk_sql + 1] = fk.add end
       assert(sys.write_atomic(dir .. "/constraints.sql", table.concat(fk_sql, "\n")))
       ctx.out.foreign_keys = #parts.foreign_keys
+      if ctx.params.migration_type == "cdc" then
+        -- the data was copied with its schema from the slot's snapshot:
+        -- only the sentinel is new (verify checks the rest)
+        if cutover.ensure_sentinel(ctx.dst, sc.sentinel_schema) then
+          log.info("schema: migration_type=cdc: the target has the copied schema; created the cutover sentinel table")
+        end
+      end
       local current = schema.verify(ctx.src, ctx.dst, { schemas = plain_schemas(sc), phase = "schema-first",
                                                    ignore_objects = settings.DMS_OBJECTS })
       if current.ok then
@@ -543,10 +558,19 @@ function M.pre_cutover(o)
         local dms = awsx.client(ctx, "dms")
         local t = task.get(dms, res.task_arn)
         if t then
-          local lat = monitor.cdc_latency(ctx, res.instance_id, t)
-          log.info("task %s; CDC latency %s", task.status_line(t),
-            lat and string.format("%s s", tostring(lat.total)) or "not reported yet")
-          if t.Status ~= "running" then problems[#problems + 1] = "DMS: the task is " .. tostring(t.Status) end
+          if ctx.params.migration_type == "full-load" then
+            -- a full-load task stops when it is done
+            log.info("task %s", task.status_line(t))
+            if not (t.Status == "stopped" and tostring(t.StopReason or ""):find("FULL_LOAD_ONLY_FINISHED", 1, true)) then
+              problems[#problems + 1] = "DMS: the full-load task is " .. tostring(t.Status) .. " (" ..
+                task.failure_text(t) .. ")"
+            end
+          else
+            local lat = monitor.cdc_latency(ctx, res.instance_id, t)
+            log.info("task %s; CDC latency %s", task.status_line(t),
+              lat and string.format("%s s", tostring(lat.total)) or "not reported yet")
+            if t.Status ~= "running" then problems[#problems + 1] = "DMS: the task is " .. tostring(t.Status) end
+          end
         end
       end
       local ok, err = pcall(recheck_data, ctx, sc)
@@ -580,15 +604,22 @@ function M.cutover(o)
       local sc = M.scope(ctx)
       local res = o.resources(ctx)
       local dms = awsx.client(ctx, "dms")
+      local full_load = ctx.params.migration_type == "full-load"
       if not ctx.out.replication_stopped then keep_running(ctx, o) end
       local t = task.get(dms, res.task_arn)
       runbook.require(t, "the replication task %s no longer exists", tostring(res.task_arn))
-      if not ctx.out.replication_stopped then
+      if full_load then
+        -- nothing replicates: the writes stopped before the load (task
+        -- step), the task stopped when done; the final validation proves it
+        runbook.require(t.Status == "stopped" and tostring(t.StopReason or ""):find("FULL_LOAD_ONLY_FINISHED", 1, true),
+          "the full-load task is %s, not finished: %s", tostring(t.Status), task.failure_text(t))
+      elseif not ctx.out.replication_stopped then
         runbook.require(t.Status == "running", "the replication task is %s, not running: %s", tostring(t.Status),
           task.failure_text(t))
       end
       local pg = require "pg"
       cutover.run(ctx, {
+        catch_up = not full_load,
         src = ctx.src, dst = ctx.dst, schema = sc.sentinel_schema,
         threshold = ctx.params.cdc_latency_threshold, timeout = ctx.params.cutover_timeout,
         require_latency = ctx.params.require_latency_metric,
@@ -609,7 +640,7 @@ function M.cutover(o)
           sync_sequences(ctx, sc)
           sequences.verify { src = ctx.src, dst = ctx.dst, margin = ctx.params.margin, scope = sc.filter }
         end,
-        stop = function() task.stop(ctx, res.task_arn) end,
+        stop = not full_load and function() task.stop(ctx, res.task_arn) end or nil,
         target_display = pg.safe_conninfo(ctx.params.target),
         next = "run the cleanup step to delete the DMS resources (they cost money) and the source's "
           .. "replication slot (it keeps WAL until the disk fills)",

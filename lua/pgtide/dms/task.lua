@@ -49,6 +49,47 @@ function M.status_line(t)
   return line
 end
 
+--[[
+task.prepare_slot(ctx, conn, name, plugin) -> the slot the task reads, or
+nil.  'name' is naming.slot()'s answer.  full-load (name false): no slot,
+but the application's writes must have stopped, since a full load copies
+a snapshot and nothing after it (confirmed by the user, recorded).  cdc:
+the user's existing slot, which must be there with the plugin DMS
+decodes; otherwise the migration's own, created now (task.ensure_slot).
+Raises a failure naming what is missing.
+]]
+function M.prepare_slot(ctx, conn, name, plugin)
+  local mt = ctx.params.migration_type
+  if not name then
+    runbook.require(mt == "full-load", "migration_type=cdc needs cdc_slot: the logical replication slot (%s) "
+      .. "created when the target's data was copied (for instance with CREATE_REPLICATION_SLOT ... EXPORT_SNAPSHOT "
+      .. "and pg_dump --snapshot)", plugin)
+    if not ctx.out.writes_stopped_confirmed then
+      runbook.require(ctx:confirm("migration_type=full-load copies a snapshot: changes made after it are not "
+        .. "migrated. Have application writes to the source stopped?"),
+        "a full load needs the application's writes to the source stopped first (answer yes on a terminal, or "
+        .. "--yes); or use migration_type=full-load-and-cdc")
+      ctx.out.writes_stopped_confirmed = true
+      ctx:save()
+    end
+    return nil
+  end
+  if mt == "cdc" then
+    local row = conn:query_one([[select plugin, active, database = current_database() as here
+                                   from pg_replication_slots where slot_name = $1]], name)
+    runbook.require(row, "cdc_slot %s does not exist on the source: migration_type=cdc replicates from the slot "
+      .. "created when the target's data was copied", name)
+    runbook.require(row.plugin == plugin and row.here, "cdc_slot %s is a %s slot%s; DMS needs a %s slot of this "
+      .. "database", name, tostring(row.plugin), row.here and "" or " of another database", plugin)
+    ctx.out.slot = name
+    ctx:save()
+    log.info("CDC replicates from the existing slot %s (from %s)", name, tostring(M.slot_lsn(conn, name)))
+    return name
+  end
+  M.ensure_slot(ctx, conn, name, plugin)
+  return name
+end
+
 -- The position a named slot's consumer starts from (confirmed_flush_lsn),
 -- or nil when the slot does not exist.
 function M.slot_lsn(conn, name)

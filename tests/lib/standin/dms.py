@@ -76,6 +76,116 @@ def instance_overlay(i):
         i.pop("ReplicationInstancePublicIpAddress", None)
 
 
+# ---------------------------------------------------------------------------
+# test_decoding output -> SQL (the CDC-only replay)
+# ---------------------------------------------------------------------------
+
+def _ident(s, i):
+    """An identifier at s[i] (quoted or not) -> (name, next index)."""
+    if s[i] == '"':
+        j, out = i + 1, []
+        while True:
+            if s[j] == '"' and s[j + 1:j + 2] == '"':
+                out.append('"')
+                j += 2
+            elif s[j] == '"':
+                return "".join(out), j + 1
+            else:
+                out.append(s[j])
+                j += 1
+    j = i
+    while j < len(s) and s[j] not in ".[: ":
+        j += 1
+    return s[i:j], j
+
+
+def _columns(s):
+    """'a[integer]:1 b[text]:'x y' ...' -> [(name, type, value or None)]."""
+    out, i = [], 0
+    while i < len(s):
+        while i < len(s) and s[i] == " ":
+            i += 1
+        if i >= len(s) or s.startswith("new-tuple:", i) or s.startswith("old-key:", i):
+            break
+        name, i = _ident(s, i)
+        assert s[i] == "[", s
+        depth, j = 0, i
+        while True:
+            if s[j] == "[":
+                depth += 1
+            elif s[j] == "]":
+                depth -= 1
+                if depth == 0:
+                    break
+            j += 1
+        typ, i = s[i + 1:j], j + 2          # skip "]:"
+        if s[i] == "'":
+            j, val = i + 1, []
+            while True:
+                if s[j] == "'" and s[j + 1:j + 2] == "'":
+                    val.append("'")
+                    j += 2
+                elif s[j] == "'":
+                    break
+                else:
+                    val.append(s[j])
+                    j += 1
+            out.append((name, typ, "".join(val)))
+            i = j + 1
+        else:
+            j = s.find(" ", i)
+            j = len(s) if j < 0 else j
+            tok = s[i:j]
+            out.append((name, typ, None if tok == "null" else tok))
+            i = j
+    return out
+
+
+def parse_test_decoding(data):
+    """'table public.t: UPDATE: old-key: id[integer]:1 new-tuple: id[integer]:2 ...' ->
+    (schema.table, action, new columns, old key columns)."""
+    s = data[len("table "):]
+    schema, i = _ident(s, 0)
+    table, i = _ident(s, i + 1)
+    rest = s[i + 2:]
+    action, rest = rest.split(":", 1)
+    rest = rest.strip()
+    old = None
+    if rest.startswith("old-key:"):
+        k = rest.index("new-tuple:")
+        old, rest = _columns(rest[len("old-key:"):k].strip()), rest[k + len("new-tuple:"):].strip()
+    if rest.startswith("(no-tuple-data)"):
+        return None
+    return ("%s.%s" % (schema, table), action, _columns(rest), old)
+
+
+def primary_key(conn_ep, qualified):
+    schema, table = qualified.split(".", 1)
+    rows = psql(conn_ep, "select a.attname from pg_index i join pg_attribute a on a.attrelid = i.indrelid and "
+                "a.attnum = any (i.indkey) where i.indrelid = '%s.%s'::regclass and i.indisprimary"
+                % (qident(schema), qident(table)))
+    return [r[0] for r in rows]
+
+
+def change_sql(change, key):
+    qualified, action, cols, old = change
+    schema, table = qualified.split(".", 1)
+    target = "%s.%s" % (qident(schema), qident(table))
+
+    def val(c):
+        return "NULL" if c[2] is None else "%s::%s" % (lit(c[2]), c[1])
+    cols = [c for c in cols if c[2] != "unchanged-toast-datum"]
+    if action == "INSERT":
+        return "insert into %s (%s) values (%s);" % (target, ", ".join(qident(c[0]) for c in cols),
+                                                      ", ".join(val(c) for c in cols))
+    where_cols = old or [c for c in cols if c[0] in key]
+    where = " and ".join("%s = %s" % (qident(c[0]), val(c)) for c in where_cols)
+    if action == "UPDATE":
+        return "update %s set %s where %s;" % (target, ", ".join("%s = %s" % (qident(c[0]), val(c)) for c in cols),
+                                               where)
+    return "delete from %s where %s;" % (target, where)
+
+
 def network_blocks(inst_arn, ep):
     """Security groups gate connectivity (moto does not model the network).
 
@@ -379,6 +489,32 @@ class Task:
                  "current_user where hb_key = 1" % schema)
         return float(src.eca.get("heartbeatfrequency") or 5) * delay("minute")
 
+    def replay(self, src, tgt, slot, upto, names):
+        """CDC from the task's start position (the slot's confirmed position)
+        up to 'upto', read from the slotName slot with test_decoding
+        (pg_logical_slot_peek_changes) and applied to the target in commit
+        order, one target transaction per source transaction, as the target
+        endpoint's user.  The slot itself moves later, as DMS confirms."""
+        rows = psql(src, "select data from pg_logical_slot_peek_changes(%s, %s::pg_lsn, null)" % (lit(slot), lit(upto)))
+        wanted = {"%s.%s" % n for n in names}
+        keys = {}
+        txn, applied = [], 0
+        for (data,) in rows:
+            if data.startswith("BEGIN"):
+                txn = []
+            elif data.startswith("COMMIT"):
+                if txn:
+                    psql(tgt, None, stdin="\n".join(txn) + "\n")
+                    applied += 1
+                txn = []
+            elif data.startswith("table "):
+                change = parse_test_decoding(data)
+                if change and change[0] in wanted:
+                    if change[0] not in keys:
+                        keys[change[0]] = primary_key(tgt, change[0])
+                    txn.append(change_sql(change, keys[change[0]]))
+        log("task %s: replayed %d transaction(s) from slot %s up to %s", self.id, applied, slot, upto)
+
     def check_start_position(self, src, slot):
         """A named slot needs a valid CdcStartPosition.
 
@@ -540,6 +676,15 @@ class Task:
                     log("task %s: full load finished (%d tables)", self.id, len(names))
                     if mode != "loadonly":
                         self.validate(src, tgt)
+                elif ev.get("event") == "slot" and mode == "cdconly":
+                    # what happened between the task's start position and the
+                    # mover's own slot comes from the task's slot, then go
+                    try:
+                        self.replay(src, tgt, dms_slot, ev.get("lsn"), names)
+                    except (DbError, subprocess.TimeoutExpired) as e:
+                        p.terminate()
+                        raise DbError("CDC apply failed: %s" % e)
+                    open(os.path.join(self.mover_dir(), "go"), "w").close()
                 elif ev.get("event") == "streaming":
                     phase["v"] = "cdc"
                     log("task %s: CDC streaming (slot %s)", self.id, self.mover_name())
