@@ -15,7 +15,8 @@
 -- waits); the workflow fails because the task errors (a target-only CHECK
 -- constraint).  The last rerun completes every step
 -- while the source changes; after cleanup nothing the runbook created is
--- left (listed through the API).  The template passes cfn-lint.
+-- left (listed through the API).  The template passes cfn-lint.  Then a
+-- second migration of type full-load.
 local T = require "t"
 local json = require "json"
 local sys = require "sys"
@@ -296,6 +297,60 @@ T.test("cleanup finds the rule PlanetScale's Lambda adds, by its description", f
     local left = ec2:DescribeSecurityGroups { GroupIds = { db } }.SecurityGroups[1].IpPermissions or {}
     print(json.encode({ n = n, left = #left, port = left[1] and left[1].FromPort or json.null }))]])
   T.eq(res, { n = 1, left = 1, port = 443 })
+end)
+
+-- Another migration in the same account, its own config and state.
+local function other_run(runbook, file, state, t)
+  local lines = { "return {" }
+  for k, v in pairs(t) do lines[#lines + 1] = string.format("  %s = %s,", k, type(v) == "string" and
+    string.format("%q", v) or tostring(v)) end
+  lines[#lines + 1] = string.format("  aws = { region = \"us-east-1\", endpoint_url = %q },", endpoint)
+  lines[#lines + 1] = "}"
+  assert(sys.write_atomic(file, table.concat(lines, "\n")))
+  return T.sh(string.format("env %s %s run %s -c %s --state %s --yes </dev/null", env, T.q(T.pgtide), runbook,
+    T.q(file), T.q(state)))
+end
+
+local function same(db, tables)
+  for _, t in ipairs(tables) do
+    local q = string.format("select count(*) || ':' || md5(coalesce(string_agg(t::text, '|' order by t::text), '')) "
+      .. "from public.%s t", t)
+    T.eq(dst:sql(q, db), src:sql(q, db), db .. "." .. t)
+  end
+end
+
+local COMMON = { poll_interval = 0.3, connection_timeout = 30, full_load_timeout = 120,
+                 cutover_timeout = 60, stop_timeout = 30, delete_timeout = 30,
+                 validation_recheck = 5, validation_delay = 1, target_disk_gb = 1 }
+
+-- migration_type=full-load: a snapshot copied after the application's
+-- writes stopped; the task stops when done (FULL_LOAD_ONLY_FINISHED) and
+-- the cutover finishes without a running task (another database)
+T.test("full-load: the task stops when the snapshot is copied, the cutover finishes", function()
+  local rds = roles.rds(src, "fl")
+  local ps = roles.planetscale(dst, "fl")
+  src:sql([[set role app;
+    create table public.items (id bigserial primary key, name text not null, price numeric(8, 2));
+    insert into public.items (name, price) select 'item ' || g, g * 0.5 from generate_series(1, 500) g]], "fl")
+  rds.grant()
+  local cfg, state = T.tmp .. "/aurora-fl-" .. sys.getpid() .. ".lua", T.tmp .. "/aurora-fl-state-" .. sys.getpid()
+  local c = {}
+  for k, v in pairs(COMMON) do c[k] = v end
+  c.name, c.source, c.target, c.migration_type = "fl", rds.owner, ps.conninfo, "full-load"
+  c.stack_name = "pgt-fl-" .. sys.getpid()
+  c.stack_timeout, c.connection_poll_seconds, c.assessment_poll_seconds, c.monitor_poll_seconds = 30, 1, 1, 1
+  c.source_ssl_mode, c.source_security_group_id = "none", source_sg
+  local code, o, e = other_run("aurora-cfn", cfg, state, c)
+  T.eq(code, 0, (o .. e):sub(-3000))
+  T.match(e, "workflow: NotifyFullLoadComplete")
+  T.match(e, "Cutover is safe now")
+  T.nomatch(e, "sentinel row")            -- nothing replicates: no catch-up wait
+  T.match(e, "task [^\n]*: stopped, full load 100%%")   -- as DMS leaves a finished full-load task
+  same("fl", { "items" })
+  T.eq(tonumber(dst:sql("select last_value from public.items_id_seq", "fl")),
+       tonumber(src:sql("select last_value from public.items_id_seq", "fl")) + 1000)
+  T.eq(src:sql("select count(*) from pg_replication_slots"), "0", "a full load needs no slot")
+  T.match(e, "cleanup verified")
 end)
 
 T.test("dry run shows every step of the seed", function()

@@ -16,7 +16,8 @@
 -- The last rerun completes every step while the application (the owner
 -- 'app') keeps changing the source during CDC; then the data, sequences,
 -- foreign keys and cleanup (nothing left in the AWS API, no slot, no DMS
--- artifacts) are checked.
+-- artifacts) are checked.  Then: the stand-in's WAL heartbeat, and a
+-- second migration of type cdc from an existing slot.
 local T = require "t"
 local json = require "json"
 local sys = require "sys"
@@ -326,7 +327,7 @@ T.test("a quiet source keeps its WAL for the slot unless DMS's heartbeat runs (t
     end
     print("{}")]==], json.encode(res.tasks), json.encode(lsn)))
   -- once both stream: WAL written in another database, then a few
-  -- heartbeat periods (1 "minute" = 1 s here)
+  -- heartbeat periods (1 "minute" = 0.5 s here)
   for _ = 1, 100 do
     local l = S.read_log()
     if l:find("task quiet%-on: CDC streaming") and l:find("task quiet%-off: CDC streaming") then break end
@@ -334,7 +335,7 @@ T.test("a quiet source keeps its WAL for the slot unless DMS's heartbeat runs (t
   end
   src:sql("create table wal_elsewhere as select g, repeat('x', 200) as pad from generate_series(1, 20000) g")
   local written = src:sql("select pg_current_wal_lsn()")
-  sys.sleep(4)
+  sys.sleep(3)
   local function behind(slot)
     return src:sql(string.format("select pg_wal_lsn_diff('%s', confirmed_flush_lsn) > 0 from pg_replication_slots "
       .. "where slot_name = '%s'", written, slot))
@@ -409,6 +410,77 @@ T.test("no secret reached the state file or the log", function()
   T.ok(#text > 1000, "state and log are too short")
   T.nomatch(text, T.secret("pg_password"))
   T.nomatch(S.read_log(), T.secret("pg_password"))
+end)
+
+
+-- Another migration in the same account, its own config and state.
+local function other_run(runbook, file, state, t)
+  local lines = { "return {" }
+  for k, v in pairs(t) do lines[#lines + 1] = string.format("  %s = %s,", k, type(v) == "string" and
+    string.format("%q", v) or tostring(v)) end
+  lines[#lines + 1] = string.format("  aws = { region = \"us-east-1\", endpoint_url = %q },", endpoint)
+  lines[#lines + 1] = "}"
+  assert(sys.write_atomic(file, table.concat(lines, "\n")))
+  return T.sh(string.format("env %s %s run %s -c %s --state %s --yes </dev/null", env, T.q(T.pgtide), runbook,
+    T.q(file), T.q(state)))
+end
+
+local function same(db, tables)
+  for _, t in ipairs(tables) do
+    local q = string.format("select count(*) || ':' || md5(coalesce(string_agg(t::text, '|' order by t::text), '')) "
+      .. "from public.%s t", t)
+    T.eq(dst:sql(q, db), src:sql(q, db), db .. "." .. t)
+  end
+end
+
+local COMMON = { poll_interval = 0.3, connection_timeout = 30, full_load_timeout = 120,
+                 cutover_timeout = 60, stop_timeout = 30, delete_timeout = 30,
+                 validation_recheck = 5, validation_delay = 1, target_disk_gb = 1 }
+
+-- migration_type=cdc: the target's data was copied from a snapshot of an
+-- existing test_decoding slot; DMS replicates from that slot's position,
+-- changes made before the task started included (the master user, on
+-- another database of the same source)
+T.test("cdc: replication from an existing slot, onto data copied from its snapshot", function()
+  local rds = roles.rds(src, "cdc")   -- the master user, another database
+  local ps = roles.planetscale(dst, "cdc")
+  src:sql([[set role app;
+    create table public.accounts (id int primary key, owner text not null, balance numeric(12, 2) not null);
+    insert into public.accounts select g, 'owner ' || g, g * 10 from generate_series(1, 300) g]], "cdc")
+  rds.grant()
+  -- the user's procedure: a slot first, then the data copied with writes
+  -- held (the snapshot of that moment), then the application writes again
+  src:sql("set role app; select pg_create_logical_replication_slot('cdc_existing', 'test_decoding')", "cdc")
+  local bindir = src:bindir()
+  local dump = T.tmp .. "/dms-cdc-" .. sys.getpid() .. ".sql"
+  local c0, o0, e0 = T.sh(string.format("%s/pg_dump --no-owner --no-privileges -d %s > %s", bindir,
+    T.q(src.conninfo .. " dbname=cdc"), T.q(dump)))
+  T.eq(c0, 0, e0)
+  local c1, _, e1 = T.sh(string.format("(echo 'set role pscale_admin;'; cat %s) | psql -X -q -v ON_ERROR_STOP=1 %s",
+    T.q(dump), T.q(ps.conninfo)))
+  T.eq(c1, 0, e1)
+  -- changes after the slot, before the task starts: DMS must bring them
+  src:sql([[set role app;
+    insert into public.accounts values (301, 'late', 1);
+    update public.accounts set balance = balance + 0.5, owner = 'it''s changed' where id = 7;
+    delete from public.accounts where id = 8]], "cdc")
+  local cfg, state = T.tmp .. "/dms-cdc-" .. sys.getpid() .. ".lua", T.tmp .. "/dms-cdc-state-" .. sys.getpid()
+  local c = {}
+  for k, v in pairs(COMMON) do c[k] = v end
+  c.name, c.source, c.target, c.migration_type, c.cdc_slot = "cdc", rds.owner, ps.conninfo, "cdc", "cdc_existing"
+  c.subnet_ids, c.instance_timeout, c.source_security_group_id = net.subnets, 30, net.sg
+  c.pg_dump = src:bindir() .. "/pg_dump"
+  local code, o, e = other_run("dms-manual", cfg, state, c)
+  T.eq(code, 0, (o .. e):sub(-3000))
+  T.match(e, "%[pass%] Slot of a CDC%-only migration: cdc_slot cdc_existing %(test_decoding%) is there")
+  T.match(e, "schema: the target already has the whole schema")
+  T.match(e, "CDC replicates from the existing slot cdc_existing")
+  T.match(e, "CDC starts at %x+/%x+ %(CdcStartPosition: the slot's position%)")
+  T.match(S.read_log(), "replayed %d+ transaction%(s%) from slot cdc_existing")
+  T.match(e, "caught up: the sentinel is on the target")
+  same("cdc", { "accounts" })
+  T.eq(dst:sql("select owner from public.accounts where id = 7", "cdc"), "it's changed")
+  T.eq(src:sql("select count(*) from pg_replication_slots"), "0", "cleanup dropped the slot too")
 end)
 
 end)

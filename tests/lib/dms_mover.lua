@@ -171,7 +171,7 @@ local ok, err = pcall(function ()
            applied_lsn = st.applied_lsn, received_lsn = st.received_lsn, source_lsn = st.source_lsn,
            txns = st.txns, inserts = st.inserts, updates = st.updates, deletes = st.deletes,
            missing_rows = st.missing_rows, tables = per }
-    if sconn and st.applied_lsn and sys.monotonic() - last_advance > 2 then
+    if sconn and st.applied_lsn and sys.monotonic() - last_advance > 1 then
       last_advance = sys.monotonic()
       advance_dms_slot(st.applied_lsn)
     end

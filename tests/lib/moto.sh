@@ -62,9 +62,9 @@ EOF
 stop)
   if [ -f "$dir/moto.pid" ]; then
     pid=$(cat "$dir/moto.pid")
-    kill "$pid" 2>/dev/null
-    for _ in $(seq 1 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
-    kill -9 "$pid" 2>/dev/null
+    # moto keeps nothing worth a graceful shutdown: its process group
+    # (timeout and moto_server) goes at once
+    kill -9 -- "-$pid" 2>/dev/null || kill -9 "$pid" 2>/dev/null
     rm -f "$dir/moto.pid"
   fi
   ;;

@@ -102,13 +102,13 @@ end
 --[[
 iam.propagated(ctx, what, fn, ...) -> fn(...)'s results.  While fn
 raises AccessDeniedFault (DMS cannot use dms-vpc-role yet), waits with
-growing pauses (2 s doubling to 30 s) for at most iam_propagation_timeout
+growing pauses (1 s doubling to 30 s) for at most iam_propagation_timeout
 seconds, logging what it waits for; other errors, and the last
 AccessDeniedFault, propagate with a message saying what to check.
 ]]
 function M.propagated(ctx, what, fn, ...)
   local t0 = sys.monotonic()
-  local nap, logged = 2, false
+  local nap, logged = 1, false
   while true do
     local res = table.pack(pcall(fn, ...))
     if res[1] then return table.unpack(res, 2, res.n) end
