@@ -549,6 +549,11 @@ rb:step {
     }
     if ctx.params.migration_type == "full-load-and-cdc" then
       runbook.require(monitor.loaded(snap), "the workflow succeeded but the task is %s", task.status_line(snap.task))
+    elseif ctx.params.migration_type == "full-load" then
+      -- the workflow may see the last moment of the load (running, 100%):
+      -- a full-load task is finished once it stopped FULL_LOAD_ONLY_FINISHED
+      snap = monitor.until_loaded(ctx, r.task_arn, { timeout = ctx.params.full_load_timeout,
+                                                     instance_id = r.instance_id, migration_type = "full-load" })
     elseif ctx.params.migration_type == "cdc" then
       runbook.require(snap.task.Status == "running", "the workflow succeeded but the task is %s",
         task.status_line(snap.task))

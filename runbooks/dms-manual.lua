@@ -144,11 +144,16 @@ rb:step {
 rb:step {
   name = "task", title = "Create Migration Task, Configure Table Mappings, Start Migration Task",
   plan = function(ctx)
-    return "creates the task (Migrate existing data and replicate ongoing changes) with " ..
+    local mt = ctx.params.migration_type
+    return "checks the task settings against DMS's documentation; creates the task (" ..
+      (mt == "full-load" and "Migrate existing data" or mt == "cdc" and "Replicate data changes only"
+        or "Migrate existing data and replicate ongoing changes") .. ") with " ..
       settings.describe(ctx.params.task_settings) .. "; table mappings: " ..
       (ctx.params.table_mappings_file ~= "" and ctx.params.table_mappings_file or
         ("all tables of " .. table.concat(ctx.params.schemas or { "public" }, ", "))) ..
-      "; creates the source's replication slot; starts the task"
+      (mt == "full-load" and "; asks you to confirm the application's writes have stopped; starts the task"
+        or mt == "cdc" and "; starts the task at the position of cdc_slot " .. tostring(ctx.params.cdc_slot)
+        or "; creates the source's replication slot; starts the task at its position (CdcStartPosition)")
   end,
   run = function(ctx)
     local names = naming.for_ctx(ctx)

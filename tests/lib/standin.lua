@@ -27,7 +27,7 @@ function M.start(prefix)
   -- (eventual consistency), transitions take a short while
   -- (and the workflow's Retry intervals are scaled down)
   local code, out, err = T.sh(string.format("STANDIN_NOT_FOUND=1 STANDIN_SFN_RETRY_SCALE=0.05 "
-    .. "STANDIN_DELAYS=iam=0.8,minute=0.5 python3 %s/tests/lib/dms_standin.py up %s --pgtide %s",
+    .. "STANDIN_DELAYS=iam=2,minute=0.5 python3 %s/tests/lib/dms_standin.py up %s --pgtide %s",
     T.root, T.q(dir), T.q(T.pgtide)))
   if code == 3 then return nil, "moto_server is not installed" end
   assert(code == 0, "cannot start moto and the stand-in: " .. tostring(err))

@@ -231,7 +231,7 @@ function M.until_loaded(ctx, arn, opts)
         return false, task.status_line(t), string.format("%d table(s) failed to load: %s", s.TablesErrored,
           table.concat(snap.errors, "; "))
       end
-      if M.loaded(snap) then return true, "Load complete, replication ongoing" end
+      if opts.migration_type ~= "full-load" and M.loaded(snap) then return true, "Load complete, replication ongoing" end
       return false, task.status_line(t)
     end,
   }

@@ -14,6 +14,8 @@ and the way to find its DMS resources.
   steps.pre_cutover(o)         -> step: schema and data validation before cutover
   steps.cutover(o)             -> step: writes stopped, caught up, final validation, task stopped
   steps.database_cleanup(ctx, o) -> the source/target part of cleanup (called by cleanup steps)
+  steps.keep_running(ctx, o)   -> restarts a task that failed or stopped in CDC (resume-processing)
+  steps.truncate_scope(ctx)    -> empties the target tables in scope (before a reload)
 
 'o' carries: name, title (the seed's words), and resources = function
 (ctx) -> { task_arn, instance_id, ... } for steps that read DMS
