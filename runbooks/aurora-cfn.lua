@@ -27,9 +27,9 @@ local task = require "pgtide.dms.task"
 local monitor = require "pgtide.dms.monitor"
 local stack = require "pgtide.dms.stack"
 local cleanup = require "pgtide.dms.cleanup"
+local dms_iam = require "pgtide.dms.iam"
 local json = require "json"
 local log = require "log"
-local sys = require "sys"
 
 local rb = runbook.new {
   name = "aurora-cfn",
@@ -38,6 +38,9 @@ local rb = runbook.new {
     template = { type = "enum", values = { "pgtide", "planetscale" }, default = "pgtide",
       doc = "pgtide's template, or PlanetScale's aurora-to-ps-dms.yaml (give it with template_file)" },
     template_file = { type = "string", default = "", doc = "template file to deploy instead of pgtide's" },
+    dms_roles = { type = "enum", values = { "pgtide", "stack" }, default = "pgtide", doc = "who creates missing "
+      .. "DMS IAM roles: pgtide (then waits until DMS can use them) or the stack (CreateDMSRoles=true, the guide's "
+      .. "way; the stack may fail while IAM propagates, and the rerun then lets pgtide create them)" },
     template_bucket = { type = "string", default = "", doc = "S3 bucket for templates over 51,200 bytes "
       .. "(default: one pgtide creates and removes)" },
     stack_name = { type = "string", default = "", doc = "stack name (default: derived from the migration name)" },
@@ -45,8 +48,6 @@ local rb = runbook.new {
     subnet_ids = { type = "list", default = {}, doc = "2+ subnets in different AZs (default: the VPC's subnets)" },
     instance_class = { type = "string", default = "dms.c6i.xlarge", doc = "DMS Instance Class" },
     allocated_storage = { type = "integer", default = 500, doc = "replication instance storage (GB)" },
-    migration_type = { type = "enum", values = { "full-load-and-cdc", "full-load", "cdc" },
-      default = "full-load-and-cdc", doc = "Migration Type" },
     notification_email = { type = "string", default = "", doc = "Notification Email (SNS subscription)" },
     migration_bucket_name = { type = "string", default = "", doc = "Migration Bucket Name (default: derived "
       .. "from the stack name; required by PlanetScale's template)" },
@@ -71,11 +72,6 @@ local rb = runbook.new {
   },
 }
 
-local DMS_ROLES = { "dms-vpc-role", "dms-cloudwatch-logs-role" }
-local ROLE_POLICY = {
-  ["dms-vpc-role"] = "arn:aws:iam::aws:policy/service-role/AmazonDMSVPCManagementRole",
-  ["dms-cloudwatch-logs-role"] = "arn:aws:iam::aws:policy/service-role/AmazonDMSCloudWatchLogsRole",
-}
 
 local function stack_name(ctx)
   if ctx.params.stack_name ~= "" then return ctx.params.stack_name end
@@ -93,60 +89,46 @@ local function rec(ctx)
     task_arn = o.task_arn, instance_arn = o.instance_arn, instance_id = o.instance_id,
     source_endpoint_arn = o.source_endpoint_arn, target_endpoint_arn = o.target_endpoint_arn,
     bucket = o.bucket, topic_arn = o.topic_arn, state_machine_arn = o.state_machine_arn,
-    dms_security_group_id = o.dms_security_group_id, payload = o.payload,
+    dms_security_group_id = o.dms_security_group_id, dms_security_group_ids = o.dms_security_group_ids,
+    payload = o.payload,
     slot = s.slot, slots_before = s.slots_before, execution_arn = s.execution_arn,
   }
 end
 
 -- 1
-rb:step(steps.preflight { name = "preflight", title = "Source database prerequisites" })
+-- The names the template derives from the stack name, checked before deploying.
+local function name_checks(ctx)
+  local sts = awsx.client(ctx, "sts")
+  local account = awsx.unwrap(sts:GetCallerIdentity {}, "GetCallerIdentity").Account
+  local region = awsx.options(ctx).region or ""
+  local res = { id = "stack_names", title = "Names derived from the stack name" }
+  if ctx.params.template == "planetscale" then
+    res.status, res.message = "pass", "PlanetScale's template uses fixed names"
+    return { res }
+  end
+  local problems = require("pgtide.dms.permissions").stack_names(stack_name(ctx), tostring(account), region,
+    ctx.params.migration_bucket_name)
+  if #problems == 0 then
+    res.status, res.message = "pass", string.format("the names derived from stack %s are valid for S3, IAM and DMS",
+      stack_name(ctx))
+  else
+    res.status, res.message = "fail", table.concat(problems, "; ")
+    res.fix = "choose a shorter stack_name (at most 38 characters keeps every derived name valid), lowercase for S3, "
+      .. "or set migration_bucket_name"
+  end
+  return { res }
+end
+
+rb:step(steps.preflight { name = "preflight", title = "Source database prerequisites",
+                          aws_actions = require("pgtide.dms.permissions").AURORA_CFN, extra_checks = name_checks })
 
 -- 2
 rb:step(steps.schema { name = "schema", title = "Pre-Migration Schema Setup" })
 
--- 3
-rb:step {
-  name = "iam-roles", title = "Check DMS IAM Roles",
-  plan = "looks up dms-vpc-role and dms-cloudwatch-logs-role: neither exists -> CreateDMSRoles=true; both "
-    .. "exist -> false; only one -> pgtide creates the other (trusted by dms.amazonaws.com, with its AWS "
-    .. "managed policy) and sets false",
-  run = function(ctx)
-    local iam = awsx.client(ctx, "iam")
-    local exists = {}
-    for _, r in ipairs(DMS_ROLES) do
-      exists[r] = awsx.try(iam.GetRole, iam, { RoleName = r }) ~= nil
-      log.info("IAM role %s: %s", r, exists[r] and "exists" or "missing")
-    end
-    local n = (exists[DMS_ROLES[1]] and 1 or 0) + (exists[DMS_ROLES[2]] and 1 or 0)
-    if n == 0 then
-      ctx.out.create_dms_roles = "true"
-    elseif n == 2 then
-      ctx.out.create_dms_roles = "false"
-    else
-      local trust = json.encode({ Version = "2012-10-17", Statement = json.array({ { Effect = "Allow",
-        Principal = { Service = "dms.amazonaws.com" }, Action = "sts:AssumeRole" } }) })
-      for _, r in ipairs(DMS_ROLES) do
-        if not exists[r] then
-          iam:CreateRole { RoleName = r, AssumeRolePolicyDocument = trust,
-                           Description = "DMS service role (created by pgtide)" }
-          iam:AttachRolePolicy { RoleName = r, PolicyArn = ROLE_POLICY[r] }
-          ctx.out.created_role = r
-          log.info("created the missing IAM role %s (kept after the migration: DMS uses it account-wide)", r)
-        end
-      end
-      ctx.out.create_dms_roles = "false"
-    end
-    log.info("CreateDMSRoles = %s", ctx.out.create_dms_roles)
-  end,
-}
-
--- The stack parameters, for pgtide's template or PlanetScale's.
-local function stack_params(ctx, name)
+-- The VPC and the subnets (one per availability zone) of the replication
+-- instance: the parameters, else the default VPC's.
+local function network(ctx)
   local p = ctx.params
-  local src = conn.details(ctx, "source")
-  local dst = conn.details(ctx, "target")
-  local sc = steps.scope(ctx)
-  local names = naming.for_ctx(ctx)
   local ec2 = awsx.client(ctx, "ec2")
   local vpc = p.vpc_id
   if vpc == "" then
@@ -165,6 +147,75 @@ local function stack_params(ctx, name)
   end
   runbook.require(#subnets >= 2, "the replication subnet group needs subnets in at least 2 availability zones "
     .. "(found %d in %s): give subnet_ids", #subnets, vpc)
+  return vpc, subnets
+end
+
+--[[
+The IAM decision (the seed's "Check DMS IAM Roles"), into 'out' (the
+iam-roles step's outputs): CreateDMSRoles for the stack.  With
+dms_roles=pgtide (the default) pgtide creates any missing role itself,
+after confirmation, and makes the first DMS call that needs dms-vpc-role
+(a probe subnet group) until it succeeds: a stack that creates the roles
+races IAM propagation and fails with AccessDeniedFault on its subnet
+group.  With dms_roles=stack it follows the seed: neither role ->
+CreateDMSRoles=true; one -> create the other.  'after_failure': the
+previous stack failed; whatever dms_roles says, missing roles are then
+created by pgtide (the failed stack's rollback deleted its own).
+]]
+local function decide_roles(ctx, out, after_failure)
+  local exists = dms_iam.lookup(ctx)
+  local missing = dms_iam.missing(exists)
+  local saved = ctx.out
+  ctx.out = out
+  local ok, err = pcall(function()
+    if #missing == #dms_iam.ROLES and ctx.params.dms_roles == "stack" and not after_failure then
+      out.create_dms_roles = "true"
+      log.info("neither DMS role exists: the stack creates them (dms_roles=stack, as the guide does; a stack that "
+        .. "fails with AccessDeniedFault on its subnet group is redeployed by the rerun with the roles made first)")
+      return
+    end
+    if #missing > 0 then
+      if after_failure then
+        log.warn("the previous stack failed and the DMS role(s) %s are missing: pgtide creates them and waits until "
+          .. "DMS can use them before deploying again", table.concat(missing, ", "))
+      end
+      dms_iam.create(ctx, missing)
+      local _, subnets = network(ctx)
+      dms_iam.probe(ctx, naming.for_ctx(ctx), subnets)
+    end
+    out.create_dms_roles = "false"
+  end)
+  ctx.out = saved
+  if not ok then error(err, 0) end
+  ctx:save()
+  log.info("CreateDMSRoles = %s", out.create_dms_roles)
+end
+
+-- 3
+rb:step {
+  name = "iam-roles", title = "Check DMS IAM Roles",
+  plan = function(ctx)
+    if ctx.params.dms_roles == "stack" then
+      return "looks up dms-vpc-role and dms-cloudwatch-logs-role: neither exists -> CreateDMSRoles=true; both "
+        .. "exist -> false; only one -> pgtide creates the other (trusted by dms.amazonaws.com, with its AWS "
+        .. "managed policy), waits until DMS can use it, and sets false"
+    end
+    return "looks up dms-vpc-role and dms-cloudwatch-logs-role; creates the missing ones after your confirmation "
+      .. "(trusted by dms.amazonaws.com, with their AWS managed policies), waits until DMS can use dms-vpc-role "
+      .. "(a probe subnet group, created and deleted), and sets CreateDMSRoles=false (dms_roles=stack: the guide's "
+      .. "CreateDMSRoles=true when neither exists)"
+  end,
+  run = function(ctx) decide_roles(ctx, ctx.out, false) end,
+}
+
+-- The stack parameters, for pgtide's template or PlanetScale's.
+local function stack_params(ctx, name)
+  local p = ctx.params
+  local src = conn.details(ctx, "source")
+  local dst = conn.details(ctx, "target")
+  local sc = steps.scope(ctx)
+  local names = naming.for_ctx(ctx)
+  local vpc, subnets = network(ctx)
   local create_roles = (ctx.outputs["iam-roles"] or {}).create_dms_roles or "true"
   local bucket = p.migration_bucket_name
   local params = {
@@ -186,7 +237,10 @@ local function stack_params(ctx, name)
     params.MigrationBucketName = bucket
     params.SourceSslMode = p.source_ssl_mode
     params.SourceSecurityGroupId = p.source_security_group_id
-    params.ReplicationSlotName = names.slot
+    params.ReplicationSlotName = naming.slot(ctx, names) or ""
+    params.HeartbeatFrequency = tostring((p.heartbeat and p.migration_type ~= "full-load") and p.heartbeat_frequency
+      or 0)
+    params.HeartbeatSchema = p.heartbeat_schema
     params.TableMappings = sc.mappings
     params.DMSEngineVersion = p.engine_version
     params.DMSAllocatedStorage = tostring(p.allocated_storage)
@@ -216,6 +270,9 @@ local function deploy(ctx, out)
       existing.StackStatus, stack.explain(stack.events(ctx, existing.StackId)))
     stack.delete(ctx, existing.StackId, { timeout = ctx.params.stack_timeout, name = name })
     existing = nil
+    -- the IAM check again: the failed stack's rollback deleted the roles it made
+    ctx.outputs["iam-roles"] = ctx.outputs["iam-roles"] or {}
+    decide_roles(ctx, ctx.outputs["iam-roles"], true)
   end
   if existing and existing.StackStatus ~= "DELETE_COMPLETE" then
     out.stack_id = existing.StackId
@@ -232,6 +289,7 @@ local function deploy(ctx, out)
   ctx.out = saved
   if not ok then error(id, 0) end
   out.stack_id = id
+  out.created_at = os.time()
   ctx:save()
 end
 
@@ -267,7 +325,8 @@ rb:step {
     end
     ctx.out.attempted = true
     ctx:save()
-    local s = stack.wait(ctx, d.stack_id, "CREATE_COMPLETE", { timeout = ctx.params.stack_timeout, name = d.stack_name })
+    local s = stack.wait(ctx, d.stack_id, "CREATE_COMPLETE", { timeout = ctx.params.stack_timeout, name = d.stack_name,
+                                                               created = d.created_at })
     ctx.out.status = s.StackStatus
   end,
 }
@@ -351,6 +410,12 @@ rb:step {
     local inst = infra.describe_one(awsx.client(ctx, "dms"), "DescribeReplicationInstances",
       "replication-instance-arn", ctx.out.instance_arn, "ReplicationInstances")
     ctx.out.instance_id = inst and inst.ReplicationInstanceIdentifier or o.ReplicationInstanceIdentifier
+    -- the instance's security groups: the workflow's fix admits them
+    -- (PlanetScale's template does not output its DMS security group)
+    ctx.out.dms_security_group_ids = {}
+    for _, g in ipairs(inst and inst.VpcSecurityGroups or {}) do
+      table.insert(ctx.out.dms_security_group_ids, g.VpcSecurityGroupId)
+    end
     runbook.require(ctx.out.state_machine_arn and ctx.out.task_arn, "the stack outputs lack the state machine "
       .. "or the replication task")
     log.info("StepFunctionsConsoleURL: %s", tostring(o.StepFunctionsConsoleURL))
@@ -358,23 +423,16 @@ rb:step {
   end,
 }
 
--- Empty the target tables in scope (before reloading a failed load).
-local function truncate_scope(ctx)
-  local sc = steps.scope(ctx)
-  local q = {}
-  for _, t in ipairs(task.scope_tables(ctx.dst, sc.mappings)) do q[#q + 1] = t.qname end
-  if #q > 0 then
-    log.warn("emptying %d target table(s) before reloading: %s", #q, table.concat(q, ", "))
-    ctx.dst:exec("truncate " .. table.concat(q, ", "))
-  end
-end
 
 --[[
 Start the workflow (the start step's outputs are 'out'): the slot first,
-then StartExecution.  When an execution was started before and ended
-badly, a failed or stopped task is restarted before the new execution
-(reloaded, after emptying the target tables, when its full load had not
-finished), since the workflow only ever asks for start-replication.
+then StartExecution with the payload plus cdcStartPosition, the slot's
+position (a task whose endpoint names a slot must start at a valid
+CdcStartPosition; the workflow passes it to StartReplicationTask).  When
+an execution was started before and ended badly, a failed or stopped
+task is restarted before the new execution (reloaded, after emptying the
+target tables, when its full load had not finished), since the workflow
+only ever asks for start-replication.
 ]]
 local function start_workflow(ctx, out, full_load_done)
   local r = rec(ctx)
@@ -386,8 +444,7 @@ local function start_workflow(ctx, out, full_load_done)
     out.slots_before = before
   end
   if ctx.params.template ~= "planetscale" then
-    task.ensure_slot(ctx, ctx.src, names.slot, ctx.params.slot_plugin)
-    out.slot = names.slot
+    out.slot = task.prepare_slot(ctx, ctx.src, naming.slot(ctx, names), ctx.params.slot_plugin)
   end
   local sfn = awsx.client(ctx, "stepfunctions")
   if out.execution_arn then
@@ -400,13 +457,20 @@ local function start_workflow(ctx, out, full_load_done)
       tostring(ex.error), tostring(ex.cause))
     local t = task.get(awsx.client(ctx, "dms"), r.task_arn)
     if t and (t.Status == "failed" or t.Status == "stopped") then
-      task.start(ctx, r.task_arn, { full_load_done = full_load_done, truncate = function() truncate_scope(ctx) end })
+      task.start(ctx, r.task_arn, { full_load_done = full_load_done, truncate = function() steps.truncate_scope(ctx) end,
+        start_position = out.slot and function() return task.slot_lsn(ctx.src, out.slot) end or nil })
+      -- the new execution finds it running and goes straight to monitoring
+      task.wait_status(ctx, awsx.client(ctx, "dms"), r.task_arn, { running = true }, "replication task to run again",
+        ctx.params.connection_timeout, { failed = true, stopped = true })
     end
   end
   out.attempt = (out.attempt or 0) + 1
   local exname = string.format("pgtide-%s-%d-%d", names.suffix, out.attempt, os.time())
-  local res = sfn:StartExecution { stateMachineArn = r.state_machine_arn, name = exname, input = r.payload }
+  local input = json.decode(r.payload)
+  if out.slot then input.cdcStartPosition = task.slot_lsn(ctx.src, out.slot) end
+  local res = sfn:StartExecution { stateMachineArn = r.state_machine_arn, name = exname, input = json.encode(input) }
   out.execution_arn = res.executionArn
+  out.execution_started = os.time()
   ctx:save()
   log.info("started workflow execution %s", exname)
 end
@@ -443,13 +507,25 @@ rb:step {
     awsx.wait {
       what = "migration workflow", timeout = ctx.params.full_load_timeout, interval = ctx.params.poll_interval,
       poll = function()
-        ex = sfn:DescribeExecution { executionArn = r.execution_arn }
+        local ok, res = pcall(sfn.DescribeExecution, sfn, { executionArn = r.execution_arn })
+        if not ok and awsx.not_found(res) and awsx.young(ctx, ctx.outputs["start"].execution_started) then
+          return false, "workflow execution not visible yet"
+        end
+        if not ok then error(res, 0) end
+        ex = res
         local ok, hist = pcall(awsx.all, sfn, "GetExecutionHistory", { executionArn = r.execution_arn }, "events")
+        local why
         for _, e in ipairs(ok and hist or {}) do
           local d = e.stateEnteredEventDetails
           if d and not seen[e.id] then
             seen[e.id] = true
             log.info("workflow: %s", d.name)
+          end
+          -- what sent the workflow to MigrationFailed ($.error: Error, Cause)
+          if d and d.name == "MigrationFailed" then
+            local dok, input = pcall(json.decode, d.input or "")
+            local err = dok and type(input) == "table" and input.error
+            if type(err) == "table" then why = string.format("%s: %s", tostring(err.Error), tostring(err.Cause)) end
           end
         end
         snap = monitor.snapshot(ctx, r.task_arn, prev, r.instance_id)
@@ -464,14 +540,23 @@ rb:step {
         end
         if ex.status ~= "RUNNING" and ex.status ~= "PENDING_REDRIVE" then
           local cause = tostring(ex.cause or "")
-          return false, ex.status, string.format("the workflow %s: %s: %s%s", ex.status:lower(),
-            tostring(ex.error), cause, snap.task.Status == "failed" and ("; the task failed: " .. task.failure_text(snap.task)) or "")
+          return false, ex.status, string.format("the workflow %s: %s: %s%s%s", ex.status:lower(),
+            tostring(ex.error), cause, why and ("; it failed on " .. why) or "",
+            snap.task.Status == "failed" and ("; the task failed: " .. task.failure_text(snap.task)) or "")
         end
         return false, "workflow running; task " .. task.status_line(snap.task)
       end,
     }
-    if ctx.params.migration_type ~= "full-load" then
+    if ctx.params.migration_type == "full-load-and-cdc" then
       runbook.require(monitor.loaded(snap), "the workflow succeeded but the task is %s", task.status_line(snap.task))
+    elseif ctx.params.migration_type == "full-load" then
+      -- the workflow may see the last moment of the load (running, 100%):
+      -- a full-load task is finished once it stopped FULL_LOAD_ONLY_FINISHED
+      snap = monitor.until_loaded(ctx, r.task_arn, { timeout = ctx.params.full_load_timeout,
+                                                     instance_id = r.instance_id, migration_type = "full-load" })
+    elseif ctx.params.migration_type == "cdc" then
+      runbook.require(snap.task.Status == "running", "the workflow succeeded but the task is %s",
+        task.status_line(snap.task))
     end
     ctx.out.full_load_done = true
     ctx.out.output = ex.output
@@ -512,17 +597,15 @@ rb:step {
           if ok then log.info("emptied bucket %s (%d object versions and delete markers)", r.bucket, n)
           elseif not awsx.not_found(n) then error(n, 0) end
         end
-        if r.dms_security_group_id then
-          local groups = {}
-          if ctx.params.source_security_group_id ~= "" then groups[1] = ctx.params.source_security_group_id end
-          local ec2 = awsx.client(ctx, "ec2")
-          local found = awsx.unwrap(ec2:DescribeSecurityGroups { Filters = {
-            { Name = "ip-permission.group-id", Values = { r.dms_security_group_id } } } }, "DescribeSecurityGroups")
-          for _, g in ipairs(found.SecurityGroups or {}) do
-            if g.GroupId ~= groups[1] then groups[#groups + 1] = g.GroupId end
-          end
-          for _, g in ipairs(groups) do cleanup.revoke_rules(ctx, g, r.dms_security_group_id) end
-        end
+        -- the workflow's security-group fix: pgtide's template adds a rule
+        -- admitting the DMS security group, PlanetScale's Lambda one
+        -- described "DMS access for migration - Auto-added by <function>"
+        local from = {}
+        for _, g in ipairs(r.dms_security_group_ids or {}) do from[#from + 1] = g end
+        if r.dms_security_group_id then from[#from + 1] = r.dms_security_group_id end
+        cleanup.revoke_workflow_rules(ctx, { from_groups = from, descriptions = {
+          "DMS access for " .. tostring(r.stack_name) .. " ",
+          "DMS access for migration - Auto-added by " .. tostring(r.stack_name) .. "-" } })
         stack.delete(ctx, r.stack_id, { timeout = ctx.params.stack_timeout, name = r.stack_name })
         log.info("stack %s deleted", tostring(r.stack_name))
       end
@@ -539,7 +622,7 @@ rb:step {
       ctx.out.removed.template_bucket = true
       ctx:save()
     end
-    local slots = { naming.for_ctx(ctx).slot }
+    local slots = { r.slot or naming.for_ctx(ctx).slot }
     if ctx.params.template == "planetscale" then
       -- PlanetScale's template names no slot: DMS created one; drop the
       -- DMS-looking slots that were not there before the workflow ran

@@ -28,6 +28,7 @@ local task = require "pgtide.dms.task"
 local monitor = require "pgtide.dms.monitor"
 local cleanup = require "pgtide.dms.cleanup"
 local settings = require "pgtide.dms.settings"
+local iam = require "pgtide.dms.iam"
 local log = require "log"
 
 local rb = runbook.new {
@@ -37,8 +38,6 @@ local rb = runbook.new {
     task_settings = { type = "enum", values = { "schema-first", "standard" }, default = "schema-first",
       doc = "the seed's task settings: Option 1 (schema-first, DO_NOTHING) or Option 2 (standard, DROP_AND_CREATE)" },
     task_settings_file = { type = "string", default = "", doc = "your own ReplicationTaskSettings JSON instead" },
-    migration_type = { type = "enum", values = { "full-load-and-cdc" }, default = "full-load-and-cdc",
-      doc = "Migrate existing data and replicate ongoing changes" },
     instance_class = { type = "string", default = "dms.t3.medium", doc = "replication instance class" },
     allocated_storage = { type = "integer", default = 50, doc = "replication instance storage (GB)" },
     multi_az = { type = "boolean", default = false, doc = "Multi-AZ (No for cost savings, Yes for production)" },
@@ -76,12 +75,29 @@ local function rec(ctx)
 end
 
 -- 1
-rb:step(steps.preflight { name = "preflight", title = "Prerequisites: source database checks and PlanetScale facts" })
+rb:step(steps.preflight { name = "preflight", title = "Prerequisites: source database checks and PlanetScale facts",
+                          aws_actions = require("pgtide.dms.permissions").DMS_MANUAL })
 
 -- 2
 rb:step(steps.schema { name = "schema", title = "Pre-Migration Schema Setup" })
 
 -- 3
+rb:step {
+  name = "iam-roles", title = "Set Up AWS DMS: IAM roles dms-vpc-role and dms-cloudwatch-logs-role",
+  plan = "looks up the IAM roles DMS needs in every account (dms-vpc-role, dms-cloudwatch-logs-role; the DMS "
+    .. "console makes them on first use, the API does not) and creates the missing ones after your "
+    .. "confirmation, trusted by dms.amazonaws.com with their AWS managed policies",
+  run = function(ctx)
+    local missing = iam.missing(iam.lookup(ctx))
+    iam.create(ctx, missing)
+    if #missing > 0 then
+      log.info("the next step retries its first DMS call while IAM propagates the new role(s) (at most %d s)",
+        ctx.params.iam_propagation_timeout)
+    end
+  end,
+}
+
+-- 4
 rb:step {
   name = "dms-infrastructure", title = "Set Up AWS DMS: Create DMS Replication Instance",
   plan = function(ctx)
@@ -101,7 +117,7 @@ rb:step {
   end,
 }
 
--- 4
+-- 5
 rb:step {
   name = "endpoints", title = "Create Source Endpoint, Create Target Endpoint, Test Endpoints",
   plan = "creates the source endpoint (postgres, extra connection attributes pluginName=test_decoding; "
@@ -124,15 +140,20 @@ rb:step {
   end,
 }
 
--- 5
+-- 6
 rb:step {
   name = "task", title = "Create Migration Task, Configure Table Mappings, Start Migration Task",
   plan = function(ctx)
-    return "creates the task (Migrate existing data and replicate ongoing changes) with " ..
+    local mt = ctx.params.migration_type
+    return "checks the task settings against DMS's documentation; creates the task (" ..
+      (mt == "full-load" and "Migrate existing data" or mt == "cdc" and "Replicate data changes only"
+        or "Migrate existing data and replicate ongoing changes") .. ") with " ..
       settings.describe(ctx.params.task_settings) .. "; table mappings: " ..
       (ctx.params.table_mappings_file ~= "" and ctx.params.table_mappings_file or
         ("all tables of " .. table.concat(ctx.params.schemas or { "public" }, ", "))) ..
-      "; creates the source's replication slot; starts the task"
+      (mt == "full-load" and "; asks you to confirm the application's writes have stopped; starts the task"
+        or mt == "cdc" and "; starts the task at the position of cdc_slot " .. tostring(ctx.params.cdc_slot)
+        or "; creates the source's replication slot; starts the task at its position (CdcStartPosition)")
   end,
   run = function(ctx)
     local names = naming.for_ctx(ctx)
@@ -143,13 +164,20 @@ rb:step {
       log.warn("task settings: standard (DROP_AND_CREATE): DMS drops and recreates the tables created by the "
         .. "schema step; their secondary indexes, defaults and checks are lost (pre-cutover validation will list them)")
     end
+    -- what DMS would reject stops here, before the task exists
+    local problems = require("pgtide.dms.task_settings").check(
+      settings.decoded(ctx.params.task_settings, ctx.params.task_settings_file))
+    for _, pr in ipairs(problems) do
+      if pr.level == "error" then runbook.fail("task settings: %s", pr.text) end
+      log.warn("task settings: %s", pr.text)
+    end
     local arn = task.ensure(ctx, names, {
       source_arn = r.source_endpoint_arn, target_arn = r.target_endpoint_arn, instance_arn = r.instance_arn,
       migration_type = ctx.params.migration_type, mappings = sc.mappings,
       settings = settings.task_settings(ctx.params.task_settings, ctx.params.task_settings_file),
     })
-    task.ensure_slot(ctx, ctx.src, names.slot, ctx.params.slot_plugin)
-    task.start(ctx, arn)
+    local slot = task.prepare_slot(ctx, ctx.src, naming.slot(ctx, names), ctx.params.slot_plugin)
+    task.start(ctx, arn, { start_position = slot and function() return task.slot_lsn(ctx.src, slot) end or nil })
     -- started: what happens next (the full load, a failure) is the monitor step's
     local t = task.wait_status(ctx, awsx.client(ctx, "dms"), arn, { running = true, failed = true, stopped = true },
       "replication task " .. names.task .. " to start", ctx.params.connection_timeout)
@@ -157,7 +185,7 @@ rb:step {
   end,
 }
 
--- 6
+-- 7
 rb:step {
   name = "monitor", title = "Monitor Migration Progress",
   plan = function(ctx)
@@ -173,45 +201,38 @@ rb:step {
       -- a rerun after the task failed: restart it (reload when the load had not finished)
       task.start(ctx, r.task_arn, {
         full_load_done = ctx.out.full_load_done,
-        truncate = function()
-          local sc = steps.scope(ctx)
-          local tables = task.scope_tables(ctx.dst, sc.mappings)
-          local q = {}
-          for _, t in ipairs(tables) do q[#q + 1] = t.qname end
-          if #q > 0 then
-            log.warn("emptying %d target table(s) before reloading: %s", #q, table.concat(q, ", "))
-            ctx.dst:exec("truncate " .. table.concat(q, ", "))
-          end
-        end,
+        start_position = r.slot and function() return task.slot_lsn(ctx.src, r.slot) end or nil,
+        truncate = function() steps.truncate_scope(ctx) end,
       })
     end
     ctx.out.attempted = true
     ctx:save()
     local snap = monitor.until_loaded(ctx, r.task_arn, { timeout = ctx.params.full_load_timeout,
-                                                         instance_id = r.instance_id })
+                                                         instance_id = r.instance_id,
+                                                         migration_type = ctx.params.migration_type })
     ctx.out.full_load_done = true
     ctx.out.tables = #snap.tables
     steps.log_lines(monitor.lines(snap))
   end,
 }
 
--- 7
+-- 8
 rb:step(steps.verify_data { name = "verify-data", title = "Verify Data Migration", resources = rec })
 
--- 8
+-- 9
 rb:step(steps.sequences { name = "sequences", title = "Post-Migration Sequence Synchronization" })
 
--- 9
+-- 10
 rb:step(steps.constraints { name = "constraints", title = "Apply Remaining Constraints" })
 
--- 10
+-- 11
 rb:step(steps.pre_cutover { name = "pre-cutover", title = "Comprehensive Pre-Cutover Validation",
                             resources = rec })
 
--- 11
+-- 12
 rb:step(steps.cutover { name = "cutover", title = "Perform Cutover", resources = rec })
 
--- 12
+-- 13
 rb:step {
   name = "cleanup", title = "Cleanup", destructive = true,
   plan = "deletes the DMS task, endpoints, replication instance, subnet group and any security group "

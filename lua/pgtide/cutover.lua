@@ -12,6 +12,7 @@ been applied (replication applies in commit order).
 
   cutover.ensure_sentinel(conn, schema)      -- the sentinel table (before the data is copied)
   cutover.sentinel_table(schema)             -- its qualified name
+  cutover.sentinel_ddl(schema)               -- the CREATE TABLE (for an owner to run)
   cutover.run(ctx, opts)                     -- the whole cutover, see below
   cutover.instructions(opts)                 -- the switch-over instructions (lines)
 ]]
@@ -29,16 +30,25 @@ function M.sentinel_table(schema)
     or ('"' .. schema:gsub('"', '""') .. '"'), M.TABLE)
 end
 
+-- The sentinel's CREATE TABLE.  It has a primary key so every
+-- replication method (DMS included) applies its rows and can validate it.
+function M.sentinel_ddl(schema)
+  return string.format("CREATE TABLE %s (token text PRIMARY KEY, phase text NOT NULL, "
+    .. "written_at timestamptz NOT NULL DEFAULT clock_timestamp())", M.sentinel_table(schema))
+end
+
 --[[
-cutover.ensure_sentinel(conn, schema): create the sentinel table on
-'conn' if missing.  It has a primary key so every replication method
-(DMS included) applies its rows and can validate it.
+cutover.ensure_sentinel(conn, schema) -> true when it created the table.
+Creates the sentinel table on 'conn' if missing.  An existing one (made
+by the schema's owner for a role without CREATE on the schema) is used
+as it is: CREATE TABLE IF NOT EXISTS would still need that privilege.
+Raises the database error when the table cannot be created.
 ]]
 function M.ensure_sentinel(conn, schema)
-  conn:exec(string.format([[create table if not exists %s (
-      token text primary key,
-      phase text not null,
-      written_at timestamptz not null default clock_timestamp())]], M.sentinel_table(schema)))
+  local q = M.sentinel_table(schema)
+  if conn:query_one("select to_regclass($1) is not null as e", q).e then return false end
+  conn:exec(M.sentinel_ddl(schema))
+  return true
 end
 
 -- Sessions on the source that hold a transaction id (they wrote) and are
@@ -155,6 +165,8 @@ cutover.run(ctx, opts): the cutover.
   opts.validate()          final data validation; raises on differences
   opts.sequences()         final sequence sync (writes are stopped now)
   opts.stop()              stops replication (the DMS task)
+  opts.catch_up            false: nothing replicates (a full load copied a
+                           snapshot after writes stopped): no sentinel wait
   opts.target_display      target connection shown in the instructions
 Results go to ctx.out (sentinel, latency, waited).  Raises when the
 user does not confirm that writes are stopped.
@@ -173,7 +185,7 @@ function M.run(ctx, opts)
       .. "before the switch", r.pid, tostring(r.usename), tostring(r.application_name), r.client,
       tostring(r.state), util.format_duration(r.secs or 0))
   end
-  if not ctx.out.caught_up then
+  if not ctx.out.caught_up and opts.catch_up ~= false then
     local res = M.wait_caught_up {
       src = opts.src, dst = opts.dst, schema = opts.schema, latency = opts.latency,
       threshold = opts.threshold or 5, timeout = opts.timeout, interval = opts.interval,

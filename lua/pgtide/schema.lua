@@ -937,13 +937,21 @@ end
   (pgtide.schema_align recreates on the target, in a transaction rolled
   back at once, the source definitions whose text differs).  opts: schemas / exclude_schemas (filter), phase =
   "all" (default) | "pre-data" (only what pre-data creates) |
-  "schema-first" (all but foreign keys), kinds (explicit list). ]]
+  "schema-first" (all but foreign keys), kinds (explicit list),
+  ignore_objects (patterns, see schema_diff.ignored: left out on both
+  sides, and out of the counts). ]]
 function M.verify(src, dst, opts)
   opts = opts or {}
   local filter = { schemas = opts.schemas, exclude_schemas = opts.exclude_schemas }
   local phase = opts.phase or "all"
   local a = catalog.describe(src, filter)
   local b = catalog.describe(dst, filter)
+  local gone_a, gone_b = {}, {}
+  if opts.ignore_objects and #opts.ignore_objects > 0 then
+    local schema_diff = require "pgtide.schema_diff"
+    a, gone_a = schema_diff.without(a, opts.ignore_objects)
+    b, gone_b = schema_diff.without(b, opts.ignore_objects)
+  end
   local aligned = schema_align.align(src, dst, a, b)
   for _, n in ipairs(aligned.notes) do log.info("schema: %s", n) end
   if aligned.deparsed > 0 then
@@ -978,6 +986,14 @@ function M.verify(src, dst, opts)
     diffs = kept
   end
   local ca, cb = catalog.counts(src, filter), catalog.counts(dst, filter)
+  for _, pair in ipairs({ { ca, gone_a }, { cb, gone_b } }) do
+    for _, c in ipairs(pair[1]) do
+      local g = pair[2][c.schema]
+      if g then
+        c.tables, c.sequences, c.indexes = c.tables - g.tables, c.sequences - g.sequences, c.indexes - g.indexes
+      end
+    end
+  end
   local fields = phase == "pre-data" and { "tables", "sequences" } or { "tables", "sequences", "indexes" }
   local bschema = {}
   for _, c in ipairs(cb) do bschema[c.schema] = c end

@@ -536,6 +536,82 @@ local function compare_columns(t, u, out)
   end
 end
 
+-- {==================================================================
+-- Objects left out of the comparison (ignore_objects)
+-- ===================================================================
+
+-- A '*' glob -> an anchored Lua pattern.
+local function glob(p)
+  return "^" .. p:gsub("[%^%$%(%)%%%.%[%]%+%-%?]", "%%%0"):gsub("%*", ".*") .. "$"
+end
+
+--[[
+ignored(patterns) -> predicate(kind, o) -> true when the object is left
+out.  For objects a replication tool creates for itself on either side
+(AWS DMS: awsdms_apply_exceptions and awsdms_validation_failures_v1 on
+the target, awsdms_heartbeat on the source): they belong to neither
+database's schema.  A pattern is NAME or SCHEMA.NAME, '*' matching any
+run of characters.  NAME matches an object's own name, the table a
+constraint, index, trigger or policy belongs to, and a schema's name;
+SCHEMA.NAME also needs the object's schema to match (a schema object
+matches SCHEMA.*).  nil or an empty list ignores nothing.
+]]
+function M.ignored(patterns)
+  if not patterns or #patterns == 0 then return function() return false end end
+  local rules = {}
+  for _, p in ipairs(patterns) do
+    local schema, name = p:match("^([^.]+)%.(.+)$")
+    rules[#rules + 1] = { schema = schema and glob(schema), name = glob(name or p) }
+  end
+  return function(kind, o)
+    for _, r in ipairs(rules) do
+      if kind == "schemas" then
+        if r.schema then
+          if o.name:find(r.schema) and ("*"):find(r.name) then return true end
+        elseif o.name:find(r.name) then
+          return true
+        end
+      elseif not r.schema or (o.schema and o.schema:find(r.schema)) then
+        if (o.name and o.name:find(r.name)) or (o.table and o.table:find(r.name)) then return true end
+      end
+    end
+    return false
+  end
+end
+
+--[[
+without(desc, patterns) -> a catalog.describe() picture without the
+objects ignored(patterns) leaves out, and per schema the number of
+tables (with views), sequences and indexes removed (the counts a
+catalog.counts() comparison must discount).  'desc' is not changed.
+]]
+function M.without(desc, patterns)
+  local skip = M.ignored(patterns)
+  local out, removed = {}, {}
+  local COUNTED = { tables = "tables", views = "tables", sequences = "sequences", indexes = "indexes" }
+  for k, v in pairs(desc) do out[k] = v end
+  for _, kind in ipairs(M.KINDS) do
+    if desc[kind] then
+      local kept = {}
+      for _, o in ipairs(desc[kind]) do
+        if skip(kind, o) then
+          local c = COUNTED[kind]
+          if c and o.schema then
+            removed[o.schema] = removed[o.schema] or { tables = 0, sequences = 0, indexes = 0 }
+            removed[o.schema][c] = removed[o.schema][c] + 1
+          end
+        else
+          kept[#kept + 1] = o
+        end
+      end
+      out[kind] = kept
+    end
+  end
+  return out, removed
+end
+
+-- }==================================================================
+
 local function bump(counts, kind, problem)
   counts[kind] = counts[kind] or { objects = 0, missing = 0, extra = 0, different = 0 }
   counts[kind][problem] = counts[kind][problem] + 1
@@ -546,10 +622,14 @@ compare(src, tgt [, opts]) -> result (see the top of this file).  src and
 tgt are catalog.describe() results.  opts.kinds: compare only these kinds;
 opts.tables: a set {["schema.table"] = true} limiting table-bound kinds
 to those tables (other kinds are then skipped); opts.ignore = { kind = {
-field = true } } skips fields.
+field = true } } skips fields; opts.ignore_objects = { patterns } leaves
+the objects M.ignored(patterns) matches out on both sides.
 ]]
 function M.compare(src, tgt, opts)
   opts = opts or {}
+  if opts.ignore_objects and #opts.ignore_objects > 0 then
+    src, tgt = M.without(src, opts.ignore_objects), M.without(tgt, opts.ignore_objects)
+  end
   local wanted = util.set(opts.kinds)
   local TABLE_BOUND = { tables = true, indexes = true, constraints = true, triggers = true,
                         policies = true }
@@ -644,9 +724,9 @@ run(src_conn, tgt_conn [, opts]) -> result.  Describes both databases
 (catalog.describe), recreates on the target the source definitions whose
 text differs from the target's (pgtide.schema_align: definitions are
 compared as the target's server prints them), and compares; opts as for
-compare(), plus opts.filter (a catalog filter: schemas /
-exclude_schemas).  result.aligned = { deparsed, failed, notes }.  Raises
-the pg errors of the catalog queries.
+compare() (including ignore_objects), plus opts.filter (a catalog
+filter: schemas / exclude_schemas).  result.aligned = { deparsed,
+failed, notes }.  Raises the pg errors of the catalog queries.
 ]]
 function M.run(src, tgt, opts)
   opts = opts or {}

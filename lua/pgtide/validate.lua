@@ -5,6 +5,8 @@ pgtide.validate: data and schema validation, the report and its summary.
   local report = validate.run {
     source = conninfo, target = conninfo,
     tables = { "app.orders", ... },  -- nil: every table
+    ignore_objects = { "awsdms_*" }, -- left out on both sides (schema_diff.ignored):
+                                     -- what a replication tool made for itself
     schema = true, data = true,      -- which halves to run
     jobs = 4, chunk_rows = 20000, max_rows = 100, max_value_len = 64,
     redact = false,                  -- hide column values (keys stay)
@@ -126,6 +128,9 @@ local function check_options(o)
   if o.tables ~= nil and type(o.tables) ~= "table" then
     errors.usage("tables must be a list of names")
   end
+  if o.ignore_objects ~= nil and type(o.ignore_objects) ~= "table" then
+    errors.usage("ignore_objects must be a list of patterns (NAME or SCHEMA.NAME, * for any characters)")
+  end
   for _, name in ipairs(o.tables or {}) do
     if type(name) ~= "string" or not split_name(name) then
       errors.usage("invalid table name '%s' (expected schema.table)", tostring(name))
@@ -140,7 +145,7 @@ local function run_schema(o)
   local schema_diff = require "pgtide.schema_diff"
   local src <close> = pg.connect(o.source)
   local tgt <close> = pg.connect(o.target)
-  local opts = { ignore = o.schema_ignore }
+  local opts = { ignore = o.schema_ignore, ignore_objects = o.ignore_objects }
   if o.tables and #o.tables > 0 then
     opts.tables = {}
     for _, name in ipairs(o.tables) do
@@ -151,13 +156,28 @@ local function run_schema(o)
   return schema_diff.run(src, tgt, opts)
 end
 
+-- The source tables the data half compares when none are named and some
+-- objects are ignored: every table but those (nil: let the core list them).
+local function data_tables(o)
+  if (o.tables and #o.tables > 0) or not (o.ignore_objects and #o.ignore_objects > 0) then return o.tables end
+  local pg = require "pg"
+  local catalog = require "pgtide.catalog"
+  local skip = require("pgtide.schema_diff").ignored(o.ignore_objects)
+  local src <close> = pg.connect(o.source)
+  local out = {}
+  for _, t in ipairs(catalog.tables(src)) do
+    if not skip("tables", t) and not t.partition_of then out[#out + 1] = catalog.qname(t.schema, t.name) end
+  end
+  return out
+end
+
 -- The data half: the C core.
 local function run_data(o, mode)
   local core = require "core.validate"
   local pause_at, resume = o.pause_at, o.resume
   if mode == "consistent" and o.cdc then pause_at, resume = M.cdc_hook(o.cdc, o.pause_timeout) end
   return core.run {
-    source = o.source, target = o.target, tables = o.tables,
+    source = o.source, target = o.target, tables = data_tables(o),
     jobs = o.jobs or math.max(1, math.min(sys.ncpu and sys.ncpu() or 2, 8)),
     chunk_rows = o.chunk_rows, max_rows = o.max_rows, max_value_len = o.max_value_len,
     redact = o.redact and true or false, mode = mode, pause_at = pause_at, resume = resume,

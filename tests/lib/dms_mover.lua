@@ -5,13 +5,16 @@ stand-in (tests/lib/dms_standin.py), by pgtide's own engine.
   pgtide script dms_mover.lua MODE SOURCE TARGET TABLES_JSON NAME STATE_DIR PARENT_PID [DMS_SLOT]
 
 MODE:
-  load      drops what an earlier run of the task left (slot, publication,
-            progress on the target), creates the pgoutput slot and the
-            publication NAME for TABLES (FOR TABLE), full-loads them with
+  load      drops what an earlier run of the task left (slot, progress on
+            the target), creates the pgoutput slot (the publication NAME
+            for TABLES is made by the stand-in), full-loads them with
             core.load under the slot's exported snapshot, then streams
   resume    streams from the existing slot (resume-processing)
+  cdconly   migration type cdc: the slot, no load; waits for the file
+            STATE_DIR/go (the stand-in replays the changes before that
+            point from DMS_SLOT), then streams
   loadonly  full load without a slot (migration type full-load)
-  drop      drops the slot, the publication and the progress on the target
+  drop      drops the slot and the progress on the target
 
 While streaming (core.cdc, spill files and cdc-status.json in STATE_DIR)
 it writes one JSON line per half second on stdout: the worker's status
@@ -19,8 +22,9 @@ it writes one JSON line per half second on stdout: the worker's status
 target since the stream started (pg_stat_user_tables).  It stops cleanly
 (finishing the group in flight) when the file STATE_DIR/stop appears, on
 SIGINT/SIGTERM, or when PARENT_PID is gone.  DMS_SLOT, the test_decoding
-slot the endpoint names, is advanced to the applied position as DMS
-would consume it, so it does not hold WAL back.  Passwords come from
+slot the endpoint names, is advanced as DMS would consume it: to the last
+commit of its own database that has been applied (a quiet database keeps
+its WAL; DMS's heartbeat is what moves it then).  Passwords come from
 PGPASSFILE; none is ever written out.
 ]]
 local json = require "json"
@@ -38,8 +42,28 @@ local function emit(t)
   io.stdout:flush()
 end
 
+-- The publication is the stand-in's (made by the test's administrator:
+-- the endpoint's user need not own the tables); the mover keeps to the
+-- slot and the progress on the target.  A replication origin is dropped
+-- only when one exists (that needs a privilege the PlanetScale role lacks,
+-- and apply falls back to the progress table without it); the progress
+-- table and pgtide's schema go with their last row.
 local function drop()
-  cdc.drop { source = src, slot = name, publication = name, target = dst }
+  cdc.drop { source = src, slot = name }
+  local t <close> = pg.connect(dst)
+  if t:query_one("select 1 as x from pg_replication_origin where roname = $1", name) then
+    cdc.drop { target = dst, origin = name }
+  end
+  if t:query_one("select to_regclass('pgtide.cdc_progress') is not null as e").e then
+    t:exec("delete from pgtide.cdc_progress where name = $1", name)
+    if not t:query_one("select 1 as x from pgtide.cdc_progress limit 1") then
+      t:exec("drop table pgtide.cdc_progress")
+      if not t:query_one([[select 1 as x from pg_class c join pg_namespace n on n.oid = c.relnamespace
+                            where n.nspname = 'pgtide' limit 1]]) then
+        t:exec("drop schema if exists pgtide")
+      end
+    end
+  end
 end
 
 if mode == "drop" then
@@ -68,11 +92,24 @@ if mode == "loadonly" then
   return
 end
 
-if mode == "load" then
+if mode == "load" or mode == "cdconly" then
   drop()
   local slot <close> = cdc.create_slot { source = src, slot = name, publication = name, tables = tables }
   emit { event = "slot", lsn = slot.lsn }
-  full_load(slot.snapshot)
+  if mode == "load" then
+    full_load(slot.snapshot)
+  else
+    -- CDC only: the stand-in first replays what the task's own slot holds
+    -- up to this point, then says go (bounded)
+    local go = state_dir .. "/go"
+    local t0 = sys.monotonic()
+    while not sys.exists(go) do
+      if sys.monotonic() - t0 > 120 then error("the stand-in did not say go within 120 s") end
+      sys.sleep(0.05)
+    end
+    os.remove(go)
+    emit { event = "loaded" }   -- nothing to load
+  end
   slot:close()
 elseif mode ~= "resume" then
   error("unknown mode " .. mode)
@@ -99,6 +136,23 @@ end
 local base = table_counts()
 
 local sconn = dms_slot and dms_slot ~= "" and pg.connect(src) or nil
+
+-- DMS confirms the transactions it receives from its slot, and test_decoding
+-- sends it only those of the slot's database: the slot moves to the last
+-- commit of this database that has been applied, never past it.  A quiet
+-- database (no transaction of its own, e.g. without DMS's heartbeat) keeps
+-- its slot, and with it every WAL segment written since, in any database.
+local function advance_dms_slot(applied)
+  pcall(function ()
+    local row = sconn:query_one([[
+      select max(lsn)::text as lsn from pg_logical_slot_peek_changes($1, $2::pg_lsn, null)
+       where data like 'COMMIT%']], dms_slot, applied)
+    if row and row.lsn then
+      sconn:query_one([[select pg_replication_slot_advance($1, $2::pg_lsn) as x from pg_replication_slots
+                         where slot_name = $1 and not active and confirmed_flush_lsn < $2::pg_lsn]], dms_slot, row.lsn)
+    end
+  end)
+end
 local w <close> = cdc.start { source = src, target = dst, slot = name, publication = name, state_dir = state_dir,
                               replica_role = super == true, status_interval = 1 }
 emit { event = "streaming" }
@@ -117,10 +171,9 @@ local ok, err = pcall(function ()
            applied_lsn = st.applied_lsn, received_lsn = st.received_lsn, source_lsn = st.source_lsn,
            txns = st.txns, inserts = st.inserts, updates = st.updates, deletes = st.deletes,
            missing_rows = st.missing_rows, tables = per }
-    if sconn and st.applied_lsn and sys.monotonic() - last_advance > 2 then
+    if sconn and st.applied_lsn and sys.monotonic() - last_advance > 1 then
       last_advance = sys.monotonic()
-      pcall(sconn.query_one, sconn, "select pg_replication_slot_advance($1, $2::pg_lsn) as x from pg_replication_slots "
-        .. "where slot_name = $1 and not active and confirmed_flush_lsn < $2::pg_lsn", dms_slot, st.applied_lsn)
+      advance_dms_slot(st.applied_lsn)
     end
   end
 end)

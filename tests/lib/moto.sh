@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # moto.sh: a local moto_server with SigV4 signature checking, for tests.
 #
-#   moto.sh start DIR   start moto on a free 127.0.0.1 port, bootstrap an IAM
+#   moto.sh start DIR   start moto on a free 127.0.0.1 port (with the AWS managed
+#                       IAM policies loaded, so they can be attached), bootstrap an IAM
 #                       user with an allow-all policy and an access key (the
 #                       first INITIAL_NO_AUTH_ACTION_COUNT=3 actions are
 #                       unauthenticated; every later request must be signed
@@ -25,7 +26,7 @@ start)
   for try in 1 2 3; do
     port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
     # 'timeout' bounds its life should the test that started it die
-    INITIAL_NO_AUTH_ACTION_COUNT=3 MOTO_ALLOW_NONEXISTENT_REGION=true \
+    INITIAL_NO_AUTH_ACTION_COUNT=3 MOTO_ALLOW_NONEXISTENT_REGION=true MOTO_IAM_LOAD_MANAGED_POLICIES=true \
       setsid timeout 1200 moto_server -H 127.0.0.1 -p "$port" >"$dir/moto.log" 2>&1 </dev/null &
     echo $! > "$dir/moto.pid"
     # wait (at most 30 s) for the port to accept connections
@@ -61,9 +62,9 @@ EOF
 stop)
   if [ -f "$dir/moto.pid" ]; then
     pid=$(cat "$dir/moto.pid")
-    kill "$pid" 2>/dev/null
-    for _ in $(seq 1 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
-    kill -9 "$pid" 2>/dev/null
+    # moto keeps nothing worth a graceful shutdown: its process group
+    # (timeout and moto_server) goes at once
+    kill -9 -- "-$pid" 2>/dev/null || kill -9 "$pid" 2>/dev/null
     rm -f "$dir/moto.pid"
   fi
   ;;

@@ -7,6 +7,10 @@
 --   S.env                            -- environment words for pgtide runs
 --   S.script(body)                   -- run Lua with `client(service)`, decode its JSON output
 --   S.set_network(tbl)               -- the stand-in's network.json (security groups)
+--   S.set_admin{ c1, c2 }            -- the test's clusters: their administrator
+--                                       (postgres) makes the publication the
+--                                       stand-in's pgoutput mover reads, nothing else
+--   S.throttle{ Op = n }             -- the next n calls of Op answer ThrottlingException
 --   S.read_log()                     -- the stand-in's log
 --   S.stop()
 --
@@ -19,7 +23,11 @@ local M = {}
 
 function M.start(prefix)
   local dir = string.format("%s/%s-env-%d", T.tmp, prefix, sys.getpid())
-  local code, out, err = T.sh(string.format("python3 %s/tests/lib/dms_standin.py up %s --pgtide %s",
+  -- every resource answers not-found once right after its creation
+  -- (eventual consistency), transitions take a short while
+  -- (and the workflow's Retry intervals are scaled down)
+  local code, out, err = T.sh(string.format("STANDIN_NOT_FOUND=1 STANDIN_SFN_RETRY_SCALE=0.05 "
+    .. "STANDIN_DELAYS=iam=2,minute=0.5 python3 %s/tests/lib/dms_standin.py up %s --pgtide %s",
     T.root, T.q(dir), T.q(T.pgtide)))
   if code == 3 then return nil, "moto_server is not installed" end
   assert(code == 0, "cannot start moto and the stand-in: " .. tostring(err))
@@ -44,6 +52,21 @@ function M.start(prefix)
 
   function S.set_network(t)
     local fh = assert(io.open(dir .. "/standin/network.json", "w"))
+    fh:write(json.encode(t)); fh:close()
+  end
+
+  function S.set_admin(clusters)
+    local t = {}
+    for _, c in ipairs(clusters) do
+      t[c.conninfo:match("host=(%S+)") .. ":" .. c.port] = c.conninfo
+    end
+    local fh = assert(io.open(dir .. "/standin/admin.json", "w"))
+    fh:write(json.encode(t)); fh:close()
+  end
+
+  -- S.throttle{ StartReplicationTask = 1 }: the next calls answer ThrottlingException
+  function S.throttle(t)
+    local fh = assert(io.open(dir .. "/standin/throttle.json", "w"))
     fh:write(json.encode(t)); fh:close()
   end
 

@@ -8,7 +8,7 @@ local validate = require "pgtide.validate"
 local M = {
   summary = "compare source and target: every row of every table, and the schema",
   usage = [[
-pgtide validate -c CONFIG [--tables a,b] [--json FILE] [--jobs N] [--redact]
+pgtide validate -c CONFIG [--tables a,b] [--ignore PATTERNS] [--json FILE] [--jobs N] [--redact]
                 [--mode offline|recheck] [--recheck N] [--recheck-delay SECONDS]
                 [--schema-only | --data-only] [--max-rows N] [--chunk-rows N]
                 [--state DIR] [--source CONNINFO] [--target CONNINFO] [--no-progress]
@@ -23,6 +23,10 @@ primary key or unique NOT NULL key are compared as multisets of rows.
 
 --tables         only these tables (schema.table, or table for public);
                  the schema comparison is then limited to their objects
+--ignore PATTERNS  leave these objects out on both sides (comma-separated
+                 NAME or SCHEMA.NAME, * for any characters): what a
+                 replication tool made for itself, e.g. --ignore 'awsdms_*'
+                 after AWS DMS (config: ignore_objects = { "awsdms_*" })
 --json FILE      also write the JSON report to FILE (it is always written to
                  the state directory as validate.json, default
                  .pgtide/<name>/validate.json; the run's own validation.json
@@ -68,6 +72,7 @@ local function parse(args)
     end
     if a == "-c" or a == "--config" then o.config = value(a)
     elseif a == "--tables" then o.tables = util.split(value(a), ",")
+    elseif a == "--ignore" then o.ignore_objects = util.split(value(a), ",")
     elseif a == "--json" then o.json = value(a)
     elseif a == "--jobs" or a == "-j" then o.jobs = int(a, value(a), 1)
     elseif a == "--redact" then o.redact = true; i = i + 1
@@ -117,6 +122,7 @@ function M.run(args)
   if o.config then cfg = config.load(o.config) end
   o.source = o.source or cfg.source
   o.target = o.target or cfg.target
+  if o.ignore_objects == nil and type(cfg.ignore_objects) == "table" then o.ignore_objects = cfg.ignore_objects end
   if not o.source or not o.target then
     errors.usage("validate needs a source and a target: give -c CONFIG (with source and"
       .. " target) or --source and --target\n\n%s", M.usage)

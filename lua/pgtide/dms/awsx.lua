@@ -7,6 +7,8 @@ pgtide.dms.awsx: the small layer the DMS runbooks put over the aws module.
   awsx.try(fn, ...)              -> result, or nil + err for a not-found error
   awsx.all(client, op, input, list_key) -> every item over all pages
   awsx.wait{ what=, timeout=, interval=, poll=fn }   bounded wait
+  awsx.settle(ctx, what, fn, ...) -> fn's results, retrying not-found right after a create
+  awsx.young(ctx, since)         -> true while a resource made at 'since' may still be invisible
   awsx.unwrap(result, op)        -> result without an <Op>Result wrapper
 
 Region, profile and endpoint come from the runbook parameters
@@ -94,6 +96,53 @@ function M.try(fn, ...)
   if res[1] then return table.unpack(res, 2, res.n) end
   if M.not_found(res[2]) then return nil, res[2] end
   error(res[2], 0)
+end
+
+-- Seconds a new resource may stay invisible (consistency_timeout, 120).
+local function settle_timeout(ctx)
+  return (ctx and ctx.params and tonumber(ctx.params.consistency_timeout)) or 120
+end
+
+--[[
+awsx.settle(ctx, what, fn, ...) -> fn(...)'s results.  AWS APIs are
+eventually consistent: right after a create, a describe or an operation
+naming the new resource can answer not-found ("Eventual consistency" in
+the EC2, IAM and DMS documentation).  fn is called again while it raises
+a not-found error or returns nil, with growing pauses (0.2 s doubling up
+to 5 s), for at most consistency_timeout seconds; then its last answer
+stands (the error is raised, or nil returned).  Each retry is logged
+once with what it waits for.  Other errors propagate at once.
+]]
+function M.settle(ctx, what, fn, ...)
+  local deadline = sys.monotonic() + settle_timeout(ctx)
+  local nap, logged = 0.2, false
+  while true do
+    local res = table.pack(pcall(fn, ...))
+    local missing = (res[1] and res[2] == nil) or (not res[1] and M.not_found(res[2]))
+    if not missing or sys.monotonic() + nap > deadline then
+      if res[1] then return table.unpack(res, 2, res.n) end
+      error(res[2], 0)
+    end
+    if not logged then
+      log.info("%s: not visible yet (AWS is eventually consistent after a create); retrying for up to %s",
+        what, util.format_duration(deadline - sys.monotonic()))
+      logged = true
+    end
+    if sys.sleep(nap) == false or sys.interrupted() then
+      error(require("pgtide.errors").new { message = "interrupted", interrupted = true }, 0)
+    end
+    nap = math.min(nap * 2, 5)
+  end
+end
+
+--[[
+awsx.young(ctx, since) -> true while a resource pgtide created at
+'since' (os.time(), recorded in the state so it holds across steps;
+nil = not created by pgtide) may still be invisible to describes: a wait
+that sees it missing then keeps waiting instead of concluding it is gone.
+]]
+function M.young(ctx, since)
+  return since ~= nil and os.time() - since <= settle_timeout(ctx)
 end
 
 -- Strip a query-protocol "<Op>Result" wrapper if the aws module kept it.

@@ -93,8 +93,9 @@ function M.aws(ctx, rec)
     done(ctx, "instance")
   end
   if rec.subnet_group and not removed(ctx, "subnet_group") then
-    if infra.find_subnet_group(dms, rec.subnet_group) then
-      awsx.try(dms.DeleteReplicationSubnetGroup, dms, { ReplicationSubnetGroupIdentifier = rec.subnet_group })
+    -- deleted by name, not after a describe: right after its creation a
+    -- describe may not show it yet (eventual consistency)
+    if awsx.try(dms.DeleteReplicationSubnetGroup, dms, { ReplicationSubnetGroupIdentifier = rec.subnet_group }) then
       log.info("deleted replication subnet group %s", rec.subnet_group)
     end
     done(ctx, "subnet_group")
@@ -151,15 +152,59 @@ function M.revoke_rules(ctx, group_id, from_group)
   return #ids
 end
 
+--[[
+cleanup.revoke_workflow_rules(ctx, o) -> number revoked.  The rules a
+migration workflow added to the source's security groups for DMS (its
+security-group fix), wherever they are: every ingress rule in the region
+that admits one of o.from_groups (the DMS security groups), or whose
+description starts with one of o.descriptions (PlanetScale's Lambda
+writes "DMS access for migration - Auto-added by <function>").  Found
+with DescribeSecurityGroupRules over the region, revoked by rule id.
+]]
+function M.revoke_workflow_rules(ctx, o)
+  local ec2 = awsx.client(ctx, "ec2")
+  local from = {}
+  for _, g in ipairs(o.from_groups or {}) do from[g] = true end
+  local by_group, what = {}, {}
+  for _, r in ipairs(awsx.all(ec2, "DescribeSecurityGroupRules", {}, "SecurityGroupRules")) do
+    local ref = r.ReferencedGroupInfo and r.ReferencedGroupInfo.GroupId
+    local hit = not r.IsEgress and ((ref and from[ref] and r.GroupId ~= ref) or false)
+    for _, d in ipairs(o.descriptions or {}) do
+      if not r.IsEgress and r.Description and r.Description:sub(1, #d) == d then hit = true end
+    end
+    if hit then
+      by_group[r.GroupId] = by_group[r.GroupId] or {}
+      table.insert(by_group[r.GroupId], r.SecurityGroupRuleId)
+      what[#what + 1] = string.format("%s: %s %s-%s from %s (%s)", r.GroupId, tostring(r.IpProtocol),
+        tostring(r.FromPort), tostring(r.ToPort), tostring(ref or r.CidrIpv4), tostring(r.Description or ""))
+    end
+  end
+  local n = 0
+  for group, ids in pairs(by_group) do
+    awsx.try(ec2.RevokeSecurityGroupIngress, ec2, { GroupId = group, SecurityGroupRuleIds = ids })
+    n = n + #ids
+  end
+  for _, w in ipairs(what) do log.info("revoked the workflow's rule %s", w) end
+  return n
+end
+
 -- Drop pgtide's cutover sentinel table in 'schema' (nil: none) when it
--- exists, adding it to the list 'dropped'.
+-- exists, adding it to the list 'dropped'.  A sentinel the schema's owner
+-- made (for a role without CREATE) is left to that owner, with the
+-- statement to run: dropping it needs ownership pgtide never asked for.
 local function drop_sentinel(conn, schema, dropped)
   if not schema then return end
   local q = cutover.sentinel_table(schema)
-  if conn:query_one("select to_regclass($1) is not null as e", q).e then
-    conn:exec("drop table " .. q)
-    dropped[#dropped + 1] = "table " .. q
+  local row = conn:query_one([[select pg_has_role(c.relowner, 'USAGE') as mine, pg_get_userbyid(c.relowner) as owner
+                                 from pg_class c where c.oid = to_regclass($1)]], q)
+  if not row then return end
+  if not row.mine then
+    log.warn("the cutover sentinel table %s belongs to %s, who made it for this migration: as %s, run "
+      .. "DROP TABLE %s;", q, row.owner, row.owner, q)
+    return
   end
+  conn:exec("drop table " .. q)
+  dropped[#dropped + 1] = "table " .. q
 end
 
 --[[
@@ -167,9 +212,9 @@ cleanup.source(ctx, conn, opts): on the source database, drop the
 replication slot(s) named in opts.slots (terminating the session still
 holding one: the task is stopped by now), DMS's DDL-capture artifacts
 (event trigger awsdms_intercept_ddl, function awsdms_intercept_ddl,
-table awsdms_ddl_audit: created when captureDDLs is on), and the
-sentinel table in opts.sentinel_schema.  Returns the list of what was
-dropped.
+table awsdms_ddl_audit: created when captureDDLs is on), its WAL
+heartbeat table awsdms_heartbeat (heartbeatEnable), and the sentinel
+table in opts.sentinel_schema.  Returns the list of what was dropped.
 ]]
 function M.source(ctx, conn, opts)
   local dropped = {}
@@ -196,11 +241,17 @@ function M.source(ctx, conn, opts)
     conn:exec("drop function if exists " .. r.q)
     dropped[#dropped + 1] = "function " .. r.q
   end
-  for _, r in ipairs(conn:query([[select format('%I.%I', n.nspname, c.relname) as q
+  -- DDL capture's audit table, the WAL heartbeat's table (with its sequence)
+  for _, r in ipairs(conn:query([[select format('%I.%I', n.nspname, c.relname) as q,
+                                         pg_has_role(c.relowner, 'USAGE') as mine, pg_get_userbyid(c.relowner) as owner
                                     from pg_class c join pg_namespace n on n.oid = c.relnamespace
-                                   where c.relname = 'awsdms_ddl_audit' and c.relkind = 'r']])) do
-    conn:exec("drop table if exists " .. r.q)
-    dropped[#dropped + 1] = "table " .. r.q
+                                   where c.relname in ('awsdms_ddl_audit', 'awsdms_heartbeat') and c.relkind = 'r']])) do
+    if r.mine then
+      conn:exec("drop table if exists " .. r.q)
+      dropped[#dropped + 1] = "table " .. r.q
+    else
+      log.warn("DMS's table %s belongs to %s: as %s, run DROP TABLE %s;", r.q, r.owner, r.owner, r.q)
+    end
   end
   drop_sentinel(conn, opts.sentinel_schema, dropped)
   for _, d in ipairs(dropped) do log.info("source: dropped %s", d) end

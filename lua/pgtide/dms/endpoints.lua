@@ -27,7 +27,8 @@ end
 --[[
 The source endpoint as the seed configures it: engine postgres, the
 seed's extra connection attributes (test_decoding, a slot name unique to
-this migration, captureDDLs=false, maxFileSize=32768), SSL mode from
+this migration, captureDDLs=false, maxFileSize=32768) plus DMS's WAL
+heartbeat (heartbeat, heartbeat_frequency minutes), SSL mode from
 source_ssl_mode.
 ]]
 function M.source_spec(ctx, names)
@@ -36,7 +37,13 @@ function M.source_spec(ctx, names)
     EndpointIdentifier = names.source_endpoint, EndpointType = "source", EngineName = "postgres",
     ServerName = d.host, Port = d.port, DatabaseName = d.dbname, Username = d.user,
     Password = d.password, SslMode = ctx.params.source_ssl_mode,
-    ExtraConnectionAttributes = settings.source_attributes { slot = names.slot, plugin = ctx.params.slot_plugin },
+    ExtraConnectionAttributes = settings.source_attributes {
+      slot = naming.slot(ctx, names), plugin = ctx.params.slot_plugin,
+      -- the heartbeat is for CDC: a full load reads no WAL
+      heartbeat = (ctx.params.heartbeat and ctx.params.migration_type ~= "full-load") and ctx.params.heartbeat_frequency
+        or 0,
+      heartbeat_schema = ctx.params.heartbeat_schema,
+    },
     Tags = naming.tags(names),
   }
 end
@@ -151,7 +158,9 @@ function M.test(ctx, instance_arn, arn, which)
   local dms = awsx.client(ctx, "dms")
   local cur = connection(dms, instance_arn, arn)
   if not (cur and cur.Status == "testing") then
-    local ok, err = pcall(dms.TestConnection, dms, { ReplicationInstanceArn = instance_arn, EndpointArn = arn })
+    -- right after CreateEndpoint, DMS may not know the endpoint yet
+    local ok, err = pcall(awsx.settle, ctx, "endpoint " .. arn, dms.TestConnection, dms,
+                          { ReplicationInstanceArn = instance_arn, EndpointArn = arn })
     if not ok and awsx.code(err) ~= "InvalidResourceStateFault" then error(err, 0) end
   end
   local last

@@ -11,6 +11,7 @@ created, and its identifier/ARN is written to ctx.out and saved the
 moment it exists, so a rerun reuses it and cleanup finds it.
 ]]
 local awsx = require "pgtide.dms.awsx"
+local iam = require "pgtide.dms.iam"
 local naming = require "pgtide.dms.naming"
 local log = require "log"
 local runbook = require "pgtide.runbook"
@@ -52,17 +53,21 @@ function M.describe_failure(status)
 end
 
 --[[
-infra.wait_available(ctx, dms, id, timeout) -> instance.  Bounded; a
-failure status ends the wait at once with what it means.
+infra.wait_available(ctx, dms, id, timeout [, created]) -> instance.
+Bounded; a failure status ends the wait at once with what it means.
+'created' (os.time() of the create, nil when it was found): until
+it has been seen, a not-found answer means "not visible yet".
 ]]
-function M.wait_available(ctx, dms, id, timeout)
-  local inst
+function M.wait_available(ctx, dms, id, timeout, created)
+  local inst, seen
   awsx.wait {
     what = "replication instance " .. id,
     timeout = timeout, interval = ctx.params.poll_interval,
     poll = function()
       inst = M.find_instance(dms, id)
+      if not inst and not seen and awsx.young(ctx, created) then return false, "not visible yet" end
       if not inst then return false, "not found", "the replication instance disappeared" end
+      seen = true
       local st = inst.ReplicationInstanceStatus
       if st == "available" then return true, st end
       local why = instance_failed[st]
@@ -123,7 +128,9 @@ cleanup revokes exactly it.
 local function authorize_source(ctx, sg_id, source_sg, port)
   local ec2 = awsx.client(ctx, "ec2")
   local desc = "pgtide DMS access for " .. ctx.name
-  local ok, err = pcall(ec2.AuthorizeSecurityGroupIngress, ec2, {
+  -- the instance's security group may be minutes old: InvalidGroup.NotFound
+  -- then means "not visible yet"
+  local ok, err = pcall(awsx.settle, ctx, "security group " .. sg_id, ec2.AuthorizeSecurityGroupIngress, ec2, {
     GroupId = source_sg,
     IpPermissions = { { IpProtocol = "tcp", FromPort = port, ToPort = port,
                         UserIdGroupPairs = { { GroupId = sg_id, Description = desc } } } },
@@ -152,11 +159,15 @@ function M.ensure(ctx, names, opts)
 
   if #subnets > 0 then
     if not M.find_subnet_group(dms, names.subnet_group) then
-      dms:CreateReplicationSubnetGroup {
-        ReplicationSubnetGroupIdentifier = names.subnet_group,
-        ReplicationSubnetGroupDescription = "pgtide migration " .. names.migration,
-        SubnetIds = subnets, Tags = naming.tags(names),
-      }
+      -- the first DMS call that needs dms-vpc-role: retried while IAM propagates
+      iam.propagated(ctx, "replication subnet group " .. names.subnet_group, function()
+        local ok, err = pcall(dms.CreateReplicationSubnetGroup, dms, {
+          ReplicationSubnetGroupIdentifier = names.subnet_group,
+          ReplicationSubnetGroupDescription = "pgtide migration " .. names.migration,
+          SubnetIds = subnets, Tags = naming.tags(names),
+        })
+        if not ok and awsx.code(err) ~= "ResourceAlreadyExistsFault" then error(err, 0) end
+      end)
       log.info("created replication subnet group %s", names.subnet_group)
     end
     ctx.out.subnet_group = names.subnet_group
@@ -172,6 +183,7 @@ function M.ensure(ctx, names, opts)
   end
 
   local inst = M.find_instance(dms, names.instance)
+  local created
   if not inst then
     local input = {
       ReplicationInstanceIdentifier = names.instance,
@@ -184,27 +196,25 @@ function M.ensure(ctx, names, opts)
     if p.engine_version and p.engine_version ~= "" then input.EngineVersion = p.engine_version end
     if ctx.out.subnet_group then input.ReplicationSubnetGroupIdentifier = ctx.out.subnet_group end
     if #sg_ids > 0 then input.VpcSecurityGroupIds = sg_ids end
-    -- IAM is eventually consistent: a dms-vpc-role created moments ago
-    -- may not be usable yet (AccessDeniedFault); retry for a while.
-    local res
-    for attempt = 1, 6 do
+    -- without a subnet group DMS makes a default one with dms-vpc-role:
+    -- retried while IAM propagates
+    local res = iam.propagated(ctx, "replication instance " .. names.instance, function()
       local ok, r = pcall(dms.CreateReplicationInstance, dms, input)
-      if ok then res = r; break end
-      local code = awsx.code(r)
-      if code == "ResourceAlreadyExistsFault" then break end
-      if code ~= "AccessDeniedFault" or attempt == 6 then error(r, 0) end
-      log.warn("DMS cannot use its IAM role yet (%s); retrying in 10 s", tostring(r))
-      require("sys").sleep(10)
-    end
-    inst = res and res.ReplicationInstance or M.find_instance(dms, names.instance)
+      if ok then return r end
+      if awsx.code(r) == "ResourceAlreadyExistsFault" then return false end
+      error(r, 0)
+    end)
+    inst = res and res.ReplicationInstance
+      or awsx.settle(ctx, "replication instance " .. names.instance, M.find_instance, dms, names.instance)
     runbook.require(inst, "the replication instance %s was not created", names.instance)
+    created = os.time()
     log.info("creating replication instance %s (%s, Multi-AZ %s, publicly accessible %s)",
       names.instance, p.instance_class, tostring(p.multi_az), tostring(p.publicly_accessible))
   end
   ctx.out.instance_id = names.instance
   ctx.out.instance_arn = inst.ReplicationInstanceArn
   ctx:save()
-  inst = M.wait_available(ctx, dms, names.instance, p.instance_timeout)
+  inst = M.wait_available(ctx, dms, names.instance, p.instance_timeout, created)
   ctx.out.instance_class = inst.ReplicationInstanceClass
   ctx.out.engine_version = inst.EngineVersion
   ctx.out.public_ip = inst.ReplicationInstancePublicIpAddress

@@ -195,6 +195,9 @@ terminal keeping the summary on the status line), until the full load
 is complete and CDC is running.  Raises when the task fails or stops,
 when a table errors, or after opts.timeout seconds (with the last
 status).  opts.instance_id enables CloudWatch latency.
+opts.migration_type: "full-load" ends when the task stopped with
+FULL_LOAD_ONLY_FINISHED (DMS stops a full-load task when it is done);
+"cdc" as soon as the task replicates (there is no full load).
 ]]
 function M.until_loaded(ctx, arn, opts)
   local prev, last_text, snap
@@ -213,6 +216,13 @@ function M.until_loaded(ctx, arn, opts)
       if t.Status == "failed" then
         return false, task.status_line(t), "the task failed: " .. task.failure_text(t)
       end
+      if opts.migration_type == "full-load" and t.Status == "stopped"
+          and tostring(t.StopReason or ""):find("FULL_LOAD_ONLY_FINISHED", 1, true) then
+        return true, "Load complete (the full-load task stopped: FULL_LOAD_ONLY_FINISHED)"
+      end
+      if opts.migration_type == "cdc" and t.Status == "running" and ((t.ReplicationTaskStats or {}).TablesErrored or 0) == 0 then
+        return true, "replication ongoing (CDC only)"
+      end
       if t.Status == "stopped" then
         return false, task.status_line(t), "the task stopped: " .. task.failure_text(t)
       end
@@ -221,7 +231,7 @@ function M.until_loaded(ctx, arn, opts)
         return false, task.status_line(t), string.format("%d table(s) failed to load: %s", s.TablesErrored,
           table.concat(snap.errors, "; "))
       end
-      if M.loaded(snap) then return true, "Load complete, replication ongoing" end
+      if opts.migration_type ~= "full-load" and M.loaded(snap) then return true, "Load complete, replication ongoing" end
       return false, task.status_line(t)
     end,
   }

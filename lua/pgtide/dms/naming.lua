@@ -87,6 +87,20 @@ function M.for_ctx(ctx)
   return names
 end
 
+--[[
+naming.slot(ctx, names) -> the replication slot the source endpoint names,
+or false when there is none.  full-load-and-cdc: the migration's own
+(names.slot, created right before the task starts); cdc: the existing
+slot the user made when the target's data was copied (cdc_slot); a full
+load needs no slot.
+]]
+function M.slot(ctx, names)
+  local p = ctx.params or {}
+  if p.migration_type == "full-load" then return false end
+  if p.migration_type == "cdc" then return (p.cdc_slot and p.cdc_slot ~= "") and p.cdc_slot or false end
+  return names.slot
+end
+
 -- Tags attached to everything pgtide creates (AWS-shaped list).
 function M.tags(names, extra)
   local t = { { Key = names.tag.Key, Value = names.tag.Value },

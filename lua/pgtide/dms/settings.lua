@@ -149,6 +149,19 @@ M.STANDARD = [[
 M.OPTIONS = { ["schema-first"] = M.SCHEMA_FIRST, standard = M.STANDARD }
 
 --[[
+The objects DMS makes for itself: on the target its control tables
+(awsdms_apply_exceptions, always; awsdms_validation_failures_v1 with
+validation; awsdms_status, awsdms_suspended_tables, awsdms_history when
+enabled: "Control table task settings", DMS User Guide) in the control
+schema or the target's default schema; on the source the WAL heartbeat
+table awsdms_heartbeat (heartbeatEnable) and the DDL-capture artifacts
+(awsdms_ddl_audit, awsdms_intercept_ddl).  Validation, counts and the
+pre-cutover check leave them out (schema_diff.ignored patterns); the
+table mappings exclude them; cleanup drops them.
+]]
+M.DMS_OBJECTS = { "awsdms_*", "dmslogs.*" }
+
+--[[
 settings.task_settings(option [, file]) -> JSON text.  'file', when
 given, replaces the seed's option with the user's own settings (checked
 to be a JSON object).  Raises on an unknown option or bad JSON.
@@ -289,16 +302,32 @@ function M.table_filter(mappings)
 end
 
 --[[
-settings.source_attributes{ slot = name, plugin = "test_decoding" } -> the
-seed's "Extra connection attributes" string for the source endpoint:
+settings.source_attributes{ slot = name, plugin = "test_decoding",
+heartbeat = minutes, heartbeat_schema = name } -> the seed's "Extra
+connection attributes" string for the source endpoint:
 pluginName=test_decoding; slotName=<slot>; captureDDLs=false;
-maxFileSize=32768;  The slot name is per migration (the seed's
-'dms_slot_planetscale' would collide between migrations).
+maxFileSize=32768; plus heartbeatEnable=true;heartbeatFrequency=<minutes>
+(and heartbeatSchema when not public) unless heartbeat is nil or 0.  The
+slot name is per migration (the seed's 'dms_slot_planetscale' would
+collide between migrations); slot = false names none (DMS makes its
+own, e.g. for a full load).  The WAL heartbeat "mimics a dummy
+transaction ... prevents idle logical replication slots from holding
+onto old WAL logs" (PostgreSQLSettings.HeartbeatEnable, DMS API): a
+quiet source database otherwise keeps its WAL until the disk fills.
 ]]
 function M.source_attributes(opts)
   opts = opts or {}
-  return string.format("pluginName=%s;slotName=%s;captureDDLs=false;maxFileSize=32768;",
-    opts.plugin or "test_decoding", assert(opts.slot, "slot name required"))
+  local out = { string.format("pluginName=%s;", opts.plugin or "test_decoding") }
+  assert(opts.slot ~= nil, "slot name required (false for none)")
+  if opts.slot then out[#out + 1] = string.format("slotName=%s;", opts.slot) end
+  out[#out + 1] = "captureDDLs=false;maxFileSize=32768;"
+  if opts.heartbeat and opts.heartbeat > 0 then
+    out[#out + 1] = string.format("heartbeatEnable=true;heartbeatFrequency=%d;", opts.heartbeat)
+    if opts.heartbeat_schema and opts.heartbeat_schema ~= "" and opts.heartbeat_schema ~= "public" then
+      out[#out + 1] = string.format("heartbeatSchema=%s;", opts.heartbeat_schema)
+    end
+  end
+  return table.concat(out)
 end
 
 --[[

@@ -3,6 +3,7 @@ pgtide.dms.stack: the CloudFormation side of the aurora-cfn runbook.
 
   stack.describe(ctx, name_or_id)      -> stack or nil
   stack.template(ctx)                  -> body text, origin ("pgtide" | path)
+  stack.patch_runtimes(text)           -> text, n: Lambda Python runtimes AWS no longer accepts replaced
   stack.create(ctx, name, body, params, tags) -> stack id (TemplateBody, or TemplateURL via S3
                                           when the body is over CloudFormation's 51,200 bytes)
   stack.wait(ctx, id, want, opts)      -> stack; streams the stack's events while waiting
@@ -47,13 +48,38 @@ function M.template(ctx)
   if p.template_file and p.template_file ~= "" then
     local text, err = sys.readfile(p.template_file)
     runbook.require(text, "cannot read template_file %s: %s", p.template_file, tostring(err))
-    return text, p.template_file
+    local patched, n = M.patch_runtimes(text)
+    if n > 0 then
+      log.warn("%s: %d Lambda function(s) use a Python runtime AWS Lambda no longer accepts for new functions "
+        .. "(python3.9 and older: creation disabled since 2026-06-01, cfn-lint E2533); deploying them with %s "
+        .. "instead (their code, boto3 calls, runs unchanged)", p.template_file, n, M.LAMBDA_RUNTIME)
+    end
+    return patched, p.template_file
   end
   runbook.require(p.template ~= "planetscale", "template=planetscale needs template_file=PATH: download "
     .. "aurora-to-ps-dms.yaml from github.com/planetscale/migration-scripts (postgres-planetscale/) first")
   local text = sys.resource("runbooks/templates/aurora-dms.yaml")
   runbook.require(text, "the embedded template runbooks/templates/aurora-dms.yaml is missing from this build")
   return text, "pgtide"
+end
+
+M.LAMBDA_RUNTIME = "python3.13"
+
+--[[
+stack.patch_runtimes(text) -> text, n.  Every "Runtime: python3.N" with
+N < 10 (YAML or JSON) becomes M.LAMBDA_RUNTIME: PlanetScale's template
+(template=planetscale) uses python3.9, whose Lambda functions AWS no
+longer creates.  n: how many were replaced.
+]]
+function M.patch_runtimes(text)
+  local n = 0
+  local out = text:gsub('(["\']?Runtime["\']?%s*:%s*["\']?)python3%.(%d+)(["\']?)', function(pre, minor, post)
+    if tonumber(minor) < 10 then
+      n = n + 1
+      return pre .. M.LAMBDA_RUNTIME .. post
+    end
+  end)
+  return out, n
 end
 
 -- Upload a template to S3 (a bucket pgtide creates and records) -> URL.
@@ -133,7 +159,8 @@ end
 
 -- Hints for failure reasons seen often.
 local hints = {
-  { "dms%-vpc%-role", "DMS needs the IAM role dms-vpc-role: rerun so the IAM check decides CreateDMSRoles again" },
+  { "dms%-vpc%-role", "DMS needs the IAM role dms-vpc-role, and a role made moments ago is not usable yet: rerun; "
+      .. "pgtide then creates the missing roles itself and waits until DMS can use them" },
   { "already exists", "a resource with that name exists outside this stack (another stack or a manual "
       .. "creation): delete it or choose another stack name" },
   { "not authorized", "the AWS user lacks a permission: CloudFormation, DMS, IAM, EC2, S3, SNS and Step Functions are needed" },
@@ -172,11 +199,12 @@ end
 stack.wait(ctx, id, want, opts) -> stack.  'want' is the status to reach
 (CREATE_COMPLETE or DELETE_COMPLETE); any other terminal status fails
 with stack.explain of the events.  New events are logged as they
-appear.  Bounded by opts.timeout.
+appear.  Bounded by opts.timeout.  opts.created (os.time() of the
+CreateStack, or nil): until then a missing stack is "not visible yet".
 ]]
 function M.wait(ctx, id, want, opts)
   local seen = {}
-  local s
+  local s, visible
   local function stream()
     for _, e in ipairs(M.events(ctx, id)) do
       if not seen[e.EventId] then
@@ -193,8 +221,11 @@ function M.wait(ctx, id, want, opts)
       stream()
       if not s then
         if want == "DELETE_COMPLETE" then return true, "DELETE_COMPLETE" end
+        -- just created: DescribeStacks may not know it yet
+        if not visible and awsx.young(ctx, opts.created) then return false, "not visible yet" end
         return false, "not found", "the stack does not exist"
       end
+      visible = true
       local st = s.StackStatus
       if st == want then return true, st end
       if st:match("_COMPLETE$") or st:match("_FAILED$") then   -- terminal, and not what we want

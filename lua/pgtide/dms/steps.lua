@@ -5,7 +5,8 @@ and the way to find its DMS resources.
 
   steps.params(extra)          -> parameter declarations common to both (+ extra)
   steps.scope(ctx)             -> { schemas, mappings, filter, sentinel_schema, dump_schemas }
-  steps.preflight(o)           -> step: the 7 DMS source checks + PlanetScale facts
+  steps.preflight(o)           -> step: the 7 DMS source checks + PlanetScale facts (+ o.aws_actions:
+                                  the caller's permissions; o.extra_checks(ctx) -> results)
   steps.schema(o)              -> step: schema first (minus foreign keys), verified
   steps.verify_data(o)         -> step: validation core + DMS's own validation state
   steps.sequences(o)           -> step: source value + margin, verified
@@ -13,6 +14,8 @@ and the way to find its DMS resources.
   steps.pre_cutover(o)         -> step: schema and data validation before cutover
   steps.cutover(o)             -> step: writes stopped, caught up, final validation, task stopped
   steps.database_cleanup(ctx, o) -> the source/target part of cleanup (called by cleanup steps)
+  steps.keep_running(ctx, o)   -> restarts a task that failed or stopped in CDC (resume-processing)
+  steps.truncate_scope(ctx)    -> empties the target tables in scope (before a reload)
 
 'o' carries: name, title (the seed's words), and resources = function
 (ctx) -> { task_arn, instance_id, ... } for steps that read DMS
@@ -20,6 +23,7 @@ statistics (each runbook passes its record of the DMS resources).
 ]]
 local cutover = require "pgtide.cutover"
 local preflight = require "pgtide.preflight"
+local checks = require "pgtide.dms.checks"
 local sequences = require "pgtide.sequences"
 local troubleshoot = require "pgtide.troubleshoot"
 local awsx = require "pgtide.dms.awsx"
@@ -59,6 +63,10 @@ function M.params(extra)
     target_disk_gb = { type = "integer", default = 0, doc = "PlanetScale disk size, checked against 150% of "
       .. "the source size (0: not checked)" },
     poll_interval = { type = "number", default = 15, doc = "seconds between status polls" },
+    iam_propagation_timeout = { type = "integer", default = 600, doc = "how long the first DMS call that "
+      .. "needs dms-vpc-role is retried while a new IAM role propagates (s)" },
+    consistency_timeout = { type = "integer", default = 120, doc = "how long a resource just created may "
+      .. "answer not-found (AWS APIs are eventually consistent) before pgtide concludes it is gone (s)" },
     connection_timeout = { type = "integer", default = 600, doc = "timeout for connection tests and task "
       .. "state changes (s)" },
     full_load_timeout = { type = "integer", default = 86400, doc = "timeout for the full load (s)" },
@@ -72,6 +80,22 @@ function M.params(extra)
     dms_source_port = { type = "integer", doc = "source port as DMS reaches it" },
     dms_target_host = { type = "string", default = "", doc = "target host as DMS reaches it" },
     dms_target_port = { type = "integer", doc = "target port as DMS reaches it" },
+    pg_dump = { type = "string", doc = "path of pg_dump for the schema step (default: the newest found; it must "
+      .. "be at least the source's major version)" },
+    migration_type = { type = "enum", values = { "full-load-and-cdc", "full-load", "cdc" },
+      default = "full-load-and-cdc", doc = "full-load-and-cdc (migrate existing data and replicate ongoing "
+        .. "changes), full-load (a snapshot: stop the application's writes first), or cdc (replicate changes "
+        .. "from cdc_slot onto data already copied to the target)" },
+    cdc_slot = { type = "string", default = "", doc = "migration_type=cdc: the existing logical replication slot "
+      .. "(test_decoding) created when the target's data was copied; DMS starts at its position" },
+    heartbeat = { type = "boolean", default = true, doc = "DMS's WAL heartbeat on the source endpoint "
+      .. "(heartbeatEnable): a quiet source database then does not keep WAL forever" },
+    heartbeat_frequency = { type = "integer", default = 1, doc = "minutes between DMS's heartbeat "
+      .. "transactions (heartbeatFrequency)" },
+    heartbeat_schema = { type = "string", default = "public", doc = "schema of DMS's heartbeat table "
+      .. "awsdms_heartbeat on the source (heartbeatSchema)" },
+    retained_warn_mb = { type = "integer", default = 1024, doc = "preflight warns when a logical slot on the "
+      .. "source keeps more WAL than this (MB)" },
   }
   for k, v in pairs(extra or {}) do p[k] = v end
   return p
@@ -93,6 +117,17 @@ function M.scope(ctx)
   end
   local doc = json.decode(base)
   local filter = settings.table_filter(doc)
+  -- DMS's own tables (awsdms_heartbeat on the source...) are never migrated
+  local max_id = 0
+  for _, r in ipairs(doc.rules) do max_id = math.max(max_id, tonumber(r["rule-id"]) or 0) end
+  for _, s in ipairs(schemas) do
+    max_id = max_id + 1
+    table.insert(doc.rules, {
+      ["rule-type"] = "selection", ["rule-id"] = tostring(max_id), ["rule-name"] = "pgtide-exclude-dms-tables-" .. max_id,
+      ["object-locator"] = { ["schema-name"] = s, ["table-name"] = "awsdms%" },
+      ["rule-action"] = "exclude", filters = json.array({}),
+    })
+  end
   if not filter(sentinel_schema, cutover.TABLE) then
     local max = 0
     for _, r in ipairs(doc.rules) do max = math.max(max, tonumber(r["rule-id"]) or 0) end
@@ -137,6 +172,34 @@ function M.preflight(o)
         target_disk_gb = ctx.params.target_disk_gb ~= 0 and ctx.params.target_disk_gb or nil,
         engine_version = ctx.params.engine_version,
       }
+      local ok_ts, ts = pcall(settings.decoded, ctx.params.task_settings or "schema-first", ctx.params.task_settings_file)
+      runbook.require(ok_ts, "%s", require("pgtide.errors").message(ts))
+      checks.merge(report, checks.run {
+        src = ctx.src, dst = ctx.dst, sentinel_schema = sc.sentinel_schema,
+        heartbeat = ctx.params.heartbeat and ctx.params.migration_type ~= "full-load",
+        heartbeat_schema = ctx.params.heartbeat_schema,
+        control_schema = ts.ControlTablesSettings and ts.ControlTablesSettings.ControlSchema or "",
+        pg_dump = ctx.params.pg_dump, slot = names.slot, retained_warn_mb = ctx.params.retained_warn_mb,
+        migration_type = ctx.params.migration_type, cdc_slot = ctx.params.cdc_slot,
+        task_settings = ts, task_settings_name = (ctx.params.task_settings_file or "") ~= ""
+          and ctx.params.task_settings_file or ("the seed's " .. (ctx.params.task_settings or "schema-first")
+          .. " settings"),
+      })
+      -- the AWS side, before anything is created there either
+      local aws_results = {}
+      if o.aws_actions then
+        local res = { id = "aws_permissions", title = "AWS permissions of the caller" }
+        local ok, st, msg, fix = pcall(require("pgtide.dms.permissions").check, ctx, o.aws_actions)
+        if ok then
+          res.status, res.message, res.fix = st, msg, fix
+        else
+          res.status, res.message = "fail", "cannot reach AWS: " .. require("pgtide.errors").message(st)
+          res.fix = "check the AWS credentials, region and endpoint (aws_region, aws_profile)"
+        end
+        aws_results[#aws_results + 1] = res
+      end
+      for _, r in ipairs(o.extra_checks and o.extra_checks(ctx) or {}) do aws_results[#aws_results + 1] = r end
+      checks.merge(report, aws_results)
       preflight.print(report)
       ctx.out.preflight = preflight.summary(report)
       preflight.assert_ok(report)
@@ -198,7 +261,7 @@ function M.schema(o)
     run = function(ctx)
       local schema = require "pgtide.schema"
       local sc = M.scope(ctx)
-      cutover.ensure_sentinel(ctx.src, sc.sentinel_schema)
+      if cutover.ensure_sentinel(ctx.src, sc.sentinel_schema) then ctx.out.sentinel_created = true end
       ctx.out.sentinel_schema = sc.sentinel_schema
       ctx:save()
       local dir = ctx.state_dir .. "/schema"
@@ -218,13 +281,21 @@ function M.schema(o)
         if not keep then exclude[#exclude + 1] = r.nspname end
       end
       local parts = schema.extract(ctx.src, { conninfo = ctx.params.source, dir = dir, mode = "schema-first",
-                                              exclude_schemas = exclude })
+                                              exclude_schemas = exclude, pg_dump = ctx.params.pg_dump })
       schema.save(parts, parts_path(ctx))
       local fk_sql = {}
       for _, fk in ipairs(parts.foreign_keys) do fk_sql[#fk_sql + 1] = fk.add end
       assert(sys.write_atomic(dir .. "/constraints.sql", table.concat(fk_sql, "\n")))
       ctx.out.foreign_keys = #parts.foreign_keys
-      local current = schema.verify(ctx.src, ctx.dst, { schemas = plain_schemas(sc), phase = "schema-first" })
+      if ctx.params.migration_type == "cdc" then
+        -- the data was copied with its schema from the slot's snapshot:
+        -- only the sentinel is new (verify checks the rest)
+        if cutover.ensure_sentinel(ctx.dst, sc.sentinel_schema) then
+          log.info("schema: migration_type=cdc: the target has the copied schema; created the cutover sentinel table")
+        end
+      end
+      local current = schema.verify(ctx.src, ctx.dst, { schemas = plain_schemas(sc), phase = "schema-first",
+                                                   ignore_objects = settings.DMS_OBJECTS })
       if current.ok then
         log.info("schema: the target already has the whole schema (an earlier run applied it)")
       else
@@ -246,7 +317,8 @@ function M.schema(o)
     verify = function(ctx)
       local schema = require "pgtide.schema"
       local sc = M.scope(ctx)
-      local report = schema.verify(ctx.src, ctx.dst, { schemas = plain_schemas(sc), phase = "schema-first" })
+      local report = schema.verify(ctx.src, ctx.dst, { schemas = plain_schemas(sc), phase = "schema-first",
+                                                   ignore_objects = settings.DMS_OBJECTS })
       log_counts(report)
       if not report.ok then
         runbook.fail("the target schema differs from the source in %d place(s): %s", #report.differences,
@@ -261,6 +333,42 @@ end
 --{====================================================================
 -- Data verification
 --=====================================================================
+
+--[[
+keep_running(ctx, o): the steps after the full load need the task to
+replicate.  A task that failed or stopped since (not by the cutover) is
+restarted first, as its full load finished: resume-processing, CDC
+going on from where it stopped (task.start); a full-load task that
+finished is left alone.  Then waits (connection_timeout) until it runs.
+]]
+local function keep_running(ctx, o)
+  local res = o.resources and o.resources(ctx) or {}
+  if not res.task_arn or (ctx.params.migration_type or "") == "full-load" then return end
+  local dms = awsx.client(ctx, "dms")
+  local t = task.get(dms, res.task_arn)
+  runbook.require(t, "the replication task %s no longer exists", tostring(res.task_arn))
+  if t.Status ~= "failed" and t.Status ~= "stopped" then return end
+  log.warn("the replication task is %s (%s): restarting it", t.Status, task.failure_text(t))
+  task.start(ctx, res.task_arn, {
+    truncate = function() M.truncate_scope(ctx) end,
+    start_position = res.slot and function() return task.slot_lsn(ctx.src, res.slot) end or nil,
+  })
+  t = task.wait_status(ctx, dms, res.task_arn, { running = true }, "replication task to run again",
+    ctx.params.connection_timeout, { failed = true, stopped = true })
+  log.info("replication task %s", task.status_line(t))
+end
+M.keep_running = keep_running
+
+-- Empty the target tables in scope (before reloading a failed load: with
+-- DO_NOTHING, DMS would load on top of what the failed load left).
+function M.truncate_scope(ctx)
+  local q = {}
+  for _, t in ipairs(task.scope_tables(ctx.dst, M.scope(ctx).mappings)) do q[#q + 1] = t.qname end
+  if #q > 0 then
+    log.warn("emptying %d target table(s) before reloading: %s", #q, table.concat(q, ", "))
+    ctx.dst:exec("truncate " .. table.concat(q, ", "))
+  end
+end
 
 -- "schema.table" of every source table in scope.
 local function table_names(ctx, sc)
@@ -304,7 +412,18 @@ function M.verify_data(o)
     plan = "compares every table in scope row by row with pgtide's validation core (mismatches re-checked "
       .. "while CDC runs), and reads DMS's validation state and awsdms_validation_failures_v1",
     run = function(ctx)
-      local summary = recheck_data(ctx, M.scope(ctx))
+      keep_running(ctx, o)
+      local ok, summary = pcall(recheck_data, ctx, M.scope(ctx))
+      if not ok then
+        -- differences while the task is down are its failure's doing: say so
+        local res = o.resources and o.resources(ctx) or {}
+        local t = res.task_arn and task.get(awsx.client(ctx, "dms"), res.task_arn)
+        if t and (t.Status == "failed" or t.Status == "stopped") then
+          runbook.fail("the replication task %s during CDC (%s), so the data differs; fix the cause, then rerun: "
+            .. "the task is restarted where it stopped", t.Status, task.failure_text(t))
+        end
+        error(summary, 0)
+      end
       ctx.out.tables, ctx.out.engine = summary.tables, summary.engine
       local problems = dms_view(ctx, o)
       runbook.require(#problems == 0, "DMS reports validation problems: %s", table.concat(problems, "; "))
@@ -426,7 +545,9 @@ function M.pre_cutover(o)
     run = function(ctx)
       local schema = require "pgtide.schema"
       local sc = M.scope(ctx)
-      local report = schema.verify(ctx.src, ctx.dst, { schemas = plain_schemas(sc), phase = "all" })
+      keep_running(ctx, o)
+      local report = schema.verify(ctx.src, ctx.dst, { schemas = plain_schemas(sc), phase = "all",
+                                                  ignore_objects = settings.DMS_OBJECTS })
       log_counts(report)
       local problems = differences(report, "schema: ")
       for _, p in ipairs(sequences.check { src = ctx.src, dst = ctx.dst, margin = 0, scope = sc.filter }) do
@@ -439,10 +560,19 @@ function M.pre_cutover(o)
         local dms = awsx.client(ctx, "dms")
         local t = task.get(dms, res.task_arn)
         if t then
-          local lat = monitor.cdc_latency(ctx, res.instance_id, t)
-          log.info("task %s; CDC latency %s", task.status_line(t),
-            lat and string.format("%s s", tostring(lat.total)) or "not reported yet")
-          if t.Status ~= "running" then problems[#problems + 1] = "DMS: the task is " .. tostring(t.Status) end
+          if ctx.params.migration_type == "full-load" then
+            -- a full-load task stops when it is done
+            log.info("task %s", task.status_line(t))
+            if not (t.Status == "stopped" and tostring(t.StopReason or ""):find("FULL_LOAD_ONLY_FINISHED", 1, true)) then
+              problems[#problems + 1] = "DMS: the full-load task is " .. tostring(t.Status) .. " (" ..
+                task.failure_text(t) .. ")"
+            end
+          else
+            local lat = monitor.cdc_latency(ctx, res.instance_id, t)
+            log.info("task %s; CDC latency %s", task.status_line(t),
+              lat and string.format("%s s", tostring(lat.total)) or "not reported yet")
+            if t.Status ~= "running" then problems[#problems + 1] = "DMS: the task is " .. tostring(t.Status) end
+          end
         end
       end
       local ok, err = pcall(recheck_data, ctx, sc)
@@ -476,14 +606,22 @@ function M.cutover(o)
       local sc = M.scope(ctx)
       local res = o.resources(ctx)
       local dms = awsx.client(ctx, "dms")
+      local full_load = ctx.params.migration_type == "full-load"
+      if not ctx.out.replication_stopped then keep_running(ctx, o) end
       local t = task.get(dms, res.task_arn)
       runbook.require(t, "the replication task %s no longer exists", tostring(res.task_arn))
-      if not ctx.out.replication_stopped then
+      if full_load then
+        -- nothing replicates: the writes stopped before the load (task
+        -- step), the task stopped when done; the final validation proves it
+        runbook.require(t.Status == "stopped" and tostring(t.StopReason or ""):find("FULL_LOAD_ONLY_FINISHED", 1, true),
+          "the full-load task is %s, not finished: %s", tostring(t.Status), task.failure_text(t))
+      elseif not ctx.out.replication_stopped then
         runbook.require(t.Status == "running", "the replication task is %s, not running: %s", tostring(t.Status),
           task.failure_text(t))
       end
       local pg = require "pg"
       cutover.run(ctx, {
+        catch_up = not full_load,
         src = ctx.src, dst = ctx.dst, schema = sc.sentinel_schema,
         threshold = ctx.params.cdc_latency_threshold, timeout = ctx.params.cutover_timeout,
         require_latency = ctx.params.require_latency_metric,
@@ -504,7 +642,7 @@ function M.cutover(o)
           sync_sequences(ctx, sc)
           sequences.verify { src = ctx.src, dst = ctx.dst, margin = ctx.params.margin, scope = sc.filter }
         end,
-        stop = function() task.stop(ctx, res.task_arn) end,
+        stop = not full_load and function() task.stop(ctx, res.task_arn) end or nil,
         target_display = pg.safe_conninfo(ctx.params.target),
         next = "run the cleanup step to delete the DMS resources (they cost money) and the source's "
           .. "replication slot (it keeps WAL until the disk fills)",

@@ -59,6 +59,7 @@ function M.data(ctx, opts)
   if pv and pv.run then
     engine = "pgtide.validate"
     local report = pv.run { source = ctx.params.source, target = ctx.params.target, tables = tables,
+                            ignore_objects = require("pgtide.dms.settings").DMS_OBJECTS,
                             schema = false, data = true, mode = opts.mode, recheck = opts.recheck,
                             recheck_delay = opts.delay, state_dir = ctx.state_dir, progress = false }
     if report.result ~= "equal" then

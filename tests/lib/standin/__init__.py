@@ -1,0 +1,1 @@
+"""The AWS stand-in behind dms_standin.py, one module per service."""
