@@ -476,39 +476,6 @@ function rb.release_snapshot(ctx)
   end
 end
 
---[[ Tables in scope whose UPDATE/DELETE cannot be published: replica
-  identity DEFAULT without a primary key, NOTHING, or USING INDEX of an
-  index that is gone.  Returns the bad ones { name, why } and the names
-  of those with REPLICA IDENTITY FULL. ]]
-local function replica_identity(ctx)
-  local keep = scope_fn(ctx)
-  local bad, full = {}, {}
-  for _, r in ipairs(ctx.src:query([[
-      SELECT n.nspname AS schema, format('%I.%I', n.nspname, c.relname) AS name,
-             c.relreplident::text AS ident,
-             EXISTS (SELECT 1 FROM pg_index i WHERE i.indrelid = c.oid AND i.indisprimary) AS has_pk,
-             EXISTS (SELECT 1 FROM pg_index i WHERE i.indrelid = c.oid AND i.indisreplident) AS has_index
-        FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
-       WHERE c.relkind = 'r' AND c.relpersistence = 'p'
-         AND n.nspname NOT IN ('pg_catalog', 'information_schema') AND n.nspname !~ '^pg_'
-         AND NOT EXISTS (SELECT 1 FROM pg_depend d WHERE d.classid = 'pg_class'::regclass
-                           AND d.objid = c.oid AND d.deptype = 'e')
-       ORDER BY 2]])) do
-    if keep(r.schema) then
-      if r.ident == "f" then
-        full[#full + 1] = r.name
-      elseif r.ident == "n" then
-        bad[#bad + 1] = { name = r.name, why = "REPLICA IDENTITY NOTHING" }
-      elseif r.ident == "d" and not r.has_pk then
-        bad[#bad + 1] = { name = r.name, why = "no primary key" }
-      elseif r.ident == "i" and not r.has_index then
-        bad[#bad + 1] = { name = r.name, why = "its replica identity index is gone" }
-      end
-    end
-  end
-  return bad, full
-end
-
 --[[ The runbook's connections live as long as the run; the streaming
   phase can last days.  Before the steps that use them after streaming,
   drop a connection that no longer answers (a terminated backend, a
@@ -616,6 +583,24 @@ end
 
 -- }==================================================================
 
+-- The preflight checks the local engine needs for these parameters (pgtide.preflight).
+function rb.preflight_checks(p)
+  local checks = { "source_version", "target_version", "target_privileges", "target_temp",
+                   "select_privileges", "source_sequences", "extensions", "disk", "rls",
+                   "long_transactions", "prepared_transactions", "engine_keys", "large_objects",
+                   "pg_dump", "target_empty" }
+  if p.cdc or p.mode == "schema-first" then checks[#checks + 1] = "target_triggers" end
+  if p.cdc then
+    for _, id in ipairs { "wal_level", "slots", "wal_senders", "replication_role", "slot_wal_keep",
+                          "slot_name", "replica_identity", "publication", "target_progress",
+                          "unlogged_tables" } do
+      checks[#checks + 1] = id
+    end
+    if p.write_fence then checks[#checks + 1] = "write_fence" end
+  end
+  return checks
+end
+
 step {
   name = "preflight",
   title = "Check both databases before starting",
@@ -628,128 +613,22 @@ step {
       .. "; changes nothing"
   end,
   run = function(ctx)
-    local extra, status = {}, { pass = 0, warn = 0, fail = 0, skip = 0 }
-    local function add(title, st, message, fix)
-      extra[#extra + 1] = { id = title, title = title, status = st, message = message, fix = fix }
-    end
-    -- connectivity first: without it nothing else can run
-    for _, side in ipairs { { "src", "source" }, { "dst", "target" } } do
-      local ok, err = pcall(function() return ctx[side[1]] end)
-      if ok then
-        add("Connect to the " .. side[2], "pass", string.format("connected (PostgreSQL %s)",
-          ctx[side[1]]:query_one("SHOW server_version").server_version))
-      else
-        add("Connect to the " .. side[2], "fail", tostring(err),
-          "check the " .. side[2] .. " connection string, the network path and the credentials")
-      end
-    end
-    local connected = extra[1].status == "pass" and extra[2].status == "pass"
-    local report = { results = {}, counts = status }
+    local p = ctx.params
+    local connected, first = preflight.connect(ctx)
+    local report = preflight.report(first)
     if connected then
-      local p = ctx.params
-      local checks = { "source_version", "target_version", "target_privileges", "target_temp",
-                       "select_privileges", "source_sequences", "extensions", "disk", "rls",
-                       "long_transactions", "prepared_transactions" }
-      if p.cdc or p.mode == "schema-first" then checks[#checks + 1] = "target_triggers" end
-      if p.cdc then
-        for _, id in ipairs { "wal_level", "slots", "wal_senders", "replication_role", "slot_wal_keep",
-                              "publication", "target_progress", "unlogged_tables" } do
-          checks[#checks + 1] = id
-        end
-        if p.write_fence then checks[#checks + 1] = "write_fence" end
-      end
       local n = names_of(ctx.name)
-      local plan = rb.plan(ctx, true)
-      report = preflight.run { src = ctx.src, dst = ctx.dst, checks = checks,
-                               scope = scope_fn(ctx), target_disk_gb = p.target_disk_gb,
-                               slot = n.slot, plan = plan, publication = p.publication or n.publication,
-                               publication_given = p.publication ~= nil,
-                               publication_ours = (ctx.outputs["full-load"] or {}).slot ~= nil,
-                               unlogged = p.unlogged,
-                               -- the slot, and a temporary one per consistent point of validation
-                               slots_needed = p.cdc and 2 or 1, senders_needed = p.cdc and 2 or 1 }
-      -- checks specific to the local engine
-      local nopk = catalog.tables_without_pk(ctx.src, filter(ctx))
-      if #nopk == 0 then
-        add("Tables without a primary key", "pass", "every table has a primary key")
-      else
-        local names = {}
-        for i, t in ipairs(nopk) do
-          if i > 10 then names[#names + 1] = string.format("and %d more", #nopk - 10); break end
-          names[#names + 1] = t.qname or (t.schema .. "." .. t.name)
-        end
-        add("Tables without a primary key", "warn",
-          string.format("%d table(s): %s. They are copied (by block ranges when large), but their rows "
-            .. "are compared as multisets rather than by key%s", #nopk, table.concat(names, ", "),
-            ctx.params.cdc and ", and their changes are applied row by row" or ""),
-          "add a primary key where the data has one (ALTER TABLE ... ADD PRIMARY KEY (...))")
-      end
-      if ctx.params.cdc then
-        local n = names_of(ctx.name)
-        local info = cdc.slot_info { source = ctx.params.source, slot = n.slot }
-        if info.exists and not slot_is_ours(ctx, n.slot) then
-          add("Replication slot name", "fail", foreign_slot_message(ctx, n.slot),
-            "name=NAME on the command line (the slot and publication are named pgtide_<name>)")
-        else
-          add("Replication slot name", "pass", string.format("slot and publication %s%s", n.slot,
-            info.exists and " (created by this migration)" or " are free"))
-        end
-        local bad, full = replica_identity(ctx)
-        if #bad > 0 then
-          local names, fixes = {}, {}
-          for i, t in ipairs(bad) do
-            if i <= 10 then
-              names[#names + 1] = string.format("%s (%s)", t.name, t.why)
-              fixes[#fixes + 1] = string.format("ALTER TABLE %s REPLICA IDENTITY FULL;", t.name)
-            end
-          end
-          if #bad > 10 then names[#names + 1] = string.format("and %d more", #bad - 10) end
-          add("Replica identity for CDC", "fail", string.format("%d table(s) have no usable replica "
-            .. "identity, so the source itself refuses their UPDATEs and DELETEs once they are "
-            .. "published: %s", #bad, table.concat(names, ", ")),
-            "add a primary key (ALTER TABLE t ADD PRIMARY KEY (cols)), or set REPLICA IDENTITY FULL "
-              .. "(UPDATE/DELETE then carry the whole old row): " .. table.concat(fixes, " "))
-        else
-          add("Replica identity for CDC", "pass", string.format("every table has a usable replica "
-            .. "identity%s", #full > 0 and string.format(" (%d with REPLICA IDENTITY FULL: their changes "
-              .. "are applied row by row)", #full) or ""))
-        end
-      end
-      local lo = ctx.src:query_one("SELECT count(*) AS n FROM pg_largeobject_metadata").n
-      if lo > 0 then
-        add("Large objects", "warn", string.format("%d large object(s) on the source are not copied "
-          .. "by the local engine", lo), "copy them with pg_dump --blobs-only | pg_restore, or store "
-          .. "the data in bytea columns")
-      else
-        add("Large objects", "pass", "no large objects")
-      end
-      local ok, err = pcall(schema.find_tools, ctx.src:server_version(), ctx.params.pg_dump)
-      if ok then
-        add("pg_dump", "pass", string.format("%s (version %d)", err.pg_dump, err.major))
-      else
-        add("pg_dump", "fail", tostring(err.message or err),
-          "install the PostgreSQL client of the source's major version or newer (pg_dump=PATH)")
-      end
-      local clash = {}
-      local names = {}
-      for _, t in ipairs(catalog.tables(ctx.src, filter(ctx))) do names[#names + 1] = t.qname end
-      if #names > 0 then
-        for _, r in ipairs(ctx.dst:query([[SELECT n FROM unnest($1::text[]) n
-                                            WHERE to_regclass(n) IS NOT NULL LIMIT 10]], names)) do
-          clash[#clash + 1] = r.n
-        end
-      end
-      if #clash == 0 then
-        add("Target is empty", "pass", "none of the source's tables exists on the target yet")
-      else
-        add("Target is empty", "fail", "tables already exist on the target: " .. table.concat(clash, ", "),
-          "migrate into an empty database (DROP the tables or create a new database), or resume "
-          .. "with the same --state directory")
-      end
-    end
-    for _, r in ipairs(extra) do
-      report.results[#report.results + 1] = r
-      report.counts[r.status] = (report.counts[r.status] or 0) + 1
+      report = preflight.run {
+        before = first, src = ctx.src, dst = ctx.dst, checks = rb.preflight_checks(p),
+        scope = scope_fn(ctx), target_disk_gb = p.target_disk_gb, cdc = p.cdc, pg_dump = p.pg_dump,
+        slot = n.slot, source = p.source, slot_ours = slot_is_ours(ctx, n.slot),
+        slot_message = function(name) return foreign_slot_message(ctx, name) end,
+        plan = rb.plan(ctx, true), publication = p.publication or n.publication,
+        publication_given = p.publication ~= nil,
+        publication_ours = (ctx.outputs["full-load"] or {}).slot ~= nil, unlogged = p.unlogged,
+        -- the slot, and a temporary one per consistent point of validation
+        slots_needed = p.cdc and 2 or 1, senders_needed = p.cdc and 2 or 1,
+      }
     end
     preflight.print(report)
     ctx.out.preflight = preflight.summary(report)

@@ -31,7 +31,12 @@ and the PlanetScale facts (planetscale-dms-facts.md section 7):
   replication_role, target_version, extensions, disk, primary_keys,
   lossy_types, lob_batch_apply, rls, long_transactions,
   prepared_transactions, slot_wal_keep
-GENERIC lists the ones that do not depend on DMS, for the local runbook.
+and pgtide's own engine (the local runbook), from pgtide.privileges and
+the catalogs: source_version, target_temp, source_sequences,
+target_triggers, target_progress, publication, write_fence,
+unlogged_tables, slot_name, replica_identity, engine_keys,
+large_objects, pg_dump, target_empty; M.connect(ctx) checks both
+connections first.
 ]]
 local log = require "log"
 local apply_plan = require "pgtide.apply_plan"
@@ -47,10 +52,6 @@ M.DMS_SEVEN = { "version", "target_privileges", "slots", "select_privileges",
 M.PLANETSCALE = { "replication_role", "target_version", "extensions", "disk", "primary_keys",
                   "lossy_types", "lob_batch_apply", "rls", "long_transactions",
                   "prepared_transactions", "slot_wal_keep" }
-M.GENERIC = { "version", "target_privileges", "slots", "select_privileges", "wal_level",
-              "wal_senders", "replication_role", "target_version", "extensions", "disk",
-              "primary_keys", "rls", "long_transactions", "prepared_transactions",
-              "slot_wal_keep" }
 M.DMS_RUNBOOK = {}
 for _, id in ipairs(M.DMS_SEVEN) do M.DMS_RUNBOOK[#M.DMS_RUNBOOK + 1] = id end
 for _, id in ipairs(M.PLANETSCALE) do M.DMS_RUNBOOK[#M.DMS_RUNBOOK + 1] = id end
@@ -788,6 +789,158 @@ check {
 
 -- }==================================================================
 
+-- {==================================================================
+-- pgtide's own engine: the tables, the slot, the tools
+-- ===================================================================
+
+-- env.slot_message(name): the runbook's words for a slot this migration did not make.
+check {
+  id = "slot_name", title = "Replication slot name",
+  run = function(env)
+    local info = require("core.cdc").slot_info { source = env.source, slot = env.slot }
+    if info.exists and not env.slot_ours then
+      return "fail", env.slot_message(env.slot),
+        "name=NAME on the command line (the slot and publication are named pgtide_<name>)"
+    end
+    return "pass", string.format("slot and publication %s%s", env.slot,
+      info.exists and " (created by this migration)" or " are free")
+  end,
+}
+
+--[[ Tables in scope whose UPDATE/DELETE cannot be published: replica
+  identity DEFAULT without a primary key, NOTHING, or USING INDEX of an
+  index that is gone.  Returns the bad ones { name, why } and the names
+  of those with REPLICA IDENTITY FULL. ]]
+function M.replica_identity(src, scope)
+  local bad, full = {}, {}
+  for _, r in ipairs(src:query([[
+      SELECT n.nspname AS schema, c.relname AS table, format('%I.%I', n.nspname, c.relname) AS name,
+             c.relreplident::text AS ident,
+             EXISTS (SELECT 1 FROM pg_index i WHERE i.indrelid = c.oid AND i.indisprimary) AS has_pk,
+             EXISTS (SELECT 1 FROM pg_index i WHERE i.indrelid = c.oid AND i.indisreplident) AS has_index
+        FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+       WHERE c.relkind = 'r' AND c.relpersistence = 'p'
+         AND n.nspname NOT IN ('pg_catalog', 'information_schema') AND n.nspname !~ '^pg_'
+         AND NOT EXISTS (SELECT 1 FROM pg_depend d WHERE d.classid = 'pg_class'::regclass
+                           AND d.objid = c.oid AND d.deptype = 'e')
+       ORDER BY 3]])) do
+    if not scope or scope(r.schema, r.table) then
+      if r.ident == "f" then
+        full[#full + 1] = r.name
+      elseif r.ident == "n" then
+        bad[#bad + 1] = { name = r.name, why = "REPLICA IDENTITY NOTHING" }
+      elseif r.ident == "d" and not r.has_pk then
+        bad[#bad + 1] = { name = r.name, why = "no primary key" }
+      elseif r.ident == "i" and not r.has_index then
+        bad[#bad + 1] = { name = r.name, why = "its replica identity index is gone" }
+      end
+    end
+  end
+  return bad, full
+end
+
+check {
+  id = "replica_identity", title = "Replica identity for CDC",
+  run = function(env)
+    local bad, full = M.replica_identity(env.src, env.scope)
+    if #bad == 0 then
+      return "pass", string.format("every table has a usable replica identity%s", #full > 0 and
+        string.format(" (%d with REPLICA IDENTITY FULL: their changes are applied row by row)", #full) or "")
+    end
+    local names, fixes = {}, {}
+    for i, t in ipairs(bad) do
+      if i <= 10 then
+        names[#names + 1] = string.format("%s (%s)", t.name, t.why)
+        fixes[#fixes + 1] = string.format("ALTER TABLE %s REPLICA IDENTITY FULL;", t.name)
+      end
+    end
+    if #bad > 10 then names[#names + 1] = string.format("and %d more", #bad - 10) end
+    return "fail", string.format("%d table(s) have no usable replica identity, so the source itself "
+      .. "refuses their UPDATEs and DELETEs once they are published: %s", #bad, table.concat(names, ", ")),
+      "add a primary key (ALTER TABLE t ADD PRIMARY KEY (cols)), or set REPLICA IDENTITY FULL "
+        .. "(UPDATE/DELETE then carry the whole old row): " .. table.concat(fixes, " ")
+  end,
+}
+
+check {
+  id = "engine_keys", title = "Tables without a primary key",
+  run = function(env)
+    local without = {}
+    for _, t in ipairs(scoped_tables(env)) do
+      if t.kind == "r" and not t.has_pk then without[#without + 1] = t end
+    end
+    if #without == 0 then return "pass", "every table has a primary key" end
+    return "warn", string.format("%d table(s): %s. They are copied (by block ranges when large), but "
+      .. "their rows are compared as multisets rather than by key%s", #without, list_names(without),
+      env.cdc and ", and their changes are applied row by row" or ""),
+      "add a primary key where the data has one (ALTER TABLE ... ADD PRIMARY KEY (...))"
+  end,
+}
+
+check {
+  id = "large_objects", title = "Large objects",
+  run = function(env)
+    local lo = env.src:query_one("SELECT count(*) AS n FROM pg_largeobject_metadata").n
+    if lo == 0 then return "pass", "no large objects" end
+    return "warn", string.format("%d large object(s) on the source are not copied by the local engine", lo),
+      "copy them with pg_dump --blobs-only | pg_restore, or store the data in bytea columns"
+  end,
+}
+
+check {
+  id = "pg_dump", title = "pg_dump",
+  run = function(env)
+    local ok, tools = pcall(require("pgtide.schema").find_tools, env.src:server_version(), env.pg_dump,
+      env.dst and env.dst:server_version() or nil)
+    if ok then return "pass", string.format("%s (version %d)", tools.pg_dump, tools.major) end
+    return "fail", tostring(tools.message or tools),
+      "install the PostgreSQL client of the source's major version or newer (pg_dump=PATH)"
+  end,
+}
+
+check {
+  id = "target_empty", title = "Target is empty", needs_target = true,
+  run = function(env)
+    local names = {}
+    for _, t in ipairs(scoped_tables(env)) do names[#names + 1] = quote.qname(env.src, t.schema, t.name) end
+    local clash = {}
+    if #names > 0 then
+      for _, r in ipairs(env.dst:query([[SELECT n FROM unnest($1::text[]) n
+                                          WHERE to_regclass(n) IS NOT NULL LIMIT 10]], names)) do
+        clash[#clash + 1] = r.n
+      end
+    end
+    if #clash == 0 then return "pass", "none of the source's tables exists on the target yet" end
+    return "fail", "tables already exist on the target: " .. table.concat(clash, ", "),
+      "migrate into an empty database (DROP the tables or create a new database), or resume with the "
+        .. "same --state directory"
+  end,
+}
+
+--[[ connect(ctx) -> connected, results: the first checks, before any
+  other can run: both connections open (ctx.src, ctx.dst), with the
+  failure and its fix as a result. ]]
+function M.connect(ctx)
+  local results, connected = {}, true
+  for _, side in ipairs { { "src", "source" }, { "dst", "target" } } do
+    local ok, err = pcall(function() return ctx[side[1]] end)
+    local title = "Connect to the " .. side[2]
+    if ok then
+      results[#results + 1] = { id = "connect_" .. side[2], title = title, status = "pass",
+        message = string.format("connected (PostgreSQL %s)",
+          ctx[side[1]]:query_one("SHOW server_version").server_version) }
+    else
+      connected = false
+      results[#results + 1] = { id = "connect_" .. side[2], title = title, status = "fail",
+        message = require("pgtide.errors").message(err),
+        fix = "check the " .. side[2] .. " connection string, the network path and the credentials" }
+    end
+  end
+  return connected, results
+end
+
+-- }==================================================================
+
 --[[
 preflight.run(opts) -> report { results = { {id, title, status, message,
 fix}... }, counts = { pass =, warn =, fail = } }.  A check that raises is
@@ -803,9 +956,11 @@ function M.run(opts)
     replica_role = opts.replica_role, plan = opts.plan, publication = opts.publication,
     publication_given = opts.publication_given, publication_ours = opts.publication_ours,
     unlogged = opts.unlogged, slots_needed = opts.slots_needed, senders_needed = opts.senders_needed,
+    source = opts.source, slot_ours = opts.slot_ours, slot_message = opts.slot_message,
+    pg_dump = opts.pg_dump, cdc = opts.cdc,
   }
   local ids = opts.checks or M.DMS_RUNBOOK
-  local report = { results = {}, counts = { pass = 0, warn = 0, fail = 0, skip = 0 } }
+  local report = M.report(opts.before or {})   -- results of checks made before (M.connect)
   for _, id in ipairs(ids) do
     local def = M.checks[id]
     if not def then error("unknown preflight check '" .. tostring(id) .. "'", 2) end
@@ -824,6 +979,16 @@ function M.run(opts)
     end
     report.counts[res.status] = (report.counts[res.status] or 0) + 1
     report.results[#report.results + 1] = res
+  end
+  return report
+end
+
+-- A report of results made elsewhere (M.connect when a connection failed).
+function M.report(results)
+  local report = { results = {}, counts = { pass = 0, warn = 0, fail = 0, skip = 0 } }
+  for _, r in ipairs(results) do
+    report.results[#report.results + 1] = r
+    report.counts[r.status] = (report.counts[r.status] or 0) + 1
   end
   return report
 end
