@@ -92,12 +92,8 @@ local function api(fn)
   end
 end
 
--- An identifier quoted when it needs it (lowercase letters, digits and
--- underscores only stay bare).
-local function quote_ident(s)
-  if s:match("^[a-z_][a-z0-9_]*$") then return s end
-  return '"' .. s:gsub('"', '""') .. '"'
-end
+-- An identifier quoted when it needs it (pgtide.quote.name).
+local quote_ident = require("pgtide.quote").name
 M.quote_ident = quote_ident
 
 -- "schema.name", each part quoted when it needs it.

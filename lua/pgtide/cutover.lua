@@ -26,8 +26,7 @@ local M = {}
 M.TABLE = "_pgtide_cutover"
 
 function M.sentinel_table(schema)
-  return string.format('%s.%s', schema:match("^[a-z_][a-z0-9_]*$") and schema
-    or ('"' .. schema:gsub('"', '""') .. '"'), M.TABLE)
+  return require("pgtide.quote").name(schema) .. "." .. M.TABLE
 end
 
 -- The sentinel's CREATE TABLE.  It has a primary key so every

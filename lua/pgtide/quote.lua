@@ -6,6 +6,10 @@ shows to people (fixes, hints) or runs.
                                     server's own quote_ident (keywords too);
                                     cached per connection
   quote.qname(conn, schema, name) --> schema.name, each part as ident()
+  quote.idents(conn, a, b, ...) --> each quoted as ident(), in one round trip
+  quote.name("Orders")          --> "Orders": quoted unless lower-case letters, digits
+                                    and underscores (no server at hand: keywords
+                                    are not recognised; for names pgtide shows)
   quote.literal("it's")         --> 'it''s'
 ]]
 local M = {}
@@ -21,6 +25,22 @@ end
 
 function M.qname(conn, schema, name)
   return M.ident(conn, schema) .. "." .. M.ident(conn, name)
+end
+
+function M.idents(conn, ...)
+  local names = { ... }
+  local out = {}
+  for _, r in ipairs(conn:query([[SELECT pg_catalog.quote_ident(x.n) AS q
+                                    FROM unnest($1::text[]) WITH ORDINALITY AS x (n, i)
+                                   ORDER BY x.i]], names)) do
+    out[#out + 1] = r.q
+  end
+  return table.unpack(out, 1, #names)
+end
+
+function M.name(s)
+  if s:match("^[a-z_][a-z0-9_]*$") then return s end
+  return '"' .. s:gsub('"', '""') .. '"'
 end
 
 function M.literal(s)

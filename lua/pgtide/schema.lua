@@ -52,13 +52,9 @@ local function fail(fmt, ...)
   error(errors.new { message = string.format(fmt, ...) }, 0)
 end
 
-local function shq(s)
-  return "'" .. tostring(s):gsub("'", "'\\''") .. "'"
-end
+local shq = util.shell_quote
 
-local function lit(s)
-  return "'" .. tostring(s):gsub("'", "''") .. "'"
-end
+local lit = require("pgtide.quote").literal
 
 -- {==================================================================
 -- Client tools

@@ -92,17 +92,8 @@ local function scratch(conn, fn)
   return true, res
 end
 
--- The names as format('%I') quotes them on conn (its keyword list).
-local function quoted(conn, ...)
-  local names = { ... }
-  local out = {}
-  for _, r in ipairs(conn:query([[SELECT pg_catalog.format('%I', x.n) AS q
-                                    FROM unnest($1::text[]) WITH ORDINALITY AS x (n, i)
-                                   ORDER BY x.i]], names)) do
-    out[#out + 1] = r.q
-  end
-  return table.unpack(out, 1, #names)
-end
+-- The names as the server quotes them (its keyword list).
+local quoted = require("pgtide.quote").idents
 
 local function note(o, field, why)
   o.align_notes = o.align_notes or {}

@@ -54,9 +54,7 @@ M.KINDS = { "schemas", "extensions", "types", "tables", "sequences", "indexes", 
 local qi = catalog.quote_ident
 M.quote_ident = qi
 
-local function ql(s)
-  return "'" .. tostring(s):gsub("'", "''") .. "'"
-end
+local ql = require("pgtide.quote").literal
 
 local same = util.deep_equal
 
