@@ -576,7 +576,17 @@ function M.pre_cutover(o)
         end
       end
       local ok, err = pcall(recheck_data, ctx, sc)
-      if not ok then problems[#problems + 1] = "data: " .. require("pgtide.errors").message(err) end
+      if not ok then
+        problems[#problems + 1] = "data: " .. require("pgtide.errors").message(err)
+        -- rows that differ while a CDC change fails on the target: the task's failure is the cause
+        if res.task_arn and ctx.params.migration_type ~= "full-load" then
+          local t = task.get(awsx.client(ctx, "dms"), res.task_arn)
+          if t and t.Status ~= "running" then
+            table.insert(problems, 1, string.format("DMS: the task is %s (%s)", tostring(t.Status),
+              task.failure_text(t)))
+          end
+        end
+      end
       if #problems > 0 then
         for _, p in ipairs(problems) do log.error("pre-cutover: %s", p) end
         runbook.fail("%d problem(s) before cutover: %s", #problems, table.concat(problems, "; "))
