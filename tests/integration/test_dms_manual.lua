@@ -276,6 +276,13 @@ T.test("the reruns complete every step while the source keeps changing, past a t
   T.eq(dst:sql("select count(*) from pg_class where relname = '_pgtide_cutover' or relname like 'awsdms%'", "shop"), "0")
   T.eq(dst:sql("select count(*) from pg_namespace where nspname = 'pgtide'", "shop"), "0")
   T.eq(src:sql("select count(*) from pg_publication", "shop"), "0")
+  -- the report shows the task's status history and its table statistics
+  local rep = json.decode(assert(sys.readfile(state .. "/report.json"), "report.json"))
+  T.ok(rep.dms and #rep.dms.history >= 2, "the task's status history is in the report")
+  local seen = {}
+  for _, h in ipairs(rep.dms.history) do seen[h.status] = true end
+  T.ok(seen.running, "the history shows the task running")
+  T.ok(#rep.dms.tables >= 3, "the table statistics are in the report")
 end)
 
 T.test("a quiet source keeps its WAL for the slot unless DMS's heartbeat runs (the stand-in)", function()

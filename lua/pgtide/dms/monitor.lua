@@ -145,6 +145,8 @@ function M.snapshot(ctx, arn, prev, instance_id)
   if instance_id and t.Status == "running" then
     snap.latency = M.cdc_latency(ctx, instance_id, t)
   end
+  -- the task's status history, table statistics and latency samples for the report
+  require("pgtide.monitor").dms(ctx, snap)
   return snap
 end
 
