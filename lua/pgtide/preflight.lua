@@ -600,13 +600,31 @@ check {
     if plan.progress_problem then
       return "fail", plan.progress_problem.message, plan.progress_problem.fix
     end
-    if plan.progress == "origin" then
-      return "pass", string.format("a replication origin (%s), committed with each applied group",
-        plan.progress_why)
+    -- the record this migration would use (bound to the source, database and slot): one left by
+    -- an earlier attempt whose state is gone is reset when the slot is created
+    local earlier
+    if env.slot and not env.slot_ours then
+      local record = apply_plan.record_name(env.slot, apply_plan.identity(env.src, env.slot))
+      local row = plan.progress == "origin"
+        and env.dst:query_one([[SELECT s.remote_lsn::text AS lsn FROM pg_replication_origin o
+                                 LEFT JOIN pg_replication_origin_status s ON s.local_id = o.roident
+                                 WHERE o.roname = $1]], record)
+        or (env.dst:query_one("SELECT to_regclass('pgtide.cdc_progress') IS NOT NULL AS x").x
+            and env.dst:query_one("SELECT lsn::text AS lsn FROM pgtide.cdc_progress WHERE name = $1", record))
+      if row then earlier = string.format("%s (at %s)", record, tostring(row.lsn)) end
     end
-    return "pass", string.format("%s: a row in %s, committed with each applied group; validation "
-      .. "skips the schema pgtide and cleanup drops what pgtide created there", plan.progress_why,
-      apply_plan.PROGRESS_TABLE)
+    local how = plan.progress == "origin"
+      and string.format("a replication origin (%s), committed with each applied group", plan.progress_why)
+      or string.format("%s: a row in %s, committed with each applied group; validation skips the schema "
+        .. "pgtide and cleanup drops what pgtide created there", plan.progress_why, apply_plan.PROGRESS_TABLE)
+    if earlier then
+      return "warn", string.format("%s. The progress record %s of an earlier attempt of this migration "
+        .. "(same source, database and slot name) exists, and this state does not know it: it is reset "
+        .. "when the slot is created, so the stream starts from the new slot", how, earlier),
+        "nothing to do if that attempt is abandoned; if it still runs elsewhere, stop it first (pgtide abandon "
+          .. "with its state directory)"
+    end
+    return "pass", how
   end,
 }
 

@@ -168,12 +168,19 @@ T.test("two migrations named alike into one target cluster keep their own positi
   T.sh("while kill -0 " .. a_pid .. " 2>/dev/null; do sleep 0.05; done")
   local records = origins()
   T.match(records, "^pgtide_shared_%x+ %x+/%x+$", "A's record")
+  -- A's state lost: preflight names A's slot and A's progress record
+  local code, _, err = T.run { "run", "local", "source=" .. src.owner, "target=" .. dst_a, "name=shared",
+    "--state", tmp .. "/same-a-lost", "--only", "preflight" }
+  T.eq(code, 1, "preflight with A's state lost:\n" .. err)
+  T.match(err, "this migration's state %(in [^)]*%) does not record creating it")
+  T.match(err, "%[WARN%] Where the target records the stream's position: [^\n]*The progress record "
+    .. "pgtide_shared_%x+ %(at %x+/%x+%) of an earlier attempt of this migration")
   -- B streams 1,000 transactions while A's record sits on the same cluster
   local b_pid = spawn(b.owner, dst_b, b_dir)
   T.wait_for("B streaming", 120, function() return T.step_status(b_dir, "stream") == "running" or not T.alive(b_pid) end)
   T.psql(b.owner, [[DO $$ BEGIN FOR i IN 1..1000 LOOP
       UPDATE items SET qty = qty + 1 WHERE id = 1 + i % 200; COMMIT; END LOOP; END $$]])
-  local code, _, err = T.run { "cutover", "--state", b_dir }
+  code, _, err = T.run { "cutover", "--state", b_dir }
   T.eq(code, 0, "pgtide cutover: " .. err)
   T.wait_for("B to finish", 180, function() return not T.alive(b_pid) end)
   local b_log = sys.readfile(b_dir .. ".log") or ""
