@@ -122,12 +122,11 @@ struct Applier {
   int head_has_result;
   int pipe_failed;
   CdcError pipe_err;
-  PgLsn set_failed;              /* a set statement failed in the group ending here */
+  Rel *set_failed;               /* a set-based statement on this table failed */
   Inflight *fly;                 /* groups in flight, oldest first (ring) */
   size_t fly_cap, fly_head, fly_len;
-  PgLsn group_end;               /* end LSN of the last transaction in the open group */
-  PgLsn row_until;               /* ApplyOptions.row_until */
-  int seg_rowonly;               /* the open segment holds a transaction <= row_until */
+  const char *const *row_only;   /* borrowed (ApplyOptions.row_only) */
+  int nrow_only;
   ApplyCommitFn on_commit;
   void *on_commit_ctx;
   Rel **rels;                    /* open addressing on relid */
@@ -303,14 +302,6 @@ static int conn_broken (Applier *a, CdcError *err, const char *what) {
   return -1;
 }
 
-/* The group in flight that a result now belongs to: results arrive in
-   order, so every group older than the oldest one in flight is
-   committed, and a failing statement belongs to the oldest group in
-   flight, or to the open group when none is. */
-static PgLsn current_group_end (const Applier *a) {
-  return a->fly_len > 0 ? a->fly[a->fly_head].end_lsn : a->group_end;
-}
-
 /* The oldest group in flight is committed: drop it and tell the owner. */
 static void group_committed (Applier *a) {
   Inflight g = a->fly[a->fly_head];
@@ -350,7 +341,7 @@ static int take_result (Applier *a, PGresult *res) {
         buf_free(&msg);
       }
       if (p->kind == 'S')
-        a->set_failed = current_group_end(a);
+        a->set_failed = p->rel;
     }
   } else if (a->pipe_failed || st == PGRES_PIPELINE_ABORTED) {
     if (!a->pipe_failed) {   /* aborted without a preceding error: cannot happen */
@@ -686,7 +677,8 @@ Applier *apply_open (const char *conninfo, const ApplyOptions *opt, CdcError *er
   a->abort_flag = opt->abort_flag;
   a->sync = opt->sync;
   a->nsync = opt->sync != NULL ? opt->nsync : 0;
-  a->row_until = opt->row_until;
+  a->row_only = opt->row_only;
+  a->nrow_only = opt->row_only != NULL ? opt->nrow_only : 0;
   a->on_commit = opt->on_commit;
   a->on_commit_ctx = opt->on_commit_ctx;
   pgo_decoder_init(&a->dec, 2);
@@ -1167,6 +1159,9 @@ static int rel_apply_catalog (Applier *a, Rel *r, PGresult *res, CdcError *err) 
       p = *end == ',' ? end + 1 : end;
     }
   }
+  for (i = 0; i < a->nrow_only && r->set_ok; i++)
+    if (strcmp(a->row_only[i], r->display) == 0)
+      r->set_ok = 0;             /* its set-based apply failed once: row by row */
   free(attnums);
   return 0;
 }
@@ -1924,7 +1919,7 @@ static int set_rel (Applier *a, Rel *r, int first, CdcError *err) {
 ** caller has folded the keyed changes into the net state; rowidx lists
 ** the changes of tables without a usable key, sent row by row (table
 ** order does not matter with triggers and foreign keys off).  A failing
-** statement ends the group (take_result notes it in set_failed).
+** statement ends the group (take_result notes its table in set_failed).
 */
 static int set_apply (Applier *a, size_t from, size_t to, const size_t *rowidx, size_t nrow,
                       CdcError *err) {
@@ -1996,9 +1991,7 @@ static int begin_if_needed (Applier *a, CdcError *err) {
 }
 
 /*
-** Apply the buffered segment.  Set path when big enough (and no change
-** in it belongs to a transaction being replayed row by row after a
-** set-based failure): the keyed changes are folded into the net state
+** Apply the buffered segment.  Set path when big enough: the keyed changes are folded into the net state
 ** up to the first change it can not express; that range is applied
 ** set-based, the change alone row by row, and folding starts again
 ** after it.
@@ -2010,7 +2003,7 @@ static int flush_segment (Applier *a, CdcError *err) {
     return 0;
   if (rels_resolve(a, err) != 0)
     return -1;
-  if (a->set_threshold <= 0 || n < (size_t)a->set_threshold || a->seg_rowonly) {
+  if (a->set_threshold <= 0 || n < (size_t)a->set_threshold) {
     rc = row_apply_range(a, 0, n, err);
     goto done;
   }
@@ -2050,7 +2043,6 @@ static int flush_segment (Applier *a, CdcError *err) {
   free(rowidx);
 done:
   a->nents = 0;
-  a->seg_rowonly = 0;
   buf_reset(&a->seg);
   net_clear(a);
   return rc < 0 ? -1 : 0;
@@ -2071,11 +2063,8 @@ static int in_copy (Applier *a, const uint8_t *rec, size_t len, PgLsn end_lsn) {
   return r != NULL && r->sync_lsn != 0 && end_lsn <= r->sync_lsn;
 }
 
-/* Buffer a change record of a transaction ending at end_lsn in the
-   segment; 1 when the segment is full. */
-static int seg_add (Applier *a, const uint8_t *rec, size_t len, PgLsn end_lsn) {
-  if (end_lsn <= a->row_until)
-    a->seg_rowonly = 1;
+/* Buffer a change record in the segment; 1 when the segment is full. */
+static int seg_add (Applier *a, const uint8_t *rec, size_t len) {
   if (a->nents == a->ents_cap) {
     a->ents_cap = a->ents_cap ? a->ents_cap * 2 : 1024;
     a->ents = xrealloc(a->ents, a->ents_cap * sizeof(SegEnt));
@@ -2102,7 +2091,6 @@ int apply_txn (Applier *a, SpillBuf *txn, PgLsn end_lsn, CdcError *err) {
     return pipe_error(a, err);
   if (begin_if_needed(a, err) != 0)
     return -1;
-  a->group_end = end_lsn;
   spill_reader_init(&rd, txn);
   while (rc == 0 && (got = spill_read(&rd, &rec, &len, err)) != 0) {
     if (got < 0) {
@@ -2123,7 +2111,7 @@ int apply_txn (Applier *a, SpillBuf *txn, PgLsn end_lsn, CdcError *err) {
           a->stats.skipped++;
           break;
         }
-        if (seg_add(a, rec, len, end_lsn))
+        if (seg_add(a, rec, len))
           rc = flush_segment(a, err);
         break;
       case PGO_RELATION: {
@@ -2272,8 +2260,8 @@ int apply_wait (Applier *a, int n, CdcError *err) {
 }
 
 /* See apply.h. */
-PgLsn apply_set_failure (const Applier *a) {
-  return a->pipe_failed ? a->set_failed : 0;
+const char *apply_set_failure (const Applier *a) {
+  return a->pipe_failed && a->set_failed != NULL ? a->set_failed->display : NULL;
 }
 
 int apply_in_group (const Applier *a) {

@@ -31,8 +31,9 @@
 ** table, each taking all its rows as one binary text[] parameter of
 ** row literals (no COPY: COPY cannot be pipelined).  A set-based
 ** statement can fail where source order would not (two rows swapping a
-** unique value): apply_set_failure() then names the group's end, and
-** the caller replays up to there row by row (ApplyOptions.row_until).
+** unique value): apply_set_failure() then names the table, and the
+** caller replays from the committed position with that table applied
+** row by row (ApplyOptions.row_only).
 **
 ** Session: session_replication_role = replica (triggers and foreign-key
 ** checks off, as PostgreSQL's own subscriber does), the source's output
@@ -91,8 +92,9 @@ typedef struct ApplyOptions {
   const ApplySync *sync;         /* tables copied under later snapshots; must
                                     outlive the Applier (the Cdc owns it) */
   int nsync;
-  PgLsn row_until;               /* transactions ending at or before go row by row
-                                    (replay after a set-based failure); 0 none */
+  const char *const *row_only;   /* tables ("schema.table") applied row by row: their
+                                    set-based apply failed; borrowed */
+  int nrow_only;
   ApplyCommitFn on_commit;       /* a group is committed on the target */
   void *on_commit_ctx;
 } ApplyOptions;
@@ -144,10 +146,10 @@ int apply_poll(Applier *a, int timeout_ms, CdcError *err);
    was aborted. */
 int apply_wait(Applier *a, int n, CdcError *err);
 
-/* After a failure: the end LSN of the group in which a set-based
-   statement failed (replay up to it row by row), or 0 when the failure
-   was not a set-based statement's. */
-PgLsn apply_set_failure(const Applier *a);
+/* After a failure: the table ("schema.table") whose set-based statement
+   failed (replay with it row by row), or NULL when the failure was not a
+   set-based statement's.  Valid until apply_close. */
+const char *apply_set_failure(const Applier *a);
 
 int apply_in_group(const Applier *a);
 const ApplyStats *apply_stats(const Applier *a);

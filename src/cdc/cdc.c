@@ -82,7 +82,8 @@ struct Cdc {
   PgLsn session_start;
   int group_open;                /* the applier has an uncommitted group (under mu) */
   ApplyStats published;          /* this session's applier statistics already added to st */
-  PgLsn row_until;               /* replay row by row up to here (a set-based failure) */
+  char **row_only;               /* tables applied row by row (their set-based apply failed) */
+  int nrow_only;
 
   double last_status_file;
 };
@@ -808,7 +809,8 @@ static int session_open (Cdc *c, CdcError *err) {
   ao.abort_flag = &c->abort_wait;
   ao.sync = c->cfg.sync;
   ao.nsync = c->cfg.nsync;
-  ao.row_until = c->row_until;
+  ao.row_only = (const char *const *)c->row_only;
+  ao.nrow_only = c->nrow_only;
   ao.on_commit = group_committed;
   ao.on_commit_ctx = c;
   memset(&c->published, 0, sizeof(c->published));
@@ -1069,23 +1071,30 @@ static void *supervisor_main (void *arg) {
     at_start = c->st.applied_lsn;
     pthread_mutex_unlock(&c->mu);
     rc = apply_loop(c, &err);
-    if (rc != 0 && !err.retryable && c->applier != NULL && apply_set_failure(c->applier) != 0) {
+    if (rc != 0 && !err.retryable && c->applier != NULL && apply_set_failure(c->applier) != NULL) {
       /* a set-based statement failed where source order would not (a
-         unique value swapped between rows): replay from the committed
-         position, that group row by row */
-      PgLsn until = apply_set_failure(c->applier);
-      char l[PGO_LSN_BUFSZ];
-      session_close(c);
-      pthread_mutex_lock(&c->mu);
-      if (until > c->row_until)
-        c->row_until = until;
-      c->st.stats.fallbacks++;
-      pthread_mutex_unlock(&c->mu);
-      log_info("cdc: set-based apply failed (%s); replaying up to %s row by row", err.message,
-               pgo_lsn_format(until, l));
-      cdc_err_clear(&err);
-      if (session_open(c, &err) == 0)
-        continue;
+         unique value swapped between rows): that table goes row by row
+         from now on, and a new session replays from the committed
+         position */
+      int i, known = 0;
+      const char *t = apply_set_failure(c->applier);
+      for (i = 0; i < c->nrow_only && !known; i++)
+        known = strcmp(c->row_only[i], t) == 0;
+      if (!known) {
+        c->row_only = xrealloc(c->row_only, (size_t)(c->nrow_only + 1) * sizeof(char *));
+        c->row_only[c->nrow_only++] = xstrdup(t);
+        log_info("cdc: set-based apply of %s failed (%s); applying that table row by row from now on", t,
+                 err.message);
+        pthread_mutex_lock(&c->mu);
+        c->st.stats.fallbacks++;
+        pthread_mutex_unlock(&c->mu);
+        session_close(c);
+        cdc_err_clear(&err);
+        if (session_open(c, &err) == 0)
+          continue;
+      } else {
+        session_close(c);    /* the row path failed too: a real error */
+      }
     } else {
       session_close(c);
     }
@@ -1344,6 +1353,9 @@ void cdc_free (Cdc *c) {
   free(c->state_dir);
   free(c->identity);
   free(c->session_sql);
+  for (int i = 0; i < c->nrow_only; i++)
+    free(c->row_only[i]);
+  free(c->row_only);
   for (int i = 0; i < c->cfg.nsync; i++) {
     free((char *)c->sync[i].schema);
     free((char *)c->sync[i].table);
