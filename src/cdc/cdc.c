@@ -7,6 +7,7 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <poll.h>
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdio.h>
@@ -58,6 +59,8 @@ struct Cdc {
   int applier_waiting, recv_waiting;   /* who sleeps on qcond */
   pthread_t thread;
   int thread_started;
+  pthread_t monitor_thread;      /* monitor_main */
+  int monitor_started;
   int stop;                      /* stop requested */
   int abort_wait;                /* give up waiting on the target (read by the Applier) */
   int finished;                  /* supervisor exited */
@@ -256,8 +259,21 @@ static void status_file (Cdc *c, int force) {
   buf_free(&tmp);
 }
 
-/* Sample the source's WAL position and the slot's retained WAL through
-   a normal connection (reopened lazily; failures are not fatal). */
+/* Non-zero once cdc_stop was called. */
+static int stopping (Cdc *c) {
+  int s;
+  pthread_mutex_lock(&c->mu);
+  s = c->stop;
+  pthread_mutex_unlock(&c->mu);
+  return s;
+}
+
+/*
+** Sample the source's WAL position and the slot's retained WAL through
+** a normal connection (reopened lazily; failures are not fatal).  The
+** query is waited for in 100 ms slices so a stop is not held up by a
+** source that stopped answering (the connection is then dropped).
+*/
 static void monitor_sample (Cdc *c) {
   static const char *const sql =
     "SELECT CASE WHEN pg_is_in_recovery() THEN pg_last_wal_replay_lsn() ELSE pg_current_wal_lsn() END, "
@@ -265,8 +281,9 @@ static void monitor_sample (Cdc *c) {
     "ELSE pg_current_wal_lsn() END, restart_lsn)::bigint FROM pg_replication_slots WHERE slot_name = $1)";
   char msg[PGCONN_ERRLEN];
   const char *vals[1];
-  PGresult *res;
+  PGresult *res = NULL, *r;
   PgLsn lsn = 0;
+  int ok = 1;
   if (c->monitor == NULL) {
     c->monitor = pgconn_open(c->source, "source", PGCONN_NORMAL, msg, sizeof(msg));
     if (c->monitor == NULL) {
@@ -275,10 +292,21 @@ static void monitor_sample (Cdc *c) {
     }
   }
   vals[0] = c->slot;
-  res = PQexecParams(c->monitor, sql, 1, NULL, vals, NULL, NULL, 0);
-  if (PQresultStatus(res) != PGRES_TUPLES_OK || PQntuples(res) != 1) {
+  ok = PQsendQueryParams(c->monitor, sql, 1, NULL, vals, NULL, NULL, 0);
+  while (ok && PQisBusy(c->monitor)) {
+    struct pollfd pfd = {PQsocket(c->monitor), POLLIN, 0};
+    if (stopping(c) || (poll(&pfd, 1, 100) < 0 && errno != EINTR) || !PQconsumeInput(c->monitor))
+      ok = 0;
+  }
+  while (ok && (r = PQgetResult(c->monitor)) != NULL) {
+    if (res == NULL)
+      res = r;
+    else
+      PQclear(r);
+  }
+  if (!ok || PQresultStatus(res) != PGRES_TUPLES_OK || PQntuples(res) != 1) {
     PQclear(res);
-    if (PQstatus(c->monitor) != CONNECTION_OK) {
+    if (!ok || PQstatus(c->monitor) != CONNECTION_OK) {
       PQfinish(c->monitor);
       c->monitor = NULL;
     }
@@ -291,6 +319,36 @@ static void monitor_sample (Cdc *c) {
   update_lag(c);
   pthread_mutex_unlock(&c->mu);
   PQclear(res);
+}
+
+/*
+** The monitor thread: a sample each MONITOR_INTERVAL until cdc_stop, on
+** a thread of its own so that a far source (a round trip per sample,
+** several to reconnect) never holds up the receiver.  Owns c->monitor.
+*/
+static void *monitor_main (void *arg) {
+  Cdc *c = arg;
+  for (;;) {
+    struct timespec ts;
+    double until;
+    monitor_sample(c);
+    until = now_s() + MONITOR_INTERVAL;
+    pthread_mutex_lock(&c->mu);
+    while (!c->stop && now_s() < until) {
+      abs_deadline(&ts, until - now_s());
+      pthread_cond_timedwait(&c->cond, &c->mu, &ts);
+    }
+    if (c->stop) {
+      pthread_mutex_unlock(&c->mu);
+      break;
+    }
+    pthread_mutex_unlock(&c->mu);
+  }
+  if (c->monitor != NULL) {
+    PQfinish(c->monitor);
+    c->monitor = NULL;
+  }
+  return NULL;
 }
 
 /* }====================================================== */
@@ -311,7 +369,7 @@ typedef struct Receiver {
   Buf rec;
   uint64_t bytes;                /* received, not yet published */
   PgLsn wal_end;                 /* latest XLogData position, not yet published */
-  double last_status, last_monitor;
+  double last_status;
   PgLsn last_sent_flush;
 } Receiver;
 
@@ -342,7 +400,7 @@ static void recv_publish (Receiver *r) {
 }
 
 /* Periodic duties of the receiver: publish its counters, status to the
-   server, a monitor sample, the status file.  -1 when sending fails. */
+   server, the status file.  -1 when sending fails. */
 static int recv_tick (Receiver *r, CdcError *err) {
   Cdc *c = r->c;
   double now = now_s();
@@ -351,10 +409,6 @@ static int recv_tick (Receiver *r, CdcError *err) {
   pthread_mutex_unlock(&c->mu);
   if (now - r->last_status >= c->cfg.status_interval_ms / 1000.0 && send_status(r, 1, err) != 0)
     return -1;
-  if (now - r->last_monitor >= MONITOR_INTERVAL) {
-    r->last_monitor = now;
-    monitor_sample(c);
-  }
   status_file(c, 0);
   return 0;
 }
@@ -714,15 +768,6 @@ static char *source_settings (PGconn *conn) {
   }
   PQclear(res);
   return buf_steal(&b);
-}
-
-/* Non-zero once cdc_stop was called. */
-static int stopping (Cdc *c) {
-  int s;
-  pthread_mutex_lock(&c->mu);
-  s = c->stop;
-  pthread_mutex_unlock(&c->mu);
-  return s;
 }
 
 /* The slot must exist and use pgoutput; checked before anything is
@@ -1148,10 +1193,6 @@ static void *supervisor_main (void *arg) {
     }
   }
 out:
-  if (c->monitor != NULL) {
-    PQfinish(c->monitor);
-    c->monitor = NULL;
-  }
   pthread_mutex_lock(&c->mu);
   if (c->st.state != CDC_FAILED)
     c->st.state = CDC_STOPPED;
@@ -1259,6 +1300,10 @@ Cdc *cdc_start (const CdcConfig *cfg, CdcError *err) {
     return NULL;
   }
   c->thread_started = 1;
+  if (pthread_create(&c->monitor_thread, NULL, monitor_main, c) == 0)
+    c->monitor_started = 1;
+  else
+    log_warn("cdc: cannot start the monitor thread: lag and retained WAL are not sampled");
   return c;
 }
 
@@ -1331,6 +1376,10 @@ void cdc_stop (Cdc *c, double timeout_s) {
   pthread_mutex_unlock(&c->mu);
   pthread_join(c->thread, NULL);
   c->thread_started = 0;
+  if (c->monitor_started) {
+    pthread_join(c->monitor_thread, NULL);
+    c->monitor_started = 0;
+  }
 }
 
 /* Stop (30 s for the group in flight) and free everything the Cdc owns;

@@ -108,6 +108,8 @@ int validate_run (const VOptions *o, VReport *r, char *err, size_t errlen) {
   if (vconn_open(&run.msrc, o->source, "source", o->statement_timeout_s, err, errlen) != 0 ||
       vconn_open(&run.mtgt, o->target, "target", o->statement_timeout_s, err, errlen) != 0)
     goto out;
+  run.msrc.cancel = run.mtgt.cancel = o->cancel;
+  run.msrc.cancel_ud = run.mtgt.cancel_ud = o->cancel_ud;
   run.md5hash = PQserverVersion(run.msrc.c) < 110000 || PQserverVersion(run.mtgt.c) < 110000;
   if (vplan(&run, err, errlen) != 0)
     goto out;

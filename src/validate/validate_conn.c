@@ -120,7 +120,8 @@ void vconn_close (VConn *vc, int64_t *total) {
 
 /*
 ** Wait until the next result can be read without blocking.  Cancels
-** the statement on SIGINT/SIGTERM or after vc->timeout_ms (then waits
+** the statement on SIGINT/SIGTERM, when vc->cancel says so, or after
+** vc->timeout_ms (then waits
 ** at most 30 s more for the server to answer).  Returns 0, or -1 with a
 ** message when the connection failed.
 */
@@ -143,7 +144,7 @@ static int vwait (VConn *vc, char *err, size_t errlen) {
       free(m);
       return -1;
     }
-    if (cancelled_at == 0 && (interrupt_requested() ||
+    if (cancelled_at == 0 && (interrupt_requested() || (vc->cancel != NULL && vc->cancel(vc->cancel_ud)) ||
                               (vc->timeout_ms > 0 && now_ms() - start > vc->timeout_ms))) {
       char cerr[256];
       pgio_cancel(vc->c, cerr, sizeof(cerr));

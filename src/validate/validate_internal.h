@@ -100,6 +100,8 @@ typedef struct VConn {
   const char *label;        /* "source" / "target" */
   int timeout_ms;           /* client-side bound per statement (0: none) */
   int64_t bytes;            /* received so far (set by vconn_close) */
+  int (*cancel)(void *ud);  /* VOptions.cancel */
+  void *cancel_ud;
 } VConn;
 
 /* A compared column: present on both sides. */
