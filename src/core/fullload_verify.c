@@ -13,6 +13,8 @@
 #include "util/buf.h"
 #include "validate/validate.h"
 
+#define LOCK_TIMEOUT_MS 2000
+
 /* Whether report table r is validation name 'name' (schema.table, parts
    possibly quoted; no schema means public). */
 static int same_table (const VTableResult *r, const char *name) {
@@ -26,8 +28,19 @@ static int same_table (const VTableResult *r, const char *name) {
   return same;
 }
 
-/* See fullload.h.  Differences are only counted here: a table that
-   differs is compared again, with the full report, by the caller. */
+/*
+** See fullload.h.  Differences are only counted here: a table that
+** differs is compared again, with the full report, by the caller.
+**
+** The lock timeout: the load's copy sessions keep their snapshot
+** transactions, and with them a lock on every table they copied, until
+** the load ends.  An application statement that needs an exclusive lock
+** on such a table (TRUNCATE, ALTER TABLE) waits for that, and any new
+** lock request queues behind it: a comparison that waited there would
+** wait for the end of the load, which waits for the comparison.  So
+** the comparison gives up after LOCK_TIMEOUT_MS instead (the table is
+** then compared by the caller after the load).
+*/
 int fl_verify (const char *source, const char *target, const char *snapshot, const char *const *names,
                int n, int jobs, int (*cancel)(void *ud), void *ud, FlCheckResult *results) {
   VOptions o;
@@ -46,6 +59,7 @@ int fl_verify (const char *source, const char *target, const char *snapshot, con
   o.source_snapshot = snapshot;
   o.cancel = cancel;
   o.cancel_ud = ud;
+  o.lock_timeout_ms = LOCK_TIMEOUT_MS;
   rc = validate_run(&o, &r, err, sizeof(err));
   for (i = 0; i < n; i++) {
     FlCheckResult *c = &results[i];

@@ -105,11 +105,9 @@ int validate_run (const VOptions *o, VReport *r, char *err, size_t errlen) {
   pthread_cond_init(&run.cv, NULL);
   if (check_options(o, err, errlen) != 0)
     goto out;
-  if (vconn_open(&run.msrc, o->source, "source", o->statement_timeout_s, err, errlen) != 0 ||
-      vconn_open(&run.mtgt, o->target, "target", o->statement_timeout_s, err, errlen) != 0)
+  if (vconn_open(&run.msrc, o->source, "source", o, err, errlen) != 0 ||
+      vconn_open(&run.mtgt, o->target, "target", o, err, errlen) != 0)
     goto out;
-  run.msrc.cancel = run.mtgt.cancel = o->cancel;
-  run.msrc.cancel_ud = run.mtgt.cancel_ud = o->cancel_ud;
   run.md5hash = PQserverVersion(run.msrc.c) < 110000 || PQserverVersion(run.mtgt.c) < 110000;
   if (vplan(&run, err, errlen) != 0)
     goto out;

@@ -228,7 +228,7 @@ typedef struct Worker {
 
 double vnow(void);                          /* monotonic seconds */
 void vsleep_ms(int ms);
-int vconn_open(VConn *vc, const char *conninfo, const char *label, int statement_timeout_s,
+int vconn_open(VConn *vc, const char *conninfo, const char *label, const VOptions *o,
                char *err, size_t errlen);
 void vconn_close(VConn *vc, int64_t *total);
 int vconn_broken(const VConn *vc);
