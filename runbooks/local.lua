@@ -25,8 +25,10 @@ continues where it stopped):
                triggers, materialized views refreshed
   sequences    every sequence set to the source's value plus a margin
   vacuum       VACUUM ANALYZE of every table, in parallel
-  count-check  every row of every table compared (the validation core);
-               with cdc at a consistent point of the live stream
+  count-check  every row of every table compared (the validation core):
+               the full load compares each table it loaded whole under its
+               own snapshot as soon as it and its indexes are done; the
+               rest here, with cdc at a consistent point of the live stream
   stream       (cdc) applies changes in the foreground, showing lag, until
                cutover is requested: `pgtide cutover`, Ctrl-C then 'y' on a
                terminal, or cutover=auto once lag stays low
@@ -231,27 +233,56 @@ local function unit_tables(ctx)
   return list
 end
 
--- The loaded tables as validation names them: partitions through their
--- root (the validation compares a partitioned table as a whole), quoted.
--- skip_unlogged: without the unlogged tables (their changes do not
--- stream; the cutover copies them again).
-local function validation_names(ctx, skip_unlogged)
+-- The loaded tables as validation compares them: partitions through their
+-- root (a partitioned table is compared as a whole), as { name = quoted
+-- "schema.table", tables = { { schema =, table = }, ... the loaded ones } },
+-- sorted by name.  skip_unlogged: without the unlogged tables (their
+-- changes do not stream; the cutover copies them again).
+local function validation_groups(ctx, skip_unlogged)
   local schemas, tables = {}, {}
   for _, t in ipairs(unit_tables(ctx)) do
     if not (skip_unlogged and t.unlogged) then schemas[#schemas + 1], tables[#tables + 1] = t.schema, t.table end
   end
-  local out = {}
+  local out, by = {}, {}
   for _, r in ipairs(ctx.src:query([[
-      SELECT DISTINCT format('%I.%I', rn.nspname, r.relname) AS q
+      SELECT format('%I.%I', rn.nspname, r.relname) AS q, x.s, x.t
         FROM unnest($1::text[], $2::text[]) AS x (s, t)
         JOIN pg_namespace n ON n.nspname = x.s
         JOIN pg_class c ON c.relnamespace = n.oid AND c.relname = x.t
         JOIN pg_class r ON r.oid = coalesce(pg_partition_root(c.oid), c.oid)
         JOIN pg_namespace rn ON rn.oid = r.relnamespace
-       ORDER BY 1]], schemas, tables)) do
-    out[#out + 1] = r.q
+       ORDER BY 1, 2, 3]], schemas, tables)) do
+    local g = by[r.q]
+    if not g then
+      g = { name = r.q, tables = {} }
+      by[r.q] = g
+      out[#out + 1] = g
+    end
+    g.tables[#g.tables + 1] = { schema = r.s, table = r.t }
   end
   return out
+end
+
+-- The names alone (see validation_groups).
+local function validation_names(ctx, skip_unlogged)
+  local out = {}
+  for _, g in ipairs(validation_groups(ctx, skip_unlogged)) do out[#out + 1] = g.name end
+  return out
+end
+
+local count_check   -- the count-check step (defined below)
+
+--[[ Whether the full load verifies each table as soon as it is loaded
+  (FlCheck, src/core/fullload.h): when this run goes on to the stock
+  count-check step, which then compares only what the load could not.  A
+  run that stops before it (--to vacuum: an unverified clone), or a
+  runbook whose count-check was replaced, copies without verifying. ]]
+local function verify_in_load(ctx)
+  local rb_ = ctx.runbook
+  local cc = rb_ and rb_:find("count-check")
+  if not cc or not count_check or cc.run ~= count_check.run then return false end
+  local to = ctx._opts and ctx._opts.to
+  return not (to and rb_:index(to) and rb_:index(to) < rb_:index("count-check"))
 end
 
 -- The table list for the final validation: nil (every table, and the
@@ -737,11 +768,14 @@ step {
     -- with CDC this creates the slot and may reset out.done (see load_snapshot)
     local snapshot = rb.load_snapshot(ctx)
     local after, after_setup = post_load_statements(ctx)
+    -- each table verified under this load's snapshot once loaded and indexed, while
+    -- others copy (before any stream applies to it); the count check does the rest
+    local checks = verify_in_load(ctx) and validation_groups(ctx, ctx.params.cdc) or nil
     local last_save, last_pub = sys.monotonic(), 0
     local ok, summary = pcall(load.full_load, {
       source = ctx.params.source, target = ctx.params.target, jobs = jobs(ctx),
       snapshot = snapshot, units = out.units, done_units = out.done, progress = true,
-      after = after, after_setup = after_setup,
+      after = after, after_setup = after_setup, checks = checks,
       on_unit_done = function(u)
         out.done[#out.done + 1] = u.id
         monitor.unit_done(ctx, u)   -- rows, bytes and time per table, for the report
@@ -785,6 +819,20 @@ step {
       local rows = out.summary.tables
       rows[#rows + 1] = { name = t.schema .. "." .. t.table, rows = t.rows, bytes = t.bytes,
                           index_seconds = t.index_seconds }
+    end
+    -- the tables verified during the load (the count check skips those found equal)
+    out.verified = nil
+    local equal = 0
+    for _, c in ipairs(summary.checks or {}) do
+      if c.status ~= "not_run" then
+        out.verified = out.verified or {}
+        out.verified[c.name] = { status = c.status, rows = c.source_rows, error = c.error }
+        if c.status == "equal" then equal = equal + 1 end
+      end
+    end
+    if checks then
+      log.info("full load: %d of %d tables verified row by row during the load (equal under its snapshot)",
+        equal, #checks)
     end
     -- tables copied under a later snapshot than the slot's (a resumed
     -- load): the stream skips their changes up to that snapshot
@@ -983,31 +1031,49 @@ step {
   end,
 }
 
-step {
+count_check = step {
   name = "count-check",
   title = "Verify Data Migration: row counts and every row",
   plan = function(ctx)
     return "compares every row of every loaded table on both servers (the validation core: "
-      .. "chunk hashes, then the differing rows by key) and the exact row counts; "
-      .. (ctx.params.cdc and "with CDC the stream catches up first, then the comparison runs at a "
-        .. "consistent point (apply paused at a source LSN while the target snapshot is taken)"
-        or "offline: one snapshot per side")
+      .. "chunk hashes, then the differing rows by key) and the exact row counts; the full load "
+      .. "already compared each table it loaded whole, under its own snapshot, as soon as the "
+      .. "table and its indexes were done; the others are compared here, "
+      .. (ctx.params.cdc and "after the stream caught up, at a consistent point (apply paused at a "
+        .. "source LSN while the target snapshot is taken)" or "offline: one snapshot per side")
   end,
   run = function(ctx)
     -- with CDC the unlogged tables are compared at cutover, once copied again
     local list = validation_names(ctx, ctx.params.cdc)
-    local opts = { schema = false, tables = list, jobs = jobs(ctx) }
-    if ctx.params.cdc then
-      local r = stream.ensure(ctx)
-      stream.catch_up(ctx, r, ctx.params.catchup_timeout, "count check")
-      opts.mode, opts.cdc, opts.pause_timeout = "consistent", r, ctx.params.catchup_timeout
+    local verified = (ctx.outputs["full-load"] or {}).verified or {}
+    local rest, rows, during = {}, 0, 0
+    for _, name in ipairs(list) do
+      local v = verified[name]
+      if v and v.status == "equal" then
+        during, rows = during + 1, rows + (v.rows or 0)
+      else
+        rest[#rest + 1] = name
+      end
     end
-    local report = validate.verify(ctx, opts)
-    local rows = 0
-    for _, t in ipairs(report.data and report.data.tables or {}) do rows = rows + (t.source_rows or 0) end
+    local report
+    if #rest > 0 then
+      local opts = { schema = false, tables = rest, jobs = jobs(ctx) }
+      if ctx.params.cdc then
+        local r = stream.ensure(ctx)
+        stream.catch_up(ctx, r, ctx.params.catchup_timeout, "count check")
+        opts.mode, opts.cdc, opts.pause_timeout = "consistent", r, ctx.params.catchup_timeout
+      end
+      report = validate.verify(ctx, opts)
+      for _, t in ipairs(report.data and report.data.tables or {}) do rows = rows + (t.source_rows or 0) end
+    else
+      ctx.out.validation = { result = "equal", tables_different = 0, missing = 0, extra = 0, changed = 0 }
+    end
     ctx.out.tables, ctx.out.rows, ctx.out.differences = #list, rows, 0
-    log.info("count check: %d tables, %d rows, all equal (every row compared%s)", #list, rows,
-      report.data and report.data.lsn and (", consistent at source LSN " .. report.data.lsn) or "")
+    ctx.out.verified_during_load = during
+    log.info("count check: %d tables, %d rows, all equal (every row compared%s%s)", #list, rows,
+      during > 0 and string.format("; %d during the full load under its snapshot", during) or "",
+      report and report.data and report.data.lsn and (", the others consistent at source LSN "
+        .. report.data.lsn) or "")
   end,
 }
 

@@ -3,10 +3,10 @@
 ** The CDC apply engine (see apply.h for the contract and the design).
 **
 ** Sections: helpers; the pipeline (sending statements, matching results
-** to what was sent); session setup and progress; the relation cache and
-** schema drift checks; the row path (prepared statements); the set path
-** (net effect per key, COPY, set-based statements); segments,
-** transactions and commits.
+** to what was sent, groups in flight); session setup and progress; the
+** relation cache and schema drift checks; the row path (prepared
+** statements); the set path (net effect per key, rows as array
+** parameters, set-based statements); segments, transactions and commits.
 */
 #include "cdc/apply.h"
 
@@ -23,6 +23,7 @@
 #include "util/log.h"
 
 #define FIRST_NORMAL_OID 16384
+#define TEXTARRAYOID 1009
 #define CHECK_EVERY 64            /* sends between flush/result checks */
 #define MISSING_WARN_MAX 10       /* log this many missing rows, then count */
 
@@ -62,7 +63,10 @@ typedef struct Rel {
   int any_identity_always;
   PgLsn sync_lsn;                /* skip changes in transactions ending at or before (ApplySync) */
   unsigned gen;                  /* bumped when the relation changes */
-  int temp_ready, temp_dirty;    /* set path temporary table state */
+  int temp_ready;                /* the set path's row type (a temporary table) exists */
+  int resolved;                  /* the target's side is known (rel_resolve) */
+  PGresult *catalog;             /* the target's answer, until resolved */
+  struct Rel *retired;           /* replaced entries, freed with the Applier */
   char tempname[48];
   Stmt *stmts;
   int nstmts, stmtcap;
@@ -74,10 +78,19 @@ typedef struct TypeName {
 } TypeName;
 
 typedef struct Pending {
-  char kind;                     /* 'q' statement, 'c' change, 's' sync */
+  char kind;                     /* 'q' statement, 'c' change, 'S' set-based
+                                    statement, 'C' COMMIT, 'r' catalog query
+                                    (the answer goes to rel->catalog), 's' sync */
   char op;                       /* 'U' / 'D' for 'c' */
   Rel *rel;
 } Pending;
+
+/* A group whose COMMIT was sent and whose result has not arrived. */
+typedef struct Inflight {
+  PgLsn end_lsn;
+  int64_t commit_ts;
+  ApplyStats stats;              /* as of the group's end */
+} Inflight;
 
 typedef struct SegEnt {
   size_t off, len;               /* record in seg (flag byte + message) */
@@ -109,14 +122,24 @@ struct Applier {
   int head_has_result;
   int pipe_failed;
   CdcError pipe_err;
+  Rel *set_failed;               /* a set-based statement on this table failed */
+  Inflight *fly;                 /* groups in flight, oldest first (ring) */
+  size_t fly_cap, fly_head, fly_len;
+  const char *const *row_only;   /* borrowed (ApplyOptions.row_only) */
+  int nrow_only;
+  ApplyCommitFn on_commit;
+  void *on_commit_ctx;
   Rel **rels;                    /* open addressing on relid */
   size_t rel_cap, nrels;
+  Rel *retired;                  /* replaced entries (results may point at them) */
+  int catalog_pending;           /* catalog queries whose answer has not arrived */
+  int unresolved;                /* cache entries without the target's side */
   TypeName *types;
   size_t ntypes, type_cap;
   Buf seg;                       /* buffered changes of the open segment */
   SegEnt *ents;
   size_t nents, ents_cap;
-  Buf pbuf, sql, sql2;
+  Buf pbuf, sql, sql2, arr;
   const char **pvals;
   int *plens, *pfmts;
   size_t pcap;
@@ -279,15 +302,37 @@ static int conn_broken (Applier *a, CdcError *err, const char *what) {
   return -1;
 }
 
-/* Handle one result for the ring head. */
-static void take_result (Applier *a, PGresult *res) {
+/* The oldest group in flight is committed: drop it and tell the owner. */
+static void group_committed (Applier *a) {
+  Inflight g = a->fly[a->fly_head];
+  a->fly_head = (a->fly_head + 1) % a->fly_cap;
+  a->fly_len--;
+  g.stats.missing = a->stats.missing;   /* results up to this COMMIT are all read */
+  if (a->on_commit != NULL)
+    a->on_commit(a->on_commit_ctx, g.end_lsn, g.commit_ts, &g.stats);
+}
+
+/* Handle one result for the ring head.  The first error is kept in
+   pipe_err (with the table when known); after it, the server skips
+   everything up to the next sync, so later results are
+   PGRES_PIPELINE_ABORTED and nothing after it is committed. */
+static int take_result (Applier *a, PGresult *res) {
   Pending *p = &a->ring[a->ring_head];
   ExecStatusType st = PQresultStatus(res);
   a->head_has_result = 1;
+  if (p->kind == 'r' && st != PGRES_FATAL_ERROR) {
+    a->catalog_pending--;
+    if (st == PGRES_TUPLES_OK && !a->pipe_failed && p->rel->catalog == NULL) {
+      p->rel->catalog = res;
+      return 1;
+    }
+    return 0;
+  }
   if (st == PGRES_FATAL_ERROR) {
     if (!a->pipe_failed) {
       a->pipe_failed = 1;
-      cdc_err_from_pg(&a->pipe_err, p->rel != NULL ? "apply" : "apply statement", res, a->conn);
+      cdc_err_from_pg(&a->pipe_err, p->kind == 'S' ? "apply (set-based)" : p->rel != NULL ? "apply"
+                      : p->kind == 'C' ? "apply: COMMIT" : "apply statement", res, a->conn);
       if (p->rel != NULL) {
         Buf msg = BUF_INIT;
         strlcpy_(a->pipe_err.table, p->rel->display, sizeof(a->pipe_err.table));
@@ -295,6 +340,21 @@ static void take_result (Applier *a, PGresult *res) {
         strlcpy_(a->pipe_err.message, msg.data, sizeof(a->pipe_err.message));
         buf_free(&msg);
       }
+      if (p->kind == 'S')
+        a->set_failed = p->rel;
+    }
+  } else if (a->pipe_failed || st == PGRES_PIPELINE_ABORTED) {
+    if (!a->pipe_failed) {   /* aborted without a preceding error: cannot happen */
+      a->pipe_failed = 1;
+      cdc_err_set(&a->pipe_err, CDC_ERR_PROTOCOL, 1, "apply: pipeline aborted without an error");
+    }
+  } else if (p->kind == 'C') {
+    if (strcmp(PQcmdStatus(res), "COMMIT") == 0 && a->fly_len > 0) {
+      group_committed(a);
+    } else {
+      a->pipe_failed = 1;
+      cdc_err_set(&a->pipe_err, CDC_ERR_SQL, 1, "apply: the target answered COMMIT with %s",
+                  PQcmdStatus(res));
     }
   } else if (p->kind == 'c' && st == PGRES_COMMAND_OK && strcmp(PQcmdTuples(res), "0") == 0) {
     a->stats.missing++;
@@ -302,25 +362,44 @@ static void take_result (Applier *a, PGresult *res) {
       log_warn("cdc: %s on %s found no row on the target%s", p->op == 'U' ? "UPDATE" : "DELETE",
                p->rel->display, a->stats.missing == MISSING_WARN_MAX ? " (further cases only counted)" : "");
   }
+  return 0;
 }
 
+/* A statement failed earlier: its error, -1. */
+static int pipe_error (Applier *a, CdcError *err) {
+  *err = a->pipe_err;
+  return -1;
+}
+
+#define DRAIN_NOWAIT (-1)         /* read what is there */
+#define DRAIN_ALL (-2)            /* until every pending result (ending with a sync) is read */
+#define DRAIN_CATALOG (-3)        /* until every catalog query is answered */
+
 /*
-** Consume whatever results are ready.  With 'wait', block (in 1 s poll
-** slices, honouring the abort flag) until every pending entry, which
-** must end with a sync, is answered.  Returns -1 only for a broken
-** connection or an abort; statement errors are kept in pipe_err.
+** Read results.  'want' says how long: DRAIN_NOWAIT only what has
+** arrived; DRAIN_ALL until nothing is pending (the ring must end with a
+** sync); DRAIN_CATALOG until every catalog query is answered; n >= 0
+** until at most n groups are in flight.  Waiting pushes
+** the output out and polls in 1 s slices, honouring the abort flag;
+** with timeout_ms >= 0 it waits one slice of that length at most, then
+** reads what arrived and returns 0.  -1 for a broken connection, an
+** abort or a statement error (the first one, from pipe_err).
 */
-static int pipe_drain (Applier *a, int wait, CdcError *err) {
+static int pipe_drain (Applier *a, int want, int timeout_ms, CdcError *err) {
+  int waited = 0;
   for (;;) {
     PGresult *res;
-    if (a->ring_len == 0)
-      return 0;
+    if (a->pipe_failed && want != DRAIN_ALL)
+      return pipe_error(a, err);
+    if (a->ring_len == 0 || (want >= 0 && a->fly_len <= (size_t)want) ||
+        (want == DRAIN_CATALOG && a->catalog_pending == 0))
+      return a->pipe_failed ? pipe_error(a, err) : 0;
     if (!PQconsumeInput(a->conn))
       return conn_broken(a, err, "apply connection");
     if (PQisBusy(a->conn)) {
       struct pollfd pfd;
-      int fl;
-      if (!wait)
+      int fl, rc;
+      if (want == DRAIN_NOWAIT || waited)
         return 0;
       fl = PQflush(a->conn);
       if (fl < 0)
@@ -328,12 +407,14 @@ static int pipe_drain (Applier *a, int wait, CdcError *err) {
       pfd.fd = PQsocket(a->conn);
       pfd.events = POLLIN | (fl == 1 ? POLLOUT : 0);
       pfd.revents = 0;
-      if (poll(&pfd, 1, 1000) < 0 && errno != EINTR)
+      rc = poll(&pfd, 1, timeout_ms >= 0 ? timeout_ms : 1000);
+      if (rc < 0 && errno != EINTR)
         return conn_broken(a, err, "apply connection");
       if (aborted(a)) {
         cdc_err_set(err, CDC_ERR_CONNECTION, 1, "apply interrupted while waiting for the target");
         return -1;
       }
+      waited = timeout_ms >= 0;   /* one slice, then what arrived */
       continue;
     }
     res = PQgetResult(a->conn);
@@ -363,8 +444,8 @@ static int pipe_drain (Applier *a, int wait, CdcError *err) {
       cdc_err_set(err, CDC_ERR_PROTOCOL, 1, "apply: result where a sync was expected");
       return -1;
     }
-    take_result(a, res);
-    PQclear(res);
+    if (!take_result(a, res))
+      PQclear(res);
   }
 }
 
@@ -378,9 +459,10 @@ static int pipe_enter (Applier *a, CdcError *err) {
   return 0;
 }
 
-/* After each send: every CHECK_EVERY sends, push the output out and read
-   results, so neither side's buffers fill up (no deadlock, bounded
-   memory). */
+/* After each send: every CHECK_EVERY sends (or 1 MB of parameters),
+   push the output out and read results, so neither side's buffers fill
+   up (no deadlock, bounded memory).  A statement error seen there ends
+   the group at once. */
 static int pipe_after_send (Applier *a, CdcError *err) {
   if (++a->since_check < CHECK_EVERY && a->pbuf.len < (1u << 20))
     return 0;
@@ -390,7 +472,7 @@ static int pipe_after_send (Applier *a, CdcError *err) {
     int fl = PQflush(a->conn);
     if (fl < 0)
       return conn_broken(a, err, "apply connection");
-    if (pipe_drain(a, 0, err) != 0)
+    if (pipe_drain(a, DRAIN_NOWAIT, -1, err) != 0)
       return -1;
     if (fl == 0)
       return 0;
@@ -406,13 +488,14 @@ static int pipe_after_send (Applier *a, CdcError *err) {
   }
 }
 
-/* Send a parameterless statement through the pipeline. */
-static int pipe_exec (Applier *a, const char *sql, Rel *rel, CdcError *err) {
+/* Send a parameterless statement through the pipeline; 'kind' is its
+   ring entry's kind ('q', or 'S' for a set-based statement). */
+static int pipe_exec (Applier *a, const char *sql, char kind, Rel *rel, CdcError *err) {
   if (pipe_enter(a, err) != 0)
     return -1;
   if (!PQsendQueryParams(a->conn, sql, 0, NULL, NULL, NULL, NULL, 0))
     return conn_broken(a, err, "apply: send");
-  ring_push(a, 'q', 0, rel);
+  ring_push(a, kind, 0, rel);
   return pipe_after_send(a, err);
 }
 
@@ -426,6 +509,24 @@ static int pipe_exec_params (Applier *a, const char *sql, int n, CdcError *err) 
   return pipe_after_send(a, err);
 }
 
+/* Send a set-based statement whose one parameter ($1, text[]) is the
+   binary array built in a->arr. */
+static int pipe_exec_array (Applier *a, const char *sql, Rel *rel, CdcError *err) {
+  static const Oid types[1] = {TEXTARRAYOID};
+  static const int fmts[1] = {1};
+  const char *vals[1];
+  int lens[1];
+  if (pipe_enter(a, err) != 0)
+    return -1;
+  vals[0] = a->arr.data;
+  lens[0] = (int)a->arr.len;
+  if (!PQsendQueryParams(a->conn, sql, 1, types, vals, lens, fmts, 0))
+    return conn_broken(a, err, "apply: send");
+  ring_push(a, 'S', 0, rel);
+  a->since_check = CHECK_EVERY;   /* push big parameters out at once */
+  return pipe_after_send(a, err);
+}
+
 /* Sync and wait for every result; statement errors come back here. */
 static int pipe_sync (Applier *a, CdcError *err) {
   if (!a->pipeline)
@@ -433,17 +534,11 @@ static int pipe_sync (Applier *a, CdcError *err) {
   if (PQpipelineSync(a->conn) != 1)
     return conn_broken(a, err, "apply: pipeline sync");
   ring_push(a, 's', 0, NULL);
-  if (pipe_drain(a, 1, err) != 0)
-    return -1;
-  if (a->pipe_failed) {
-    *err = a->pipe_err;
-    a->pipe_failed = 0;
-    return -1;
-  }
-  return 0;
+  return pipe_drain(a, DRAIN_ALL, -1, err);
 }
 
-/* Leave pipeline mode (after a sync) for COPY and plain queries. */
+/* Leave pipeline mode (after a sync) for plain queries: waits for every
+   result, groups in flight included. */
 static int pipe_leave (Applier *a, CdcError *err) {
   if (!a->pipeline)
     return 0;
@@ -490,31 +585,33 @@ static int exec_params (Applier *a, const char *sql, int n, const char *const *v
 */
 
 /* Create the replication origin when missing and bind this session to
-   it; a predecessor's backend that still holds it is waited for. */
+   it, in one round trip; a predecessor's backend that still holds it is
+   waited for. */
 static int setup_origin (Applier *a, CdcError *err) {
-  const char *vals[1];
-  PGresult *res = NULL;
-  int tries;
-  vals[0] = a->origin;
-  if (exec_params(a, "SELECT pg_replication_origin_oid($1) IS NULL", 1, vals, &res,
-                  "look up the replication origin", err) != 0)
-    return -1;
-  if (strcmp(PQgetvalue(res, 0, 0), "t") == 0 &&
-      exec_params(a, "SELECT pg_replication_origin_create($1)", 1, vals, NULL,
-                  "create the replication origin", err) != 0) {
-    PQclear(res);
-    return -1;
-  }
-  PQclear(res);
+  char *lit = PQescapeLiteral(a->conn, a->origin, strlen(a->origin));
+  Buf sql = BUF_INIT;
+  int tries, rc = -1;
+  if (lit == NULL)
+    return conn_broken(a, err, "quote the replication origin's name");
+  buf_printf(&sql, "SELECT pg_replication_origin_create(%s) WHERE pg_replication_origin_oid(%s) IS NULL; "
+             "SELECT pg_replication_origin_session_setup(%s)", lit, lit, lit);
+  PQfreemem(lit);
   /* a killed predecessor's backend may hold the origin for a moment */
   for (tries = 0;; tries++) {
-    if (exec_params(a, "SELECT pg_replication_origin_session_setup($1)", 1, vals, NULL,
-                    "set up the replication origin", err) == 0)
-      return 0;
+    PGresult *res = PQexec(a->conn, sql.data);
+    if (PQresultStatus(res) == PGRES_TUPLES_OK) {
+      PQclear(res);
+      rc = 0;
+      break;
+    }
+    cdc_err_from_pg(err, "set up the replication origin", res, a->conn);
+    PQclear(res);
     if (strcmp(err->sqlstate, "55006") != 0 || tries >= 50 || aborted(a))
-      return -1;
+      break;
     usleep(200000);
   }
+  buf_free(&sql);
+  return rc;
 }
 
 /* The progress table, for targets where replication origins are not
@@ -580,25 +677,33 @@ Applier *apply_open (const char *conninfo, const ApplyOptions *opt, CdcError *er
   a->abort_flag = opt->abort_flag;
   a->sync = opt->sync;
   a->nsync = opt->sync != NULL ? opt->nsync : 0;
+  a->row_only = opt->row_only;
+  a->nrow_only = opt->row_only != NULL ? opt->nrow_only : 0;
+  a->on_commit = opt->on_commit;
+  a->on_commit_ctx = opt->on_commit_ctx;
   pgo_decoder_init(&a->dec, 2);
   pgo_msg_init(&a->msg);
-  /* set-based statements join a small staging table to big tables:
-     index nested loops, never a scan of the target table */
-  if (exec_params(a, "SET enable_hashjoin = off", 0, NULL, NULL, "configure the apply session", err) != 0 ||
-      exec_params(a, "SET enable_mergejoin = off", 0, NULL, NULL, "configure the apply session", err) != 0 ||
-      exec_params(a, "SET statement_timeout = 0", 0, NULL, NULL, "configure the apply session", err) != 0 ||
-      exec_params(a, "SET idle_in_transaction_session_timeout = 0", 0, NULL, NULL,
-                  "configure the apply session", err) != 0)
-    goto fail;
-  if (a->replica_role &&
-      exec_params(a, "SET session_replication_role = replica", 0, NULL, NULL,
-                  "SET session_replication_role = replica (needs superuser, or pass "
-                  "replica_role=false to apply with triggers and foreign-key checks on)", err) != 0)
-    goto fail;
-  if (opt->session_sql != NULL && opt->session_sql[0] != '\0') {
-    PGresult *res = PQexec(a->conn, opt->session_sql);
+  /* One round trip (the target may be far away): set-based statements
+     join a small set of rows to big tables, so index nested loops,
+     never a scan of the target table; no timeouts; replica role; the
+     source's output settings. */
+  {
+    Buf set = BUF_INIT;
+    PGresult *res;
+    buf_puts(&set, "SET enable_hashjoin = off; SET enable_mergejoin = off; SET statement_timeout = 0; "
+             "SET idle_in_transaction_session_timeout = 0;");
+    if (a->replica_role)
+      buf_puts(&set, "SET session_replication_role = replica;");
+    if (opt->session_sql != NULL)
+      buf_puts(&set, opt->session_sql);
+    res = PQexec(a->conn, set.data);
+    buf_free(&set);
     if (PQresultStatus(res) != PGRES_COMMAND_OK) {
-      cdc_err_from_pg(err, "apply the source's output settings", res, a->conn);
+      const char *state = PQresultErrorField(res, PG_DIAG_SQLSTATE);
+      cdc_err_from_pg(err, a->replica_role && state != NULL && strcmp(state, "42501") == 0
+                      ? "SET session_replication_role = replica (needs superuser, or pass "
+                        "replica_role=false to apply with triggers and foreign-key checks on)"
+                      : "configure the apply session (and the source's output settings)", res, a->conn);
       PQclear(res);
       goto fail;
     }
@@ -641,6 +746,7 @@ static void rel_free (Rel *r) {
   free(r->relname);
   free(r->qname);
   free(r->display);
+  PQclear(r->catalog);
   free(r);
 }
 
@@ -655,10 +761,16 @@ void apply_close (Applier *a) {
   for (i = 0; i < a->rel_cap; i++)
     rel_free(a->rels[i]);
   free(a->rels);
+  while (a->retired != NULL) {
+    Rel *r = a->retired;
+    a->retired = r->retired;
+    rel_free(r);
+  }
   for (i = 0; i < a->ntypes; i++)
     free(a->types[i].name);
   free(a->types);
   free(a->ring);
+  free(a->fly);
   free(a->ents);
   free(a->pvals);
   free(a->plens);
@@ -673,6 +785,7 @@ void apply_close (Applier *a) {
   buf_free(&a->pbuf);
   buf_free(&a->sql);
   buf_free(&a->sql2);
+  buf_free(&a->arr);
   pgo_msg_free(&a->msg);
   free(a->origin);
   free(a->identity);
@@ -765,8 +878,9 @@ static Rel *rel_find (Applier *a, uint32_t relid) {
   return a->rel_cap == 0 ? NULL : *rel_slot(a, relid);
 }
 
-/* Insert or replace (freeing the old entry: the pipeline must be drained,
-   as pending results point at entries). */
+/* Insert or replace.  A replaced entry is retired, not freed: results
+   still pending in the pipeline may point at it (freed by
+   apply_close). */
 static void rel_put (Applier *a, Rel *r) {
   Rel **slot;
   if ((a->nrels + 1) * 2 > a->rel_cap) {
@@ -780,10 +894,14 @@ static void rel_put (Applier *a, Rel *r) {
     free(old);
   }
   slot = rel_slot(a, r->relid);
-  if (*slot == NULL)
+  if (*slot == NULL) {
     a->nrels++;
-  else
-    rel_free(*slot);
+  } else {
+    if (!(*slot)->resolved)
+      a->unresolved--;
+    (*slot)->retired = a->retired;
+    a->retired = *slot;
+  }
   *slot = r;
 }
 
@@ -851,17 +969,19 @@ static int drift (CdcError *err, const Rel *r, const char *column, const char *f
   return -1;
 }
 
-/* The target's name for a built-in type, for messages. */
+/* The target's name for a built-in type, for a drift message (the
+   pipeline is left for it: the session ends with that error anyway). */
 static void builtin_type_name (Applier *a, uint32_t oid, int32_t typmod, char *out, size_t n) {
   char o[16], t[16];
   const char *vals[2];
-  PGresult *res;
+  PGresult *res = NULL;
+  CdcError ignore;
   snprintf(o, sizeof(o), "%u", oid);
   snprintf(t, sizeof(t), "%d", typmod);
   vals[0] = o;
   vals[1] = t;
-  res = PQexecParams(a->conn, "SELECT format_type($1::oid, $2::int)", 2, NULL, vals, NULL, NULL, 0);
-  if (PQresultStatus(res) == PGRES_TUPLES_OK && PQntuples(res) == 1)
+  if (exec_params(a, "SELECT format_type($1::oid, $2::int)", 2, vals, &res, "format_type", &ignore) == 0 &&
+      PQntuples(res) == 1)
     strlcpy_(out, PQgetvalue(res, 0, 0), n);
   else
     snprintf(out, n, "type %u", oid);
@@ -869,35 +989,15 @@ static void builtin_type_name (Applier *a, uint32_t oid, int32_t typmod, char *o
 }
 
 /*
-** Build the cache entry for a Relation message: look the table up on
-** the target, check every column (exists, same type, not generated
-** there), note identity columns, whether a unique index covers exactly
-** the replica identity (needed by the set path), and the relkind.
-** Returns -1 with a drift error naming table and column on mismatch.
+** A cache entry for a Relation message, from the source's side only
+** (names, columns, identity, the table_sync position); the target's
+** side comes from rel_request/rel_resolve.
 */
-static int rel_setup (Applier *a, const PgoMsg *m, CdcError *err) {
-  static const char *const colsql =
-    "SELECT c.oid, c.relkind::text, a.attname, a.atttypid, format_type(a.atttypid, a.atttypmod), "
-    "a.attnotnull, a.atthasdef, a.attidentity::text, a.attgenerated::text, a.attnum, "
-    "(WITH RECURSIVE b AS (SELECT t.oid, t.typtype, t.typbasetype, t.typnamespace, t.typname "
-    "UNION ALL SELECT bt.oid, bt.typtype, bt.typbasetype, bt.typnamespace, bt.typname FROM b "
-    "JOIN pg_type bt ON bt.oid = b.typbasetype WHERE b.typtype = 'd') "
-    "SELECT bn.nspname || '.' || b.typname FROM b JOIN pg_namespace bn ON bn.oid = b.typnamespace "
-    "WHERE b.typtype <> 'd') "
-    "FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
-    "JOIN pg_attribute a ON a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped "
-    "JOIN pg_type t ON t.oid = a.atttypid JOIN pg_namespace tn ON tn.oid = t.typnamespace "
-    "WHERE n.nspname = $1 AND c.relname = $2 AND c.relkind IN ('r', 'p') ORDER BY a.attnum";
-  static const char *const idxsql =
-    "SELECT i.indkey::text FROM pg_index i WHERE i.indrelid = $1::oid AND i.indisunique "
-    "AND i.indimmediate AND i.indisvalid AND i.indpred IS NULL AND i.indexprs IS NULL";
+static Rel *rel_new (Applier *a, const PgoMsg *m) {
   Rel *r = xcalloc(1, sizeof(Rel));
   Rel *old = rel_find(a, m->relid);
-  PGresult *res = NULL, *ires = NULL;
-  const char *vals[2];
-  int i, j, nt, *attnums = NULL, rc = -1;
   Buf b = BUF_INIT;
-
+  int i;
   r->relid = m->relid;
   r->nspname = xstrdup(m->nspname[0] ? m->nspname : "pg_catalog");
   r->relname = xstrdup(m->relname);
@@ -915,7 +1015,6 @@ static int rel_setup (Applier *a, const PgoMsg *m, CdcError *err) {
   r->ncols = m->ncols;
   r->cols = xcalloc((size_t)(m->ncols > 0 ? m->ncols : 1), sizeof(RelCol));
   r->keys = xcalloc((size_t)(m->ncols > 0 ? m->ncols : 1), sizeof(int));
-  attnums = xcalloc((size_t)(m->ncols > 0 ? m->ncols : 1), sizeof(int));
   r->gen = old != NULL ? old->gen + 1 : 0;
   for (i = 0; i < m->ncols; i++) {
     r->cols[i].name = xstrdup(m->cols[i].name);
@@ -926,16 +1025,79 @@ static int rel_setup (Applier *a, const PgoMsg *m, CdcError *err) {
     if (r->cols[i].key && !r->full)
       r->keys[r->nkeys++] = i;
   }
+  snprintf(r->tempname, sizeof(r->tempname), "pgtide_s_%u_%u", r->relid, r->gen);
+  return r;
+}
 
+/*
+** Ask the target for a relation's definition, in the pipeline (with a
+** flush request, so the answer comes without a sync): its columns, and
+** the keys of its unique indexes.  rel_resolve() reads the answer when
+** the relation's first change is applied; tables that appear together
+** cost one round trip.
+*/
+static int rel_request (Applier *a, Rel *r, CdcError *err) {
+  static const char *const sql =
+    "SELECT c.oid, c.relkind::text, a.attname, a.atttypid, format_type(a.atttypid, a.atttypmod), "
+    "a.attnotnull, a.atthasdef, a.attidentity::text, a.attgenerated::text, a.attnum, "
+    "(WITH RECURSIVE b AS (SELECT t.oid, t.typtype, t.typbasetype, t.typnamespace, t.typname "
+    "UNION ALL SELECT bt.oid, bt.typtype, bt.typbasetype, bt.typnamespace, bt.typname FROM b "
+    "JOIN pg_type bt ON bt.oid = b.typbasetype WHERE b.typtype = 'd') "
+    "SELECT bn.nspname || '.' || b.typname FROM b JOIN pg_namespace bn ON bn.oid = b.typnamespace "
+    "WHERE b.typtype <> 'd'), "
+    "(SELECT string_agg(i.indkey::text, ',') FROM pg_index i WHERE i.indrelid = c.oid AND i.indisunique "
+    "AND i.indimmediate AND i.indisvalid AND i.indpred IS NULL AND i.indexprs IS NULL) "
+    "FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
+    "JOIN pg_attribute a ON a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped "
+    "JOIN pg_type t ON t.oid = a.atttypid JOIN pg_namespace tn ON tn.oid = t.typnamespace "
+    "WHERE n.nspname = $1 AND c.relname = $2 AND c.relkind IN ('r', 'p') ORDER BY a.attnum";
+  const char *vals[2];
   vals[0] = r->nspname;
   vals[1] = r->relname;
-  if (exec_params(a, colsql, 2, vals, &res, "read the target's columns", err) != 0)
-    goto done;
-  nt = PQntuples(res);
-  if (nt == 0) {
-    drift(err, r, NULL, "table %s does not exist on the target", r->display);
-    goto done;
+  if (pipe_enter(a, err) != 0)
+    return -1;
+  if (!PQsendQueryParams(a->conn, sql, 2, NULL, vals, NULL, NULL, 0) || PQsendFlushRequest(a->conn) != 1)
+    return conn_broken(a, err, "apply: send");
+  ring_push(a, 'r', 0, r);
+  a->catalog_pending++;
+  a->unresolved++;
+  return pipe_after_send(a, err);
+}
+
+/* Whether a unique index's keys ("3 1", attnums) are exactly the
+   relation's identity columns (attnums[] maps source columns to the
+   target's attnums). */
+static int index_is_identity (const Rel *r, const int *attnums, const char *p, const char *end) {
+  int nk = 0, i;
+  while (p < end) {
+    char *next;
+    int att = (int)strtol(p, &next, 10), found = 0;
+    if (next == p)
+      break;
+    for (i = 0; i < r->nkeys && !found; i++)
+      found = attnums[r->keys[i]] == att;
+    if (!found)
+      return 0;
+    nk++;
+    p = next;
+    while (p < end && *p == ' ')
+      p++;
   }
+  return nk == r->nkeys;
+}
+
+/*
+** The target's side of a relation, from rel_request's answer: check
+** every column (exists, same type, not generated there), note identity
+** columns, whether a unique index covers exactly the replica identity
+** (needed by the set path), and the relkind.  -1 with a drift error
+** naming table and column on mismatch.
+*/
+static int rel_apply_catalog (Applier *a, Rel *r, PGresult *res, CdcError *err) {
+  int i, j, nt = PQntuples(res), *attnums;
+  if (nt == 0)
+    return drift(err, r, NULL, "table %s does not exist on the target", r->display);
+  attnums = xcalloc((size_t)(r->ncols > 0 ? r->ncols : 1), sizeof(int));
   r->partitioned = strcmp(PQgetvalue(res, 0, 1), "p") == 0;
   for (i = 0; i < r->ncols; i++) {
     RelCol *c = &r->cols[i];
@@ -943,13 +1105,13 @@ static int rel_setup (Applier *a, const PgoMsg *m, CdcError *err) {
       if (strcmp(PQgetvalue(res, j, 2), c->name) == 0)
         break;
     if (j == nt) {
-      drift(err, r, c->name, "column \"%s\" exists on the source but not on the target", c->name);
-      goto done;
+      free(attnums);
+      return drift(err, r, c->name, "column \"%s\" exists on the source but not on the target", c->name);
     }
     if (PQgetvalue(res, j, 8)[0] != '\0') {
-      drift(err, r, c->name, "column \"%s\" is a generated column on the target but not on the source",
-            c->name);
-      goto done;
+      free(attnums);
+      return drift(err, r, c->name, "column \"%s\" is a generated column on the target but not on the source",
+                   c->name);
     }
     {
       uint32_t toid = (uint32_t)strtoul(PQgetvalue(res, j, 3), NULL, 10);
@@ -957,15 +1119,15 @@ static int rel_setup (Applier *a, const PgoMsg *m, CdcError *err) {
       if (c->typoid < FIRST_NORMAL_OID && toid != c->typoid) {
         char sname[128];
         builtin_type_name(a, c->typoid, c->typmod, sname, sizeof(sname));
-        drift(err, r, c->name, "column \"%s\" is %s on the source but %s on the target", c->name,
-              sname, PQgetvalue(res, j, 4));
-        goto done;
+        free(attnums);
+        return drift(err, r, c->name, "column \"%s\" is %s on the source but %s on the target", c->name,
+                     sname, PQgetvalue(res, j, 4));
       }
       if (c->typoid >= FIRST_NORMAL_OID && type_name(a, c->typoid) != NULL &&
           strcmp(type_name(a, c->typoid), tname) != 0) {
-        drift(err, r, c->name, "column \"%s\" is %s on the source but %s on the target", c->name,
-              type_name(a, c->typoid), tname);
-        goto done;
+        free(attnums);
+        return drift(err, r, c->name, "column \"%s\" is %s on the source but %s on the target", c->name,
+                     type_name(a, c->typoid), tname);
       }
     }
     c->identity_always = strcmp(PQgetvalue(res, j, 7), "a") == 0;
@@ -981,44 +1143,62 @@ static int rel_setup (Applier *a, const PgoMsg *m, CdcError *err) {
       known = strcmp(r->cols[i].name, name) == 0;
     if (!known && strcmp(PQgetvalue(res, j, 5), "t") == 0 && strcmp(PQgetvalue(res, j, 6), "f") == 0 &&
         PQgetvalue(res, j, 7)[0] == '\0' && PQgetvalue(res, j, 8)[0] == '\0') {
-      drift(err, r, name, "column \"%s\" exists only on the target and is NOT NULL without a default",
-            name);
-      goto done;
+      free(attnums);
+      return drift(err, r, name, "column \"%s\" exists only on the target and is NOT NULL without a default",
+                   name);
     }
   }
   /* set path: a unique index on exactly the identity columns */
   if (r->nkeys > 0 && !r->full) {
-    char oid[16];
-    const char *iv[1];
-    strlcpy_(oid, PQgetvalue(res, 0, 0), sizeof(oid));
-    iv[0] = oid;
-    if (exec_params(a, idxsql, 1, iv, &ires, "read the target's unique indexes", err) != 0)
-      goto done;
-    for (j = 0; j < PQntuples(ires) && !r->set_ok; j++) {
-      int nk = 0, match = 1;
-      const char *p = PQgetvalue(ires, j, 0);
-      while (*p && match) {
-        int att = (int)strtol(p, (char **)&p, 10), found = 0;
-        for (i = 0; i < r->nkeys && !found; i++)
-          found = attnums[r->keys[i]] == att;
-        match = found;
-        nk++;
-        while (*p == ' ')
-          p++;
-      }
-      r->set_ok = match && nk == r->nkeys;
+    const char *p = PQgetvalue(res, 0, 11), *end;
+    while (*p != '\0' && !r->set_ok) {
+      end = strchr(p, ',');
+      if (end == NULL)
+        end = p + strlen(p);
+      r->set_ok = index_is_identity(r, attnums, p, end);
+      p = *end == ',' ? end + 1 : end;
     }
   }
-  snprintf(r->tempname, sizeof(r->tempname), "pgtide_s_%u_%u", r->relid, r->gen);
-  rel_put(a, r);
-  r = NULL;
-  rc = 0;
-done:
-  PQclear(res);
-  PQclear(ires);
+  for (i = 0; i < a->nrow_only && r->set_ok; i++)
+    if (strcmp(a->row_only[i], r->display) == 0)
+      r->set_ok = 0;             /* its set-based apply failed once: row by row */
   free(attnums);
-  rel_free(r);
-  return rc;
+  return 0;
+}
+
+/*
+** Resolve every relation whose definition was asked for: wait for the
+** answers (all of them: they were sent together), then check each.
+** -1 with err (drift, or a failure in the pipeline).
+*/
+static int rels_resolve (Applier *a, CdcError *err) {
+  size_t i;
+  if (a->unresolved == 0)
+    return 0;
+  if (a->catalog_pending > 0) {
+    if (PQflush(a->conn) < 0)
+      return conn_broken(a, err, "apply connection");
+    if (pipe_drain(a, DRAIN_CATALOG, -1, err) != 0)
+      return -1;
+  }
+  for (i = 0; i < a->rel_cap; i++) {
+    Rel *r = a->rels[i];
+    int rc;
+    if (r == NULL || r->resolved)
+      continue;
+    if (r->catalog == NULL) {
+      cdc_err_set(err, CDC_ERR_PROTOCOL, 1, "apply: no answer about table %s", r->display);
+      return -1;
+    }
+    rc = rel_apply_catalog(a, r, r->catalog, err);
+    PQclear(r->catalog);
+    r->catalog = NULL;
+    if (rc != 0)
+      return -1;
+    r->resolved = 1;
+    a->unresolved--;
+  }
+  return 0;
 }
 
 /* }====================================================== */
@@ -1249,6 +1429,8 @@ static int send_upddel (Applier *a, Rel *r, const PgoMsg *m, CdcError *err) {
 static int send_truncate (Applier *a, const PgoMsg *m, PgLsn end_lsn, CdcError *err) {
   int i, n = 0;
   Rel *last = NULL;
+  if (rels_resolve(a, err) != 0)
+    return -1;
   buf_reset(&a->sql);
   buf_puts(&a->sql, "TRUNCATE ");
   for (i = 0; i < m->nrels; i++) {
@@ -1272,7 +1454,7 @@ static int send_truncate (Applier *a, const PgoMsg *m, PgLsn end_lsn, CdcError *
   if (m->flags & PGO_TRUNCATE_CASCADE)
     buf_puts(&a->sql, " CASCADE");
   a->stats.truncates++;
-  return pipe_exec(a, a->sql.data, n == 1 ? last : NULL, err);
+  return pipe_exec(a, a->sql.data, 'q', n == 1 ? last : NULL, err);
 }
 
 /* Decode a stored record (flag byte + pgoutput message). */
@@ -1320,7 +1502,7 @@ static int row_apply_range (Applier *a, size_t from, size_t to, CdcError *err) {
 
 /*
 ** {======================================================
-** Set path: net effect per key, COPY, set-based statements
+** Set path: net effect per key, rows as array parameters, set-based statements
 ** =======================================================
 */
 
@@ -1494,153 +1676,96 @@ static char net_eff (const NetEnt *e) {
   return e->existed ? 'f' : 'i';
 }
 
-/* COPY text escaping of one value: runs without special characters are
-   appended in one piece. */
-static void copy_value (Buf *b, const PgoValue *v) {
+/* Append a value to a row literal (record_in's syntax): a text value
+   double-quoted, quotes and backslashes escaped with a backslash; NULL
+   and unchanged TOAST values as an empty field, which reads as NULL
+   (an unchanged column is never taken from the literal). */
+static void row_value (Buf *b, const PgoValue *v) {
   const char *p, *end, *run;
-  if (v->kind != PGO_VAL_TEXT) {
-    buf_append(b, "\\N", 2);
+  if (v->kind != PGO_VAL_TEXT)
     return;
-  }
-  buf_reserve(b, v->len + 16);
+  buf_reserve(b, v->len + 8);
+  buf_putc(b, '"');
   for (p = run = v->data, end = v->data + v->len; p < end; p++) {
-    const char *esc;
-    switch (*p) {
-      case '\\': esc = "\\\\"; break;
-      case '\n': esc = "\\n"; break;
-      case '\r': esc = "\\r"; break;
-      case '\t': esc = "\\t"; break;
-      default: continue;
-    }
+    if (*p != '"' && *p != '\\')
+      continue;
     buf_append(b, run, (size_t)(p - run));
-    buf_append(b, esc, 2);
-    run = p + 1;
+    buf_putc(b, '\\');
+    run = p;                     /* the character itself starts the next run */
   }
   buf_append(b, run, (size_t)(end - run));
+  buf_putc(b, '"');
 }
 
-/* Run SQL (possibly several statements) outside the pipeline, reading
-   every result; the first failure is returned in err. */
-static int exec_simple (Applier *a, const char *sql, Rel *r, CdcError *err) {
-  PGresult *res;
-  int rc = 0;
-  if (!PQsendQuery(a->conn, sql))
-    return conn_broken(a, err, "apply: send");
-  while ((res = PQgetResult(a->conn)) != NULL) {
-    ExecStatusType st = PQresultStatus(res);
-    if (st != PGRES_COMMAND_OK && st != PGRES_TUPLES_OK && rc == 0) {
-      cdc_err_from_pg(err, "apply (set-based)", res, a->conn);
-      if (r != NULL)
-        strlcpy_(err->table, r->display, sizeof(err->table));
-      rc = -1;
-    }
-    PQclear(res);
+static void arr_u32 (Buf *b, uint32_t v) {
+  uint8_t x[4];
+  pgo_put_u32(x, v);
+  buf_append(b, x, 4);
+}
+
+/*
+** The parameter of a set-based statement: a one-dimensional text[] in
+** binary format (no NULL elements), one row literal per element, built
+** in a->arr.  Binary elements need no escaping beyond the literal's
+** own.  arr_begin, then arr_row per row, then arr_finish with the count.
+*/
+static void arr_begin (Applier *a) {
+  buf_reset(&a->arr);
+  arr_u32(&a->arr, 1);           /* dimensions */
+  arr_u32(&a->arr, 0);           /* no NULL elements */
+  arr_u32(&a->arr, 25);          /* element type: text */
+  arr_u32(&a->arr, 0);           /* length, set by arr_finish */
+  arr_u32(&a->arr, 1);           /* lower bound */
+}
+
+/* One element: "(v1,v2,...)" with the entry's values in source order. */
+static void arr_row (Applier *a, const NetEnt *e) {
+  size_t at = a->arr.len;
+  int i;
+  arr_u32(&a->arr, 0);
+  buf_putc(&a->arr, '(');
+  for (i = 0; i < e->rel->ncols; i++) {
+    if (i > 0)
+      buf_putc(&a->arr, ',');
+    row_value(&a->arr, &e->vals[i]);
   }
-  if (rc == 0 && PQstatus(a->conn) != CONNECTION_OK)
-    return conn_broken(a, err, "apply connection");
-  return rc;
+  buf_putc(&a->arr, ')');
+  pgo_put_u32((uint8_t *)a->arr.data + at, (uint32_t)(a->arr.len - at - 4));
 }
 
-/* The temporary table of a relation: its columns with the target's
-   types, plus the operation and the unchanged-column mask. */
+static void arr_finish (Applier *a, uint32_t n) {
+  pgo_put_u32((uint8_t *)a->arr.data + 12, n);
+}
+
+/*
+** The row type of a relation's changed rows: a temporary table with its
+** columns (source order, the target's types and typmods), made once per
+** session, in the pipeline.  It never holds rows (nothing to empty
+** between groups, however many are in flight); set-based statements cast
+** their row literals to its type, so every value goes through its
+** column type's input function, as COPY would.  If the group that
+** creates it is lost, so is the session and the Applier.
+*/
 static int temp_ensure (Applier *a, Rel *r, CdcError *err) {
   int i;
   if (r->temp_ready)
     return 0;
   buf_reset(&a->sql2);
-  buf_printf(&a->sql2, "CREATE TEMP TABLE IF NOT EXISTS %s ON COMMIT DELETE ROWS AS SELECT "
-             "NULL::\"char\" AS _pgtide_op, NULL::text AS _pgtide_mask", r->tempname);
+  buf_printf(&a->sql2, "CREATE TEMP TABLE IF NOT EXISTS %s AS SELECT ", r->tempname);
   for (i = 0; i < r->ncols; i++)
-    buf_printf(&a->sql2, ", %s", r->cols[i].qname);
-  buf_printf(&a->sql2, " FROM %s WITH NO DATA", r->qname);
-  if (exec_simple(a, a->sql2.data, NULL, err) != 0)
+    buf_printf(&a->sql2, "%s%s", i ? ", " : "", r->cols[i].qname);
+  buf_printf(&a->sql2, " FROM %s%s WITH NO DATA", r->partitioned ? "" : "ONLY ", r->qname);
+  if (pipe_exec(a, a->sql2.data, 'q', r, err) != 0)
     return -1;
   r->temp_ready = 1;
   return 0;
 }
 
-/*
-** COPY a relation's net rows: with 'direct', the new rows ('i') straight
-** into the target table; otherwise the rows to delete or update into the
-** staging table, with their operation and unchanged-column mask.
-*/
-static int copy_rel (Applier *a, Rel *r, int first, int direct, CdcError *err) {
-  PGresult *res;
-  int i, k;
-  Buf row = BUF_INIT;
-  buf_reset(&a->sql2);
-  if (direct)
-    buf_printf(&a->sql2, "COPY %s (", r->qname);
-  else
-    buf_printf(&a->sql2, "COPY %s (_pgtide_op, _pgtide_mask, ", r->tempname);
-  for (i = 0; i < r->ncols; i++)
-    buf_printf(&a->sql2, "%s%s", i ? ", " : "", r->cols[i].qname);
-  buf_puts(&a->sql2, ") FROM STDIN");
-  res = PQexec(a->conn, a->sql2.data);
-  if (PQresultStatus(res) != PGRES_COPY_IN) {
-    cdc_err_from_pg(err, direct ? "apply: COPY into the table" : "apply: COPY into the staging table",
-                    res, a->conn);
-    strlcpy_(err->table, r->display, sizeof(err->table));
-    PQclear(res);
-    return -1;
-  }
-  PQclear(res);
-  for (k = first; k >= 0; k = a->net[k].next_in_rel) {
-    NetEnt *e = &a->net[k];
-    char eff = net_eff(e);
-    if (eff == 0 || (eff == 'i') != (direct != 0))
-      continue;
-    if (!direct) {
-      buf_putc(&row, eff);
-      buf_putc(&row, '\t');
-      if (eff == 'u')
-        for (i = 0; i < r->ncols; i++)
-          buf_putc(&row, e->vals[i].kind == PGO_VAL_UNCHANGED ? '1' : '0');
-      else
-        buf_puts(&row, "\\N");
-      buf_putc(&row, '\t');
-    }
-    for (i = 0; i < r->ncols; i++) {
-      if (i > 0)
-        buf_putc(&row, '\t');
-      copy_value(&row, &e->vals[i]);
-    }
-    buf_putc(&row, '\n');
-    a->stats.set_rows++;
-    if (row.len >= (256u << 10)) {
-      if (PQputCopyData(a->conn, row.data, (int)row.len) != 1)
-        goto broken;
-      buf_reset(&row);
-    }
-  }
-  if ((row.len > 0 && PQputCopyData(a->conn, row.data, (int)row.len) != 1) ||
-      PQputCopyEnd(a->conn, NULL) != 1)
-    goto broken;
-  buf_free(&row);
-  res = PQgetResult(a->conn);
-  if (PQresultStatus(res) != PGRES_COMMAND_OK) {
-    cdc_err_from_pg(err, direct ? "apply: COPY into the table" : "apply: COPY into the staging table",
-                    res, a->conn);
-    strlcpy_(err->table, r->display, sizeof(err->table));
-    PQclear(res);
-    while ((res = PQgetResult(a->conn)) != NULL)
-      PQclear(res);
-    return -1;
-  }
-  PQclear(res);
-  while ((res = PQgetResult(a->conn)) != NULL)
-    PQclear(res);
-  return 0;
-broken:
-  buf_free(&row);
-  return conn_broken(a, err, "apply: COPY");
-}
-
-/* " AND t.k = s.k" for each identity column. */
+/* "t.k = s.k AND ..." for the identity columns. */
 static void key_match (Buf *b, Rel *r) {
   int i;
   for (i = 0; i < r->nkeys; i++)
-    buf_printf(b, " AND t.%s = s.%s", r->cols[r->keys[i]].qname, r->cols[r->keys[i]].qname);
+    buf_printf(b, "%st.%s = s.%s", i ? " AND " : "", r->cols[r->keys[i]].qname, r->cols[r->keys[i]].qname);
 }
 
 /* Per-relation counts of the effective operations. */
@@ -1677,79 +1802,130 @@ static int set_list (Buf *b, Rel *r, const char *mask) {
   return n;
 }
 
-/* The set-based statements for one relation's staged rows, as one
-   multi-statement string: deletes, whole-row updates, then one UPDATE
-   per unchanged-column mask.  New rows are COPYed directly afterwards. */
-static void set_statements (Applier *a, Rel *r, int first, Buf *b) {
-  const char *only = r->partitioned ? "" : "ONLY ";
-  NetCounts c = net_counts(a, first);
-  char **masks = NULL;
-  int nmasks = 0, cap = 0, i, k;
-  if (c.del > 0) {
-    buf_printf(b, "DELETE FROM %s%s t USING %s s WHERE s._pgtide_op = 'd'", only, r->qname, r->tempname);
-    key_match(b, r);
-    buf_putc(b, ';');
-  }
-  if (c.full > 0) {
-    Buf set = BUF_INIT;
-    if (set_list(&set, r, NULL) > 0) {
-      buf_printf(b, "UPDATE %s%s t SET %s FROM %s s WHERE s._pgtide_op = 'f'", only, r->qname, set.data,
-                 r->tempname);
-      key_match(b, r);
-      buf_putc(b, ';');
-    }
-    buf_free(&set);
-  }
-  if (c.part == 0)
-    return;
-  for (k = first; k >= 0; k = a->net[k].next_in_rel) {
-    NetEnt *e = &a->net[k];
-    Buf mk = BUF_INIT;
-    int j, seen = 0;
-    if (net_eff(e) != 'u')
-      continue;
-    for (i = 0; i < r->ncols; i++)
-      buf_putc(&mk, e->vals[i].kind == PGO_VAL_UNCHANGED ? '1' : '0');
-    for (j = 0; j < nmasks && !seen; j++)
-      seen = strcmp(masks[j], mk.data) == 0;
-    if (!seen) {
-      if (nmasks == cap) {
-        cap = cap ? cap * 2 : 4;
-        masks = xrealloc(masks, (size_t)cap * sizeof(char *));
-      }
-      masks[nmasks++] = buf_steal(&mk);
-    }
-    buf_free(&mk);
-  }
-  for (k = 0; k < nmasks; k++) {
-    Buf set = BUF_INIT;
-    if (set_list(&set, r, masks[k]) > 0) {
-      buf_printf(b, "UPDATE %s%s t SET %s FROM %s s WHERE s._pgtide_op = 'u' AND s._pgtide_mask = '%s'",
-                 only, r->qname, set.data, r->tempname, masks[k]);
-      key_match(b, r);
-      buf_putc(b, ';');
-    }
-    buf_free(&set);
-    free(masks[k]);
-  }
-  free(masks);
+/* An entry's unchanged-column mask ('1' kept, '0' sent) into b. */
+static void entry_mask (Buf *b, const NetEnt *e) {
+  int i;
+  buf_reset(b);
+  for (i = 0; i < e->rel->ncols; i++)
+    buf_putc(b, e->vals[i].kind == PGO_VAL_UNCHANGED ? '1' : '0');
 }
 
 /*
-** Apply segment changes [from, to) set-based.  The caller has folded
-** the keyed changes into the net state; rowidx lists the changes of
-** tables without a usable key, sent row by row (table order does not
-** matter with triggers and foreign keys off).  Each relation's net rows
-** are staged with COPY and applied by its statements, all under a
-** savepoint.  On a statement error the savepoint is rolled back and the
-** range is replayed row by row in source order.
+** Send one set-based statement for the entries of a relation's chain
+** whose effect is 'eff' ('d' delete, 'f' whole-row update, 'u' update
+** keeping the columns of 'mask', 'i' insert): their rows become $1, a
+** text[] of row literals read back through the relation's row type.
+** Nothing is sent when no entry matches.
+*/
+static int send_set (Applier *a, Rel *r, int first, char eff, const char *mask, CdcError *err) {
+  const char *only = r->partitioned ? "" : "ONLY ";
+  Buf set = BUF_INIT, mk = BUF_INIT;
+  uint32_t n = 0;
+  int k, i, rc = 0;
+  arr_begin(a);
+  for (k = first; k >= 0; k = a->net[k].next_in_rel) {
+    NetEnt *e = &a->net[k];
+    if (net_eff(e) != eff)
+      continue;
+    if (mask != NULL) {
+      entry_mask(&mk, e);
+      if (strcmp(mk.data, mask) != 0)
+        continue;
+    }
+    arr_row(a, e);
+    n++;
+  }
+  buf_free(&mk);
+  if (n == 0)
+    return 0;
+  arr_finish(a, n);
+  a->stats.set_rows += n;
+  buf_reset(&a->sql);
+  switch (eff) {
+    case 'd':
+      buf_printf(&a->sql, "DELETE FROM %s%s t USING ", only, r->qname);
+      break;
+    case 'i':
+      buf_printf(&a->sql, "INSERT INTO %s (", r->qname);
+      for (i = 0; i < r->ncols; i++)
+        buf_printf(&a->sql, "%s%s", i ? ", " : "", r->cols[i].qname);
+      buf_printf(&a->sql, ")%s SELECT * FROM ", r->any_identity_always ? " OVERRIDING SYSTEM VALUE" : "");
+      break;
+    default:
+      if (set_list(&set, r, mask) == 0) {   /* only keys, identity or kept columns */
+        buf_free(&set);
+        return 0;
+      }
+      buf_printf(&a->sql, "UPDATE %s%s t SET %s FROM ", only, r->qname, set.data);
+      break;
+  }
+  buf_free(&set);
+  buf_printf(&a->sql, "(SELECT (x).* FROM (SELECT u.r::pg_temp.%s AS x FROM unnest($1::text[]) u(r) "
+             "OFFSET 0) q) s", r->tempname);
+  if (eff != 'i') {
+    buf_puts(&a->sql, " WHERE ");
+    key_match(&a->sql, r);
+  }
+  rc = pipe_exec_array(a, a->sql.data, r, err);
+  return rc;
+}
+
+/*
+** A relation's net rows: deletes, whole-row updates, one update per
+** unchanged-column mask, then inserts, so that a unique value freed by
+** a delete or an update is free for a new row.
+*/
+static int set_rel (Applier *a, Rel *r, int first, CdcError *err) {
+  NetCounts c = net_counts(a, first);
+  char **masks = NULL;
+  int nmasks = 0, cap = 0, j, k, rc = 0;
+  if (c.del + c.full + c.part + c.ins == 0)
+    return 0;
+  if (temp_ensure(a, r, err) != 0 || send_set(a, r, first, 'd', NULL, err) != 0 ||
+      send_set(a, r, first, 'f', NULL, err) != 0)
+    return -1;
+  if (c.part > 0) {
+    Buf mk = BUF_INIT;
+    for (k = first; k >= 0; k = a->net[k].next_in_rel) {
+      int seen = 0;
+      if (net_eff(&a->net[k]) != 'u')
+        continue;
+      entry_mask(&mk, &a->net[k]);
+      for (j = 0; j < nmasks && !seen; j++)
+        seen = strcmp(masks[j], mk.data) == 0;
+      if (!seen) {
+        if (nmasks == cap) {
+          cap = cap ? cap * 2 : 4;
+          masks = xrealloc(masks, (size_t)cap * sizeof(char *));
+        }
+        masks[nmasks++] = xstrdup(mk.data);
+      }
+    }
+    buf_free(&mk);
+    for (j = 0; j < nmasks; j++) {
+      if (rc == 0)
+        rc = send_set(a, r, first, 'u', masks[j], err);
+      free(masks[j]);
+    }
+    free(masks);
+  }
+  if (rc == 0)
+    rc = send_set(a, r, first, 'i', NULL, err);
+  return rc;
+}
+
+/*
+** Apply segment changes [from, to) set-based, in the pipeline.  The
+** caller has folded the keyed changes into the net state; rowidx lists
+** the changes of tables without a usable key, sent row by row (table
+** order does not matter with triggers and foreign keys off).  A failing
+** statement ends the group (take_result notes its table in set_failed).
 */
 static int set_apply (Applier *a, size_t from, size_t to, const size_t *rowidx, size_t nrow,
                       CdcError *err) {
   size_t i;
   int *heads = NULL, nheads = 0, k, rc = 0;
   Rel **hrels = NULL;
-  CdcError serr;
   if (from >= to)
     return 0;
   /* group net entries by relation */
@@ -1767,62 +1943,14 @@ static int set_apply (Applier *a, size_t from, size_t to, const size_t *rowidx, 
     e->next_in_rel = heads[k];
     heads[k] = (int)i;
   }
-  if (pipe_leave(a, err) != 0) {
-    rc = -1;
-    goto done;
-  }
-  for (k = 0; k < nheads; k++)
-    if (temp_ensure(a, hrels[k], err) != 0) {
-      rc = -1;
-      goto done;
-    }
-  if (exec_simple(a, "SAVEPOINT pgtide_set", NULL, err) != 0) {
-    rc = -1;
-    goto done;
-  }
-  cdc_err_clear(&serr);
-  for (k = 0; k < nheads && rc == 0; k++) {
-    Rel *r = hrels[k];
-    NetCounts nc = net_counts(a, heads[k]);
-    if (nc.del + nc.full + nc.part > 0) {
-      if (r->temp_dirty) {      /* staged earlier in this transaction */
-        buf_reset(&a->sql2);
-        buf_printf(&a->sql2, "TRUNCATE %s", r->tempname);
-        if (exec_simple(a, a->sql2.data, NULL, &serr) != 0) {
-          rc = -3;
-          break;
-        }
-      }
-      r->temp_dirty = 1;
-      buf_reset(&a->sql);
-      set_statements(a, r, heads[k], &a->sql);
-      if (copy_rel(a, r, heads[k], 0, &serr) != 0 ||
-          (a->sql.len > 0 && exec_simple(a, a->sql.data, r, &serr) != 0)) {
-        rc = -3;
-        break;
-      }
-    }
-    /* new rows last: a unique value freed by a delete above is free now */
-    if (nc.ins > 0 && copy_rel(a, r, heads[k], 1, &serr) != 0)
-      rc = -3;
-  }
-  /* keyless tables, row by row, in the same savepoint */
-  for (i = 0; i < nrow && rc == 0; i++) {
+  for (k = 0; k < nheads && rc == 0; k++)
+    rc = set_rel(a, hrels[k], heads[k], err);
+  /* keyless tables, row by row */
+  for (i = 0; i < nrow && rc == 0; i++)
     if (decode_rec(a, (const uint8_t *)a->seg.data + a->ents[rowidx[i]].off, a->ents[rowidx[i]].len,
-                   &a->msg, err) != 0) {
+                   &a->msg, err) != 0 || row_apply(a, &a->msg, err) != 0)
       rc = -1;
-      goto done;
-    }
-    if (row_apply(a, &a->msg, &serr) != 0)
-      rc = -3;
-  }
-  if (rc == 0 && pipe_leave(a, &serr) != 0)
-    rc = -3;
   if (rc == 0) {
-    if (exec_simple(a, "RELEASE SAVEPOINT pgtide_set", NULL, err) != 0) {
-      rc = -1;
-      goto done;
-    }
     a->stats.set_segments++;
     a->stats.set_changes += to - from - nrow;
     for (i = from; i < to; i++) {
@@ -1838,38 +1966,7 @@ static int set_apply (Applier *a, size_t from, size_t to, const size_t *rowidx, 
       else if (kind == PGO_UPDATE) a->stats.updates--;
       else if (kind == PGO_DELETE) a->stats.deletes--;
     }
-    goto done;
   }
-  /* rc == -3: roll back to the savepoint and replay row by row */
-  if (serr.kind == CDC_ERR_CONNECTION || PQstatus(a->conn) != CONNECTION_OK) {
-    *err = serr;
-    rc = -1;
-    goto done;
-  }
-  if (a->pipeline) {          /* drain a failed pipeline before plain queries */
-    CdcError ignore;
-    if (PQpipelineSync(a->conn) == 1) {
-      ring_push(a, 's', 0, NULL);
-      if (pipe_drain(a, 1, &ignore) != 0) {
-        *err = ignore;
-        rc = -1;
-        goto done;
-      }
-    }
-    a->pipe_failed = 0;
-    PQexitPipelineMode(a->conn);
-    PQsetnonblocking(a->conn, 0);
-    a->pipeline = 0;
-  }
-  log_info("cdc: set-based apply of %zu changes failed (%s); replaying them row by row",
-           to - from, serr.message);
-  if (exec_simple(a, "ROLLBACK TO SAVEPOINT pgtide_set", NULL, err) != 0) {
-    rc = -1;
-    goto done;
-  }
-  a->stats.fallbacks++;
-  rc = row_apply_range(a, from, to, err);
-done:
   free(heads);
   free(hrels);
   return rc;
@@ -1887,23 +1984,25 @@ done:
 static int begin_if_needed (Applier *a, CdcError *err) {
   if (a->in_xact)
     return 0;
-  if (pipe_exec(a, "BEGIN", NULL, err) != 0)
+  if (pipe_exec(a, "BEGIN", 'q', NULL, err) != 0)
     return -1;
   a->in_xact = 1;
   return 0;
 }
 
 /*
-** Apply the buffered segment.  Set path when big enough: the keyed
-** changes are folded into the net state up to the first change it can
-** not express; that range is applied set-based, the change alone row by
-** row, and folding starts again after it.
+** Apply the buffered segment.  Set path when big enough: the keyed changes are folded into the net state
+** up to the first change it can not express; that range is applied
+** set-based, the change alone row by row, and folding starts again
+** after it.
 */
 static int flush_segment (Applier *a, CdcError *err) {
   size_t n = a->nents, start = 0, *rowidx;
   int rc = 0;
   if (n == 0)
     return 0;
+  if (rels_resolve(a, err) != 0)
+    return -1;
   if (a->set_threshold <= 0 || n < (size_t)a->set_threshold) {
     rc = row_apply_range(a, 0, n, err);
     goto done;
@@ -1988,6 +2087,8 @@ int apply_txn (Applier *a, SpillBuf *txn, PgLsn end_lsn, CdcError *err) {
   const uint8_t *rec;
   size_t len;
   int rc = 0, got;
+  if (a->pipe_failed)           /* a result already told: the group is lost */
+    return pipe_error(a, err);
   if (begin_if_needed(a, err) != 0)
     return -1;
   spill_reader_init(&rd, txn);
@@ -2023,9 +2124,13 @@ int apply_txn (Applier *a, SpillBuf *txn, PgLsn end_lsn, CdcError *err) {
         if (r != NULL && rel_same(r, &a->msg))
           break;
         /* changes before it were decoded with the old definition */
-        if (flush_segment(a, err) != 0 || decode_rec(a, rec, len, &a->msg, err) != 0 ||
-            rel_setup(a, &a->msg, err) != 0)
+        if (r != NULL && (flush_segment(a, err) != 0 || decode_rec(a, rec, len, &a->msg, err) != 0)) {
           rc = -1;
+          break;
+        }
+        r = rel_new(a, &a->msg);
+        rel_put(a, r);
+        rc = rel_request(a, r, err);
         break;
       }
       case PGO_TYPE:
@@ -2049,13 +2154,38 @@ int apply_txn (Applier *a, SpillBuf *txn, PgLsn end_lsn, CdcError *err) {
   return rc;
 }
 
+/* Queue a group in flight (its COMMIT was sent). */
+static void fly_push (Applier *a, PgLsn end_lsn, int64_t commit_ts) {
+  Inflight *g;
+  if (a->fly_len == a->fly_cap) {
+    size_t cap = a->fly_cap ? a->fly_cap * 2 : 16, i;
+    Inflight *f = xmalloc(cap * sizeof(Inflight));
+    for (i = 0; i < a->fly_len; i++)
+      f[i] = a->fly[(a->fly_head + i) % a->fly_cap];
+    free(a->fly);
+    a->fly = f;
+    a->fly_cap = cap;
+    a->fly_head = 0;
+  }
+  g = &a->fly[(a->fly_head + a->fly_len) % a->fly_cap];
+  g->end_lsn = end_lsn;
+  g->commit_ts = commit_ts;
+  g->stats = a->stats;
+  a->fly_len++;
+}
+
 /*
 ** See apply.h.  Flushes the last segment, records end_lsn and commit_ts
 ** as the progress in the same transaction (origin xact setup or the
-** progress row), commits and waits for the pipeline.  -1 with err.
+** progress row), sends COMMIT and a flush request (the server sends
+** results without waiting for a sync) and pushes the output out as far
+** as the socket takes it.  The group is in flight until its COMMIT
+** result arrives.  -1 with err.
 */
 int apply_commit (Applier *a, PgLsn end_lsn, int64_t commit_ts, CdcError *err) {
   char lsn[PGO_LSN_BUFSZ], ts[64];
+  if (a->pipe_failed)
+    return pipe_error(a, err);
   if (begin_if_needed(a, err) != 0 || flush_segment(a, err) != 0)
     return -1;
   pgo_lsn_format(end_lsn, lsn);
@@ -2087,18 +2217,51 @@ int apply_commit (Applier *a, PgLsn end_lsn, int64_t commit_ts, CdcError *err) {
         return -1;
     }
   }
-  if (pipe_exec(a, "COMMIT", NULL, err) != 0 || pipe_sync(a, err) != 0)
+  if (pipe_enter(a, err) != 0)
     return -1;
+  if (!PQsendQueryParams(a->conn, "COMMIT", 0, NULL, NULL, NULL, NULL, 0))
+    return conn_broken(a, err, "apply: send");
+  ring_push(a, 'C', 0, NULL);
+  if (PQsendFlushRequest(a->conn) != 1)
+    return conn_broken(a, err, "apply: send");
   a->in_xact = 0;
   a->stats.commits++;
-  /* staging tables were emptied by ON COMMIT DELETE ROWS */
-  {
-    size_t i;
-    for (i = 0; i < a->rel_cap; i++)
-      if (a->rels[i] != NULL)
-        a->rels[i]->temp_dirty = 0;
-  }
-  return 0;
+  fly_push(a, end_lsn, commit_ts);
+  if (PQflush(a->conn) < 0)
+    return conn_broken(a, err, "apply connection");
+  return pipe_drain(a, DRAIN_NOWAIT, -1, err);
+}
+
+/* See apply.h. */
+int apply_inflight (const Applier *a) {
+  return (int)a->fly_len;
+}
+
+/* See apply.h: push pending output, read what arrives within
+   timeout_ms. */
+int apply_poll (Applier *a, int timeout_ms, CdcError *err) {
+  if (a->pipe_failed)
+    return pipe_error(a, err);
+  if (!a->pipeline)
+    return 0;
+  if (PQflush(a->conn) < 0)
+    return conn_broken(a, err, "apply connection");
+  return pipe_drain(a, timeout_ms > 0 ? 0 : DRAIN_NOWAIT, timeout_ms, err);
+}
+
+/* See apply.h: block (1 s poll slices, abort flag) until at most n
+   groups are in flight. */
+int apply_wait (Applier *a, int n, CdcError *err) {
+  if (a->pipe_failed)
+    return pipe_error(a, err);
+  if (!a->pipeline || a->fly_len <= (size_t)(n < 0 ? 0 : n))
+    return 0;
+  return pipe_drain(a, n < 0 ? 0 : n, -1, err);
+}
+
+/* See apply.h. */
+const char *apply_set_failure (const Applier *a) {
+  return a->pipe_failed && a->set_failed != NULL ? a->set_failed->display : NULL;
 }
 
 int apply_in_group (const Applier *a) {

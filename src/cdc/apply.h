@@ -5,22 +5,35 @@
 ** thread.
 **
 ** The caller groups source transactions: apply_txn() adds one whole
-** source transaction to the open target transaction, apply_commit()
-** commits it together with the source position (end LSN and commit time
-** of the last source transaction in the group), so progress and data are
-** durable atomically and resuming from apply_progress() never loses or
-** repeats a change.  A source transaction is never split.
+** source transaction to the open target transaction (a group),
+** apply_commit() ends it with the source position (end LSN and commit
+** time of its last source transaction) recorded in the same target
+** transaction, so progress and data are durable atomically and resuming
+** from apply_progress() never loses or repeats a change.  A source
+** transaction is never split.
 **
-** Inside a target transaction, changes are buffered into segments.  A
-** small segment is sent row by row as prepared statements in libpq
-** pipeline mode (no round trip per row).  A segment of at least
+** Nothing waits for the target inside a group, and a commit does not
+** wait either: every statement goes into one libpq pipeline that is
+** never synchronised while data flows, so the next group is sent while
+** earlier groups' COMMIT results are still on their way.  Results are
+** read as they arrive; a COMMIT's result calls the on_commit callback
+** with that group's position, and only then is the group confirmed
+** (the caller tells the source).  Because the pipeline has no sync
+** point between groups, an error in group k makes the server skip
+** everything after it: groups before k are committed, k and every later
+** group are lost, and the caller resumes from apply_progress().
+**
+** Inside a group, changes are buffered into segments.  A small segment
+** is sent row by row as prepared statements.  A segment of at least
 ** set_threshold changes takes the set-based path: the net effect per key
-** is computed, COPYed into a temporary table per source table, then
-** applied with one DELETE, one INSERT .. ON CONFLICT and one UPDATE per
-** set of unchanged-TOAST columns, under a savepoint; if that fails (for
-** example a transient unique-key conflict between rows that the source
-** changed in a different order) the segment is rolled back to the
-** savepoint and replayed row by row, in source order.
+** is computed and applied with one DELETE, one UPDATE for whole rows,
+** one UPDATE per set of unchanged-TOAST columns and one INSERT per
+** table, each taking all its rows as one binary text[] parameter of
+** row literals (no COPY: COPY cannot be pipelined).  A set-based
+** statement can fail where source order would not (two rows swapping a
+** unique value): apply_set_failure() then names the table, and the
+** caller replays from the committed position with that table applied
+** row by row (ApplyOptions.row_only).
 **
 ** Session: session_replication_role = replica (triggers and foreign-key
 ** checks off, as PostgreSQL's own subscriber does), the source's output
@@ -58,6 +71,13 @@ typedef struct ApplySync {
   PgLsn lsn;
 } ApplySync;
 
+typedef struct ApplyStats ApplyStats;
+
+/* Called (on the applying thread, from inside apply_* calls) when the
+   target reports a group committed: its position and the statistics as
+   of its end (cumulative for this Applier). */
+typedef void (*ApplyCommitFn)(void *ctx, PgLsn end_lsn, int64_t commit_ts, const ApplyStats *stats);
+
 typedef struct ApplyOptions {
   const char *origin;            /* progress name: origin name / table key */
   const char *identity;          /* table mode: the migration recorded with the row
@@ -72,9 +92,14 @@ typedef struct ApplyOptions {
   const ApplySync *sync;         /* tables copied under later snapshots; must
                                     outlive the Applier (the Cdc owns it) */
   int nsync;
+  const char *const *row_only;   /* tables ("schema.table") applied row by row: their
+                                    set-based apply failed; borrowed */
+  int nrow_only;
+  ApplyCommitFn on_commit;       /* a group is committed on the target */
+  void *on_commit_ctx;
 } ApplyOptions;
 
-typedef struct ApplyStats {
+struct ApplyStats {
   uint64_t inserts, updates, deletes, truncates;
   uint64_t txns, commits;        /* source transactions, target commits */
   uint64_t row_changes;          /* changes sent as single statements */
@@ -83,7 +108,7 @@ typedef struct ApplyStats {
   uint64_t missing;              /* UPDATE/DELETE that found no row */
   uint64_t bytes;                /* raw change bytes applied */
   uint64_t skipped;              /* changes already in a table's copy (ApplySync) */
-} ApplyStats;
+};
 
 typedef struct Applier Applier;
 
@@ -96,12 +121,35 @@ void apply_close(Applier *a);
 int apply_progress(Applier *a, PgLsn *lsn, CdcError *err);
 
 /* Apply one complete source transaction, which ends at end_lsn, into the
-   open group (BEGIN is sent before the first).  On error the group is
-   lost: the caller closes the Applier and resumes from apply_progress(). */
+   open group (BEGIN is sent before the first).  Sends without waiting
+   for results (it only waits when the connection's buffers are full, or
+   once to read the target's catalog for a table seen the first time).
+   On error the group and every group in flight are lost: the caller
+   closes the Applier and resumes from apply_progress(). */
 int apply_txn(Applier *a, SpillBuf *txn, PgLsn end_lsn, CdcError *err);
 
-/* Commit the open group, recording end_lsn/commit_ts as the progress. */
+/* End the open group: send the progress record (end_lsn/commit_ts) and
+   COMMIT, and ask the server to send the results.  Does not wait: the
+   group is in flight until on_commit reports it. */
 int apply_commit(Applier *a, PgLsn end_lsn, int64_t commit_ts, CdcError *err);
+
+/* Groups sent and not yet reported committed. */
+int apply_inflight(const Applier *a);
+
+/* Read the results that arrive within timeout_ms (0: only those already
+   there), calling on_commit for committed groups.  -1 with err when a
+   statement failed or the connection broke. */
+int apply_poll(Applier *a, int timeout_ms, CdcError *err);
+
+/* Wait until at most n groups are in flight (honouring the abort flag).
+   -1 with err when a statement failed, the connection broke, or the wait
+   was aborted. */
+int apply_wait(Applier *a, int n, CdcError *err);
+
+/* After a failure: the table ("schema.table") whose set-based statement
+   failed (replay with it row by row), or NULL when the failure was not a
+   set-based statement's.  Valid until apply_close. */
+const char *apply_set_failure(const Applier *a);
 
 int apply_in_group(const Applier *a);
 const ApplyStats *apply_stats(const Applier *a);

@@ -7,6 +7,7 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <poll.h>
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdio.h>
@@ -52,9 +53,14 @@ struct Cdc {
   char *session_sql;             /* the source's output settings for the applier */
 
   pthread_mutex_t mu;
-  pthread_cond_t cond;
+  pthread_cond_t cond;           /* status changes: applied position, state, stop */
+  pthread_cond_t qcond;          /* the queue: a transaction for a waiting applier,
+                                    room for a waiting receiver */
+  int applier_waiting, recv_waiting;   /* who sleeps on qcond */
   pthread_t thread;
   int thread_started;
+  pthread_t monitor_thread;      /* monitor_main */
+  int monitor_started;
   int stop;                      /* stop requested */
   int abort_wait;                /* give up waiting on the target (read by the Applier) */
   int finished;                  /* supervisor exited */
@@ -77,6 +83,10 @@ struct Cdc {
   PGconn *monitor;
   Applier *applier;
   PgLsn session_start;
+  int group_open;                /* the applier has an uncommitted group (under mu) */
+  ApplyStats published;          /* this session's applier statistics already added to st */
+  char **row_only;               /* tables applied row by row (their set-based apply failed) */
+  int nrow_only;
 
   double last_status_file;
 };
@@ -97,6 +107,13 @@ static void abs_deadline (struct timespec *ts, double secs) {
     ts->tv_sec++;
     ts->tv_nsec -= 1000000000L;
   }
+}
+
+/* Wake every waiter, on both condition variables (stop, pause, a
+   failed receiver, the end of a session).  Caller holds mu. */
+static void wake (Cdc *c) {
+  pthread_cond_broadcast(&c->cond);
+  pthread_cond_broadcast(&c->qcond);
 }
 
 /* See cdc.h: the state's name as shown in statuses. */
@@ -242,8 +259,21 @@ static void status_file (Cdc *c, int force) {
   buf_free(&tmp);
 }
 
-/* Sample the source's WAL position and the slot's retained WAL through
-   a normal connection (reopened lazily; failures are not fatal). */
+/* Non-zero once cdc_stop was called. */
+static int stopping (Cdc *c) {
+  int s;
+  pthread_mutex_lock(&c->mu);
+  s = c->stop;
+  pthread_mutex_unlock(&c->mu);
+  return s;
+}
+
+/*
+** Sample the source's WAL position and the slot's retained WAL through
+** a normal connection (reopened lazily; failures are not fatal).  The
+** query is waited for in 100 ms slices so a stop is not held up by a
+** source that stopped answering (the connection is then dropped).
+*/
 static void monitor_sample (Cdc *c) {
   static const char *const sql =
     "SELECT CASE WHEN pg_is_in_recovery() THEN pg_last_wal_replay_lsn() ELSE pg_current_wal_lsn() END, "
@@ -251,8 +281,9 @@ static void monitor_sample (Cdc *c) {
     "ELSE pg_current_wal_lsn() END, restart_lsn)::bigint FROM pg_replication_slots WHERE slot_name = $1)";
   char msg[PGCONN_ERRLEN];
   const char *vals[1];
-  PGresult *res;
+  PGresult *res = NULL, *r;
   PgLsn lsn = 0;
+  int ok = 1;
   if (c->monitor == NULL) {
     c->monitor = pgconn_open(c->source, "source", PGCONN_NORMAL, msg, sizeof(msg));
     if (c->monitor == NULL) {
@@ -261,10 +292,21 @@ static void monitor_sample (Cdc *c) {
     }
   }
   vals[0] = c->slot;
-  res = PQexecParams(c->monitor, sql, 1, NULL, vals, NULL, NULL, 0);
-  if (PQresultStatus(res) != PGRES_TUPLES_OK || PQntuples(res) != 1) {
+  ok = PQsendQueryParams(c->monitor, sql, 1, NULL, vals, NULL, NULL, 0);
+  while (ok && PQisBusy(c->monitor)) {
+    struct pollfd pfd = {PQsocket(c->monitor), POLLIN, 0};
+    if (stopping(c) || (poll(&pfd, 1, 100) < 0 && errno != EINTR) || !PQconsumeInput(c->monitor))
+      ok = 0;
+  }
+  while (ok && (r = PQgetResult(c->monitor)) != NULL) {
+    if (res == NULL)
+      res = r;
+    else
+      PQclear(r);
+  }
+  if (!ok || PQresultStatus(res) != PGRES_TUPLES_OK || PQntuples(res) != 1) {
     PQclear(res);
-    if (PQstatus(c->monitor) != CONNECTION_OK) {
+    if (!ok || PQstatus(c->monitor) != CONNECTION_OK) {
       PQfinish(c->monitor);
       c->monitor = NULL;
     }
@@ -277,6 +319,36 @@ static void monitor_sample (Cdc *c) {
   update_lag(c);
   pthread_mutex_unlock(&c->mu);
   PQclear(res);
+}
+
+/*
+** The monitor thread: a sample each MONITOR_INTERVAL until cdc_stop, on
+** a thread of its own so that a far source (a round trip per sample,
+** several to reconnect) never holds up the receiver.  Owns c->monitor.
+*/
+static void *monitor_main (void *arg) {
+  Cdc *c = arg;
+  for (;;) {
+    struct timespec ts;
+    double until;
+    monitor_sample(c);
+    until = now_s() + MONITOR_INTERVAL;
+    pthread_mutex_lock(&c->mu);
+    while (!c->stop && now_s() < until) {
+      abs_deadline(&ts, until - now_s());
+      pthread_cond_timedwait(&c->cond, &c->mu, &ts);
+    }
+    if (c->stop) {
+      pthread_mutex_unlock(&c->mu);
+      break;
+    }
+    pthread_mutex_unlock(&c->mu);
+  }
+  if (c->monitor != NULL) {
+    PQfinish(c->monitor);
+    c->monitor = NULL;
+  }
+  return NULL;
 }
 
 /* }====================================================== */
@@ -297,7 +369,7 @@ typedef struct Receiver {
   Buf rec;
   uint64_t bytes;                /* received, not yet published */
   PgLsn wal_end;                 /* latest XLogData position, not yet published */
-  double last_status, last_monitor;
+  double last_status;
   PgLsn last_sent_flush;
 } Receiver;
 
@@ -328,7 +400,7 @@ static void recv_publish (Receiver *r) {
 }
 
 /* Periodic duties of the receiver: publish its counters, status to the
-   server, a monitor sample, the status file.  -1 when sending fails. */
+   server, the status file.  -1 when sending fails. */
 static int recv_tick (Receiver *r, CdcError *err) {
   Cdc *c = r->c;
   double now = now_s();
@@ -337,10 +409,6 @@ static int recv_tick (Receiver *r, CdcError *err) {
   pthread_mutex_unlock(&c->mu);
   if (now - r->last_status >= c->cfg.status_interval_ms / 1000.0 && send_status(r, 1, err) != 0)
     return -1;
-  if (now - r->last_monitor >= MONITOR_INTERVAL) {
-    r->last_monitor = now;
-    monitor_sample(c);
-  }
   status_file(c, 0);
   return 0;
 }
@@ -357,7 +425,9 @@ static int enqueue (Receiver *r, Txn *t, CdcError *err) {
       t0 = now_s();
     struct timespec ts;
     abs_deadline(&ts, 0.1);
-    pthread_cond_timedwait(&c->cond, &c->mu, &ts);
+    c->recv_waiting = 1;
+    pthread_cond_timedwait(&c->qcond, &c->mu, &ts);
+    c->recv_waiting = 0;
     pthread_mutex_unlock(&c->mu);
     if (recv_tick(r, err) != 0)
       return -1;
@@ -378,7 +448,11 @@ static int enqueue (Receiver *r, Txn *t, CdcError *err) {
   if (spill_spilled(&t->buf))
     c->st.spilled_txns++;
   c->recv_open = r->cur != NULL || r->streams != NULL;
-  pthread_cond_broadcast(&c->cond);
+  /* only an idle applier is woken: one gathering a group looks at the
+     queue every millisecond anyway, and a wakeup per transaction costs
+     more than it gains */
+  if (c->applier_waiting)
+    pthread_cond_signal(&c->qcond);
   pthread_mutex_unlock(&c->mu);
   return 0;
 }
@@ -653,7 +727,7 @@ static void *receiver_main (void *arg) {
     c->recv_failed = 1;
     c->recv_err = err;
   }
-  pthread_cond_broadcast(&c->cond);
+  wake(c);
   pthread_mutex_unlock(&c->mu);
   return NULL;
 }
@@ -666,20 +740,23 @@ static void *receiver_main (void *arg) {
 ** =======================================================
 */
 
+static void group_committed(void *ctx, PgLsn end_lsn, int64_t commit_ts, const ApplyStats *stats);
+
 /* The source's output settings, as SET statements for the applier (text
    comparisons of REPLICA IDENTITY FULL rows see the same formats). */
 static char *source_settings (PGconn *conn) {
   static const char *const names[] = {"DateStyle", "TimeZone", "IntervalStyle", "extra_float_digits",
                                       "bytea_output", NULL};
   Buf b = BUF_INIT;
+  PGresult *res;
   int i;
-  for (i = 0; names[i] != NULL; i++) {
-    const char *vals[1];
-    PGresult *res;
-    vals[0] = names[i];
-    res = PQexecParams(conn, "SELECT current_setting($1)", 1, NULL, vals, NULL, NULL, 0);
-    if (PQresultStatus(res) == PGRES_TUPLES_OK && PQntuples(res) == 1) {
-      const char *v = PQgetvalue(res, 0, 0);
+  /* one round trip: the source may be far away */
+  res = PQexec(conn, "SELECT current_setting('DateStyle'), current_setting('TimeZone'), "
+               "current_setting('IntervalStyle'), current_setting('extra_float_digits'), "
+               "current_setting('bytea_output')");
+  if (PQresultStatus(res) == PGRES_TUPLES_OK && PQntuples(res) == 1) {
+    for (i = 0; names[i] != NULL; i++) {
+      const char *v = PQgetvalue(res, 0, i);
       buf_printf(&b, "SET %s = '", names[i]);
       for (; *v; v++) {
         if (*v == '\'')
@@ -688,18 +765,9 @@ static char *source_settings (PGconn *conn) {
       }
       buf_puts(&b, "';");
     }
-    PQclear(res);
   }
+  PQclear(res);
   return buf_steal(&b);
-}
-
-/* Non-zero once cdc_stop was called. */
-static int stopping (Cdc *c) {
-  int s;
-  pthread_mutex_lock(&c->mu);
-  s = c->stop;
-  pthread_mutex_unlock(&c->mu);
-  return s;
 }
 
 /* The slot must exist and use pgoutput; checked before anything is
@@ -731,7 +799,7 @@ static int check_slot (PGconn *conn, const char *slot, CdcError *err) {
 static void session_close (Cdc *c) {
   pthread_mutex_lock(&c->mu);
   c->session_stop = 1;
-  pthread_cond_broadcast(&c->cond);
+  wake(c);
   pthread_mutex_unlock(&c->mu);
   if (c->recv_started) {
     pthread_join(c->recv_thread, NULL);
@@ -786,6 +854,12 @@ static int session_open (Cdc *c, CdcError *err) {
   ao.abort_flag = &c->abort_wait;
   ao.sync = c->cfg.sync;
   ao.nsync = c->cfg.nsync;
+  ao.row_only = (const char *const *)c->row_only;
+  ao.nrow_only = c->nrow_only;
+  ao.on_commit = group_committed;
+  ao.on_commit_ctx = c;
+  memset(&c->published, 0, sizeof(c->published));
+  c->group_open = 0;
   c->applier = apply_open(c->target, &ao, err);
   if (c->applier == NULL)
     return -1;
@@ -848,10 +922,53 @@ fail:
 ** =======================================================
 */
 
+/* Add the statistics an applier reached since the last report (s is
+   cumulative for the session) to the worker's.  Caller holds mu. */
+static void add_stats (Cdc *c, const ApplyStats *s) {
+  ApplyStats *t = &c->st.stats;
+  const ApplyStats *p = &c->published;
+  t->inserts += s->inserts - p->inserts;
+  t->updates += s->updates - p->updates;
+  t->deletes += s->deletes - p->deletes;
+  t->truncates += s->truncates - p->truncates;
+  t->txns += s->txns - p->txns;
+  t->commits += s->commits - p->commits;
+  t->row_changes += s->row_changes - p->row_changes;
+  t->set_segments += s->set_segments - p->set_segments;
+  t->set_changes += s->set_changes - p->set_changes;
+  t->set_rows += s->set_rows - p->set_rows;
+  t->missing += s->missing - p->missing;
+  t->skipped += s->skipped - p->skipped;
+  t->bytes += s->bytes - p->bytes;
+  c->published = *s;
+}
+
+/*
+** The applier's on_commit: the target reported a group committed.  Only
+** now does its position become applied_lsn, the position the receiver
+** confirms to the source.  Runs on the apply thread, which holds no
+** lock while in the Applier.
+*/
+static void group_committed (void *ctx, PgLsn end_lsn, int64_t commit_ts, const ApplyStats *stats) {
+  Cdc *c = ctx;
+  pthread_mutex_lock(&c->mu);
+  add_stats(c, stats);
+  if (end_lsn > c->st.applied_lsn)
+    c->st.applied_lsn = end_lsn;
+  if (end_lsn > c->st.commit_lsn)
+    c->st.commit_lsn = end_lsn;
+  c->st.last_commit_time = pgo_time_to_unix(commit_ts);
+  c->applier_busy = c->group_open || apply_inflight(c->applier) > 0;
+  update_lag(c);
+  pthread_cond_broadcast(&c->cond);
+  pthread_mutex_unlock(&c->mu);
+}
+
 /*
 ** Take the next transaction for the group, or NULL: queue empty, group
-** full, stop or receiver failure, or the pause point reached (then the
-** pause is marked as reached).  Caller holds mu.
+** full, stop or receiver failure, or the pause point reached (then, once
+** nothing is in flight, the pause is marked as reached: everything up to
+** it is committed).  Caller holds mu.
 */
 static Txn *take (Cdc *c, int ngroup, size_t gbytes) {
   Txn *t = c->qhead;
@@ -860,8 +977,7 @@ static Txn *take (Cdc *c, int ngroup, size_t gbytes) {
   if (ngroup >= c->cfg.group_txns || gbytes >= c->cfg.memory_cap / 4)
     return NULL;
   if (c->st.pause_lsn != 0 && t->end_lsn > c->st.pause_lsn) {
-    /* everything up to the pause point is (or is about to be) applied */
-    if (ngroup == 0 && c->st.applied_lsn < c->st.pause_lsn) {
+    if (ngroup == 0 && apply_inflight(c->applier) == 0 && c->st.applied_lsn < c->st.pause_lsn) {
       c->st.applied_lsn = c->st.pause_lsn;
       pthread_cond_broadcast(&c->cond);
     }
@@ -872,14 +988,19 @@ static Txn *take (Cdc *c, int ngroup, size_t gbytes) {
     c->qtail = NULL;
   c->st.queued_txns--;
   c->st.queued_bytes -= spill_mem(&t->buf);
+  if (c->recv_waiting)
+    pthread_cond_broadcast(&c->qcond);
   return t;
 }
 
 /*
-** One session's apply loop: group, apply, commit, publish.  Returns 0
-** when stopping, -1 with err on failure.
+** One session's apply loop: group, apply, send the commit, keep up to
+** cfg.inflight groups in flight; commit results are read whenever the
+** loop waits (group_committed publishes them).  Returns 0 when stopping
+** (after the groups in flight are committed), -1 with err on failure.
 */
 static int apply_loop (Cdc *c, CdcError *err) {
+  Applier *a = c->applier;
   for (;;) {
     Txn *t;
     int ngroup = 0;
@@ -887,7 +1008,6 @@ static int apply_loop (Cdc *c, CdcError *err) {
     PgLsn last_end = 0;
     int64_t last_ts = 0;
     double group_start;
-    ApplyStats before;
 
     double idle0 = now_s();
     pthread_mutex_lock(&c->mu);
@@ -895,7 +1015,7 @@ static int apply_loop (Cdc *c, CdcError *err) {
       int paused;
       if (c->stop) {
         pthread_mutex_unlock(&c->mu);
-        return 0;
+        return apply_wait(a, 0, err);
       }
       if (c->recv_failed) {
         *err = c->recv_err;
@@ -912,24 +1032,34 @@ static int apply_loop (Cdc *c, CdcError *err) {
         c->st.apply_idle_s += now_s() - idle0;
         break;
       }
+      if (apply_inflight(a) > 0) {
+        /* read commit results as they come, look at the queue often */
+        pthread_mutex_unlock(&c->mu);
+        if (apply_poll(a, 2, err) != 0)
+          return -1;
+        pthread_mutex_lock(&c->mu);
+        continue;
+      }
       {
         struct timespec ts;
         abs_deadline(&ts, 0.2);
-        pthread_cond_timedwait(&c->cond, &c->mu, &ts);
+        c->applier_waiting = 1;
+        pthread_cond_timedwait(&c->qcond, &c->mu, &ts);
+        c->applier_waiting = 0;
       }
       pthread_mutex_unlock(&c->mu);
       status_file(c, 0);
       pthread_mutex_lock(&c->mu);
     }
     c->applier_busy = 1;
+    c->group_open = 1;
     pthread_mutex_unlock(&c->mu);
     group_start = now_s();
 
-    before = *apply_stats(c->applier);
     while (t != NULL) {
       int rc = 0;
       if (t->end_lsn > c->session_start || c->session_start == 0)
-        rc = apply_txn(c->applier, &t->buf, t->end_lsn, err);
+        rc = apply_txn(a, &t->buf, t->end_lsn, err);
       gbytes += spill_size(&t->buf);
       last_end = t->end_lsn;
       last_ts = t->commit_ts;
@@ -947,7 +1077,7 @@ static int apply_loop (Cdc *c, CdcError *err) {
         struct timespec ts;
         uint64_t seen = atomic_load_explicit(&c->recv_msgs, memory_order_relaxed);
         abs_deadline(&ts, 0.001);
-        pthread_cond_timedwait(&c->cond, &c->mu, &ts);
+        pthread_cond_timedwait(&c->qcond, &c->mu, &ts);
         t = take(c, ngroup, gbytes);
         if (t == NULL && !c->recv_open &&
             atomic_load_explicit(&c->recv_msgs, memory_order_relaxed) == seen)
@@ -955,36 +1085,15 @@ static int apply_loop (Cdc *c, CdcError *err) {
       }
       pthread_mutex_unlock(&c->mu);
     }
-    if (apply_commit(c->applier, last_end, last_ts, err) != 0)
+    if (apply_commit(a, last_end, last_ts, err) != 0)
       return -1;
-
     pthread_mutex_lock(&c->mu);
-    {
-      const ApplyStats *s = apply_stats(c->applier);
-      c->st.stats.inserts += s->inserts - before.inserts;
-      c->st.stats.updates += s->updates - before.updates;
-      c->st.stats.deletes += s->deletes - before.deletes;
-      c->st.stats.truncates += s->truncates - before.truncates;
-      c->st.stats.txns += s->txns - before.txns;
-      c->st.stats.commits += s->commits - before.commits;
-      c->st.stats.row_changes += s->row_changes - before.row_changes;
-      c->st.stats.set_segments += s->set_segments - before.set_segments;
-      c->st.stats.set_changes += s->set_changes - before.set_changes;
-      c->st.stats.set_rows += s->set_rows - before.set_rows;
-      c->st.stats.fallbacks += s->fallbacks - before.fallbacks;
-      c->st.stats.missing += s->missing - before.missing;
-      c->st.stats.skipped += s->skipped - before.skipped;
-      c->st.stats.bytes += s->bytes - before.bytes;
-    }
-    if (last_end > c->st.applied_lsn)
-      c->st.applied_lsn = last_end;
-    if (last_end > c->st.commit_lsn)
-      c->st.commit_lsn = last_end;
-    c->st.last_commit_time = pgo_time_to_unix(last_ts);
-    c->applier_busy = 0;
-    update_lag(c);
-    pthread_cond_broadcast(&c->cond);
+    c->group_open = 0;
+    c->applier_busy = apply_inflight(a) > 0;
     pthread_mutex_unlock(&c->mu);
+    /* at most cfg.inflight groups in flight: wait for the oldest */
+    if (apply_wait(a, c->cfg.inflight - 1, err) != 0)
+      return -1;
   }
 }
 
@@ -1007,7 +1116,33 @@ static void *supervisor_main (void *arg) {
     at_start = c->st.applied_lsn;
     pthread_mutex_unlock(&c->mu);
     rc = apply_loop(c, &err);
-    session_close(c);
+    if (rc != 0 && !err.retryable && c->applier != NULL && apply_set_failure(c->applier) != NULL) {
+      /* a set-based statement failed where source order would not (a
+         unique value swapped between rows): that table goes row by row
+         from now on, and a new session replays from the committed
+         position */
+      int i, known = 0;
+      const char *t = apply_set_failure(c->applier);
+      for (i = 0; i < c->nrow_only && !known; i++)
+        known = strcmp(c->row_only[i], t) == 0;
+      if (!known) {
+        c->row_only = xrealloc(c->row_only, (size_t)(c->nrow_only + 1) * sizeof(char *));
+        c->row_only[c->nrow_only++] = xstrdup(t);
+        log_info("cdc: set-based apply of %s failed (%s); applying that table row by row from now on", t,
+                 err.message);
+        pthread_mutex_lock(&c->mu);
+        c->st.stats.fallbacks++;
+        pthread_mutex_unlock(&c->mu);
+        session_close(c);
+        cdc_err_clear(&err);
+        if (session_open(c, &err) == 0)
+          continue;
+      } else {
+        session_close(c);    /* the row path failed too: a real error */
+      }
+    } else {
+      session_close(c);
+    }
     if (rc == 0)
       break;
     pthread_mutex_lock(&c->mu);
@@ -1058,10 +1193,6 @@ static void *supervisor_main (void *arg) {
     }
   }
 out:
-  if (c->monitor != NULL) {
-    PQfinish(c->monitor);
-    c->monitor = NULL;
-  }
   pthread_mutex_lock(&c->mu);
   if (c->st.state != CDC_FAILED)
     c->st.state = CDC_STOPPED;
@@ -1141,6 +1272,8 @@ Cdc *cdc_start (const CdcConfig *cfg, CdcError *err) {
     c->cfg.memory_cap = c->cfg.memory_cap == 0 ? DEFAULT_MEMORY_CAP : (1u << 20);
   if (c->cfg.group_txns <= 0)
     c->cfg.group_txns = 1000;
+  if (c->cfg.inflight <= 0)
+    c->cfg.inflight = 8;
   if (c->cfg.batch <= 0)
     c->cfg.batch = 20000;
   if (c->cfg.set_threshold < 0)
@@ -1153,6 +1286,7 @@ Cdc *cdc_start (const CdcConfig *cfg, CdcError *err) {
     c->cfg.receive_timeout_ms = 3 * c->cfg.status_interval_ms;
   pthread_mutex_init(&c->mu, NULL);
   pthread_cond_init(&c->cond, NULL);
+  pthread_cond_init(&c->qcond, NULL);
   c->st.state = CDC_STARTING;
   c->st.retained_bytes = -1;
   if (session_open(c, err) != 0) {
@@ -1166,6 +1300,10 @@ Cdc *cdc_start (const CdcConfig *cfg, CdcError *err) {
     return NULL;
   }
   c->thread_started = 1;
+  if (pthread_create(&c->monitor_thread, NULL, monitor_main, c) == 0)
+    c->monitor_started = 1;
+  else
+    log_warn("cdc: cannot start the monitor thread: lag and retained WAL are not sampled");
   return c;
 }
 
@@ -1207,7 +1345,7 @@ int cdc_wait_applied (Cdc *c, PgLsn lsn, double timeout_s) {
 void cdc_pause_at (Cdc *c, PgLsn lsn) {
   pthread_mutex_lock(&c->mu);
   c->st.pause_lsn = lsn;
-  pthread_cond_broadcast(&c->cond);
+  wake(c);
   pthread_mutex_unlock(&c->mu);
 }
 
@@ -1217,7 +1355,7 @@ void cdc_resume (Cdc *c) {
   c->st.pause_lsn = 0;
   if (c->st.state == CDC_PAUSED)
     c->st.state = CDC_STREAMING;
-  pthread_cond_broadcast(&c->cond);
+  wake(c);
   pthread_mutex_unlock(&c->mu);
 }
 
@@ -1229,7 +1367,7 @@ void cdc_stop (Cdc *c, double timeout_s) {
     return;
   pthread_mutex_lock(&c->mu);
   c->stop = 1;
-  pthread_cond_broadcast(&c->cond);
+  wake(c);
   abs_deadline(&ts, timeout_s > 0 ? timeout_s : 0);
   while (!c->finished && pthread_cond_timedwait(&c->cond, &c->mu, &ts) != ETIMEDOUT)
     ;
@@ -1238,6 +1376,10 @@ void cdc_stop (Cdc *c, double timeout_s) {
   pthread_mutex_unlock(&c->mu);
   pthread_join(c->thread, NULL);
   c->thread_started = 0;
+  if (c->monitor_started) {
+    pthread_join(c->monitor_thread, NULL);
+    c->monitor_started = 0;
+  }
 }
 
 /* Stop (30 s for the group in flight) and free everything the Cdc owns;
@@ -1251,6 +1393,7 @@ void cdc_free (Cdc *c) {
     PQfinish(c->monitor);
   pthread_mutex_destroy(&c->mu);
   pthread_cond_destroy(&c->cond);
+  pthread_cond_destroy(&c->qcond);
   free(c->source);
   free(c->target);
   free(c->slot);
@@ -1259,6 +1402,9 @@ void cdc_free (Cdc *c) {
   free(c->state_dir);
   free(c->identity);
   free(c->session_sql);
+  for (int i = 0; i < c->nrow_only; i++)
+    free(c->row_only[i]);
+  free(c->row_only);
   for (int i = 0; i < c->cfg.nsync; i++) {
     free((char *)c->sync[i].schema);
     free((char *)c->sync[i].table);

@@ -6,11 +6,14 @@
 ** binding ("core.cdc").
 **
 **   receiver thread                      supervisor (apply) thread
-**   replication conn + monitor conn      target conn (Applier)
+**   replication conn + monitor conn      target conn (Applier, pipelined)
 **   frames -> pgoutput -> Txn buffers    pops whole transactions in
 **   (spilled past the memory cap)  --->  commit order, groups them,
-**   standby status every second          applies, commits with progress
-**   (flush = applied position)     <---  publishes the applied position
+**   standby status every second          sends each group with its progress
+**   (flush = applied position)     <---  and COMMIT without waiting (up to
+**                                        'inflight' groups), publishes a
+**                                        group's position when its COMMIT
+**                                        result arrives
 **
 ** A session is one (receiver, applier) pair started from the progress
 ** recorded on the target.  Any failure ends the session; retryable ones
@@ -46,6 +49,8 @@ typedef struct CdcConfig {
   int streaming;                 /* -1 auto (on with protocol 2), 0 off, 1 on */
   size_t memory_cap;             /* bytes of change data held in RAM (default 64 MB) */
   int group_txns;                /* source transactions per target commit (default 10000) */
+  int inflight;                  /* target transactions in flight: sent, COMMIT result
+                                    not yet back (default 8) */
   int batch;                     /* changes per apply segment (default 20000) */
   int set_threshold;             /* segment size that uses the set path (default 500; 0 never) */
   ApplyProgressMode progress;    /* where the target records progress */

@@ -12,7 +12,7 @@
 **   cdc.drop{source=, slot=, publication=, target=, origin=, progress=,
 **       identity=} -> true
 **   cdc.start{source=, target=, slot=, publication=, origin=, state_dir=,
-**       batch=, group=, set_threshold=, memory_cap=, proto_version=,
+**       batch=, group=, inflight=, set_threshold=, memory_cap=, proto_version=,
 **       streaming=, progress="auto"|"origin"|"table", identity=, replica_role=,
 **       status_interval=, receive_timeout=} -> worker (a "core.cdc" object)
 **   worker:status() / worker:lag() / worker:poll() -> tables
@@ -384,6 +384,7 @@ static int l_start (lua_State *L) {
   cfg.state_dir = luax_opt_string(L, 1, "state_dir", NULL);
   cfg.batch = (int)luax_opt_int(L, 1, "batch", 20000);
   cfg.group_txns = (int)luax_opt_int(L, 1, "group", 10000);
+  cfg.inflight = (int)luax_opt_int(L, 1, "inflight", 8);
   cfg.set_threshold = (int)luax_opt_int(L, 1, "set_threshold", 500);
   cfg.memory_cap = opt_size(L, 1, "memory_cap", 64u << 20);
   cfg.proto_version = (int)luax_opt_int(L, 1, "proto_version", 0);
@@ -396,9 +397,10 @@ static int l_start (lua_State *L) {
   lua_pop(L, 1);
   cfg.progress = opt_progress(L, 1);
   cfg.identity = luax_opt_string(L, 1, "identity", NULL);
-  if (cfg.batch < 1 || cfg.group_txns < 1 || cfg.set_threshold < 0 ||
+  if (cfg.batch < 1 || cfg.group_txns < 1 || cfg.inflight < 1 || cfg.set_threshold < 0 ||
       cfg.proto_version < 0 || cfg.proto_version > 2)
-    luaL_error(L, "options batch and group must be >= 1, set_threshold >= 0, proto_version 0, 1 or 2");
+    luaL_error(L, "options batch, group and inflight must be >= 1, set_threshold >= 0, "
+               "proto_version 0, 1 or 2");
   w = (LWorker *)luax_newudata(L, sizeof(LWorker), 0, CDC_WORKER);   /* stopped until it runs */
   w->stopped = 1;
   cdc_err_clear(&err);

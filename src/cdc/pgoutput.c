@@ -31,6 +31,14 @@ uint32_t pgo_get_u32 (const uint8_t *p) {
   return ((uint32_t)p[0] << 24) | ((uint32_t)p[1] << 16) | ((uint32_t)p[2] << 8) | p[3];
 }
 
+/* Store v big-endian (network order) in p[0..4). */
+void pgo_put_u32 (uint8_t *p, uint32_t v) {
+  p[0] = (uint8_t)(v >> 24);
+  p[1] = (uint8_t)(v >> 16);
+  p[2] = (uint8_t)(v >> 8);
+  p[3] = (uint8_t)v;
+}
+
 /* Store v big-endian (network order) in p[0..8). */
 void pgo_put_u64 (uint8_t *p, uint64_t v) {
   int i;

@@ -151,9 +151,11 @@ char *pgo_lsn_format(PgLsn lsn, char buf[PGO_LSN_BUFSZ]);
 double pgo_time_to_unix(int64_t pgts);
 int64_t pgo_time_from_unix(double unix_seconds);
 
-/* Big-endian readers shared with the streaming protocol code. */
+/* Big-endian readers and writers shared with the streaming protocol
+   code and the applier's binary parameters. */
 uint64_t pgo_get_u64(const uint8_t *p);
 uint32_t pgo_get_u32(const uint8_t *p);
+void pgo_put_u32(uint8_t *p, uint32_t v);
 void pgo_put_u64(uint8_t *p, uint64_t v);
 
 #endif

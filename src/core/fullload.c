@@ -539,6 +539,17 @@ typedef struct AfterTask {
   int group;               /* index into group_ids, -1 for the final statement */
 } AfterTask;
 
+/* A check's bookkeeping (its result is in FullLoad.check_res). */
+typedef struct CheckState {
+  int *tables;             /* indexes into FullLoad.tables */
+  int ntables;
+  int remaining;           /* tables not ready yet; -1: will not run */
+  int64_t est_bytes;
+} CheckState;
+
+#define CHECK_BATCH_TABLES 250            /* small tables share one validation run */
+#define CHECK_BATCH_BYTES (64LL << 20)    /* ... up to about this much data */
+
 struct FullLoad {
   FlPlan plan;
   char *source, *target, *snapshot;
@@ -572,6 +583,13 @@ struct FullLoad {
   int aq_head, aq_tail;
   int tasks, tasks_done;   /* tables with statements to run / finished */
   double copy_end;         /* when the last unit was loaded (0 until then) */
+  CheckState *checks;      /* per-table verification (FullLoadOptions.checks) */
+  FlCheckResult *check_res;
+  int nchecks;
+  int *check_q;            /* ready checks */
+  int cq_head, cq_tail;
+  int checks_run, checks_done;   /* checks that will run / have run */
+  int busy;                /* workers doing a unit, statements or checks now */
 };
 
 /* Find a table by name: a binary search, index_tables builds them in name order. */
@@ -634,8 +652,23 @@ static void setup_afters (FullLoad *fl, const FullLoadOptions *o) {
   fl->after_q = xcalloc((size_t)slots + 1, sizeof(AfterTask));
 }
 
+/* Table t is loaded and its indexes are built (caller holds the lock):
+   the checks waiting for it alone are ready. */
+static void table_ready (FullLoad *fl, int t) {
+  int c, i;
+  for (c = 0; c < fl->nchecks; c++) {
+    CheckState *cs = &fl->checks[c];
+    if (cs->remaining <= 0)
+      continue;
+    for (i = 0; i < cs->ntables; i++)
+      if (cs->tables[i] == t && --cs->remaining == 0)
+        fl->check_q[fl->cq_tail++] = c;
+  }
+}
+
 /* Queue what can start for table t (caller holds the lock): every group,
-   or the final statement when there is no group. */
+   or the final statement when there is no group (the table is then
+   ready for its check). */
 static void queue_after (FullLoad *fl, int t) {
   AfterList *a = &fl->afters[fl->tables[t].after];
   int k;
@@ -647,7 +680,56 @@ static void queue_after (FullLoad *fl, int t) {
   if (a->ngroups == 0) {
     fl->after_q[fl->aq_tail].table = t;
     fl->after_q[fl->aq_tail++].group = -1;
+    table_ready(fl, t);
   }
+}
+
+/*
+** Copy the checks (FullLoadOptions.checks).  A check runs only when each
+** of its tables is in the plan with every unit to load in this run (one
+** snapshot for all its rows); the others keep FL_CHECK_NOT_RUN.  Call
+** after setup_afters (pending counts).
+*/
+static void setup_checks (FullLoad *fl, const FullLoadOptions *o) {
+  int c, i;
+  fl->nchecks = o->nchecks > 0 ? o->nchecks : 0;
+  fl->checks = xcalloc((size_t)fl->nchecks + 1, sizeof(CheckState));
+  fl->check_res = xcalloc((size_t)fl->nchecks + 1, sizeof(FlCheckResult));
+  fl->check_q = xcalloc((size_t)fl->nchecks + 1, sizeof(int));
+  for (c = 0; c < fl->nchecks; c++) {
+    const FlCheck *k = &o->checks[c];
+    CheckState *cs = &fl->checks[c];
+    fl->check_res[c].name = xstrdup(k->name);
+    cs->tables = xcalloc((size_t)k->n + 1, sizeof(int));
+    cs->remaining = k->n > 0 ? 0 : -1;
+    for (i = 0; i < k->n && cs->remaining >= 0; i++) {
+      int t = find_table(fl, k->nspnames[i], k->relnames[i]), j, dup = 0;
+      if (t < 0 || fl->tables[t].pending != fl->tables[t].units) {
+        cs->remaining = -1;
+        break;
+      }
+      for (j = 0; j < cs->ntables; j++)
+        dup |= cs->tables[j] == t;
+      if (!dup) {
+        cs->tables[cs->ntables++] = t;
+        cs->remaining++;
+        cs->est_bytes += fl->tables[t].est_bytes;
+      }
+    }
+    if (cs->remaining > 0)
+      fl->checks_run++;
+  }
+}
+
+static void free_checks (FullLoad *fl) {
+  int c;
+  for (c = 0; c < fl->nchecks; c++) {
+    free(fl->checks[c].tables);
+    free((char *)fl->check_res[c].name);
+  }
+  free(fl->checks);
+  free(fl->check_res);
+  free(fl->check_q);
 }
 
 /* Free the post-load statements fullload_start copied, and their queue. */
@@ -862,20 +944,23 @@ static void record_failure (FullLoad *fl, const FlUnit *u, const char *msg, cons
 
 /* What a worker does next. */
 typedef struct Work {
-  int kind;                /* 0 nothing left, 1 copy a unit, 2 run a table's statements */
-  int index;               /* unit or table */
-  int group;               /* kind 2: the group (-1: the final statement) */
+  int kind;                /* 0 nothing left, 1 copy a unit, 2 run a table's statements,
+                              3 verify a batch of checks */
+  int index;               /* unit or table; kind 3: first index into check_q */
+  int group;               /* kind 2: the group (-1: the final statement); kind 3: how many */
+  int jobs;                /* kind 3: connections per side */
 } Work;
 
 /*
 ** The next piece of work: a table's statements when one is ready (so
 ** index builds overlap the copy of other tables), else the next pending
-** unit, largest first.  With neither, waits while other units are still
-** being copied (they may make statements ready); returns kind 0 when
-** nothing is left or the load is stopping.
+** unit, largest first, else a batch of ready checks (with the workers
+** idle now as its connections).  With none, waits while other units are
+** still being copied (they may make statements or checks ready);
+** returns kind 0 when nothing is left or the load is stopping.
 */
 static Work take_work (FullLoad *fl) {
-  Work w = {0, -1, 0};
+  Work w = {0, -1, 0, 0};
   pthread_mutex_lock(&fl->mu);
   while (!should_stop(fl)) {
     if (fl->aq_head < fl->aq_tail) {
@@ -893,6 +978,21 @@ static Work take_work (FullLoad *fl) {
       w.index = fl->next++;
       break;
     }
+    if (fl->cq_head < fl->cq_tail) {
+      int64_t bytes = 0;
+      w.kind = 3;
+      w.index = fl->cq_head;
+      w.group = 0;
+      while (fl->cq_head < fl->cq_tail && w.group < CHECK_BATCH_TABLES &&
+             (w.group == 0 || bytes + fl->checks[fl->check_q[fl->cq_head]].est_bytes <= CHECK_BATCH_BYTES)) {
+        bytes += fl->checks[fl->check_q[fl->cq_head++]].est_bytes;
+        w.group++;
+      }
+      w.jobs = fl->nthreads - fl->busy;
+      if (w.jobs < 1)
+        w.jobs = 1;
+      break;
+    }
     if (fl->units_running == 0)
       break;
     {
@@ -906,6 +1006,8 @@ static Work take_work (FullLoad *fl) {
       pthread_cond_timedwait(&fl->cond, &fl->mu, &ts);
     }
   }
+  if (w.kind != 0)
+    fl->busy++;
   pthread_mutex_unlock(&fl->mu);
   return w;
 }
@@ -916,14 +1018,19 @@ static void unit_finished (FullLoad *fl, int i, int done) {
   FlTable *t = &fl->tables[fl->unit_table[i]];
   int j, left = 0;
   fl->units_running--;
+  fl->busy--;
   if (done && fl->units_running == 0) {
     for (j = fl->next; j < fl->plan.n && !left; j++)
       left = fl->plan.units[j].state == FL_PENDING;
     if (!left)
       fl->copy_end = now_s();          /* the data is in; statements may still run */
   }
-  if (done && --t->pending == 0 && t->after >= 0)
-    queue_after(fl, fl->unit_table[i]);
+  if (done && --t->pending == 0) {
+    if (t->after >= 0)
+      queue_after(fl, fl->unit_table[i]);
+    else
+      table_ready(fl, fl->unit_table[i]);
+  }
   pthread_cond_broadcast(&fl->cond);
 }
 
@@ -1009,16 +1116,70 @@ static void run_after (FullLoad *fl, int t, int group, PGconn **conn) {
   pthread_mutex_lock(&fl->mu);
   if (group >= 0)
     fl->tables[t].index_seconds += now_s() - t0;
-  if (group >= 0 && --a->remaining == 0 && a->final != NULL && !should_stop(fl)) {
-    fl->after_q[fl->aq_tail].table = t;
-    fl->after_q[fl->aq_tail++].group = -1;
-    pthread_cond_broadcast(&fl->cond);
-  } else if (group < 0 || (a->remaining == 0 && a->final == NULL)) {
+  if (group < 0) {
     finished_table = 1;
+  } else if (--a->remaining == 0) {
+    /* indexes and keys built (or given up): its check may run, beside
+       the final statement (VACUUM ANALYZE) */
+    table_ready(fl, t);
+    if (a->final != NULL && !should_stop(fl)) {
+      fl->after_q[fl->aq_tail].table = t;
+      fl->after_q[fl->aq_tail++].group = -1;
+    } else {
+      finished_table = 1;
+    }
+    pthread_cond_broadcast(&fl->cond);
   }
   if (finished_table)
     fl->tasks_done++;
   pthread_mutex_unlock(&fl->mu);
+}
+
+/*
+** Verify the checks check_q[first .. first + n) in one validation run
+** with 'jobs' connections per side, the source under the load's
+** snapshot, and record their results.
+*/
+static void run_checks (FullLoad *fl, int first, int n, int jobs) {
+  const char **names = xcalloc((size_t)n + 1, sizeof(char *));
+  FlCheckResult *res = xcalloc((size_t)n + 1, sizeof(FlCheckResult));
+  int i, equal = 0, different = 0, failed = 0;
+  double t0 = now_s();
+  for (i = 0; i < n; i++)
+    names[i] = fl->check_res[fl->check_q[first + i]].name;
+  fl_verify(fl->source, fl->target, fl->snapshot, names, n, jobs, should_stop, fl, res);
+  pthread_mutex_lock(&fl->mu);
+  for (i = 0; i < n; i++) {
+    FlCheckResult *r = &fl->check_res[fl->check_q[first + i]];
+    const char *name = r->name;
+    if (should_stop(fl) && res[i].status == FL_CHECK_FAILED)
+      res[i].status = FL_CHECK_NOT_RUN;    /* cancelled with the load */
+    *r = res[i];
+    r->name = name;
+    equal += r->status == FL_CHECK_EQUAL;
+    different += r->status == FL_CHECK_DIFFERENT;
+    failed += r->status == FL_CHECK_FAILED;
+  }
+  fl->checks_done += n;
+  pthread_cond_broadcast(&fl->cond);
+  pthread_mutex_unlock(&fl->mu);
+  {
+    char what[300];
+    if (n == 1)
+      snprintf(what, sizeof(what), "%s", names[0]);
+    else
+      snprintf(what, sizeof(what), "%d tables", n);
+    log_msg(now_s() - t0 >= 1.0 || different + failed > 0 ? LOG_INFO : LOG_DEBUG,
+            "verified %s under the load's snapshot in %.1fs (%d connection%s a side): %d equal%s", what,
+            now_s() - t0, jobs, jobs == 1 ? "" : "s", equal,
+            different + failed > 0 ? "; the others are compared again later" : "");
+  }
+  for (i = 0; i < n; i++)
+    if (res[i].status == FL_CHECK_DIFFERENT || res[i].status == FL_CHECK_FAILED)
+      log_info("  %s: %s%s%s", names[i], res[i].status == FL_CHECK_DIFFERENT ? "differs" : "not compared",
+               res[i].error[0] ? ": " : "", res[i].error);
+  free(names);
+  free(res);
 }
 
 /* Sleep up to 'seconds', waking early when the load is stopping. */
@@ -1046,8 +1207,14 @@ static void *worker_main (void *arg) {
     int i = w.index;
     FlUnit *u;
     UnitResult r = UNIT_FAILED;
-    if (w.kind == 2) {
-      run_after(fl, i, w.group, &aux);
+    if (w.kind == 2 || w.kind == 3) {
+      if (w.kind == 2)
+        run_after(fl, i, w.group, &aux);
+      else
+        run_checks(fl, w.index, w.group, w.jobs);
+      pthread_mutex_lock(&fl->mu);
+      fl->busy--;
+      pthread_mutex_unlock(&fl->mu);
       continue;
     }
     u = &fl->plan.units[i];
@@ -1319,6 +1486,7 @@ FullLoad *fullload_start (FlPlan *plan, const FullLoadOptions *o, char *err, siz
   if (prepare_units(fl, dst, o, err, errlen) < 0)
     goto fail;
   setup_afters(fl, o);
+  setup_checks(fl, o);
   PQfinish(dst);
   dst = NULL;
   fl->events = xcalloc((size_t)fl->plan.n + 1, sizeof(int));
@@ -1412,6 +1580,8 @@ void fullload_progress (FullLoad *fl, FlProgress *p) {
   p->finished = fl->running == 0;
   p->tasks = fl->tasks;
   p->tasks_done = fl->tasks_done;
+  p->checks = fl->checks_run;
+  p->checks_done = fl->checks_done;
   p->copy_seconds = (fl->copy_end > 0 ? fl->copy_end : now_s()) - fl->t0;
   for (i = 0; i < fl->ntables; i++)
     p->tables[i].index_seconds = fl->tables[i].index_seconds;
@@ -1456,6 +1626,16 @@ void fullload_progress_line (const FlProgress *p, char *out, size_t outlen) {
     size_t n = strlen(out);
     snprintf(out + n, outlen > n ? outlen - n : 0, "  indexes %d/%d tables", p->tasks_done, p->tasks);
   }
+  if (p->checks > 0) {
+    size_t n = strlen(out);
+    snprintf(out + n, outlen > n ? outlen - n : 0, "  verified %d/%d", p->checks_done, p->checks);
+  }
+}
+
+/* See fullload.h. */
+int fullload_checks (FullLoad *fl, const FlCheckResult **out) {
+  *out = fl->check_res;
+  return fl->nchecks;
 }
 
 /* The status line on a TTY: the summary plus the biggest tables in
@@ -1584,6 +1764,7 @@ int fullload_finish (FullLoad *fl, char *err, size_t errlen, char failed_sqlstat
   }
   fl_plan_free(&fl->plan);
   free_afters(fl);
+  free_checks(fl);
   free(fl->threads);
   free(fl->events);
   free(fl->unit_table);

@@ -125,6 +125,45 @@ typedef struct FlAfter {
   const char *final;           /* may be NULL */
 } FlAfter;
 
+/*
+** Tables to verify as soon as they are loaded, while others are still
+** being copied (FullLoadOptions.checks).  A check names a table as the
+** validation compares it (a partitioned table as a whole, "schema.table",
+** either part may be double-quoted) and the loaded tables it consists of
+** (its leaves).  Once every one of them is loaded in this run and its
+** statement groups (indexes and keys) are done, the check is compared
+** row by row (src/validate, offline mode) on a worker, reading the
+** source under the load's own snapshot: the rows the target received are
+** exactly that snapshot's, whatever the source did since, and nothing
+** else writes to a table before the load is over.  A check whose tables
+** were not all loaded whole in this run (some units loaded before a
+** restart, under another snapshot) is not run: the caller compares it
+** later.  Ready checks are batched (small tables share one validation
+** run); a batch uses the workers idle at that moment.
+*/
+typedef struct FlCheck {
+  const char *name;
+  const char *const *nspnames;   /* the loaded tables it consists of */
+  const char *const *relnames;
+  int n;
+} FlCheck;
+
+typedef enum FlCheckStatus {
+  FL_CHECK_NOT_RUN = 0,          /* not all its tables loaded in this run, or the load stopped */
+  FL_CHECK_EQUAL,
+  FL_CHECK_DIFFERENT,
+  FL_CHECK_FAILED                /* could not be compared (error says why) */
+} FlCheckStatus;
+
+typedef struct FlCheckResult {
+  const char *name;              /* owned by the load */
+  FlCheckStatus status;
+  int64_t source_rows, target_rows;
+  int64_t missing, extra, changed;
+  double seconds;                /* the validation run this check was part of */
+  char error[256];
+} FlCheckResult;
+
 typedef struct FullLoadOptions {
   const char *source;          /* conninfo strings */
   const char *target;
@@ -139,6 +178,8 @@ typedef struct FullLoadOptions {
   const FlAfter *after;        /* per-table statements (copied by fullload_start) */
   int nafter;
   const char *after_setup;     /* SQL run first on each connection used for them */
+  const FlCheck *checks;       /* tables to verify as they finish (copied by fullload_start) */
+  int nchecks;
 } FullLoadOptions;
 
 typedef struct FullLoad FullLoad;
@@ -166,6 +207,7 @@ typedef struct FlProgress {
   double eta;                  /* seconds, -1 when unknown */
   int finished;                /* every worker has exited */
   int tasks, tasks_done;       /* per-table statement lists (FlAfter) queued and finished */
+  int checks, checks_done;     /* checks that will run / have run */
   FlTableProgress *tables;     /* per table, largest first (owned: fl_progress_free) */
   int ntables;
 } FlProgress;
@@ -191,6 +233,22 @@ int fullload_wait(FullLoad *fl, int timeout_ms, FlEvent *ev);
 const FlPlan *fullload_plan_of(FullLoad *fl);
 /* The snapshot the workers use. */
 const char *fullload_snapshot(FullLoad *fl);
+
+/* The checks' results (FullLoadOptions.checks, in that order): *out
+   points into the load, valid until fullload_finish.  Read them once
+   fullload_wait returned -1.  Returns the count. */
+int fullload_checks(FullLoad *fl, const FlCheckResult **out);
+
+/*
+** Compare 'names' (validation names) between source and target with the
+** validation core, the source read under 'snapshot', with 'jobs'
+** connections per side; one result per name, in order (results[i].name
+** is not set).  Cancels its statements once cancel(ud) returns non-zero.
+** Returns 0, or -1 when the comparison could not run at all (every
+** result FAILED with the reason).  src/core/fullload_verify.c.
+*/
+int fl_verify(const char *source, const char *target, const char *snapshot, const char *const *names,
+              int n, int jobs, int (*cancel)(void *ud), void *ud, FlCheckResult *results);
 
 /* Fill a progress snapshot (free its tables with fl_progress_free). */
 void fullload_progress(FullLoad *fl, FlProgress *p);

@@ -11,6 +11,7 @@
 **             after={{schema=, table=, statements={...}, checks={...},
 **                     groups={...}, final="SQL"}},
 **             after_setup="SQL",
+**             checks={{name="schema.table", tables={{schema=, table=}, ...}}},
 **             on_unit_done=function (unit) end,
 **             on_progress=function (progress) end, progress_interval=1}
 **             -> summary
@@ -21,6 +22,11 @@
 **             stop_on_error=, progress=} -> {ok=, failed={...}, skipped=, seconds=}
 **   load.progress() -> progress of the load running now, or nil
 **   load.request_stop(), load.ncpus()
+**
+** The summary also lists the checks (tables verified during the load,
+** see FlCheck): summary.checks = {{name=, status="equal" | "different" |
+** "failed" | "not_run", source_rows=, target_rows=, missing=, extra=,
+** changed=, seconds=, error=}, ...} in the order given.
 **
 ** A unit table: id, schema, table, columns, where (nil for a whole
 ** table), kind ("table", "keyrange", "ctid"), part, parts, binary,
@@ -300,6 +306,29 @@ static void push_summary (lua_State *L, FullLoad *fl) {
   }
   lua_getfield(L, -1, "elapsed");
   lua_setfield(L, -2, "seconds");
+  {
+    static const char *const status[] = {"not_run", "equal", "different", "failed"};
+    const FlCheckResult *c;
+    int i, n = fullload_checks(fl, &c);
+    lua_createtable(L, n, 0);
+    for (i = 0; i < n; i++) {
+      lua_createtable(L, 0, 10);
+      luax_setstr(L, "name", c[i].name);
+      luax_setstr(L, "status", status[c[i].status]);
+      if (c[i].status != FL_CHECK_NOT_RUN) {
+        luax_setint(L, "source_rows", c[i].source_rows);
+        luax_setint(L, "target_rows", c[i].target_rows);
+        luax_setint(L, "missing", c[i].missing);
+        luax_setint(L, "extra", c[i].extra);
+        luax_setint(L, "changed", c[i].changed);
+        luax_setnum(L, "seconds", c[i].seconds);
+      }
+      if (c[i].error[0] != '\0')
+        luax_setstr(L, "error", c[i].error);
+      lua_rawseti(L, -2, i + 1);
+    }
+    lua_setfield(L, -2, "checks");
+  }
 }
 
 /* }====================================================== */
@@ -427,6 +456,72 @@ static FlAfter *opt_after (lua_State *L, int t, int *n) {
 }
 
 /*
+** The 'checks' option: a list of { name = "schema.table", tables = {
+** { schema =, table = }, ... } }.  The arrays live in userdata left on
+** the stack (one anchor); the strings stay anchored by the options table
+** until fullload_start copied them.
+*/
+static FlCheck *opt_checks (lua_State *L, int t, int *n) {
+  FlCheck *c;
+  lua_Integer i, count;
+  *n = 0;
+  lua_getfield(L, t, "checks");
+  if (lua_isnil(L, -1)) {
+    lua_pop(L, 1);
+    lua_pushnil(L);
+    return NULL;
+  }
+  if (!lua_istable(L, -1))
+    luaL_error(L, "option 'checks' must be a list of tables");
+  count = luaL_len(L, -1);
+  c = (FlCheck *)lua_newuserdatauv(L, sizeof(FlCheck) * (size_t)(count + 1), 1);
+  memset(c, 0, sizeof(FlCheck) * (size_t)(count + 1));
+  lua_createtable(L, (int)count * 2, 0);           /* anchors of the name arrays */
+  lua_setiuservalue(L, -2, 1);
+  for (i = 1; i <= count; i++) {
+    int e, k;
+    lua_Integer m;
+    const char **nsp, **rel;
+    lua_geti(L, -2, i);
+    e = lua_gettop(L);
+    if (!lua_istable(L, e))
+      luaL_error(L, "checks[%d] must be a table", (int)i);
+    c[i - 1].name = luax_opt_string(L, e, "name", NULL);
+    if (c[i - 1].name == NULL)
+      luaL_error(L, "checks[%d] needs a name", (int)i);
+    lua_getfield(L, e, "tables");
+    if (!lua_istable(L, -1))
+      luaL_error(L, "checks[%d].tables must be a list", (int)i);
+    m = luaL_len(L, -1);
+    lua_getiuservalue(L, e - 1, 1);
+    nsp = (const char **)lua_newuserdatauv(L, sizeof(char *) * (size_t)(m + 1), 0);
+    lua_rawseti(L, -2, (lua_Integer)(2 * i - 1));
+    rel = (const char **)lua_newuserdatauv(L, sizeof(char *) * (size_t)(m + 1), 0);
+    lua_rawseti(L, -2, (lua_Integer)(2 * i));
+    lua_pop(L, 1);
+    for (k = 1; k <= m; k++) {
+      int x;
+      lua_geti(L, -1, k);
+      x = lua_gettop(L);
+      if (!lua_istable(L, x))
+        luaL_error(L, "checks[%d].tables[%d] must be {schema=, table=}", (int)i, k);
+      nsp[k - 1] = luax_opt_string(L, x, "schema", NULL);   /* anchored by the options table */
+      rel[k - 1] = luax_opt_string(L, x, "table", NULL);
+      if (nsp[k - 1] == NULL || rel[k - 1] == NULL)
+        luaL_error(L, "checks[%d].tables[%d] needs schema and table", (int)i, k);
+      lua_pop(L, 1);
+    }
+    c[i - 1].nspnames = nsp;
+    c[i - 1].relnames = rel;
+    c[i - 1].n = (int)m;
+    lua_settop(L, e - 1);
+  }
+  lua_remove(L, -2);                                /* the option table */
+  *n = (int)count;
+  return c;
+}
+
+/*
 ** Start a load from the options table at index 1; pushes the job.
 ** Raises on bad options and when the load cannot start.
 */
@@ -454,6 +549,7 @@ static LoadJob *start_job (lua_State *L) {
   o.ndone = ndone < 0 ? 0 : ndone;
   o.after = opt_after(L, 1, &o.nafter);               /* pushes one anchor */
   o.after_setup = luax_opt_string(L, 1, "after_setup", NULL);
+  o.checks = opt_checks(L, 1, &o.nchecks);            /* pushes one anchor */
   plan = newplanbox(L);
   lua_getfield(L, 1, "units");
   if (!lua_isnil(L, -1)) {

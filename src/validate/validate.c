@@ -105,8 +105,8 @@ int validate_run (const VOptions *o, VReport *r, char *err, size_t errlen) {
   pthread_cond_init(&run.cv, NULL);
   if (check_options(o, err, errlen) != 0)
     goto out;
-  if (vconn_open(&run.msrc, o->source, "source", o->statement_timeout_s, err, errlen) != 0 ||
-      vconn_open(&run.mtgt, o->target, "target", o->statement_timeout_s, err, errlen) != 0)
+  if (vconn_open(&run.msrc, o->source, "source", o, err, errlen) != 0 ||
+      vconn_open(&run.mtgt, o->target, "target", o, err, errlen) != 0)
     goto out;
   run.md5hash = PQserverVersion(run.msrc.c) < 110000 || PQserverVersion(run.mtgt.c) < 110000;
   if (vplan(&run, err, errlen) != 0)

@@ -95,6 +95,15 @@ typedef struct VOptions {
                                   query per chunk (default 1) */
   long scan_split_pages;       /* split a scan into block ranges (up to 'jobs') only for
                                   tables above this many 8 kB pages (default 8192) */
+  int lock_timeout_ms;         /* give up a statement that waits this long for a lock
+                                  (0: wait; see fullload_verify.c for why one may not) */
+  int (*cancel)(void *ud);     /* besides SIGINT: statements are cancelled once this
+                                  returns non-zero (may be NULL) */
+  void *cancel_ud;
+  const char *source_snapshot; /* OFFLINE / RECHECK: read the source under this exported
+                                  snapshot (e.g. the one a full load copied under: the
+                                  comparison is then exact while the source keeps
+                                  changing); NULL: export one */
 } VOptions;
 
 /* Fill the defaults above (tables NULL, mode OFFLINE, jobs 1). */

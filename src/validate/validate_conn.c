@@ -69,25 +69,29 @@ static const char *SESSION_SQL =
   "SET standard_conforming_strings = on; SET idle_in_transaction_session_timeout = 0";
 
 /*
-** Open and configure a connection.  Every transaction on it is
-** read-only: validation never writes, and takes no lock beyond what
-** reading does.  Waits on it are bounded by statement_timeout_s plus a
-** minute (the server's own statement_timeout should fire first).
+** Open and configure a connection for o's run.  Every transaction on it
+** is read-only: validation never writes, and takes no lock beyond what
+** reading does (o->lock_timeout_ms bounds the wait for one).  Waits on
+** it are bounded by o->statement_timeout_s plus a minute (the server's
+** own statement_timeout should fire first); o->cancel cancels them.
 ** Returns 0, or -1 with a message in err (vc is then closed).
 */
-int vconn_open (VConn *vc, const char *conninfo, const char *label, int statement_timeout_s,
+int vconn_open (VConn *vc, const char *conninfo, const char *label, const VOptions *o,
                 char *err, size_t errlen) {
   PGresult *res;
   Buf sql = BUF_INIT;
+  int statement_timeout_s = o->statement_timeout_s;
   memset(vc, 0, sizeof(*vc));
   vc->label = label;
   vc->timeout_ms = statement_timeout_s > 0 ? statement_timeout_s * 1000 + 60000 : 0;
+  vc->cancel = o->cancel;
+  vc->cancel_ud = o->cancel_ud;
   vc->c = pgconn_open(conninfo, label, PGCONN_NORMAL, err, errlen);
   if (vc->c == NULL)
     return -1;
   buf_puts(&sql, SESSION_SQL);
-  buf_printf(&sql, "; SET statement_timeout = %d; SET default_transaction_read_only = on",
-             statement_timeout_s * 1000);
+  buf_printf(&sql, "; SET statement_timeout = %d; SET lock_timeout = %d; SET default_transaction_read_only = on",
+             statement_timeout_s * 1000, o->lock_timeout_ms > 0 ? o->lock_timeout_ms : 0);
   if (PQserverVersion(vc->c) >= 110000)
     buf_puts(&sql, "; SET jit = off");   /* compiling per chunk costs more than it saves */
   res = PQexec(vc->c, buf_cstr(&sql));
@@ -120,7 +124,8 @@ void vconn_close (VConn *vc, int64_t *total) {
 
 /*
 ** Wait until the next result can be read without blocking.  Cancels
-** the statement on SIGINT/SIGTERM or after vc->timeout_ms (then waits
+** the statement on SIGINT/SIGTERM, when vc->cancel says so, or after
+** vc->timeout_ms (then waits
 ** at most 30 s more for the server to answer).  Returns 0, or -1 with a
 ** message when the connection failed.
 */
@@ -143,7 +148,7 @@ static int vwait (VConn *vc, char *err, size_t errlen) {
       free(m);
       return -1;
     }
-    if (cancelled_at == 0 && (interrupt_requested() ||
+    if (cancelled_at == 0 && (interrupt_requested() || (vc->cancel != NULL && vc->cancel(vc->cancel_ud)) ||
                               (vc->timeout_ms > 0 && now_ms() - start > vc->timeout_ms))) {
       char cerr[256];
       pgio_cancel(vc->c, cerr, sizeof(cerr));

@@ -100,6 +100,8 @@ typedef struct VConn {
   const char *label;        /* "source" / "target" */
   int timeout_ms;           /* client-side bound per statement (0: none) */
   int64_t bytes;            /* received so far (set by vconn_close) */
+  int (*cancel)(void *ud);  /* VOptions.cancel */
+  void *cancel_ud;
 } VConn;
 
 /* A compared column: present on both sides. */
@@ -226,7 +228,7 @@ typedef struct Worker {
 
 double vnow(void);                          /* monotonic seconds */
 void vsleep_ms(int ms);
-int vconn_open(VConn *vc, const char *conninfo, const char *label, int statement_timeout_s,
+int vconn_open(VConn *vc, const char *conninfo, const char *label, const VOptions *o,
                char *err, size_t errlen);
 void vconn_close(VConn *vc, int64_t *total);
 int vconn_broken(const VConn *vc);

@@ -18,13 +18,17 @@
 
 /* Every user table that holds data: plain and partitioned tables that are
    not partitions themselves, outside the system schemas, pgtide's own
-   schema (its progress table on a target) and extensions.  est_rows and
-   bytes add up the leaves of a partitioned table. */
+   schema (its progress table on a target) and extensions; only the
+   (schema, name) pairs in $1, $2 when they are not NULL (the others are
+   not sized: sizing locks each table).  est_rows and bytes add up the
+   leaves of a partitioned table. */
 static const char *TABLES_SQL =
   "WITH RECURSIVE rels AS ("
   "  SELECT c.oid, n.nspname, c.relname, c.relkind"
   "  FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace"
   "  WHERE c.relkind IN ('r', 'p') AND NOT c.relispartition"
+  "    AND ($1::text[] IS NULL OR (n.nspname, c.relname) IN"
+  "         (SELECT x.s, x.t FROM unnest($1::text[], $2::text[]) AS x (s, t)))"
   "    AND n.nspname NOT IN ('pg_catalog', 'information_schema', 'pgtide')"
   "    AND n.nspname !~ '^pg_(toast|temp_)'"
   "    AND NOT EXISTS (SELECT 1 FROM pg_depend d WHERE d.classid = 'pg_class'::regclass"
@@ -93,11 +97,29 @@ static void catrels_free (CatRel *v, int n) {
   free(v);
 }
 
-/* List the tables of one side, sorted by (schema, name). */
-static int list_tables (VConn *vc, CatRel **out, int *nout, char *err, size_t errlen) {
-  PGresult *res = vquery(vc, TABLES_SQL, 0, NULL, err, errlen);
-  int i, n;
+/* List the tables of one side, sorted by (schema, name): the requested
+   ones (o->tables; malformed names are left to select_tables), or all. */
+static int list_tables (VConn *vc, const VOptions *o, CatRel **out, int *nout, char *err, size_t errlen) {
+  PGresult *res;
+  int i, n = 0;
   CatRel *v;
+  const char *params[2] = {NULL, NULL};
+  char **parts = NULL;
+  Buf sa = BUF_INIT, ta = BUF_INIT;
+  if (o->tables != NULL && o->ntables > 0) {
+    parts = xcalloc((size_t)o->ntables * 2 + 1, sizeof(char *));
+    for (i = 0; i < o->ntables; i++)
+      if (validate_parse_name(o->tables[i], &parts[2 * n], &parts[2 * n + 1]) == 0)
+        n++;
+    vsql_array_literal(&sa, parts, n, 2);
+    vsql_array_literal(&ta, parts + 1, n, 2);
+    params[0] = buf_cstr(&sa);
+    params[1] = buf_cstr(&ta);
+  }
+  res = vquery(vc, TABLES_SQL, 2, params, err, errlen);
+  vstrv_free(parts, 2 * n);
+  buf_free(&sa);
+  buf_free(&ta);
   if (res == NULL)
     return -1;
   n = PQntuples(res);
@@ -450,8 +472,8 @@ int vplan (Run *run, char *err, size_t errlen) {
   int nsrc = 0, ntgt = 0, i, nsel = 0, nmiss = 0, rc = -1;
   char **missing = NULL;   /* requested, not on the source (schema, name pairs) */
   RawCols *sc = NULL, *tc = NULL;
-  if (list_tables(&run->msrc, &src, &nsrc, err, errlen) != 0 ||
-      list_tables(&run->mtgt, &tgt, &ntgt, err, errlen) != 0)
+  if (list_tables(&run->msrc, o, &src, &nsrc, err, errlen) != 0 ||
+      list_tables(&run->mtgt, o, &tgt, &ntgt, err, errlen) != 0)
     goto out;
   sel = xcalloc((size_t)nsrc + 1, sizeof(CatRel *));
   missing = xcalloc((size_t)o->ntables * 2 + 1, sizeof(char *));

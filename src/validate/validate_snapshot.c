@@ -94,7 +94,7 @@ static int source_at_point (Run *run, Worker *ws, int n, char *err, size_t errle
 
 /*
 ** Give every worker its snapshots.  OFFLINE / RECHECK: one exported
-** snapshot per side.  CONSISTENT, in this order:
+** snapshot per side (the source's may be the caller's: source_snapshot).  CONSISTENT, in this order:
 **   1. hold: pause apply at the source's current WAL position, so it
 **      cannot pass the point while the point is being created (the
 **      point lies beyond every transaction apply has taken so far);
@@ -109,7 +109,8 @@ int vsnapshot_setup (Run *run, Worker *ws, int n, char *err, size_t errlen) {
   PGresult *res;
   int rc;
   if (o->mode != VMODE_CONSISTENT) {
-    if (share_snapshot(&run->msrc, ws, n, 0, err, errlen) != 0)
+    if (o->source_snapshot != NULL ? import_snapshot(ws, n, 0, o->source_snapshot, "caller", err, errlen)
+                                   : share_snapshot(&run->msrc, ws, n, 0, err, errlen))
       return -1;
     return share_snapshot(&run->mtgt, ws, n, 1, err, errlen);
   }

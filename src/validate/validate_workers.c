@@ -371,8 +371,8 @@ int vrun_pass (Run *run, VTable **sel, int nsel, int snapshot, char *err, size_t
   ws = xcalloc((size_t)nw, sizeof(Worker));
   for (i = 0; i < nw; i++) {
     ws[i].run = run;
-    if (vconn_open(&ws[i].src, o->source, "source", o->statement_timeout_s, err, errlen) != 0 ||
-        vconn_open(&ws[i].tgt, o->target, "target", o->statement_timeout_s, err, errlen) != 0)
+    if (vconn_open(&ws[i].src, o->source, "source", o, err, errlen) != 0 ||
+        vconn_open(&ws[i].tgt, o->target, "target", o, err, errlen) != 0)
       goto out;
   }
   if (snapshot && vsnapshot_setup(run, ws, nw, err, errlen) != 0)
