@@ -113,4 +113,21 @@ function M.record_name(slot, identity)
   return slot .. "_" .. util.fnv32(identity)
 end
 
+--[[ for_run(ctx [, fresh]) -> the plan of a `local` run: decided from the
+  roles' privileges in its preflight, which keeps the result in its
+  outputs.  The steps record what they did with it (post-data: the
+  triggers it disabled; full-load: the progress record), so a resumed run
+  keeps the method it started with.  fresh: decide again.  Raises pg
+  errors. ]]
+function M.for_run(ctx, fresh)
+  local pf = ctx.outputs.preflight
+  if not fresh and pf and pf.plan then return pf.plan end
+  local plan = M.decide(ctx.dst, { replica_role = ctx.params.replica_role })
+  if ctx.out and ctx.step and ctx.step.name == "preflight" then
+    ctx.out.plan = { triggers = plan.triggers, triggers_why = plan.triggers_why,
+                     progress = plan.progress, progress_why = plan.progress_why }
+  end
+  return plan
+end
+
 return M

@@ -244,6 +244,22 @@ function Context:confirm(question)
   return answer ~= nil and answer:match("^%s*[yY]") ~= nil
 end
 
+--[[ runbook.revive(ctx): the context's connections live as long as the
+  run; a streaming phase can last days.  Before steps that use them after
+  a long wait, drop a connection that no longer answers (a terminated
+  backend, a restarted server, a proxy's idle timeout) so it reopens on
+  next use.  Does not raise. ]]
+function M.revive(ctx)
+  for _, key in ipairs { "src", "dst" } do
+    local c = rawget(ctx, key)
+    if c and not pcall(c.query_one, c, "SELECT 1 AS ok") then
+      log.warn("the %s connection was lost; reconnecting", key == "src" and "source" or "target")
+      pcall(c.close, c)
+      rawset(ctx, key, nil)
+    end
+  end
+end
+
 function Context:close()
   for _, c in ipairs(self._conns) do pcall(c.close, c) end
   self._conns = {}

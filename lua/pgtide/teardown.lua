@@ -8,6 +8,7 @@ a cutover) and `pgtide abandon` (giving up).
   teardown.drop_progress(ctx, slot)          -- the progress record, its table and schema
   teardown.find(ctx)    --> what exists of it now, as items { kind, name, where, note }
   teardown.drop(ctx, items) --> names dropped
+  teardown.cleanup(ctx) -- the local runbook's cleanup step
 
 The state's record (runbooks/local.lua, full-load step, outputs.slot):
 name, publication, publication_created (false: the owner's publication,
@@ -16,6 +17,7 @@ given with publication=), record (the progress record's name), progress
 progress_table_existed (whether the schema pgtide and its table were there
 before this migration).  Every drop raises on failure (pg errors).
 ]]
+local runbook = require "pgtide.runbook"
 local cdc = require "core.cdc"
 local log = require "log"
 local sys = require "sys"
@@ -161,6 +163,46 @@ function M.drop(ctx, items)
     end
   end
   return done
+end
+
+--[[ cleanup(ctx): the local runbook's cleanup step, after a cutover: stop
+  the stream, drop the replication slot, the publication when this
+  migration made it (the owner's, given with publication=, is named in
+  the log and ctx.out.left for its owner to drop), and the progress
+  record; records what it dropped in ctx.out.dropped.  The drops run in
+  ctx.src's session, which the write fence's read-only default is lifted
+  in (a new session, as core.cdc's drop opens, could not drop the
+  publication).  Raises pg errors. ]]
+function M.cleanup(ctx)
+  local n = names(ctx.name)
+  local slot = (ctx.outputs["full-load"] or {}).slot or {}
+  require("pgtide.stream").stop(ctx)
+  -- the write fence makes new sessions read-only: this one needs to write
+  ctx.src:exec("SET default_transaction_read_only = off")
+  M.drop_slot(ctx.src, n.slot)
+  runbook.crash_point("cleanup:slot")
+  -- the publication only when this migration made it (publication= names the owner's)
+  local pub = slot.publication or n.publication
+  if slot.publication_created ~= false and not ctx.params.publication then
+    M.drop_publication(ctx.src, pub)
+  else
+    local given = ctx.params.publication or pub
+    local owner = ctx.src:query_one([[SELECT pg_get_userbyid(pubowner) AS o FROM pg_publication
+                                       WHERE pubname = $1]], given)
+    if owner then
+      ctx.out.left = { publication = given, owner = owner.o }
+      log.warn("cleanup: publication %s belongs to %s, who made it for this migration; when nothing "
+        .. "else uses it, as %s run on the source: DROP PUBLICATION %s;", given, owner.o, owner.o,
+        require("pgtide.quote").ident(ctx.src, given))
+    end
+    pub = nil
+  end
+  runbook.crash_point("cleanup:publication")
+  M.drop_progress(ctx, slot)
+  runbook.crash_point("cleanup:progress")
+  ctx.out.dropped = { slot = n.slot, publication = pub, progress = slot.record }
+  log.info("cleanup: dropped replication slot %s%s and the progress record %s on the target",
+    n.slot, pub and (", publication " .. pub) or "", tostring(slot.record or n.slot))
 end
 
 return M
