@@ -43,6 +43,8 @@ LIB_OBJ  := $(LIB_SRC:%.c=$(BUILD)/%.o)
 EMBED    := $(shell find lua runbooks -type f \( -name '*.lua' -o -name '*.yaml' -o -name '*.json' -o -name '*.sql' \) | sort)
 UNIT_SRC := $(sort $(wildcard tests/unit/test_*.c))
 UNIT_BIN := $(UNIT_SRC:tests/unit/%.c=$(BUILD)/tests/%)
+CINT_SRC := $(sort $(wildcard tests/cintegration/test_*.c))
+CINT_BIN := $(CINT_SRC:tests/cintegration/%.c=$(BUILD)/tests/cintegration/%)
 FUZZ_SRC := $(sort $(wildcard tests/fuzz/fuzz_*.c))
 REPLAY_BIN := $(FUZZ_SRC:tests/fuzz/fuzz_%.c=$(BUILD)/tests/replay_%)
 
@@ -88,6 +90,13 @@ $(BUILD)/embedded.c: $(BUILD)/embed $(EMBED)
 $(BUILD)/embedded.o: $(BUILD)/embedded.c
 	$(Q)$(CC) $(ALL_CFLAGS) -c -o $@ $<
 
+# C tests that start PostgreSQL clusters (tests/cintegration/pgcluster.h)
+$(BUILD)/tests/cintegration/%: tests/cintegration/%.c tests/unit/test.h $(wildcard tests/cintegration/*.h) \
+    $(BUILD)/libpgtide.a
+	@mkdir -p $(dir $@)
+	@echo "CC  $<"
+	$(Q)$(CC) $(ALL_CFLAGS) -Itests/unit -Itests/cintegration -o $@ $< $(BUILD)/libpgtide.a $(LDFLAGS) $(LDLIBS)
+
 $(BUILD)/tests/%: tests/unit/%.c tests/unit/test.h $(BUILD)/libpgtide.a
 	@mkdir -p $(dir $@)
 	@echo "CC  $<"
@@ -100,7 +109,7 @@ $(BUILD)/tests/replay_%: tests/fuzz/fuzz_%.c tests/fuzz/replay_main.c $(BUILD)/l
 	@echo "CC  $<"
 	$(Q)$(CC) $(ALL_CFLAGS) -o $@ $< tests/fuzz/replay_main.c $(BUILD)/libpgtide.a $(LDFLAGS) $(LDLIBS)
 
-unit: $(UNIT_BIN) $(REPLAY_BIN)
+unit: $(UNIT_BIN) $(CINT_BIN) $(REPLAY_BIN)
 
 check-deps:
 	@pkg-config --exists $(PKGS) || { echo "missing libraries: run 'make deps' (needs: $(PKGS))"; exit 2; }

@@ -64,7 +64,16 @@ run_one() {
 echo "== unit tests (C)"
 for bin in "$BUILD"/tests/test_*; do
   [ -x "$bin" ] || continue
+  [ -f "tests/unit/$(basename "$bin").c" ] || continue   # a stale binary of a moved test
   name="unit/$(basename "$bin")"
+  selected "$name" || continue
+  run_one "$name" "$logdir/$(basename "$bin").log" "$bin"
+done
+
+echo "== integration tests (C, with PostgreSQL clusters)"
+for bin in "$BUILD"/tests/cintegration/test_*; do
+  [ -x "$bin" ] || continue
+  name="cintegration/$(basename "$bin")"
   selected "$name" || continue
   run_one "$name" "$logdir/$(basename "$bin").log" "$bin"
 done

@@ -1,7 +1,7 @@
 -- Module-level tests of validation: core.validate's arguments and errors,
 -- pgtide.schema_diff on catalog pictures built by hand, the summary and
 -- exit codes of pgtide.validate.  (Against real servers:
--- tests/unit/test_validate.c and tests/integration/test_validate*.lua.)
+-- tests/cintegration/test_validate.c and tests/integration/test_validate*.lua.)
 local T = require "t"
 local core = require "core.validate"
 local schema_diff = require "pgtide.schema_diff"

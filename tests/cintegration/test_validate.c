@@ -18,6 +18,7 @@
 #include <libpq-fe.h>
 
 #include "test.h"
+#include "pgcluster.h"
 #include "cdc/stream.h"
 #include "pg/pgconn.h"
 #include "util/buf.h"
@@ -149,35 +150,9 @@ static void point_fixes (void) {
 ** Clusters
 ** ======================================================================= */
 
-static char src_dir[512], tgt_dir[512];
+static TestCluster src_cl, tgt_cl;
 static char src_ci[512], tgt_ci[512];
 static int have_clusters;
-
-static int start_cluster (const char *dir, char *conninfo, size_t n) {
-  char cmd[1024];
-  FILE *p;
-  snprintf(cmd, sizeof(cmd), "tests/lib/pgcluster.sh start '%s' 2>&1", dir);
-  p = popen(cmd, "r");
-  if (p == NULL)
-    return -1;
-  conninfo[0] = '\0';
-  while (fgets(conninfo, (int)n, p) != NULL)
-    if (strncmp(conninfo, "host=", 5) == 0)
-      break;
-  if (pclose(p) != 0 || strncmp(conninfo, "host=", 5) != 0) {
-    fprintf(stderr, "cannot start cluster in %s: %s\n", dir, conninfo);
-    return -1;
-  }
-  conninfo[strcspn(conninfo, "\n")] = '\0';
-  return 0;
-}
-
-static void stop_cluster (const char *dir) {
-  char cmd[1024];
-  snprintf(cmd, sizeof(cmd), "tests/lib/pgcluster.sh stop '%s' >/dev/null 2>&1", dir);
-  if (system(cmd) != 0)
-    fprintf(stderr, "stopping %s failed\n", dir);
-}
 
 static PGconn *db (const char *ci) {
   char err[1024];
@@ -263,20 +238,14 @@ static const char *DATA_SQL =
   "INSERT INTO \"Other\".\"Mixed Case\" SELECT g, 'x' || g FROM generate_series(1, 100) g;";
 
 static void setup_clusters (void) {
-  const char *tmp = getenv("TEST_TMP") ? getenv("TEST_TMP") : "/tmp";
-  char pgpass[600];
-  snprintf(src_dir, sizeof(src_dir), "%s/validate-src-%d", tmp, (int)getpid());
-  snprintf(tgt_dir, sizeof(tgt_dir), "%s/validate-tgt-%d", tmp, (int)getpid());
-  if (getenv("PGPASSFILE") == NULL) {
-    snprintf(pgpass, sizeof(pgpass), "%s/validate-pgpass-%d", tmp, (int)getpid());
-    setenv("PGPASSFILE", pgpass, 1);
-  }
-  if (start_cluster(src_dir, src_ci, sizeof(src_ci)) != 0)
+  if (tc_start(&src_cl, "validate-src", NULL) != 0)
     return;
-  if (start_cluster(tgt_dir, tgt_ci, sizeof(tgt_ci)) != 0) {
-    stop_cluster(src_dir);
+  if (tc_start(&tgt_cl, "validate-tgt", NULL) != 0) {
+    tc_stop(&src_cl);
     return;
   }
+  strlcpy_(src_ci, src_cl.conninfo, sizeof(src_ci));
+  strlcpy_(tgt_ci, tgt_cl.conninfo, sizeof(tgt_ci));
   have_clusters = 1;
   both(SCHEMA_SQL);
   both(DATA_SQL);
@@ -1043,8 +1012,8 @@ int main (void) {
   RUN_TEST(consistent_point_under_live_writes);
   RUN_TEST(recheck_keeps_only_lasting_differences);
   if (have_clusters) {
-    stop_cluster(src_dir);
-    stop_cluster(tgt_dir);
+    tc_stop(&src_cl);
+    tc_stop(&tgt_cl);
   }
   return TEST_SUMMARY();
 }

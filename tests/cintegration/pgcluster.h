@@ -1,21 +1,24 @@
 /*
-** cdc_testlib.h
-** Helpers shared by the CDC unit tests: throwaway clusters through
-** tests/lib/pgcluster.sh, and small libpq wrappers that record a check
-** failure instead of aborting.  Header-only (static functions) so each
-** test program stays one file for the Makefile's glob.
+** pgcluster.h
+** Throwaway PostgreSQL clusters for the C tests in tests/cintegration,
+** through tests/lib/pgcluster.sh (the one cluster helper the Lua tests,
+** the demo and the benchmarks use too):
+**
+**   TestCluster c;
+**   if (tc_start(&c, "name", NULL) == 0) { ... c.conninfo ...; tc_stop(&c); }
+**
+** Clusters live under $TEST_TMP (set by tests/run.sh) or a private
+** directory, named NAME-PID.  Header-only (static functions).
 */
-#ifndef PGTIDE_CDC_TESTLIB_H
-#define PGTIDE_CDC_TESTLIB_H
+#ifndef PGTIDE_PGCLUSTER_H
+#define PGTIDE_PGCLUSTER_H
 
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
 #include <unistd.h>
-#include <libpq-fe.h>
 
-#include "test.h"
 #include "util/buf.h"
 
 typedef struct TestCluster {
@@ -26,6 +29,7 @@ typedef struct TestCluster {
 
 /* Directory for clusters: $TEST_TMP (tests/run.sh) or a private one;
    PGPASSFILE points into it so libpq finds the generated password. */
+__attribute__((unused))
 static const char *tc_tmp (void) {
   static char dir[256];
   const char *t = getenv("TEST_TMP");
@@ -49,6 +53,7 @@ static const char *tc_tmp (void) {
 
 /* Start a cluster named 'name' under the test directory; extra_conf is
    one "key = value" setting or NULL.  Returns 0 on success. */
+__attribute__((unused))
 static int tc_start (TestCluster *c, const char *name, const char *extra_conf) {
   char cmd[1400];
   FILE *p;
@@ -73,6 +78,9 @@ static int tc_start (TestCluster *c, const char *name, const char *extra_conf) {
   return 0;
 }
 
+/* Stop the cluster and remove its directory; a cluster not started is a
+   no-op. */
+__attribute__((unused))
 static void tc_stop (TestCluster *c) {
   char cmd[1200];
   const char *root = getenv("PGTIDE_TEST_ROOT");
@@ -83,47 +91,6 @@ static void tc_stop (TestCluster *c) {
   if (system(cmd) != 0)
     fprintf(stderr, "pgcluster stop failed for %s\n", c->dir);
   c->up = 0;
-}
-
-static PGconn *tc_connect (const char *conninfo) {
-  PGconn *conn = PQconnectdb(conninfo);
-  if (PQstatus(conn) != CONNECTION_OK) {
-    fprintf(stderr, "connect failed: %s\n", PQerrorMessage(conn));
-    PQfinish(conn);
-    return NULL;
-  }
-  return conn;
-}
-
-/* Run SQL; a failure is a check failure (with the server's message). */
-__attribute__((unused))
-static int tc_exec (PGconn *conn, const char *sql) {
-  PGresult *res = PQexec(conn, sql);
-  ExecStatusType st = PQresultStatus(res);
-  int ok = st == PGRES_COMMAND_OK || st == PGRES_TUPLES_OK;
-  if (!ok) {
-    test_failed_checks++;
-    fprintf(stderr, "SQL failed: %.300s\n  -> %s", sql, PQerrorMessage(conn));
-  }
-  PQclear(res);
-  return ok ? 0 : -1;
-}
-
-/* First column of the first row as a malloc'ed string ("" when none;
-   NULL on error, counted as a check failure). */
-__attribute__((unused))
-static char *tc_query1 (PGconn *conn, const char *sql) {
-  PGresult *res = PQexec(conn, sql);
-  char *out;
-  if (PQresultStatus(res) != PGRES_TUPLES_OK) {
-    test_failed_checks++;
-    fprintf(stderr, "query failed: %.300s\n  -> %s", sql, PQerrorMessage(conn));
-    PQclear(res);
-    return NULL;
-  }
-  out = xstrdup(PQntuples(res) > 0 && PQnfields(res) > 0 ? PQgetvalue(res, 0, 0) : "");
-  PQclear(res);
-  return out;
 }
 
 #endif

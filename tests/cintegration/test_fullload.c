@@ -10,6 +10,7 @@
 #include <unistd.h>
 
 #include "test.h"
+#include "pgcluster.h"
 
 #include "core/copy_relay.h"
 #include "core/fullload.h"
@@ -17,8 +18,7 @@
 #include "util/buf.h"
 #include "util/log.h"
 
-static char cluster_dir[512];
-static char base_conninfo[512];
+static TestCluster cluster;
 static char src_ci[600], dst_ci[600];
 static int have_cluster;
 
@@ -79,43 +79,19 @@ static int same_table (const char *table) {
   return same;
 }
 
+/* One cluster (pgcluster.h) with the databases src and dst; 1 when up. */
 static int start_cluster (void) {
-  const char *tmp = getenv("TEST_TMP") ? getenv("TEST_TMP") : "/tmp";
-  char cmd[1024];
-  FILE *p;
-  size_t n;
-  snprintf(cluster_dir, sizeof(cluster_dir), "%s/fullload-unit-%d", tmp, (int)getpid());
-  if (getenv("PGPASSFILE") == NULL) {
-    char pass[600];
-    snprintf(pass, sizeof(pass), "%s/pgpass", cluster_dir);
-    setenv("PGPASSFILE", pass, 1);
-  }
-  snprintf(cmd, sizeof(cmd), "tests/lib/pgcluster.sh start '%s' 2>&1", cluster_dir);
-  p = popen(cmd, "r");
-  if (p == NULL)
+  if (tc_start(&cluster, "fullload-unit", NULL) != 0)
     return 0;
-  n = fread(base_conninfo, 1, sizeof(base_conninfo) - 1, p);
-  base_conninfo[n] = '\0';
-  if (pclose(p) != 0) {
-    fprintf(stderr, "cluster start failed: %s\n", base_conninfo);
-    return 0;
-  }
-  while (n > 0 && (base_conninfo[n - 1] == '\n' || base_conninfo[n - 1] == ' '))
-    base_conninfo[--n] = '\0';
-  snprintf(src_ci, sizeof(src_ci), "%s dbname=src", base_conninfo);
-  snprintf(dst_ci, sizeof(dst_ci), "%s dbname=dst", base_conninfo);
-  sql0(base_conninfo, "CREATE DATABASE src");
-  sql0(base_conninfo, "CREATE DATABASE dst");
+  snprintf(src_ci, sizeof(src_ci), "%s dbname=src", cluster.conninfo);
+  snprintf(dst_ci, sizeof(dst_ci), "%s dbname=dst", cluster.conninfo);
+  sql0(cluster.conninfo, "CREATE DATABASE src");
+  sql0(cluster.conninfo, "CREATE DATABASE dst");
   return 1;
 }
 
 static void stop_cluster (void) {
-  char cmd[1024];
-  if (cluster_dir[0] == '\0')
-    return;
-  snprintf(cmd, sizeof(cmd), "tests/lib/pgcluster.sh stop '%s' >/dev/null 2>&1", cluster_dir);
-  if (system(cmd) != 0)
-    fprintf(stderr, "cluster stop failed\n");
+  tc_stop(&cluster);
 }
 
 /* Create the same DDL on both databases. */
