@@ -457,8 +457,7 @@ local function start_workflow(ctx, out, full_load_done)
       tostring(ex.error), tostring(ex.cause))
     local t = task.get(awsx.client(ctx, "dms"), r.task_arn)
     if t and (t.Status == "failed" or t.Status == "stopped") then
-      task.start(ctx, r.task_arn, { full_load_done = full_load_done, truncate = function() steps.truncate_scope(ctx) end,
-        start_position = out.slot and function() return task.slot_lsn(ctx.src, out.slot) end or nil })
+      steps.restart_task(ctx, r.task_arn, { full_load_done = full_load_done, slot = out.slot })
       -- the new execution finds it running and goes straight to monitoring
       task.wait_status(ctx, awsx.client(ctx, "dms"), r.task_arn, { running = true }, "replication task to run again",
         ctx.params.connection_timeout, { failed = true, stopped = true })

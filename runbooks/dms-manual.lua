@@ -199,11 +199,7 @@ rb:step {
     runbook.require(r.task_arn, "no task recorded: run the task step first")
     if ctx.out.attempted then
       -- a rerun after the task failed: restart it (reload when the load had not finished)
-      task.start(ctx, r.task_arn, {
-        full_load_done = ctx.out.full_load_done,
-        start_position = r.slot and function() return task.slot_lsn(ctx.src, r.slot) end or nil,
-        truncate = function() steps.truncate_scope(ctx) end,
-      })
+      steps.restart_task(ctx, r.task_arn, { full_load_done = ctx.out.full_load_done, slot = r.slot })
     end
     ctx.out.attempted = true
     ctx:save()

@@ -16,6 +16,8 @@ and the way to find its DMS resources.
   steps.database_cleanup(ctx, o) -> the source/target part of cleanup (called by cleanup steps)
   steps.keep_running(ctx, o)   -> restarts a task that failed or stopped in CDC (resume-processing)
   steps.truncate_scope(ctx)    -> empties the target tables in scope (before a reload)
+  steps.restart_task(ctx, arn, o) -> task.start of a failed or stopped task, reloaded into
+                                  emptied tables (truncate_scope) unless its full load had finished
 
 'o' carries: name, title (the seed's words), and resources = function
 (ctx) -> { task_arn, instance_id, ... } for steps that read DMS
@@ -349,10 +351,7 @@ local function keep_running(ctx, o)
   runbook.require(t, "the replication task %s no longer exists", tostring(res.task_arn))
   if t.Status ~= "failed" and t.Status ~= "stopped" then return end
   log.warn("the replication task is %s (%s): restarting it", t.Status, task.failure_text(t))
-  task.start(ctx, res.task_arn, {
-    truncate = function() M.truncate_scope(ctx) end,
-    start_position = res.slot and function() return task.slot_lsn(ctx.src, res.slot) end or nil,
-  })
+  M.restart_task(ctx, res.task_arn, { slot = res.slot })
   t = task.wait_status(ctx, dms, res.task_arn, { running = true }, "replication task to run again",
     ctx.params.connection_timeout, { failed = true, stopped = true })
   log.info("replication task %s", task.status_line(t))
@@ -368,6 +367,20 @@ function M.truncate_scope(ctx)
     log.warn("emptying %d target table(s) before reloading: %s", #q, table.concat(q, ", "))
     ctx.dst:exec("truncate " .. table.concat(q, ", "))
   end
+end
+
+--[[ restart_task(ctx, arn, o): start the task again (task.start): with
+  resume-processing when its full load had finished (o.full_load_done or
+  DMS's statistics), else reload-target after emptying the target tables
+  in scope (truncate_scope); a CDC start position is the slot o.slot's
+  (when the endpoint names one), read right before the start.  Raises
+  step failures and AWS errors. ]]
+function M.restart_task(ctx, arn, o)
+  task.start(ctx, arn, {
+    full_load_done = o.full_load_done,
+    truncate = function() M.truncate_scope(ctx) end,
+    start_position = o.slot and function() return task.slot_lsn(ctx.src, o.slot) end or nil,
+  })
 end
 
 -- "schema.table" of every source table in scope.
