@@ -31,14 +31,8 @@ end)
 
 local root = T.root
 local standin = require "standin"
-local S, why = standin.start("aurora")
-if not S then
-  T.skip("aurora-cfn end to end", why)
-  T.done()
-end
+standin.suite("aurora", "aurora-cfn end to end", function(S)
 local endpoint, creds, env, aws_script = S.endpoint, S.creds, S.env, S.script
-
-local ok_all, failure = pcall(function()
 
 local src = T.cluster()
 local dst = T.cluster { tls = true, version = 17 }
@@ -69,13 +63,7 @@ local state = T.tmp .. "/aurora-state-" .. sys.getpid()
 -- The source database's security group: until it admits the replication
 -- instance, the stand-in refuses source connections (the workflow must
 -- add the rule, and cleanup must revoke it).
-local source_sg = aws_script([[
-  local ec2 = client("ec2")
-  local vpc = ec2:DescribeVpcs { Filters = { { Name = "is-default", Values = { "true" } } } }.Vpcs[1].VpcId
-  local g = ec2:CreateSecurityGroup { GroupName = "aurora-db-]] .. sys.getpid() .. [[", Description = "the source", VpcId = vpc }
-  -- an existing group, long visible: the stand-in's once-not-found after a create is spent here
-  pcall(ec2.DescribeSecurityGroups, ec2, { GroupIds = { g.GroupId } })
-  print(json.encode({ id = g.GroupId }))]]).id
+local source_sg = S.source_network("aurora-db-" .. sys.getpid()).sg
 S.set_network({ source_security_group = source_sg })
 local cfgfile = T.tmp .. "/aurora-config-" .. sys.getpid() .. ".lua"
 local f = assert(io.open(cfgfile, "w"))
@@ -97,14 +85,10 @@ return {
 f:close()
 
 local function pgtide_cmd()
-  return string.format("env %s %s run aurora-cfn -c %s --state %s --yes", env, T.q(T.pgtide), T.q(cfgfile),
-    T.q(state))
+  return S.command("aurora-cfn", cfgfile, state)
 end
 local function step_status(name)
-  local text = sys.readfile(state .. "/state.json")
-  if not text then return nil end
-  local st = json.decode(text)
-  return st.steps[name] and st.steps[name].status
+  return standin.step_status(state, name)
 end
 T.test("names the stack would derive are checked before anything is created", function()
   local c, o, e = T.sh(pgtide_cmd() .. " stack_name=" .. string.rep("x", 50) .. " </dev/null")
@@ -299,29 +283,9 @@ T.test("cleanup finds the rule PlanetScale's Lambda adds, by its description", f
   T.eq(res, { n = 1, left = 1, port = 443 })
 end)
 
--- Another migration in the same account, its own config and state.
-local function other_run(runbook, file, state, t)
-  local lines = { "return {" }
-  for k, v in pairs(t) do lines[#lines + 1] = string.format("  %s = %s,", k, type(v) == "string" and
-    string.format("%q", v) or tostring(v)) end
-  lines[#lines + 1] = string.format("  aws = { region = \"us-east-1\", endpoint_url = %q },", endpoint)
-  lines[#lines + 1] = "}"
-  assert(sys.write_atomic(file, table.concat(lines, "\n")))
-  return T.sh(string.format("env %s %s run %s -c %s --state %s --yes </dev/null", env, T.q(T.pgtide), runbook,
-    T.q(file), T.q(state)))
-end
-
-local function same(db, tables)
-  for _, t in ipairs(tables) do
-    local q = string.format("select count(*) || ':' || md5(coalesce(string_agg(t::text, '|' order by t::text), '')) "
-      .. "from public.%s t", t)
-    T.eq(dst:sql(q, db), src:sql(q, db), db .. "." .. t)
-  end
-end
-
-local COMMON = { poll_interval = 0.3, connection_timeout = 30, full_load_timeout = 120,
-                 cutover_timeout = 60, stop_timeout = 30, delete_timeout = 30,
-                 validation_recheck = 5, validation_delay = 1, target_disk_gb = 1 }
+local other_run = S.other_run
+local function same(db, tables) standin.same(src, dst, db, tables) end
+local COMMON = standin.COMMON
 
 -- migration_type=full-load: a snapshot copied after the application's
 -- writes stopped; the task stops when done (FULL_LOAD_ONLY_FINISHED) and
@@ -368,9 +332,3 @@ T.test("dry run shows every step of the seed", function()
 end)
 
 end)
-
-S.stop()
-if not ok_all then
-  T.test("aurora-cfn end to end (setup)", function() error(failure, 0) end)
-end
-T.done()

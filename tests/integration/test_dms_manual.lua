@@ -24,14 +24,8 @@ local sys = require "sys"
 local roles = require "roles"
 
 local standin = require "standin"
-local S, why = standin.start("dms")
-if not S then
-  T.skip("dms-manual end to end", why)
-  T.done()
-end
+standin.suite("dms", "dms-manual end to end", function(S)
 local endpoint, creds, env, aws_script = S.endpoint, S.creds, S.env, S.script
-
-local ok_all, failure = pcall(function()
 
 local src = T.cluster { version = 17 }
 local dst = T.cluster { tls = true, version = 17 }
@@ -68,17 +62,7 @@ local state = T.tmp .. "/dms-state-" .. sys.getpid()
 local cfgfile = T.tmp .. "/dms-config-" .. sys.getpid() .. ".lua"
 -- Subnets for a subnet group, and the source's security group: until it
 -- admits the replication instance the stand-in refuses source connections.
-local net = aws_script([[
-  local ec2 = client("ec2")
-  local vpc = ec2:DescribeVpcs { Filters = { { Name = "is-default", Values = { "true" } } } }.Vpcs[1].VpcId
-  local subnets, seen = {}, {}
-  for _, s in ipairs(ec2:DescribeSubnets { Filters = { { Name = "vpc-id", Values = { vpc } } } }.Subnets) do
-    if not seen[s.AvailabilityZone] and #subnets < 2 then seen[s.AvailabilityZone] = true; subnets[#subnets + 1] = s.SubnetId end
-  end
-  local g = ec2:CreateSecurityGroup { GroupName = "source-db", Description = "the source", VpcId = vpc }
-  -- an existing group, long visible: the stand-in's once-not-found after a create is spent here
-  pcall(ec2.DescribeSecurityGroups, ec2, { GroupIds = { g.GroupId } })
-  print(json.encode({ sg = g.GroupId, subnets = table.concat(subnets, ",") }))]])
+local net = S.source_network("source-db")
 S.set_network({ source_security_group = net.sg })
 local function write_config(extra)
   local f = assert(io.open(cfgfile, "w"))
@@ -99,17 +83,13 @@ return {
 end
 
 local function pgtide_cmd()
-  return string.format("env %s %s run dms-manual -c %s --state %s --yes", env, T.q(T.pgtide), T.q(cfgfile),
-    T.q(state))
+  return S.command("dms-manual", cfgfile, state)
 end
 local function run_runbook()
   return T.sh(pgtide_cmd() .. " </dev/null")
 end
 local function step_status(name)
-  local text = sys.readfile(state .. "/state.json")
-  if not text then return nil end
-  local st = json.decode(text)
-  return st.steps[name] and st.steps[name].status
+  return standin.step_status(state, name)
 end
 
 T.test("a failing check stops at preflight with the fix", function()
@@ -424,29 +404,9 @@ T.test("no secret reached the state file or the log", function()
 end)
 
 
--- Another migration in the same account, its own config and state.
-local function other_run(runbook, file, state, t)
-  local lines = { "return {" }
-  for k, v in pairs(t) do lines[#lines + 1] = string.format("  %s = %s,", k, type(v) == "string" and
-    string.format("%q", v) or tostring(v)) end
-  lines[#lines + 1] = string.format("  aws = { region = \"us-east-1\", endpoint_url = %q },", endpoint)
-  lines[#lines + 1] = "}"
-  assert(sys.write_atomic(file, table.concat(lines, "\n")))
-  return T.sh(string.format("env %s %s run %s -c %s --state %s --yes </dev/null", env, T.q(T.pgtide), runbook,
-    T.q(file), T.q(state)))
-end
-
-local function same(db, tables)
-  for _, t in ipairs(tables) do
-    local q = string.format("select count(*) || ':' || md5(coalesce(string_agg(t::text, '|' order by t::text), '')) "
-      .. "from public.%s t", t)
-    T.eq(dst:sql(q, db), src:sql(q, db), db .. "." .. t)
-  end
-end
-
-local COMMON = { poll_interval = 0.3, connection_timeout = 30, full_load_timeout = 120,
-                 cutover_timeout = 60, stop_timeout = 30, delete_timeout = 30,
-                 validation_recheck = 5, validation_delay = 1, target_disk_gb = 1 }
+local other_run = S.other_run
+local function same(db, tables) standin.same(src, dst, db, tables) end
+local COMMON = standin.COMMON
 
 -- migration_type=cdc: the target's data was copied from a snapshot of an
 -- existing test_decoding slot; DMS replicates from that slot's position,
@@ -495,9 +455,3 @@ T.test("cdc: replication from an existing slot, onto data copied from its snapsh
 end)
 
 end)
-
-S.stop()
-if not ok_all then
-  T.test("dms-manual end to end (setup)", function() error(failure, 0) end)
-end
-T.done()
