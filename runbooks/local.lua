@@ -40,6 +40,12 @@ continues where it stopped):
 
 What a crash during the full load keeps and copies again: see
 docs/runbooks.md, "A crash, at any point".
+
+This file is the procedure; the engine behind each step is in
+lua/pgtide: local_scope (the tables in scope), local_resume (the slot's
+snapshot and a resumed load), local_load (full load, count check,
+vacuum), local_schema (pre-data, post-data, triggers), local_stream
+(streaming, new tables), local_cutover, teardown (cleanup).
 ]]
 local runbook = require "pgtide.runbook"
 local preflight = require "pgtide.preflight"
