@@ -187,6 +187,32 @@ function M.run(ctx, verify)
     summary.units_skipped, util.format_duration(summary.seconds))
 end
 
+--[[ The step's validation record (validation-count-check.json, read by
+  the migration report) names every table it vouches for: the tables the
+  full load found equal under its snapshot, then those this step
+  compared ('report', nil when there were none). ]]
+local function record_verified(ctx, list, verified, report)
+  local r = report and util.copy(report) or {
+    started_at = util.now_iso(), finished_at = util.now_iso(), seconds = 0, mode = "offline",
+    result = "equal", data = { tables = {}, tables_equal = 0, tables_different = 0, tables_failed = 0,
+                               missing = 0, extra = 0, changed = 0 } }
+  r.data = r.data or { tables = {} }
+  r.data.tables = r.data.tables or {}
+  local n = 0
+  for _, name in ipairs(list) do
+    local v = verified[name]
+    if v and v.status == "equal" then
+      n = n + 1
+      table.insert(r.data.tables, n, { name = name, status = "equal", source_rows = v.rows,
+                                       target_rows = v.rows, missing = 0, extra = 0, changed = 0,
+                                       during_load = true })
+    end
+  end
+  r.data.tables_equal = (r.data.tables_equal or 0) + n
+  r.verified_during_load = n
+  validate.write(r, ctx.state_dir .. "/validation-" .. (ctx.step and ctx.step.name or "count-check") .. ".json")
+end
+
 --[[ The count-check step: compares every loaded table the full load did
   not find equal under its snapshot (with CDC at a consistent point of
   the live stream, after catching up); records counts in ctx.out. ]]
@@ -218,6 +244,7 @@ function M.count_check(ctx)
   end
   ctx.out.tables, ctx.out.rows, ctx.out.differences = #list, rows, 0
   ctx.out.verified_during_load = during
+  if during > 0 then record_verified(ctx, list, verified, report) end
   log.info("count check: %d tables, %d rows, all equal (every row compared%s%s)", #list, rows,
     during > 0 and string.format("; %d during the full load under its snapshot", during) or "",
     report and report.data and report.data.lsn and (", the others consistent at source LSN "

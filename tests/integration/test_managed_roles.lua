@@ -107,7 +107,10 @@ T.test("replica_role=false: the target's triggers do not fire for replicated row
     T.q("target=" .. target), T.q(dir), T.q(log))
   local _, out = T.sh(args)
   local pid = T.background(tonumber(out:match("%d+")))
-  T.wait_for("streaming", 120, function() return T.step_status(dir, "stream") == "running" or not T.alive(pid) end)
+  -- streaming, and the worker has written its status once (it does so at most once a second)
+  T.wait_for("streaming", 120, function()
+    return (T.step_status(dir, "stream") == "running" and sys.exists(dir .. "/cdc-status.json")) or not T.alive(pid)
+  end)
   -- a frozen run: status says its figures are stale and takes the lag from the source's position
   sys.kill(pid, "STOP")
   for i = 1, 50 do T.psql(src.owner, string.format("UPDATE items SET qty = qty + 1 WHERE id = %d", i)) end
