@@ -9,15 +9,16 @@
 #include <errno.h>
 #include <math.h>
 #include <pthread.h>
-#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
-#include <unistd.h>
 
 #include "core/parallel_sql.h"
 #include "pg/pgconn.h"
+#include "pg/pgio.h"
+#include "pg/pgsql.h"
+#include "util/cpu.h"
 #include "util/buf.h"
 #include "util/interrupt.h"
 #include "util/log.h"
@@ -25,22 +26,10 @@
 #define DEFAULT_MAX_PARTS 16
 #define DEFAULT_RETRIES 4    /* pauses of 1, 2, 4, 8 s: a server restart fits */
 
-static volatile sig_atomic_t global_stop;
-
-/* The stop request every running load polls (async-signal-safe set). */
-void fullload_request_stop (void) { global_stop = 1; }
-void fullload_clear_stop (void) { global_stop = 0; }
-int fullload_stop_requested (void) { return global_stop != 0; }
-
 static double now_s (void) {
   struct timespec ts;
   clock_gettime(CLOCK_MONOTONIC, &ts);
   return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
-}
-
-int fl_ncpus (void) {
-  long n = sysconf(_SC_NPROCESSORS_ONLN);
-  return n > 0 ? (int)n : 1;
 }
 
 /* See fullload.h: bytes below 1 kB, else one decimal in 1024 units. */
@@ -148,25 +137,6 @@ char *fl_ctidrange_where (int64_t pages, int n, int i) {
   if (i < n - 1)
     buf_printf(&b, "ctid < '(%lld,0)'::tid", hi);
   return buf_steal(&b);
-}
-
-/* A Postgres text[] literal for a list of strings ("{}" when empty). */
-static void array_literal (Buf *b, const char *const *items, int n) {
-  int i;
-  const char *s;
-  buf_putc(b, '{');
-  for (i = 0; i < n; i++) {
-    if (i > 0)
-      buf_putc(b, ',');
-    buf_putc(b, '"');
-    for (s = items[i]; *s; s++) {
-      if (*s == '"' || *s == '\\')
-        buf_putc(b, '\\');
-      buf_putc(b, *s);
-    }
-    buf_putc(b, '"');
-  }
-  buf_putc(b, '}');
 }
 
 /* The relation filter for the tables query: partitioned parents expand
@@ -401,11 +371,11 @@ int fullload_plan (PGconn *src, const FlPlanOptions *opts, FlPlan *plan, char *e
   memset(plan, 0, sizeof(*plan));
   tables_query(&q, version, opts->tables != NULL, opts->exclude != NULL);
   if (opts->tables != NULL) {
-    array_literal(&t, opts->tables, opts->ntables);
+    pgsql_text_array(&t, opts->tables, opts->ntables, 1);
     params[np++] = buf_cstr(&t);
   }
   if (opts->exclude != NULL) {
-    array_literal(&x, opts->exclude, opts->nexclude);
+    pgsql_text_array(&x, opts->exclude, opts->nexclude, 1);
     params[np++] = buf_cstr(&x);
   }
   res = PQexecParams(src, buf_cstr(&q), np, NULL, params, NULL, NULL, 0);
@@ -753,24 +723,7 @@ static void free_afters (FullLoad *fl) {
 
 static int should_stop (void *arg) {
   FullLoad *fl = arg;
-  return fl->stop || global_stop || interrupt_requested();
-}
-
-/* Run one statement; returns 0, or -1 with a formatted error. */
-static int exec_ok (PGconn *conn, const char *sql, char *err, size_t errlen, char sqlstate[6]) {
-  PGresult *res = PQexec(conn, sql);
-  ExecStatusType st = PQresultStatus(res);
-  if (st == PGRES_COMMAND_OK || st == PGRES_TUPLES_OK) {
-    PQclear(res);
-    return 0;
-  }
-  pgconn_result_error(res, conn, err, errlen);
-  if (sqlstate != NULL) {
-    const char *s = PQresultErrorField(res, PG_DIAG_SQLSTATE);
-    strlcpy_(sqlstate, s ? s : "", 6);
-  }
-  PQclear(res);
-  return -1;
+  return fl->stop || interrupt_stop_requested() || interrupt_requested();
 }
 
 /* Session settings shared by both sides: a stable text representation
@@ -786,7 +739,7 @@ static int session_setup (PGconn *conn, const char *encoding, int target, char *
     buf_printf(&q, " SET client_encoding = '%s';", encoding);
   if (target)
     buf_puts(&q, " SET synchronous_commit = off;");
-  rc = exec_ok(conn, buf_cstr(&q), err, errlen, NULL);
+  rc = pgsql_exec(conn, buf_cstr(&q), err, errlen, NULL);
   buf_free(&q);
   if (rc == 0 && target) {
     /* triggers present on the target (schema-first) must not rewrite
@@ -813,7 +766,7 @@ static PGconn *open_source (FullLoad *fl, char *err, size_t errlen) {
     buf_free(&q);
     return NULL;
   }
-  if (exec_ok(c, buf_cstr(&q), e, sizeof(e), NULL) < 0) {
+  if (pgsql_exec(c, buf_cstr(&q), e, sizeof(e), NULL) < 0) {
     snprintf(err, errlen, "cannot import snapshot %s on the source: %s%s", fl->snapshot, e,
              strstr(e, "invalid snapshot") ? " (the transaction or replication connection"
              " that exported it has ended; it must stay open for the whole load)" : "");
@@ -892,7 +845,7 @@ static UnitResult run_unit (FullLoad *fl, FlUnit *u, PGconn *src, PGconn *dst, c
   PQfreemem(qr);
   u->live.rows = 0;
   u->live.bytes = 0;
-  if (exec_ok(dst, buf_cstr(&pre), e, sizeof(e), sqlstate) < 0) {
+  if (pgsql_exec(dst, buf_cstr(&pre), e, sizeof(e), sqlstate) < 0) {
     snprintf(err, errlen, "target: %s", e);
     result = conn_lost(dst) ? UNIT_RETRY : UNIT_FAILED;
     goto done;
@@ -908,7 +861,7 @@ static UnitResult run_unit (FullLoad *fl, FlUnit *u, PGconn *src, PGconn *dst, c
     result = (conn_lost(src) || conn_lost(dst)) ? UNIT_RETRY : UNIT_FAILED;
     goto done;
   }
-  if (exec_ok(dst, "COMMIT", e, sizeof(e), sqlstate) < 0) {
+  if (pgsql_exec(dst, "COMMIT", e, sizeof(e), sqlstate) < 0) {
     snprintf(err, errlen, "target COMMIT failed: %s", e);
     result = (conn_lost(dst) && u->kind != FL_CTIDRANGE) ? UNIT_RETRY : UNIT_FAILED;
     goto done;
@@ -1040,9 +993,9 @@ static PGconn *open_after_conn (FullLoad *fl, char *err, size_t errlen) {
   char e[PGCONN_ERRLEN];
   if (c == NULL)
     return NULL;
-  if (exec_ok(c, "SET statement_timeout = 0; SET lock_timeout = 0;"
+  if (pgsql_exec(c, "SET statement_timeout = 0; SET lock_timeout = 0;"
                  " SET idle_in_transaction_session_timeout = 0", e, sizeof(e), NULL) < 0 ||
-      (fl->after_setup != NULL && exec_ok(c, fl->after_setup, e, sizeof(e), NULL) < 0)) {
+      (fl->after_setup != NULL && pgsql_exec(c, fl->after_setup, e, sizeof(e), NULL) < 0)) {
     snprintf(err, errlen, "session setup failed: %s", e);
     PQfinish(c);
     return NULL;
@@ -1064,8 +1017,8 @@ static int after_statement (FullLoad *fl, PGconn **conn, const FlUnit *u, const 
       return 0;
   }
   for (attempt = 0; attempt < 4; attempt++) {
-    rc = sql_exec_cancellable(*conn, sql, should_stop, fl, err, sizeof(err), sqlstate, &cancelled);
-    if (rc == 0 || cancelled || (strcmp(sqlstate, "40P01") != 0 && strcmp(sqlstate, "55P03") != 0))
+    rc = pgio_exec(*conn, sql, should_stop, fl, err, sizeof(err), sqlstate, &cancelled);
+    if (rc == 0 || cancelled || !pgsql_retryable(sqlstate, PGSQL_RETRY_LOCK))
       break;
   }
   if (rc == 0)
@@ -1379,7 +1332,7 @@ static int prepare_units (FullLoad *fl, PGconn *dst, const FullLoadOptions *o, c
       buf_printf(&q, "TRUNCATE ONLY %s.%s", qn, qr);
       PQfreemem(qn);
       PQfreemem(qr);
-      rc = exec_ok(dst, buf_cstr(&q), e, sizeof(e), NULL);
+      rc = pgsql_exec(dst, buf_cstr(&q), e, sizeof(e), NULL);
       buf_free(&q);
       if (rc < 0) {
         snprintf(err, errlen, "cannot truncate %s.%s on the target: %s", first->nspname,
@@ -1431,7 +1384,7 @@ FullLoad *fullload_start (FlPlan *plan, const FullLoadOptions *o, char *err, siz
   }
   fl->source = xstrdup(o->source);
   fl->target = xstrdup(o->target);
-  fl->jobs = o->jobs > 0 ? o->jobs : fl_ncpus();
+  fl->jobs = o->jobs > 0 ? o->jobs : cpu_count();
   fl->progress = o->progress;
   fl->log_interval = o->log_interval > 0 ? o->log_interval : 10.0;
   fl->retries = o->retries > 0 ? o->retries : (o->retries < 0 ? 0 : DEFAULT_RETRIES);
@@ -1457,7 +1410,7 @@ FullLoad *fullload_start (FlPlan *plan, const FullLoadOptions *o, char *err, siz
   } else {
     PGresult *res;
     if (session_setup(fl->holder, fl->encoding, 0, e, sizeof(e)) < 0 ||
-        exec_ok(fl->holder, "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY", e, sizeof(e), NULL) < 0) {
+        pgsql_exec(fl->holder, "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY", e, sizeof(e), NULL) < 0) {
       snprintf(err, errlen, "source: %s", e);
       goto fail;
     }
@@ -1679,7 +1632,7 @@ static void draw_progress (FullLoad *fl, int force) {
 int fullload_wait (FullLoad *fl, int timeout_ms, FlEvent *ev) {
   double deadline = now_s() + (timeout_ms > 0 ? timeout_ms / 1000.0 : 0);
   int rc = 0;
-  if (interrupt_requested() || global_stop)
+  if (interrupt_requested() || interrupt_stop_requested())
     fl->stop = 1;
   pthread_mutex_lock(&fl->mu);
   for (;;) {
@@ -1712,7 +1665,7 @@ int fullload_wait (FullLoad *fl, int timeout_ms, FlEvent *ev) {
       }
       pthread_cond_timedwait(&fl->cond, &fl->mu, &ts);
     }
-    if (interrupt_requested() || global_stop)
+    if (interrupt_requested() || interrupt_stop_requested())
       fl->stop = 1;
     pthread_mutex_unlock(&fl->mu);
     draw_progress(fl, 0);

@@ -259,11 +259,6 @@ void fullload_progress_line(const FlProgress *p, char *out, size_t outlen);
 /* Ask this load's workers to stop (abandon in-flight units). */
 void fullload_cancel(FullLoad *fl);
 
-/* Async-signal-safe: ask every running load to stop (SIGINT handlers). */
-void fullload_request_stop(void);
-void fullload_clear_stop(void);
-int fullload_stop_requested(void);
-
 /*
 ** Join the workers and release everything.  Returns 0 when every unit is
 ** done, 1 when the load was stopped by a request, -1 when a unit failed
@@ -271,9 +266,6 @@ int fullload_stop_requested(void);
 ** the SQLSTATE or "").  The plan is freed with the load.
 */
 int fullload_finish(FullLoad *fl, char *err, size_t errlen, char failed_sqlstate[6]);
-
-/* Number of online CPUs (at least 1). */
-int fl_ncpus(void);
 
 /* Format a byte count: "512 B", "1.5 MB", "2.0 GB". */
 void fl_format_bytes(int64_t n, char *out, size_t outlen);

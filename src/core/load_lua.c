@@ -47,8 +47,10 @@
 #include "core/fullload.h"
 #include "core/parallel_sql.h"
 #include "host/luax.h"
+#include "pg/pgsql.h"
 #include "host/modules.h"
 #include "util/buf.h"
+#include "util/cpu.h"
 #include "util/interrupt.h"
 
 #define LOAD_JOB   "core.load.job"
@@ -76,15 +78,9 @@ static double mono (void) {
 ** =======================================================
 */
 
-/* __tostring of core.load.error objects: their message. */
-static int error_tostring (lua_State *L) {
-  lua_getfield(L, 1, "message");
-  if (!lua_isstring(L, -1)) {
-    lua_pop(L, 1);
-    lua_pushliteral(L, "core.load error");
-  }
-  return 1;
-}
+/* tostring of core.load.error objects (luax_error_tostring): their
+   message. */
+static const LuaxErrorStyle error_style = {NULL, NULL, "core.load error", 0, NULL, NULL};
 
 /* Raise a core.load.error: op, message, sqlstate (may be NULL or ""),
    interrupted flag. */
@@ -558,7 +554,7 @@ static LoadJob *start_job (lua_State *L) {
   }
   lua_pop(L, 1);
   j = (LoadJob *)luax_newudata(L, sizeof(LoadJob), 0, LOAD_JOB);   /* closed: fl == NULL */
-  fullload_clear_stop();
+  interrupt_clear_stop();
   j->fl = fullload_start(plan, &o, err, sizeof(err));   /* plan now empty */
   if (j->fl == NULL)
     load_raise(L, "full_load", err, NULL, interrupt_requested());
@@ -714,13 +710,13 @@ static int load_progress (lua_State *L) {
 /* load.request_stop(): stop the running load (as on SIGINT). */
 static int load_request_stop (lua_State *L) {
   (void)L;
-  fullload_request_stop();
+  interrupt_request_stop();
   return 0;
 }
 
 /* load.ncpus() -> number of online CPUs. */
 static int load_ncpus (lua_State *L) {
-  lua_pushinteger(L, fl_ncpus());
+  lua_pushinteger(L, cpu_count());
   return 1;
 }
 
@@ -731,18 +727,6 @@ static int load_ncpus (lua_State *L) {
 ** Parallel statements
 ** =======================================================
 */
-
-/* Append a SQL string literal ('' doubles quotes; no backslash escapes
-   with standard_conforming_strings). */
-static void put_literal (Buf *b, const char *s) {
-  buf_putc(b, '\'');
-  for (; *s; s++) {
-    if (*s == '\'')
-      buf_putc(b, '\'');
-    buf_putc(b, *s);
-  }
-  buf_putc(b, '\'');
-}
 
 /* __gc of the statements box: a count, then SqlTasks whose results
    (error texts) sql_parallel_run allocated. */
@@ -804,9 +788,9 @@ static int load_run_parallel (lua_State *L) {
       if (lua_type(L, -3) != LUA_TSTRING)
         luaL_error(L, "settings keys must be strings");
       buf_puts(&setup, " SELECT set_config(");
-      put_literal(&setup, k);
+      pgsql_quote_literal(&setup, k);
       buf_puts(&setup, ", ");
-      put_literal(&setup, v);
+      pgsql_quote_literal(&setup, v);
       buf_puts(&setup, ", false);");
       lua_pop(L, 2);                /* the string form and the value */
     }
@@ -881,10 +865,9 @@ static const luaL_Reg job_metameth[] = {
    function table. */
 int luaopen_core_load (lua_State *L) {
   static const luaL_Reg plan_metameth[] = {{"__gc", plan_gc}, {NULL, NULL}};
-  static const luaL_Reg error_metameth[] = {{"__tostring", error_tostring}, {NULL, NULL}};
   luax_createmeta(L, LOAD_JOB, job_metameth, job_methods);
   luax_createmeta(L, LOAD_PLAN, plan_metameth, NULL);
-  luax_createmeta(L, LOAD_ERROR, error_metameth, NULL);
+  luax_error_meta(L, LOAD_ERROR, &error_style);
   luaL_newlib(L, load_funcs);
   return 1;
 }

@@ -141,6 +141,39 @@ void luax_push_error(lua_State *L, const char *mt, ...) __attribute__((sentinel)
    (declared int so bindings can 'return luax_raise_error(...)'). */
 int luax_raise_error(lua_State *L, const char *mt, ...) __attribute__((sentinel));
 
+/*
+** How an error object prints.  Every module's error objects share one
+** __tostring (luax_error_tostring), which writes
+**
+**   <prefix><head(e)><message><"; label value" per field><tail(e)>
+**
+** 'message' is the object's message field, or 'fallback' when it has
+** none; 'redact' masks secrets in it again (for messages Lua code may
+** have built).  Each part is optional (NULL).  head and tail append to
+** a Buf what the module's other fields say; they must not raise.
+*/
+typedef struct LuaxErrorStyle {
+  const char *prefix;                                   /* "validate failed: " */
+  void (*head)(lua_State *L, int obj, struct Buf *b);  /* "pg.query failed [42P01]: " */
+  const char *fallback;                                 /* "core.load error" */
+  int redact;
+  const char *const *fields;  /* {name, label, name, label, ..., NULL}: "; label value" */
+  void (*tail)(lua_State *L, int obj, struct Buf *b);  /* " (HTTP 400, 3 attempts)" */
+} LuaxErrorStyle;
+
+/* Create (or reuse) the metatable 'mt' for error objects printed as
+   'style' says (kept by pointer: give a static).  Pushes nothing. */
+void luax_error_meta(lua_State *L, const char *mt, const LuaxErrorStyle *style);
+
+/* The __tostring of every error object (see LuaxErrorStyle).  Raises
+   when its argument is not a table. */
+int luax_error_tostring(lua_State *L);
+
+/* Append field 'k' of the table at 'obj' (a string or a number) to b
+   after 'before' (may be NULL).  Returns 1 when it was there, else 0
+   and appends nothing.  For head and tail functions. */
+int luax_error_addfield(lua_State *L, int obj, struct Buf *b, const char *before, const char *k);
+
 /* }====================================================================== */
 
 /* {======================================================================

@@ -207,10 +207,6 @@ int validate_mode_from_name(const char *name);      /* -1 when unknown */
    no dot means schema "public".  Returns 0, -1 when malformed. */
 int validate_parse_name(const char *in, char **schema, char **name);
 
-/* Append a double-quoted identifier. */
-struct Buf;
-void validate_quote_ident(struct Buf *b, const char *ident);
-
 /* Copy of 'v' cut to at most 'max' bytes (on a UTF-8 boundary) with
    "..." appended when cut.  NULL stays NULL. */
 char *validate_truncate(const char *v, int max);

@@ -15,6 +15,7 @@
 #include "core/fullload.h"
 #include "pg/pgconn.h"
 #include "util/buf.h"
+#include "util/interrupt.h"
 #include "util/log.h"
 
 static char cluster_dir[512];
@@ -421,13 +422,13 @@ static int run_load (const char *const *done, int ndone, int *events, int stop_a
       CHECK(u->state == FL_DONE);
       n++;
       if (stop_after > 0 && n == stop_after)
-        fullload_request_stop();
+        interrupt_request_stop();
     }
   }
   rc = fullload_finish(fl, err, sizeof(err), NULL);
   if (rc != 0)
     fprintf(stderr, "finish: %s\n", err);
-  fullload_clear_stop();
+  interrupt_clear_stop();
   *events = n;
   return rc;
 }
