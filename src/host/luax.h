@@ -11,7 +11,7 @@
 ** into Lua-free C.
 **
 ** Adopting them in a binding (for example src/cdc/cdc_lua.c or
-** src/core/load_lua.c, which still carry private copies):
+** src/load/load_lua.c, which still carry private copies):
 **   - replace a local createmeta() with luax_createmeta();
 **   - replace opt_string/opt_int/opt_bool/opt_number/opt_function/
 **     req_string with the luax_ versions below (same names, same

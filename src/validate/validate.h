@@ -96,7 +96,7 @@ typedef struct VOptions {
   long scan_split_pages;       /* split a scan into block ranges (up to 'jobs') only for
                                   tables above this many 8 kB pages (default 8192) */
   int lock_timeout_ms;         /* give up a statement that waits this long for a lock
-                                  (0: wait; see fullload_verify.c for why one may not) */
+                                  (0: wait; see src/load/load_verify.c for why one may not) */
   int (*cancel)(void *ud);     /* besides SIGINT: statements are cancelled once this
                                   returns non-zero (may be NULL) */
   void *cancel_ud;

@@ -2,7 +2,7 @@
 ** parallel_sql.c
 ** Independent SQL statements on N connections (see parallel_sql.h).
 */
-#include "core/parallel_sql.h"
+#include "load/parallel_sql.h"
 
 #include <pthread.h>
 #include <stdio.h>

@@ -3,7 +3,7 @@
 ** Byte-for-byte COPY relay between two libpq connections (see
 ** copy_relay.h).
 */
-#include "core/copy_relay.h"
+#include "load/copy_relay.h"
 
 #include <errno.h>
 #include <stdio.h>

@@ -1,6 +1,6 @@
 /*
 ** load_lua.c
-** Lua module "core.load": the parallel full-load engine (fullload.c) and
+** Lua module "core.load": the parallel full-load engine (fullload.h) and
 ** the parallel statement runner (parallel_sql.c) for runbooks.
 **
 **   load.plan{source=, tables=, exclude=, split_threshold_bytes=,
@@ -44,11 +44,11 @@
 #include <string.h>
 #include <time.h>
 
-#include "core/fullload.h"
-#include "core/parallel_sql.h"
 #include "host/luax.h"
-#include "pg/pgsql.h"
 #include "host/modules.h"
+#include "load/fullload.h"
+#include "load/parallel_sql.h"
+#include "pg/pgsql.h"
 #include "util/buf.h"
 #include "util/cpu.h"
 #include "util/interrupt.h"
@@ -147,7 +147,7 @@ static const char **opt_strings (lua_State *L, int t, const char *k, int *n) {
 /* __gc of a plan box: free whatever plan it still owns. */
 static int plan_gc (lua_State *L) {
   FlPlan *p = (FlPlan *)luaL_checkudata(L, 1, LOAD_PLAN);
-  fl_plan_free(p);
+  fullload_plan_free(p);
   return 0;
 }
 
@@ -184,12 +184,12 @@ static void units_from_lua (lua_State *L, int idx, FlPlan *p) {
       luaL_error(L, "units[%d].kind must be table, keyrange or ctid", (int)i);
     if ((k == FL_WHOLE) != (where == NULL))
       luaL_error(L, "units[%d]: a 'where' is required for ranges and only for them", (int)i);
-    fl_plan_add(p, id, nsp, rel, cols, where, (FlUnitKind)k, (int)luax_opt_int(L, u, "part", 1),
-                (int)luax_opt_int(L, u, "parts", 1), luax_opt_bool(L, u, "binary", 0),
-                (int64_t)luax_opt_int(L, u, "bytes", 0), (int64_t)luax_opt_int(L, u, "rows", 0));
+    fullload_plan_add(p, id, nsp, rel, cols, where, (FlUnitKind)k, (int)luax_opt_int(L, u, "part", 1),
+                      (int)luax_opt_int(L, u, "parts", 1), luax_opt_bool(L, u, "binary", 0),
+                      (int64_t)luax_opt_int(L, u, "bytes", 0), (int64_t)luax_opt_int(L, u, "rows", 0));
     lua_pop(L, 1);
   }
-  fl_plan_sort(p);
+  fullload_plan_sort(p);
 }
 
 /* Push the unit table of u (see the header comment for its fields). */
@@ -283,7 +283,7 @@ static void push_progress (lua_State *L, FullLoad *fl) {
     lua_rawseti(L, -2, i + 1);
   }
   lua_setfield(L, -2, "tables");
-  fl_progress_free(&p);
+  fullload_progress_free(&p);
 }
 
 /* The summary of a finished load, built from its last progress. */
