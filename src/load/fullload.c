@@ -83,11 +83,9 @@ FullLoad *fullload_start (FlPlan *plan, const FullLoadOptions *o, char *err, siz
       snprintf(err, errlen, "source: %s", e);
       goto fail;
     }
-    res = PQexec(fl->holder, "SELECT pg_export_snapshot()");
-    if (PQresultStatus(res) != PGRES_TUPLES_OK) {
-      pgconn_result_error(res, fl->holder, e, sizeof(e));
+    if (pgsql_exec_params(fl->holder, "SELECT pg_export_snapshot()", 0, NULL, &res, e, sizeof(e),
+                          NULL) < 0) {
       snprintf(err, errlen, "cannot export a snapshot on the source: %s", e);
-      PQclear(res);
       goto fail;
     }
     fl->snapshot = xstrdup(PQgetvalue(res, 0, 0));

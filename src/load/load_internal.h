@@ -151,6 +151,7 @@ void fl_table_ready(FullLoad *fl, int t);
 void fl_setup_checks(FullLoad *fl, const FullLoadOptions *o);
 void fl_free_checks(FullLoad *fl);
 void fl_run_checks(FullLoad *fl, int first, int n, int jobs);
+
 /*
 ** Compare 'names' (validation names) between source and target with the
 ** validation core, the source read under 'snapshot', with 'jobs'

@@ -340,16 +340,16 @@ int fullload_plan (PGconn *src, const FlPlanOptions *opts, FlPlan *plan, char *e
     pgsql_text_array(&x, opts->exclude, opts->nexclude, 1);
     params[np++] = buf_cstr(&x);
   }
-  res = PQexecParams(src, buf_cstr(&q), np, NULL, params, NULL, NULL, 0);
-  buf_free(&q);
-  buf_free(&t);
-  buf_free(&x);
-  if (PQresultStatus(res) != PGRES_TUPLES_OK) {
+  {
     char e[PGCONN_ERRLEN];
-    pgconn_result_error(res, src, e, sizeof(e));
-    snprintf(err, errlen, "cannot list the source tables: %s", e);
-    PQclear(res);
-    return -1;
+    int rc = pgsql_exec_params(src, buf_cstr(&q), np, params, &res, e, sizeof(e), NULL);
+    buf_free(&q);
+    buf_free(&t);
+    buf_free(&x);
+    if (rc < 0) {
+      snprintf(err, errlen, "cannot list the source tables: %s", e);
+      return -1;
+    }
   }
   threshold = opts->split_threshold;
   for (i = 0; i < PQntuples(res); i++) {

@@ -76,8 +76,9 @@ static const char *SESSION_SQL =
 */
 int vconn_open (VConn *vc, const char *conninfo, const char *label, const VOptions *o,
                 char *err, size_t errlen) {
-  PGresult *res;
+  char msg[ERRLEN];
   Buf sql = BUF_INIT;
+  int rc;
   int statement_timeout_s = o->statement_timeout_s;
   memset(vc, 0, sizeof(*vc));
   vc->label = label;
@@ -92,18 +93,14 @@ int vconn_open (VConn *vc, const char *conninfo, const char *label, const VOptio
              statement_timeout_s * 1000, o->lock_timeout_ms > 0 ? o->lock_timeout_ms : 0);
   if (PQserverVersion(vc->c) >= 110000)
     buf_puts(&sql, "; SET jit = off");   /* compiling per chunk costs more than it saves */
-  res = PQexec(vc->c, buf_cstr(&sql));
+  rc = pgsql_exec(vc->c, buf_cstr(&sql), msg, sizeof(msg), NULL);
   buf_free(&sql);
-  if (PQresultStatus(res) != PGRES_COMMAND_OK) {
-    char msg[ERRLEN];
-    pgconn_result_error(res, vc->c, msg, sizeof(msg));
+  if (rc != 0) {
     snprintf(err, errlen, "%s: session setup failed: %s", label, msg);
-    PQclear(res);
     PQfinish(vc->c);
     vc->c = NULL;
     return -1;
   }
-  PQclear(res);
   return 0;
 }
 
