@@ -19,7 +19,9 @@
 **     must be an integer");
 **   - build error objects with luax_push_error() plus luax_set*() for
 **     non-string fields, then lua_error(L); luax_raise_error() does both
-**     when every field is a string.
+**     when every field is a string;
+**   - register the error metatable with luax_error_meta() and a static
+**     LuaxErrorStyle instead of a private error_tostring.
 **
 ** Stack discipline: every function here leaves the stack as it found it
 ** except where it says it pushes.  Functions marked "raises" call
