@@ -163,7 +163,7 @@ end
 local count_check   -- the count-check step (defined below)
 
 --[[ Whether the full load verifies each table as soon as it is loaded
-  (FlCheck, src/core/fullload.h): when this run goes on to the stock
+  (FlCheck, src/load/fullload.h): when this run goes on to the stock
   count-check step, which then compares only what the load could not.  A
   run that stops before it (--to vacuum: an unverified clone), or a
   runbook whose count-check was replaced, copies without verifying. ]]

@@ -26,6 +26,7 @@
 #include "aws/xml.h"
 #include "host/luax.h"
 #include "host/modules.h"
+#include "util/buf.h"
 #include "util/log.h"
 #include "util/redact.h"
 
@@ -61,71 +62,44 @@ static int raise_error (lua_State *L, const AwsError *e) {
 }
 
 /*
-** __tostring: "aws dms.CreateEndpoint: ResourceNotFoundFault: message
-** (HTTP 400, request id X, 3 attempts)".  The message was redacted when
-** the object was made; it is redacted again in case Lua code built it.
+** tostring(err) (luax_error_tostring): "aws dms.CreateEndpoint:
+** ResourceNotFoundFault: message (HTTP 400, request id X, 3 attempts)".
+** The message was redacted when the object was made; it is redacted
+** again in case Lua code built it.  This is the head: "aws service.op:
+** code: ".
 */
-static int error_tostring (lua_State *L) {
-  luaL_Buffer b;
-  const char *svc, *op, *code, *msg, *rid;
+static void error_head (lua_State *L, int obj, Buf *b) {
+  buf_puts(b, "aws");
+  if (luax_error_addfield(L, obj, b, " ", "service"))
+    luax_error_addfield(L, obj, b, ".", "operation");
+  buf_puts(b, ": ");
+  if (luax_error_addfield(L, obj, b, NULL, "code"))
+    buf_puts(b, ": ");
+}
+
+/* The tail: " (HTTP 400, request id X, 3 attempts)", the parts present. */
+static void error_tail (lua_State *L, int obj, Buf *b) {
   lua_Integer status, attempts;
-  char *clean;
-  lua_settop(L, 1);
-  lua_getfield(L, 1, "service");      /* 2..6 stay on the stack, so the */
-  lua_getfield(L, 1, "operation");    /* strings (numbers converted in */
-  lua_getfield(L, 1, "code");         /* place) stay anchored */
-  lua_getfield(L, 1, "message");
-  lua_getfield(L, 1, "request_id");
-  svc = lua_tostring(L, 2);
-  op = lua_tostring(L, 3);
-  code = lua_tostring(L, 4);
-  msg = lua_tostring(L, 5);
-  rid = lua_tostring(L, 6);
-  lua_getfield(L, 1, "status");
+  size_t start = b->len;
+  const char *sep = " (";
+  lua_getfield(L, obj, "status");
   status = lua_tointeger(L, -1);
-  lua_getfield(L, 1, "attempts");
+  lua_getfield(L, obj, "attempts");
   attempts = lua_tointeger(L, -1);
   lua_pop(L, 2);
-  luaL_buffinit(L, &b);
-  luaL_addstring(&b, "aws");
-  if (svc != NULL) {
-    luaL_addchar(&b, ' ');
-    luaL_addstring(&b, svc);
-    if (op != NULL) {
-      luaL_addchar(&b, '.');
-      luaL_addstring(&b, op);
-    }
+  if (status > 0) {
+    buf_printf(b, "%sHTTP %d", sep, (int)status);
+    sep = ", ";
   }
-  luaL_addstring(&b, ": ");
-  if (code != NULL) {
-    luaL_addstring(&b, code);
-    luaL_addstring(&b, ": ");
-  }
-  clean = redact_str(msg != NULL ? msg : "error");
-  luaL_addstring(&b, clean);
-  free(clean);
-  if (status > 0 || rid != NULL || attempts > 1) {
-    const char *sep = "";
-    luaL_addstring(&b, " (");
-    if (status > 0) {
-      lua_pushfstring(L, "HTTP %d", (int)status);
-      luaL_addvalue(&b);
-      sep = ", ";
-    }
-    if (rid != NULL) {
-      lua_pushfstring(L, "%srequest id %s", sep, rid);
-      luaL_addvalue(&b);
-      sep = ", ";
-    }
-    if (attempts > 1) {
-      lua_pushfstring(L, "%s%d attempts", sep, (int)attempts);
-      luaL_addvalue(&b);
-    }
-    luaL_addchar(&b, ')');
-  }
-  luaL_pushresult(&b);
-  return 1;
+  if (luax_error_addfield(L, obj, b, sep[0] == ' ' ? " (request id " : ", request id ", "request_id"))
+    sep = ", ";
+  if (attempts > 1)
+    buf_printf(b, "%s%d attempts", sep, (int)attempts);
+  if (b->len > start)
+    buf_putc(b, ')');
 }
+
+static const LuaxErrorStyle error_style = {NULL, error_head, "error", 1, NULL, error_tail};
 
 /* aws.error{code=, message=, ...} -> the same table as an aws.error. */
 static int aws_error_new (lua_State *L) {
@@ -723,11 +697,6 @@ static const luaL_Reg session_metameth[] = {
   {NULL, NULL}
 };
 
-static const luaL_Reg error_metameth[] = {
-  {"__tostring", error_tostring},
-  {NULL, NULL}
-};
-
 static const luaL_Reg xmltree_metameth[] = {
   {"__gc", xmltree_gc},
   {NULL, NULL}
@@ -737,7 +706,7 @@ static const luaL_Reg xmltree_metameth[] = {
    finds the Lua-written ones. */
 int luaopen_aws (lua_State *L) {
   luax_createmeta(L, AWS_SESSION, session_metameth, session_methods);
-  luax_createmeta(L, AWS_ERROR, error_metameth, NULL);
+  luax_error_meta(L, AWS_ERROR, &error_style);
   luax_createmeta(L, AWS_XMLTREE, xmltree_metameth, NULL);
   luaL_newlib(L, aws_funcs);
   lua_createtable(L, 0, 1);   /* the module's metatable: functions written in Lua */

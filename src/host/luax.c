@@ -6,9 +6,12 @@
 #include "host/luax.h"
 
 #include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "util/buf.h"
+#include "util/redact.h"
 
 /* {======================================================================
 ** Metatables and userdata
@@ -219,6 +222,76 @@ int luax_raise_error (lua_State *L, const char *mt, ...) {
   push_error_v(L, mt, ap);
   va_end(ap);
   return lua_error(L);
+}
+
+#define STYLE_KEY "__luax_style"
+
+/* See luax.h: __tostring plus the style as a light userdata. */
+void luax_error_meta (lua_State *L, const char *mt, const LuaxErrorStyle *style) {
+  static const luaL_Reg meta[] = {{"__tostring", luax_error_tostring}, {NULL, NULL}};
+  luax_createmeta(L, mt, meta, NULL);
+  luaL_getmetatable(L, mt);
+  lua_pushlightuserdata(L, (void *)style);
+  lua_setfield(L, -2, STYLE_KEY);
+  lua_pop(L, 1);
+}
+
+/* See luax.h: the value is copied into b at once (a number's text lives
+   only while it is on the stack). */
+int luax_error_addfield (lua_State *L, int obj, Buf *b, const char *before, const char *k) {
+  int t = lua_getfield(L, obj, k);
+  if (t != LUA_TSTRING && t != LUA_TNUMBER) {
+    lua_pop(L, 1);
+    return 0;
+  }
+  if (before != NULL)
+    buf_puts(b, before);
+  buf_puts(b, lua_tostring(L, -1));
+  lua_pop(L, 1);
+  return 1;
+}
+
+/*
+** See luax.h: prefix, head, message (or the fallback; redacted when
+** the style says so), the listed fields, tail.  An object whose
+** metatable has no style prints its message alone.
+*/
+int luax_error_tostring (lua_State *L) {
+  static const LuaxErrorStyle plain = {NULL, NULL, "error", 0, NULL, NULL};
+  const LuaxErrorStyle *st = &plain;
+  Buf b = BUF_INIT;
+  const char *const *f;
+  luaL_checktype(L, 1, LUA_TTABLE);
+  lua_settop(L, 1);
+  if (luaL_getmetafield(L, 1, STYLE_KEY) == LUA_TLIGHTUSERDATA)
+    st = lua_touserdata(L, -1);
+  lua_settop(L, 1);
+  if (st->prefix != NULL)
+    buf_puts(&b, st->prefix);
+  if (st->head != NULL)
+    st->head(L, 1, &b);
+  lua_getfield(L, 1, "message");
+  {
+    const char *msg = lua_isstring(L, -1) ? lua_tostring(L, -1) : st->fallback;
+    if (msg == NULL)
+      msg = "";
+    if (st->redact) {
+      char *clean = redact_str(msg);
+      buf_puts(&b, clean);
+      free(clean);
+    } else {
+      buf_puts(&b, msg);
+    }
+  }
+  lua_pop(L, 1);
+  for (f = st->fields; f != NULL && f[0] != NULL; f += 2) {
+    char before[64];
+    snprintf(before, sizeof(before), "; %s", f[1]);
+    luax_error_addfield(L, 1, &b, before, f[0]);
+  }
+  if (st->tail != NULL)
+    st->tail(L, 1, &b);
+  return luax_pushbuf(L, &b);
 }
 
 /* }====================================================================== */

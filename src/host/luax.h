@@ -11,7 +11,7 @@
 ** into Lua-free C.
 **
 ** Adopting them in a binding (for example src/cdc/cdc_lua.c or
-** src/core/load_lua.c, which still carry private copies):
+** src/load/load_lua.c, which still carry private copies):
 **   - replace a local createmeta() with luax_createmeta();
 **   - replace opt_string/opt_int/opt_bool/opt_number/opt_function/
 **     req_string with the luax_ versions below (same names, same
@@ -19,7 +19,9 @@
 **     must be an integer");
 **   - build error objects with luax_push_error() plus luax_set*() for
 **     non-string fields, then lua_error(L); luax_raise_error() does both
-**     when every field is a string.
+**     when every field is a string;
+**   - register the error metatable with luax_error_meta() and a static
+**     LuaxErrorStyle instead of a private error_tostring.
 **
 ** Stack discipline: every function here leaves the stack as it found it
 ** except where it says it pushes.  Functions marked "raises" call
@@ -140,6 +142,39 @@ void luax_push_error(lua_State *L, const char *mt, ...) __attribute__((sentinel)
 /* luax_push_error() then lua_error(): raises the object, never returns
    (declared int so bindings can 'return luax_raise_error(...)'). */
 int luax_raise_error(lua_State *L, const char *mt, ...) __attribute__((sentinel));
+
+/*
+** How an error object prints.  Every module's error objects share one
+** __tostring (luax_error_tostring), which writes
+**
+**   <prefix><head(e)><message><"; label value" per field><tail(e)>
+**
+** 'message' is the object's message field, or 'fallback' when it has
+** none; 'redact' masks secrets in it again (for messages Lua code may
+** have built).  Each part is optional (NULL).  head and tail append to
+** a Buf what the module's other fields say; they must not raise.
+*/
+typedef struct LuaxErrorStyle {
+  const char *prefix;                                   /* "validate failed: " */
+  void (*head)(lua_State *L, int obj, struct Buf *b);  /* "pg.query failed [42P01]: " */
+  const char *fallback;                                 /* "core.load error" */
+  int redact;
+  const char *const *fields;  /* {name, label, name, label, ..., NULL}: "; label value" */
+  void (*tail)(lua_State *L, int obj, struct Buf *b);  /* " (HTTP 400, 3 attempts)" */
+} LuaxErrorStyle;
+
+/* Create (or reuse) the metatable 'mt' for error objects printed as
+   'style' says (kept by pointer: give a static).  Pushes nothing. */
+void luax_error_meta(lua_State *L, const char *mt, const LuaxErrorStyle *style);
+
+/* The __tostring of every error object (see LuaxErrorStyle).  Raises
+   when its argument is not a table. */
+int luax_error_tostring(lua_State *L);
+
+/* Append field 'k' of the table at 'obj' (a string or a number) to b
+   after 'before' (may be NULL).  Returns 1 when it was there, else 0
+   and appends nothing.  For head and tail functions. */
+int luax_error_addfield(lua_State *L, int obj, struct Buf *b, const char *before, const char *k);
 
 /* }====================================================================== */
 

@@ -22,7 +22,7 @@ int luaopen_aws(lua_State *L);       /* src/aws/aws_lua.c */
 int luaopen_pg(lua_State *L);        /* src/pg/pg_lua.c */
 int luaopen_repl(lua_State *L);      /* src/host/repl.c */
 
-int luaopen_core_load(lua_State *L); /* src/core/load_lua.c */
+int luaopen_core_load(lua_State *L); /* src/load/load_lua.c */
 int luaopen_core_validate(lua_State *L);   /* src/validate/validate_lua.c */
 int luaopen_core_cdc(lua_State *L);        /* src/cdc/cdc_lua.c */
 int luaopen_metrics(lua_State *L);         /* src/metrics/metrics_lua.c */

@@ -27,6 +27,7 @@
 #include "host/host.h"
 #include "host/luax.h"
 #include "host/modules.h"
+#include "util/atomic_file.h"
 #include "util/buf.h"
 #include "util/interrupt.h"
 #include "util/redact.h"
@@ -67,76 +68,26 @@ static int sys_sleep (lua_State *L) {
   return 1;
 }
 
-/* fsync the directory holding 'path' so a rename is durable. */
-static void sync_dir (const char *path) {
-  char dir[PATH_MAX];
-  char *slash;
-  int fd;
-  strlcpy_(dir, path, sizeof(dir));
-  slash = strrchr(dir, '/');
-  if (slash == NULL)
-    strlcpy_(dir, ".", sizeof(dir));
-  else if (slash == dir)
-    dir[1] = '\0';
-  else
-    *slash = '\0';
-  fd = open(dir, O_RDONLY | O_DIRECTORY);
-  if (fd >= 0) {
-    fsync(fd);
-    close(fd);
-  }
-}
-
-/* Write all of data[0..len) to fd; returns 0, or -1 with errno set. */
-static int write_all (int fd, const char *data, size_t len) {
-  size_t off = 0;
-  while (off < len) {
-    ssize_t w = write(fd, data + off, len - off);
-    if (w < 0) {
-      if (errno == EINTR)
-        continue;
-      return -1;
-    }
-    off += (size_t)w;
-  }
-  return 0;
-}
-
 /*
 ** sys.write_atomic(path, data [, mode]) -> true | nil, err.
 ** Writes a temporary file beside 'path', fsyncs it, renames it over
-** 'path' and fsyncs the directory: readers see the old or the new
-** contents, never a torn file, even after kill -9 or a power loss.
-** The message is built before close()/unlink() can change errno.
+** 'path' and fsyncs the directory (util/atomic_file.c): readers see
+** the old or the new contents, never a torn file, even after kill -9 or
+** a power loss.
 */
 static int sys_write_atomic (lua_State *L) {
   const char *path = luaL_checkstring(L, 1);
   size_t len;
   const char *data = luaL_checklstring(L, 2, &len);
   int mode = (int)luaL_optinteger(L, 3, 0600);
-  Buf tmp = BUF_INIT;
-  int fd, nret = 1;
-  buf_printf(&tmp, "%s.tmp.%ld", path, (long)getpid());
-  fd = open(tmp.data, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, mode);
-  if (fd < 0) {
-    nret = fail(L, "cannot create", tmp.data);
-  } else if (write_all(fd, data, len) != 0) {
-    nret = fail(L, "cannot write", tmp.data);
-    close(fd);
-    unlink(tmp.data);
-  } else if (fsync(fd) != 0) {
-    nret = fail(L, "cannot save", path);
-    close(fd);
-    unlink(tmp.data);
-  } else if (close(fd) != 0 || rename(tmp.data, path) != 0) {
-    nret = fail(L, "cannot save", path);
-    unlink(tmp.data);
-  } else {
-    sync_dir(path);
-    lua_pushboolean(L, 1);
+  char err[PATH_MAX + 300];
+  if (atomic_file_write(path, data, len, mode, err, sizeof(err)) != 0) {
+    lua_pushnil(L);
+    lua_pushstring(L, err);
+    return 2;
   }
-  buf_free(&tmp);
-  return nret;
+  lua_pushboolean(L, 1);
+  return 1;
 }
 
 /* sys.mkdir_p(path [, mode]) -> true | nil, err.  Creates the missing

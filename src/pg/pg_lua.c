@@ -153,50 +153,27 @@ static int pg_raise_msg (lua_State *L, const char *op, const char *kind, const c
   return lua_error(L);
 }
 
-/* Append ", name: value" for an optional string field of the error at 1. */
-static void addfield (lua_State *L, luaL_Buffer *b, const char *name, const char *label) {
-  if (lua_getfield(L, 1, name) == LUA_TSTRING || lua_type(L, -1) == LUA_TNUMBER) {
-    const char *v = lua_tostring(L, -1);
-    lua_pop(L, 1);
-    luaL_addstring(b, "; ");
-    luaL_addstring(b, label);
-    luaL_addstring(b, v);
-  } else
-    lua_pop(L, 1);
-}
-
 /*
 ** tostring(err): "pg.query failed [42P01]: relation "x" does not exist;
-** detail: ...; hint: ...; position: 15".  Context is left out (it can
-** be long); it stays available as err.context.
+** detail: ...; hint: ...; position: 15" (luax_error_tostring).  Context
+** is left out (it can be long); it stays available as err.context.
+** This is the head: "pg.<op> failed [SQLSTATE]: ".
 */
-static int error_tostring (lua_State *L) {
-  luaL_Buffer b;
-  const char *op, *state, *msg;
-  luaL_checktype(L, 1, LUA_TTABLE);
-  lua_getfield(L, 1, "op");
-  lua_getfield(L, 1, "sqlstate");
-  lua_getfield(L, 1, "message");
-  op = lua_tostring(L, -3);
-  state = lua_tostring(L, -2);
-  msg = lua_tostring(L, -1);
-  luaL_buffinit(L, &b);
-  luaL_addstring(&b, "pg.");
-  luaL_addstring(&b, op != NULL ? op : "?");
-  luaL_addstring(&b, " failed");
-  if (state != NULL) {
-    luaL_addstring(&b, " [");
-    luaL_addstring(&b, state);
-    luaL_addstring(&b, "]");
-  }
-  luaL_addstring(&b, ": ");
-  luaL_addstring(&b, msg != NULL ? msg : "unknown error");
-  addfield(L, &b, "detail", "detail: ");
-  addfield(L, &b, "hint", "hint: ");
-  addfield(L, &b, "position", "position: ");
-  luaL_pushresult(&b);
-  return 1;
+static void error_head (lua_State *L, int obj, Buf *b) {
+  buf_puts(b, "pg.");
+  if (!luax_error_addfield(L, obj, b, NULL, "op"))
+    buf_putc(b, '?');
+  buf_puts(b, " failed");
+  if (luax_error_addfield(L, obj, b, " [", "sqlstate"))
+    buf_putc(b, ']');
+  buf_puts(b, ": ");
 }
+
+static const char *const error_fields[] = {
+  "detail", "detail: ", "hint", "hint: ", "position", "position: ", NULL
+};
+
+static const LuaxErrorStyle error_style = {NULL, error_head, "unknown error", 0, error_fields, NULL};
 
 /* }====================================================== */
 
@@ -1093,18 +1070,13 @@ static const luaL_Reg result_metameth[] = {
   {NULL, NULL}
 };
 
-static const luaL_Reg error_metameth[] = {
-  {"__tostring", error_tostring},
-  {NULL, NULL}
-};
-
 /* require "pg": the metatables, the module functions and pg.null. */
 int luaopen_pg (lua_State *L) {
   luax_createmeta(L, PG_CONN, conn_metameth, conn_methods);
   luax_createmeta(L, PG_COPY, copy_metameth, copy_methods);
   luax_createmeta(L, PG_RESULT, result_metameth, NULL);
   pgl_open_values(L);
-  luax_createmeta(L, PG_ERROR, error_metameth, NULL);
+  luax_error_meta(L, PG_ERROR, &error_style);
   luaL_newlib(L, pg_funcs);
   lua_pushlightuserdata(L, PG_NULL);
   lua_setfield(L, -2, "null");

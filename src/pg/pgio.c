@@ -11,6 +11,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "pg/pgconn.h"
 #include "util/buf.h"
 #include "util/interrupt.h"
 #include "util/log.h"
@@ -18,7 +19,8 @@
 
 #define SLICE_MS 100   /* how often a wait looks at the interrupt flag */
 
-static long long now_ms (void) {
+/* Monotonic clock in milliseconds (see pgio.h). */
+long long pgio_now_ms (void) {
   struct timespec ts;
   clock_gettime(CLOCK_MONOTONIC, &ts);
   return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
@@ -69,42 +71,109 @@ static int wait_socket (PGconn *conn, int for_write, int ms) {
   return 0;
 }
 
-/*
-** Sends a cancel the first time the interrupt flag is seen during this
-** wait; '*sent' remembers that it was sent.
-*/
-static void cancel_on_interrupt (PGconn *conn, int *sent) {
-  char err[300];
-  if (*sent || !interrupt_requested())
-    return;
-  *sent = 1;
+/* See pgio.h: the interrupt flag, logged when it stops a wait. */
+int pgio_stop_on_interrupt (void *ud) {
+  (void)ud;
+  if (!interrupt_requested())
+    return 0;
   log_warn("interrupted: cancelling the running statement");
+  return 1;
+}
+
+/*
+** Ask w->stop once more, unless a cancel was already sent; when it says
+** stop, send the cancel request (a failure is logged) and remember it.
+*/
+static void cancel_on_stop (PGconn *conn, PgioWait *w) {
+  char err[300];
+  if (w->cancelled || w->stop == NULL || !w->stop(w->ud))
+    return;
+  w->cancelled = 1;
+  w->cancelled_at = pgio_now_ms();
   if (pgio_cancel(conn, err, sizeof(err)) != 0)
     log_warn("%s", err);
 }
 
 /*
-** Wait until PQgetResult would not block.  'deadline' < 0: no bound.
-** Returns 1 ready, 0 timed out, -1 connection failed.
+** See pgio.h.  Each slice reads what arrived, returns when a result is
+** ready, asks the stop callback, checks the deadline and the grace after
+** a cancel, then polls the socket for at most one slice.
 */
-static int wait_ready (PGconn *conn, long long deadline, int *cancelled) {
+int pgio_wait (PGconn *conn, PgioWait *w) {
+  int slice = w->slice_ms > 0 ? w->slice_ms : SLICE_MS;
   for (;;) {
-    int ms = SLICE_MS;
+    int ms = slice;
+    long long now;
     if (PQconsumeInput(conn) == 0)
-      return -1;
+      return PGIO_LOST;
     if (!PQisBusy(conn))
-      return 1;
-    cancel_on_interrupt(conn, cancelled);
-    if (deadline >= 0) {
-      long long left = deadline - now_ms();
+      return PGIO_READY;
+    cancel_on_stop(conn, w);
+    now = pgio_now_ms();
+    if (w->deadline_ms > 0) {
+      long long left = w->deadline_ms - now;
       if (left <= 0)
-        return 0;
+        return PGIO_TIMEOUT;
       if (left < ms)
         ms = (int)left;
     }
+    if (w->cancelled && w->grace_ms > 0 && now - w->cancelled_at > w->grace_ms)
+      return PGIO_NO_ANSWER;
     if (wait_socket(conn, 0, ms) != 0)
-      return -1;
+      return PGIO_LOST;
   }
+}
+
+/* See pgio.h: one poll of at most ms, then PQconsumeInput. */
+int pgio_wait_input (PGconn *conn, int ms) {
+  if (wait_socket(conn, 0, ms) != 0)
+    return -1;
+  return PQconsumeInput(conn) ? 0 : -1;
+}
+
+/*
+** See pgio.h: sends the text, then collects every result, waiting in
+** slices of 200 ms and cancelling once when stop(ud) turns true.  The
+** last failed statement's message and SQLSTATE are reported; a lost
+** connection is reported when no statement failed before.
+*/
+int pgio_exec (PGconn *conn, const char *sql, int (*stop)(void *ud), void *ud,
+               char *err, size_t errlen, char sqlstate[6], int *cancelled) {
+  PgioWait w;
+  PGresult *res;
+  int failed = 0;
+  memset(&w, 0, sizeof(w));
+  w.stop = stop;
+  w.ud = ud;
+  w.slice_ms = 200;
+  *cancelled = 0;
+  sqlstate[0] = '\0';
+  if (!PQsendQuery(conn, sql)) {
+    pgconn_result_error(NULL, conn, err, errlen);
+    return -1;
+  }
+  for (;;) {
+    pgio_wait(conn, &w);   /* a lost connection: PQgetResult reports it */
+    *cancelled = w.cancelled;
+    res = PQgetResult(conn);
+    if (res == NULL)
+      break;
+    if (PQresultStatus(res) != PGRES_COMMAND_OK && PQresultStatus(res) != PGRES_TUPLES_OK &&
+        PQresultStatus(res) != PGRES_EMPTY_QUERY) {
+      const char *s = PQresultErrorField(res, PG_DIAG_SQLSTATE);
+      pgconn_result_error(res, conn, err, errlen);
+      strlcpy_(sqlstate, s ? s : "", 6);
+      failed = 1;
+    }
+    PQclear(res);
+    if (PQstatus(conn) != CONNECTION_OK) {
+      if (!failed)
+        pgconn_result_error(NULL, conn, err, errlen);
+      failed = 1;
+      break;
+    }
+  }
+  return failed ? -1 : 0;
 }
 
 static int is_error (const PGresult *res) {
@@ -127,16 +196,18 @@ int pgio_busy (PGconn *conn) {
 */
 PGresult *pgio_get_result (PGconn *conn, int timeout_ms, int *timedout) {
   PGresult *keep = NULL, *res;
-  int cancelled = 0, first = 1;
-  long long deadline = timeout_ms >= 0 ? now_ms() + timeout_ms : -1;
+  PgioWait w;
+  memset(&w, 0, sizeof(w));
+  w.stop = pgio_stop_on_interrupt;
+  w.deadline_ms = timeout_ms >= 0 ? pgio_now_ms() + timeout_ms : 0;
   *timedout = 0;
   for (;;) {
-    int r = wait_ready(conn, first ? deadline : -1, &cancelled);
-    if (r == 0) {
+    int r = pgio_wait(conn, &w);
+    if (r == PGIO_TIMEOUT) {
       *timedout = 1;
       return NULL;
     }
-    if (r < 0) {  /* connection failed: a pending error result may say why */
+    if (r != PGIO_READY) {  /* connection failed: a pending error result may say why */
       res = PQgetResult(conn);
       if (res == NULL)
         return keep;
@@ -147,7 +218,7 @@ PGresult *pgio_get_result (PGconn *conn, int timeout_ms, int *timedout) {
       pgio_drain(conn);
       return keep;
     }
-    first = 0;
+    w.deadline_ms = 0;   /* the deadline bounds the first result only */
     res = PQgetResult(conn);
     if (res == NULL)
       return keep;
@@ -169,10 +240,13 @@ PGresult *pgio_get_result (PGconn *conn, int timeout_ms, int *timedout) {
   }
 }
 
-/* Next COPY OUT row (see pgio.h): its length with *row (PQfreemem), 0 at
-   the end with the final result in *final, -1 on a lost connection. */
-int pgio_copy_get (PGconn *conn, char **row, PGresult **final, char *err, size_t errlen) {
-  int cancelled = 0;
+/* Next COPY OUT row (see pgio_copy_get), the wait cancelling the COPY
+   when stop (may be NULL) says so. */
+static int copy_get (PGconn *conn, char **row, PGresult **final, char *err, size_t errlen,
+                     int (*stop)(void *ud)) {
+  PgioWait w;
+  memset(&w, 0, sizeof(w));
+  w.stop = stop;
   *row = NULL;
   *final = NULL;
   for (;;) {
@@ -191,7 +265,7 @@ int pgio_copy_get (PGconn *conn, char **row, PGresult **final, char *err, size_t
       return -1;
     }
     /* n == 0: nothing buffered yet */
-    cancel_on_interrupt(conn, &cancelled);
+    cancel_on_stop(conn, &w);
     if (wait_socket(conn, 0, SLICE_MS) != 0 || PQconsumeInput(conn) == 0) {
       char *m = redact_str(PQerrorMessage(conn));
       snprintf(err, errlen, "COPY failed: %s", m);
@@ -199,6 +273,13 @@ int pgio_copy_get (PGconn *conn, char **row, PGresult **final, char *err, size_t
       return -1;
     }
   }
+}
+
+/* Next COPY OUT row (see pgio.h): its length with *row (PQfreemem), 0 at
+   the end with the final result in *final, -1 on a lost connection.
+   SIGINT/SIGTERM cancels the COPY. */
+int pgio_copy_get (PGconn *conn, char **row, PGresult **final, char *err, size_t errlen) {
+  return copy_get(conn, row, final, err, errlen, pgio_stop_on_interrupt);
 }
 
 /* Send COPY IN data in chunks of at most 1 GB, waiting while libpq's
@@ -238,7 +319,7 @@ void pgio_copy_out_abort (PGconn *conn) {
   int n;
   if (pgio_cancel(conn, err, sizeof(err)) != 0)
     log_debug("%s", err);
-  while ((n = pgio_copy_get(conn, &row, &final, err, sizeof(err))) > 0)
+  while ((n = copy_get(conn, &row, &final, err, sizeof(err), NULL)) > 0)
     PQfreemem(row);
   PQclear(final);
   pgio_drain(conn);

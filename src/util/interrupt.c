@@ -1,6 +1,6 @@
 /*
 ** interrupt.c
-** Signal flag for clean stops (see interrupt.h).
+** Signal flag and stop request for clean stops (see interrupt.h).
 */
 #include "util/interrupt.h"
 
@@ -8,6 +8,7 @@
 #include <string.h>
 
 static volatile sig_atomic_t flag;
+static volatile sig_atomic_t stop_flag;
 static void (*hook)(void);
 
 /* SIGINT / SIGTERM / SIGHUP: set the flag (a second one exits at once) and run
@@ -45,3 +46,7 @@ void interrupt_install (void (*on_signal)(void)) {
 int interrupt_requested (void) { return flag != 0; }
 void interrupt_clear (void) { flag = 0; }
 void interrupt_raise (void) { flag = 1; }
+
+void interrupt_request_stop (void) { stop_flag = 1; }
+void interrupt_clear_stop (void) { stop_flag = 0; }
+int interrupt_stop_requested (void) { return stop_flag != 0; }

@@ -96,7 +96,7 @@ typedef struct VOptions {
   long scan_split_pages;       /* split a scan into block ranges (up to 'jobs') only for
                                   tables above this many 8 kB pages (default 8192) */
   int lock_timeout_ms;         /* give up a statement that waits this long for a lock
-                                  (0: wait; see fullload_verify.c for why one may not) */
+                                  (0: wait; see src/load/load_verify.c for why one may not) */
   int (*cancel)(void *ud);     /* besides SIGINT: statements are cancelled once this
                                   returns non-zero (may be NULL) */
   void *cancel_ud;
@@ -206,10 +206,6 @@ int validate_mode_from_name(const char *name);      /* -1 when unknown */
 /* Split "schema.table" (either part may be double-quoted) into parts;
    no dot means schema "public".  Returns 0, -1 when malformed. */
 int validate_parse_name(const char *in, char **schema, char **name);
-
-/* Append a double-quoted identifier. */
-struct Buf;
-void validate_quote_ident(struct Buf *b, const char *ident);
 
 /* Copy of 'v' cut to at most 'max' bytes (on a UTF-8 boundary) with
    "..." appended when cut.  NULL stays NULL. */

@@ -40,7 +40,7 @@ int vbounds_keep_monotone (VConn *vc, VTable *t, int target, char ***bounds, int
   buf_puts(&sql, "SELECT o FROM unnest(");
   for (j = 0; j < t->nkey; j++) {
     buf_printf(&sql, "%s$%d::text[]", j ? ", " : "", j + 1);
-    vsql_array_literal(&arrs[j], *bounds + j, n, t->nkey);   /* key column j */
+    pgsql_text_array(&arrs[j], (const char *const *)*bounds + j, n, t->nkey);   /* key column j */
     pv[j] = buf_cstr(&arrs[j]);
   }
   buf_puts(&sql, ") WITH ORDINALITY AS u(");
@@ -111,7 +111,7 @@ static void numbered_keys (Buf *sql, const VTable *t) {
     buf_printf(sql, "%sk%d::text", i ? ", " : "", i);
   buf_puts(sql, " FROM (SELECT ");
   for (i = 0; i < t->nkey; i++) {
-    validate_quote_ident(sql, t->cols[t->key[i]].name);
+    pgsql_quote_ident(sql, t->cols[t->key[i]].name);
     buf_printf(sql, " AS k%d, ", i);
   }
   buf_puts(sql, "row_number() OVER (ORDER BY ");

@@ -10,9 +10,7 @@
 ** Every function that can fail returns -1 (or NULL) with a redacted
 ** message, prefixed with the side ("source: ..."), in err.
 */
-#include <errno.h>
 #include <netinet/in.h>
-#include <poll.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -78,8 +76,9 @@ static const char *SESSION_SQL =
 */
 int vconn_open (VConn *vc, const char *conninfo, const char *label, const VOptions *o,
                 char *err, size_t errlen) {
-  PGresult *res;
+  char msg[ERRLEN];
   Buf sql = BUF_INIT;
+  int rc;
   int statement_timeout_s = o->statement_timeout_s;
   memset(vc, 0, sizeof(*vc));
   vc->label = label;
@@ -94,18 +93,14 @@ int vconn_open (VConn *vc, const char *conninfo, const char *label, const VOptio
              statement_timeout_s * 1000, o->lock_timeout_ms > 0 ? o->lock_timeout_ms : 0);
   if (PQserverVersion(vc->c) >= 110000)
     buf_puts(&sql, "; SET jit = off");   /* compiling per chunk costs more than it saves */
-  res = PQexec(vc->c, buf_cstr(&sql));
+  rc = pgsql_exec(vc->c, buf_cstr(&sql), msg, sizeof(msg), NULL);
   buf_free(&sql);
-  if (PQresultStatus(res) != PGRES_COMMAND_OK) {
-    char msg[ERRLEN];
-    pgconn_result_error(res, vc->c, msg, sizeof(msg));
+  if (rc != 0) {
     snprintf(err, errlen, "%s: session setup failed: %s", label, msg);
-    PQclear(res);
     PQfinish(vc->c);
     vc->c = NULL;
     return -1;
   }
-  PQclear(res);
   return 0;
 }
 
@@ -122,41 +117,51 @@ void vconn_close (VConn *vc, int64_t *total) {
   }
 }
 
+/* What vwait's stop callback looks at: the connection and when the
+   wait began. */
+typedef struct VWaitCtx {
+  VConn *vc;
+  long long start;
+} VWaitCtx;
+
+/* Stop callback of vwait: SIGINT/SIGTERM, vc->cancel, or vc->timeout_ms
+   passed since the wait began. */
+static int vwait_stop (void *ud) {
+  VWaitCtx *x = ud;
+  VConn *vc = x->vc;
+  return interrupt_requested() || (vc->cancel != NULL && vc->cancel(vc->cancel_ud)) ||
+         (vc->timeout_ms > 0 && now_ms() - x->start > vc->timeout_ms);
+}
+
 /*
-** Wait until the next result can be read without blocking.  Cancels
-** the statement on SIGINT/SIGTERM, when vc->cancel says so, or after
-** vc->timeout_ms (then waits
-** at most 30 s more for the server to answer).  Returns 0, or -1 with a
-** message when the connection failed.
+** Wait until the next result can be read without blocking (pgio_wait).
+** Cancels the statement on SIGINT/SIGTERM, when vc->cancel says so, or
+** after vc->timeout_ms (then waits at most 30 s more for the server to
+** answer).  Returns 0, or -1 with a message when the connection failed.
 */
 static int vwait (VConn *vc, char *err, size_t errlen) {
-  long long start = now_ms(), cancelled_at = 0;
-  while (PQisBusy(vc->c)) {
-    struct pollfd p;
-    int rc;
-    p.fd = PQsocket(vc->c);
-    p.events = POLLIN;
-    p.revents = 0;
-    rc = poll(&p, 1, 200);
-    if (rc < 0 && errno != EINTR) {
-      snprintf(err, errlen, "%s: poll failed: %s", vc->label, strerror(errno));
-      return -1;
-    }
-    if (rc > 0 && !PQconsumeInput(vc->c)) {
-      char *m = redact_str(PQerrorMessage(vc->c));
-      snprintf(err, errlen, "%s: connection lost: %s", vc->label, m);
-      free(m);
-      return -1;
-    }
-    if (cancelled_at == 0 && (interrupt_requested() || (vc->cancel != NULL && vc->cancel(vc->cancel_ud)) ||
-                              (vc->timeout_ms > 0 && now_ms() - start > vc->timeout_ms))) {
-      char cerr[256];
-      pgio_cancel(vc->c, cerr, sizeof(cerr));
-      cancelled_at = now_ms();
-    } else if (cancelled_at != 0 && now_ms() - cancelled_at > 30000) {
-      snprintf(err, errlen, "%s: no answer 30 s after cancelling the statement", vc->label);
-      return -1;
-    }
+  VWaitCtx x;
+  PgioWait w;
+  int rc;
+  if (!PQisBusy(vc->c))
+    return 0;
+  x.vc = vc;
+  x.start = now_ms();
+  memset(&w, 0, sizeof(w));
+  w.stop = vwait_stop;
+  w.ud = &x;
+  w.slice_ms = 200;
+  w.grace_ms = 30000;
+  rc = pgio_wait(vc->c, &w);
+  if (rc == PGIO_NO_ANSWER) {
+    snprintf(err, errlen, "%s: no answer 30 s after cancelling the statement", vc->label);
+    return -1;
+  }
+  if (rc != PGIO_READY) {
+    char *m = redact_str(PQerrorMessage(vc->c));
+    snprintf(err, errlen, "%s: connection lost: %s", vc->label, m);
+    free(m);
+    return -1;
   }
   return 0;
 }

@@ -31,7 +31,7 @@
 **   validate_report.c     differences -> report rows (column details),
 **                         table status, freeing results
 **   validate_recheck.c    RECHECK mode
-**   validate_text.c       names, quoting, truncation, key order, LIS
+**   validate_text.c       names, truncation, key order, LIS
 **
 ** File names carry the validate_ prefix because the build puts every
 ** object into one archive, where member names must be unique.
@@ -54,6 +54,7 @@
 
 #include <libpq-fe.h>
 
+#include "pg/pgsql.h"
 #include "util/buf.h"
 #include "validate/validate.h"
 
@@ -293,7 +294,6 @@ void vsql_range_pred(Buf *b, const VTable *t, int target, char *const *lo, char 
                      const char **pv, int *np);
 void vsql_in_pred(Buf *b, const VTable *t, int target, char ***keys, int n,
                   const char **pv, int *np);
-void vsql_array_literal(Buf *b, char *const *v, int n, int stride);
 
 /* }====================================================================== */
 

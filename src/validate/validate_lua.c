@@ -39,16 +39,9 @@
 #define VALIDATE_REPORT "core.validate.report"   /* internal: owns a VReport */
 #define ERRLEN 1536
 
-/* __tostring of core.validate.error: "validate failed: <message>". */
-static int error_tostring (lua_State *L) {
-  lua_getfield(L, 1, "message");
-  if (!lua_isstring(L, -1)) {
-    lua_pop(L, 1);
-    lua_pushliteral(L, "core.validate error");
-  }
-  lua_pushfstring(L, "validate failed: %s", lua_tostring(L, -1));
-  return 1;
-}
+/* tostring of core.validate.error (luax_error_tostring):
+   "validate failed: <message>". */
+static const LuaxErrorStyle error_style = {"validate failed: ", NULL, "core.validate error", 0, NULL, NULL};
 
 /* Raise a core.validate.error {op, message, interrupted}; never returns. */
 static int validate_raise (lua_State *L, const char *op, const char *msg) {
@@ -327,10 +320,9 @@ static const luaL_Reg validate_funcs[] = {
 
 /* require "core.validate": the metatables, run() and the list of modes. */
 int luaopen_core_validate (lua_State *L) {
-  static const luaL_Reg error_meta[] = {{"__tostring", error_tostring}, {NULL, NULL}};
   static const luaL_Reg report_meta[] = {{"__gc", report_gc}, {NULL, NULL}};
   int m;
-  luax_createmeta(L, VALIDATE_ERROR, error_meta, NULL);
+  luax_error_meta(L, VALIDATE_ERROR, &error_style);
   luax_createmeta(L, VALIDATE_REPORT, report_meta, NULL);
   luaL_newlib(L, validate_funcs);
   lua_createtable(L, 3, 0);

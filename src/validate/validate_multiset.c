@@ -69,7 +69,7 @@ static int ms_examples (VConn *vc, Run *run, VTable *t, int target, char *err, s
   buf_printf(&q, "SELECT DISTINCT ON (1) %s", t->hexpr);
   for (c = 0; c < t->ncols; c++) {
     buf_puts(&q, ", ");
-    validate_quote_ident(&q, t->cols[c].name);
+    pgsql_quote_ident(&q, t->cols[c].name);
     buf_puts(&q, "::text");
   }
   buf_printf(&q, " FROM %s WHERE %s = ANY ($1::int8[]) ORDER BY 1", vsql_from(t, target),

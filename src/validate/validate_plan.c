@@ -111,8 +111,8 @@ static int list_tables (VConn *vc, const VOptions *o, CatRel **out, int *nout, c
     for (i = 0; i < o->ntables; i++)
       if (validate_parse_name(o->tables[i], &parts[2 * n], &parts[2 * n + 1]) == 0)
         n++;
-    vsql_array_literal(&sa, parts, n, 2);
-    vsql_array_literal(&ta, parts + 1, n, 2);
+    pgsql_text_array(&sa, (const char *const *)parts, n, 2);
+    pgsql_text_array(&ta, (const char *const *)parts + 1, n, 2);
     params[0] = buf_cstr(&sa);
     params[1] = buf_cstr(&ta);
   }
@@ -402,9 +402,9 @@ static void init_table (Run *run, VTable *t, VTableResult *tr, const CatRel *s,
   t->pages[0] = s->pages;
   t->est_rows = s->est_rows;
   t->from_src = vsql_from_item(s->schema, s->name, s->kind);
-  validate_quote_ident(&q, s->schema);
+  pgsql_quote_ident(&q, s->schema);
   buf_putc(&q, '.');
-  validate_quote_ident(&q, s->name);
+  pgsql_quote_ident(&q, s->name);
   t->qname = buf_steal(&q);
   if (g != NULL) {
     t->toid = g->oid;
@@ -448,7 +448,7 @@ static int plan_table (Run *run, VTable *t, const RawCols *sc, const RawCols *tc
   }
   if (scannable(run, t)) {
     Buf a = BUF_INIT;
-    vsql_array_literal(&a, t->bounds, t->nbounds, 1);
+    pgsql_text_array(&a, (const char *const *)t->bounds, t->nbounds, 1);
     t->bounds_array = buf_steal(&a);
     t->nscan = vscan_parts(run, t);
   }

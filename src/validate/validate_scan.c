@@ -55,7 +55,7 @@ int vscan_parts (const Run *run, const VTable *t) {
 static void scan_sql (Buf *b, const VTable *t, int target, int64_t first, int64_t last) {
   const VCol *k = &t->cols[t->key[0]];
   buf_puts(b, "SELECT b, count(*), sum(h) FROM (SELECT width_bucket(");
-  validate_quote_ident(b, k->name);
+  pgsql_quote_ident(b, k->name);
   buf_printf(b, ", $1::%s[]) AS b, %s AS h FROM %s", vsql_col_type(k, target), t->hexpr,
              target ? t->from_tgt : t->from_src);
   if (t->nscan > 1) {

@@ -27,7 +27,7 @@ void vsql_hash_exprs (VTable *t, int md5hash) {
   for (i = 0; i < t->ncols; i++) {
     if (i > 0)
       buf_puts(&b, ", ");
-    validate_quote_ident(&b, t->cols[i].name);
+    pgsql_quote_ident(&b, t->cols[i].name);
   }
   buf_puts(&b, md5hash ? ")::text), 1, 16))::bit(64)::int8" : ")::text, 0)");
   t->hexpr = buf_steal(&b);
@@ -45,9 +45,9 @@ char *vsql_from_item (const char *schema, const char *name, char kind) {
   Buf b = BUF_INIT;
   if (kind == 'r')
     buf_puts(&b, "ONLY ");
-  validate_quote_ident(&b, schema);
+  pgsql_quote_ident(&b, schema);
   buf_putc(&b, '.');
-  validate_quote_ident(&b, name);
+  pgsql_quote_ident(&b, name);
   return buf_steal(&b);
 }
 
@@ -67,7 +67,7 @@ void vsql_key_list (Buf *b, const VTable *t, int as_text) {
   for (i = 0; i < t->nkey; i++) {
     if (i > 0)
       buf_puts(b, ", ");
-    validate_quote_ident(b, t->cols[t->key[i]].name);
+    pgsql_quote_ident(b, t->cols[t->key[i]].name);
     if (as_text)
       buf_puts(b, "::text");
   }
@@ -96,7 +96,7 @@ void vsql_select_keys (Buf *b, const VTable *t, int target, int with_columns) {
   } else {
     for (c = 0; c < t->ncols; c++) {
       buf_puts(b, ", ");
-      validate_quote_ident(b, t->cols[c].name);
+      pgsql_quote_ident(b, t->cols[c].name);
       buf_puts(b, "::text");
     }
   }
@@ -157,22 +157,3 @@ void vsql_in_pred (Buf *b, const VTable *t, int target, char ***keys, int n,
   buf_putc(b, ')');
 }
 
-/* Append a text array literal of v[0], v[stride], ... (n elements),
-   each element double-quoted and escaped. */
-void vsql_array_literal (Buf *b, char *const *v, int n, int stride) {
-  int i;
-  buf_putc(b, '{');
-  for (i = 0; i < n; i++) {
-    const char *p;
-    if (i > 0)
-      buf_putc(b, ',');
-    buf_putc(b, '"');
-    for (p = v[i * stride]; *p; p++) {
-      if (*p == '"' || *p == '\\')
-        buf_putc(b, '\\');
-      buf_putc(b, *p);
-    }
-    buf_putc(b, '"');
-  }
-  buf_putc(b, '}');
-}

@@ -1,10 +1,10 @@
 /*
 ** validate_text.c
 ** Small text helpers of the validation, Lua-free and exposed in
-** validate.h for the unit tests: parsing "schema.table" names, quoting
-** identifiers, truncating values for the report, comparing key texts,
-** and the longest monotone subsequence used to keep chunk bounds that
-** both servers order the same way.  Also the string-vector helpers the
+** validate.h for the unit tests: parsing "schema.table" names,
+** truncating values for the report, comparing key texts, and the
+** longest monotone subsequence used to keep chunk bounds that both
+** servers order the same way.  Also the string-vector helpers the
 ** other validate_*.c files share.
 */
 #include <stdlib.h>
@@ -12,18 +12,6 @@
 
 #include "util/redact.h"
 #include "validate/validate_internal.h"
-
-/* Append 'ident' double-quoted, inner quotes doubled. */
-void validate_quote_ident (Buf *b, const char *ident) {
-  const char *p;
-  buf_putc(b, '"');
-  for (p = ident; *p; p++) {
-    if (*p == '"')
-      buf_putc(b, '"');
-    buf_putc(b, *p);
-  }
-  buf_putc(b, '"');
-}
 
 /* Read one identifier part at *pp (quoted or not) up to an unquoted dot
    or the end.  Returns a new string or NULL when malformed. */

@@ -1,6 +1,6 @@
 /*
 ** test_fullload.c
-** The COPY relay and the full-load engine (src/core) against a real
+** The COPY relay and the full-load engine (src/load) against a real
 ** PostgreSQL 15 cluster: one throwaway cluster with a source and a
 ** target database.  Pure helpers (range predicates, tags) need no server.
 */
@@ -12,10 +12,11 @@
 #include "test.h"
 #include "pgcluster.h"
 
-#include "core/copy_relay.h"
-#include "core/fullload.h"
+#include "load/copy_relay.h"
+#include "load/fullload.h"
 #include "pg/pgconn.h"
 #include "util/buf.h"
+#include "util/interrupt.h"
 #include "util/log.h"
 
 static TestCluster cluster;
@@ -120,50 +121,50 @@ static void tag_rows_parse (void) {
 static void key_ranges_cover_the_domain (void) {
   const char *b[] = {"'10'::bigint", "'20'::bigint"};
   char *w;
-  w = fl_keyrange_where("\"id\"", b, 3, 0);
+  w = fullload_keyrange_where("\"id\"", b, 3, 0);
   CHECK_STR(w, "\"id\" < '10'::bigint");
   free(w);
-  w = fl_keyrange_where("\"id\"", b, 3, 1);
+  w = fullload_keyrange_where("\"id\"", b, 3, 1);
   CHECK_STR(w, "\"id\" >= '10'::bigint AND \"id\" < '20'::bigint");
   free(w);
-  w = fl_keyrange_where("\"id\"", b, 3, 2);
+  w = fullload_keyrange_where("\"id\"", b, 3, 2);
   CHECK_STR(w, "\"id\" >= '20'::bigint");
   free(w);
 }
 
 static void ctid_ranges_cover_every_block (void) {
   char *w;
-  w = fl_ctidrange_where(100, 3, 0);
+  w = fullload_ctidrange_where(100, 3, 0);
   CHECK_STR(w, "ctid < '(33,0)'::tid");
   free(w);
-  w = fl_ctidrange_where(100, 3, 1);
+  w = fullload_ctidrange_where(100, 3, 1);
   CHECK_STR(w, "ctid >= '(33,0)'::tid AND ctid < '(66,0)'::tid");
   free(w);
-  w = fl_ctidrange_where(100, 3, 2);   /* open-ended: rows past the planned size too */
+  w = fullload_ctidrange_where(100, 3, 2);   /* open-ended: rows past the planned size too */
   CHECK_STR(w, "ctid >= '(66,0)'::tid");
   free(w);
 }
 
 static void plan_sorts_largest_first (void) {
   FlPlan p = {0};
-  fl_plan_add(&p, "a", "s", "a", "x", NULL, FL_WHOLE, 1, 1, 1, 10, 1);
-  fl_plan_add(&p, "b", "s", "b", "x", NULL, FL_WHOLE, 1, 1, 1, 300, 1);
-  fl_plan_add(&p, "c", "s", "c", "x", NULL, FL_WHOLE, 1, 1, 1, 20, 1);
-  fl_plan_sort(&p);
+  fullload_plan_add(&p, "a", "s", "a", "x", NULL, FL_WHOLE, 1, 1, 1, 10, 1);
+  fullload_plan_add(&p, "b", "s", "b", "x", NULL, FL_WHOLE, 1, 1, 1, 300, 1);
+  fullload_plan_add(&p, "c", "s", "c", "x", NULL, FL_WHOLE, 1, 1, 1, 20, 1);
+  fullload_plan_sort(&p);
   CHECK_STR(p.units[0].id, "b");
   CHECK_STR(p.units[1].id, "c");
   CHECK_STR(p.units[2].id, "a");
-  fl_plan_free(&p);
+  fullload_plan_free(&p);
   CHECK_INT(p.n, 0);
 }
 
 static void format_bytes_units (void) {
   char b[32];
-  fl_format_bytes(512, b, sizeof(b));
+  fullload_format_bytes(512, b, sizeof(b));
   CHECK_STR(b, "512 B");
-  fl_format_bytes(1536, b, sizeof(b));
+  fullload_format_bytes(1536, b, sizeof(b));
   CHECK_STR(b, "1.5 kB");
-  fl_format_bytes((int64_t)3 << 30, b, sizeof(b));
+  fullload_format_bytes((int64_t)3 << 30, b, sizeof(b));
   CHECK_STR(b, "3.0 GB");
 }
 
@@ -337,34 +338,34 @@ static void plan_splits_and_excludes (void) {
   CHECK(find_unit(&plan, "public.parted") == NULL);                /* leaves only */
   CHECK(find_unit(&plan, "public.parted_a") != NULL);
   CHECK(plan.units[0].est_bytes >= plan.units[plan.n - 1].est_bytes);
-  fl_plan_free(&plan);
+  fullload_plan_free(&plan);
 
   po.tables = only;
   po.ntables = 2;
   CHECK_INT(fullload_plan(s, &po, &plan, err, sizeof(err)), 0);
   CHECK_INT(plan.n, 3);                                             /* parted_a, parted_b, small */
-  fl_plan_free(&plan);
+  fullload_plan_free(&plan);
   po.tables = NULL;
   po.exclude = only;
   po.nexclude = 2;
   CHECK_INT(fullload_plan(s, &po, &plan, err, sizeof(err)), 0);
   CHECK(find_unit(&plan, "public.small") == NULL && find_unit(&plan, "public.parted_b") == NULL);
   CHECK(find_unit(&plan, "public.heap[1/4]") != NULL);
-  fl_plan_free(&plan);
+  fullload_plan_free(&plan);
   po.exclude = NULL;
   po.split_threshold = 8 << 20;                                     /* big is about 10 MB */
   po.jobs = 3;
   CHECK_INT(fullload_plan(s, &po, &plan, err, sizeof(err)), 0);
   CHECK_INT(count_units(&plan, "big"), 3);                          /* ceil(10/8) = 2, raised to jobs */
   CHECK_INT(count_units(&plan, "heap"), 1);                         /* under the threshold: whole */
-  fl_plan_free(&plan);
+  fullload_plan_free(&plan);
   po.split_threshold = 1 << 20;
   po.jobs = 0;
   po.format = 1;
   CHECK_INT(fullload_plan(s, &po, &plan, err, sizeof(err)), 0);
   u = find_unit(&plan, "public.big[2/4]");
   CHECK(u != NULL && !u->binary);
-  fl_plan_free(&plan);
+  fullload_plan_free(&plan);
   PQfinish(s);
 }
 
@@ -397,13 +398,13 @@ static int run_load (const char *const *done, int ndone, int *events, int stop_a
       CHECK(u->state == FL_DONE);
       n++;
       if (stop_after > 0 && n == stop_after)
-        fullload_request_stop();
+        interrupt_request_stop();
     }
   }
   rc = fullload_finish(fl, err, sizeof(err), NULL);
   if (rc != 0)
     fprintf(stderr, "finish: %s\n", err);
-  fullload_clear_stop();
+  interrupt_clear_stop();
   *events = n;
   return rc;
 }
@@ -580,7 +581,7 @@ int count_units_in_db (void) {
   if (s == NULL || fullload_plan(s, &po, &plan, err, sizeof(err)) < 0)
     return -1;
   n = plan.n;
-  fl_plan_free(&plan);
+  fullload_plan_free(&plan);
   PQfinish(s);
   return n;
 }

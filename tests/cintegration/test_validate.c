@@ -21,6 +21,7 @@
 #include "pgcluster.h"
 #include "cdc/stream.h"
 #include "pg/pgconn.h"
+#include "pg/pgsql.h"
 #include "util/buf.h"
 #include "util/log.h"
 #include "validate/validate.h"
@@ -52,7 +53,7 @@ static void parse_name_forms (void) {
 static void quote_and_truncate (void) {
   Buf b = BUF_INIT;
   char *t;
-  validate_quote_ident(&b, "we\"ird");
+  pgsql_quote_ident(&b, "we\"ird");
   CHECK_STR(buf_cstr(&b), "\"we\"\"ird\"");
   buf_free(&b);
   t = validate_truncate("abcdef", 3);

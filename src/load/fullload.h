@@ -19,7 +19,8 @@
 **
 ** The caller owns the main thread: fullload_wait() returns finished
 ** units one by one (to be recorded in the runbook state) and draws
-** progress.  Lua-free; the binding is src/core/load_lua.c.
+** progress.  Lua-free; the binding is src/load/load_lua.c;
+** src/load/load_internal.h maps the files.
 */
 #ifndef PGTIDE_FULLLOAD_H
 #define PGTIDE_FULLLOAD_H
@@ -28,7 +29,7 @@
 #include <stdint.h>
 #include <libpq-fe.h>
 
-#include "core/copy_relay.h"
+#include "load/copy_relay.h"
 
 typedef enum FlUnitKind {
   FL_WHOLE = 0,      /* the whole table */
@@ -41,7 +42,7 @@ typedef enum FlUnitState {
 } FlUnitState;
 
 /* One unit of work.  The planned fields are owned strings (free with
-   fl_unit_clear); the runtime fields belong to the engine. */
+   fullload_unit_clear); the runtime fields belong to the engine. */
 typedef struct FlUnit {
   char *id;             /* stable, unique: "public.t" or "public.t[2/8]" */
   char *nspname;        /* schema and table (a leaf when partitioned) */
@@ -63,7 +64,7 @@ typedef struct FlUnit {
   int needs_delete;     /* range unit of a partly loaded table: DELETE the range first */
 } FlUnit;
 
-void fl_unit_clear(FlUnit *u);
+void fullload_unit_clear(FlUnit *u);
 
 /* A list of units (a plan). */
 typedef struct FlPlan {
@@ -72,12 +73,12 @@ typedef struct FlPlan {
 } FlPlan;
 
 /* Append a unit; the strings are copied.  Returns the new unit. */
-FlUnit *fl_plan_add(FlPlan *p, const char *id, const char *nspname, const char *relname,
-                    const char *columns, const char *where, FlUnitKind kind,
-                    int part, int nparts, int binary, int64_t est_bytes, int64_t est_rows);
-void fl_plan_free(FlPlan *p);
+FlUnit *fullload_plan_add(FlPlan *p, const char *id, const char *nspname, const char *relname,
+                          const char *columns, const char *where, FlUnitKind kind,
+                          int part, int nparts, int binary, int64_t est_bytes, int64_t est_rows);
+void fullload_plan_free(FlPlan *p);
 /* Sort largest first (stable on id for equal sizes). */
-void fl_plan_sort(FlPlan *p);
+void fullload_plan_sort(FlPlan *p);
 
 typedef struct FlPlanOptions {
   const char *const *tables;   /* "schema.table" to include (partitioned parents expand); NULL: all */
@@ -103,8 +104,8 @@ int fullload_plan_conninfo(const char *source, const FlPlanOptions *opts, FlPlan
 
 /* Split predicates, exposed for tests: the WHERE of part i (0-based) of
    n, given n-1 boundary literals (already SQL: quoted and cast). */
-char *fl_keyrange_where(const char *column_sql, const char *const *bounds, int n, int i);
-char *fl_ctidrange_where(int64_t pages, int n, int i);
+char *fullload_keyrange_where(const char *column_sql, const char *const *bounds, int n, int i);
+char *fullload_ctidrange_where(int64_t pages, int n, int i);
 
 /*
 ** Statements to run once every unit of a table is loaded (its indexes
@@ -208,7 +209,7 @@ typedef struct FlProgress {
   int finished;                /* every worker has exited */
   int tasks, tasks_done;       /* per-table statement lists (FlAfter) queued and finished */
   int checks, checks_done;     /* checks that will run / have run */
-  FlTableProgress *tables;     /* per table, largest first (owned: fl_progress_free) */
+  FlTableProgress *tables;     /* per table, largest first (owned: fullload_progress_free) */
   int ntables;
 } FlProgress;
 
@@ -239,30 +240,14 @@ const char *fullload_snapshot(FullLoad *fl);
    fullload_wait returned -1.  Returns the count. */
 int fullload_checks(FullLoad *fl, const FlCheckResult **out);
 
-/*
-** Compare 'names' (validation names) between source and target with the
-** validation core, the source read under 'snapshot', with 'jobs'
-** connections per side; one result per name, in order (results[i].name
-** is not set).  Cancels its statements once cancel(ud) returns non-zero.
-** Returns 0, or -1 when the comparison could not run at all (every
-** result FAILED with the reason).  src/core/fullload_verify.c.
-*/
-int fl_verify(const char *source, const char *target, const char *snapshot, const char *const *names,
-              int n, int jobs, int (*cancel)(void *ud), void *ud, FlCheckResult *results);
-
-/* Fill a progress snapshot (free its tables with fl_progress_free). */
+/* Fill a progress snapshot (free its tables with fullload_progress_free). */
 void fullload_progress(FullLoad *fl, FlProgress *p);
-void fl_progress_free(FlProgress *p);
+void fullload_progress_free(FlProgress *p);
 /* One line: "42% 3/10 units 1.2 GB 85.3 MB/s ETA 0:32". */
 void fullload_progress_line(const FlProgress *p, char *out, size_t outlen);
 
 /* Ask this load's workers to stop (abandon in-flight units). */
 void fullload_cancel(FullLoad *fl);
-
-/* Async-signal-safe: ask every running load to stop (SIGINT handlers). */
-void fullload_request_stop(void);
-void fullload_clear_stop(void);
-int fullload_stop_requested(void);
 
 /*
 ** Join the workers and release everything.  Returns 0 when every unit is
@@ -272,10 +257,7 @@ int fullload_stop_requested(void);
 */
 int fullload_finish(FullLoad *fl, char *err, size_t errlen, char failed_sqlstate[6]);
 
-/* Number of online CPUs (at least 1). */
-int fl_ncpus(void);
-
 /* Format a byte count: "512 B", "1.5 MB", "2.0 GB". */
-void fl_format_bytes(int64_t n, char *out, size_t outlen);
+void fullload_format_bytes(int64_t n, char *out, size_t outlen);
 
 #endif

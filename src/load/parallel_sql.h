@@ -42,15 +42,6 @@ int sql_parallel_run(const SqlParallelOptions *o, SqlTask *tasks, int n, char *e
 
 void sql_tasks_free(SqlTask *tasks, int n);
 
-/*
-** Run one statement text (which may hold several statements) on an idle
-** connection, waiting in slices so that when should_stop(arg) becomes
-** true the statement is cancelled (*cancelled set).  Returns 0, or -1
-** with the last error in err and its SQLSTATE in sqlstate ("" if none).
-*/
-int sql_exec_cancellable(PGconn *conn, const char *sql, int (*should_stop)(void *), void *arg,
-                         char *err, size_t errlen, char sqlstate[6], int *cancelled);
-
 /* A statement on one line for messages: comment lines dropped, runs of
    white space collapsed, at most max-1 bytes. */
 void sql_one_line(const char *sql, char *out, size_t max);

@@ -11,7 +11,7 @@
 ** the target sees few large messages instead of one per row.  Memory
 ** stays bounded by that buffer plus the largest single row.
 **
-** Lua-free; used by the full-load engine (fullload.c) and its tests.
+** Lua-free; used by the full-load workers (load_workers.c) and its tests.
 */
 #ifndef PGTIDE_COPY_RELAY_H
 #define PGTIDE_COPY_RELAY_H
@@ -61,7 +61,7 @@ CopyRelayStatus copy_relay(PGconn *src, PGconn *dst, const char *out_sql, const 
 int64_t copy_tag_rows(const char *tag);
 
 /* Whether two servers may exchange COPY binary data at all (the type
-   checks are per column, see fullload.c): same major version. */
+   checks are per column, see load_plan.c): same major version. */
 int copy_binary_versions_ok(int src_version, int dst_version);
 
 #endif

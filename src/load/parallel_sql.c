@@ -2,10 +2,8 @@
 ** parallel_sql.c
 ** Independent SQL statements on N connections (see parallel_sql.h).
 */
-#include "core/parallel_sql.h"
+#include "load/parallel_sql.h"
 
-#include <errno.h>
-#include <poll.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -13,9 +11,11 @@
 #include <time.h>
 #include <libpq-fe.h>
 
-#include "core/fullload.h"
 #include "pg/pgconn.h"
+#include "pg/pgio.h"
+#include "pg/pgsql.h"
 #include "util/buf.h"
+#include "util/cpu.h"
 #include "util/interrupt.h"
 #include "util/log.h"
 
@@ -39,71 +39,12 @@ static double now_s (void) {
 /* Whether to stop starting and running statements: a failure with
    stop_on_error set, SIGINT, or a load stop request. */
 static int stopping (SqlPar *p) {
-  return p->stop || interrupt_requested() || fullload_stop_requested();
+  return p->stop || interrupt_requested() || interrupt_stop_requested();
 }
 
-/* Ask the server to cancel the statement running on conn (best effort). */
-static void cancel_query (PGconn *conn) {
-  char e[256];
-  PGcancel *c = PQgetCancel(conn);
-  if (c != NULL) {
-    PQcancel(c, e, sizeof(e));
-    PQfreeCancel(c);
-  }
-}
-
-/* stopping() as the should_stop callback of sql_exec_cancellable. */
+/* stopping() as the stop callback of pgio_exec. */
 static int par_should_stop (void *arg) {
   return stopping((SqlPar *)arg);
-}
-
-/* See parallel_sql.h: sends the text, then waits for results in slices
-   of at most 200 ms, cancelling once when should_stop turns true. */
-int sql_exec_cancellable (PGconn *conn, const char *sql, int (*should_stop)(void *), void *arg,
-                          char *err, size_t errlen, char sqlstate[6], int *cancelled) {
-  PGresult *res;
-  int failed = 0, cancel_sent = 0;
-  *cancelled = 0;
-  sqlstate[0] = '\0';
-  if (!PQsendQuery(conn, sql)) {
-    pgconn_result_error(NULL, conn, err, errlen);
-    return -1;
-  }
-  for (;;) {
-    while (PQisBusy(conn)) {
-      struct pollfd pf;
-      if (!cancel_sent && should_stop != NULL && should_stop(arg)) {
-        cancel_query(conn);
-        cancel_sent = 1;
-        *cancelled = 1;
-      }
-      pf.fd = PQsocket(conn);
-      pf.events = POLLIN;
-      pf.revents = 0;
-      if (poll(&pf, 1, 200) < 0 && errno != EINTR)
-        break;
-      if (!PQconsumeInput(conn))
-        break;
-    }
-    res = PQgetResult(conn);
-    if (res == NULL)
-      break;
-    if (PQresultStatus(res) != PGRES_COMMAND_OK && PQresultStatus(res) != PGRES_TUPLES_OK &&
-        PQresultStatus(res) != PGRES_EMPTY_QUERY) {
-      const char *s = PQresultErrorField(res, PG_DIAG_SQLSTATE);
-      pgconn_result_error(res, conn, err, errlen);
-      strlcpy_(sqlstate, s ? s : "", 6);
-      failed = 1;
-    }
-    PQclear(res);
-    if (PQstatus(conn) != CONNECTION_OK) {
-      if (!failed)
-        pgconn_result_error(NULL, conn, err, errlen);
-      failed = 1;
-      break;
-    }
-  }
-  return failed ? -1 : 0;
 }
 
 /* See parallel_sql.h: "--" comment lines dropped, white space runs
@@ -156,7 +97,7 @@ static void *sql_worker (void *arg) {
                              err, sizeof(err));
   int i, cancelled;
   if (conn != NULL && o->setup_sql != NULL && o->setup_sql[0] != '\0') {
-    if (sql_exec_cancellable(conn, o->setup_sql, par_should_stop, p, err, sizeof(err), sqlstate, &cancelled) < 0) {
+    if (pgio_exec(conn, o->setup_sql, par_should_stop, p, err, sizeof(err), sqlstate, &cancelled) < 0) {
       PQfinish(conn);
       conn = NULL;
     }
@@ -174,8 +115,8 @@ static void *sql_worker (void *arg) {
     double t0 = now_s();
     int attempt, rc = -1, retries = o->retries > 0 ? o->retries : 3;
     for (attempt = 0; attempt <= retries; attempt++) {
-      rc = sql_exec_cancellable(conn, t->sql, par_should_stop, p, err, sizeof(err), sqlstate, &cancelled);
-      if (rc == 0 || cancelled || (strcmp(sqlstate, "40P01") != 0 && strcmp(sqlstate, "55P03") != 0))
+      rc = pgio_exec(conn, t->sql, par_should_stop, p, err, sizeof(err), sqlstate, &cancelled);
+      if (rc == 0 || cancelled || !pgsql_retryable(sqlstate, PGSQL_RETRY_LOCK))
         break;
       sql_one_line(t->sql, line, sizeof(line));
       log_info("retrying after %s (%s): %s", sqlstate, strcmp(sqlstate, "40P01") == 0 ?
@@ -205,7 +146,7 @@ static void *sql_worker (void *arg) {
       PQfinish(conn);
       conn = pgconn_open(o->conninfo, o->label ? o->label : "target", PGCONN_NORMAL, err, sizeof(err));
       if (conn != NULL && o->setup_sql != NULL && o->setup_sql[0] != '\0' &&
-          sql_exec_cancellable(conn, o->setup_sql, par_should_stop, p, err, sizeof(err), sqlstate, &cancelled) < 0) {
+          pgio_exec(conn, o->setup_sql, par_should_stop, p, err, sizeof(err), sqlstate, &cancelled) < 0) {
         PQfinish(conn);
         conn = NULL;
       }
@@ -242,7 +183,7 @@ int sql_parallel_run (const SqlParallelOptions *o, SqlTask *tasks, int n, char *
   }
   if (n == 0)
     return 0;
-  nth = o->jobs > 0 ? o->jobs : fl_ncpus();
+  nth = o->jobs > 0 ? o->jobs : cpu_count();
   if (nth > n)
     nth = n;
   pthread_mutex_init(&p.mu, NULL);

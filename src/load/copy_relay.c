@@ -3,15 +3,15 @@
 ** Byte-for-byte COPY relay between two libpq connections (see
 ** copy_relay.h).
 */
-#include "core/copy_relay.h"
+#include "load/copy_relay.h"
 
 #include <errno.h>
-#include <poll.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "pg/pgconn.h"
+#include "pg/pgio.h"
 #include "util/buf.h"
 
 #define RELAY_BATCH (64 * 1024)      /* bytes per outgoing CopyData message */
@@ -50,39 +50,10 @@ static void fail_side (CopyRelayResult *r, int side, PGconn *conn, const PGresul
   set_sqlstate(r, res);
 }
 
-/* Discard every pending result on a connection. */
-static void drain_results (PGconn *conn) {
-  PGresult *res;
-  while ((res = PQgetResult(conn)) != NULL) {
-    PQclear(res);
-    if (PQstatus(conn) == CONNECTION_BAD)
-      break;
-  }
-}
-
 /* End a target COPY IN with an error so the server discards it. */
 static void abort_copy_in (PGconn *dst, const char *why) {
   if (PQstatus(dst) == CONNECTION_OK && PQputCopyEnd(dst, why) >= 0)
-    drain_results(dst);
-}
-
-/* Stop a source COPY OUT early: cancel the query, then read and drop
-   what is still in flight until the server reports the end. */
-static void abort_copy_out (PGconn *src) {
-  PGcancel *cancel;
-  char errbuf[256];
-  char *row;
-  int n;
-  if (PQstatus(src) != CONNECTION_OK)
-    return;
-  cancel = PQgetCancel(src);
-  if (cancel != NULL) {
-    PQcancel(cancel, errbuf, sizeof(errbuf));
-    PQfreeCancel(cancel);
-  }
-  while ((n = PQgetCopyData(src, &row, 0)) > 0)
-    PQfreemem(row);
-  drain_results(src);
+    pgio_drain(dst);
 }
 
 /* Send the batch buffer as one CopyData message. */
@@ -92,20 +63,6 @@ static int flush_batch (PGconn *dst, Buf *batch) {
     rc = PQputCopyData(dst, batch->data, (int)batch->len);
   buf_reset(batch);
   return rc;
-}
-
-/* Wait until the source socket is readable (or the timeout passes) and
-   absorb what arrived.  Returns 0, or -1 when the connection broke. */
-static int wait_source (PGconn *src) {
-  struct pollfd p;
-  p.fd = PQsocket(src);
-  p.events = POLLIN;
-  p.revents = 0;
-  if (p.fd < 0)
-    return -1;
-  if (poll(&p, 1, STOP_POLL_MS) < 0 && errno != EINTR)
-    return -1;
-  return PQconsumeInput(src) ? 0 : -1;
 }
 
 /* Fetch the final result of a finished COPY on 'conn' and check it. */
@@ -118,7 +75,7 @@ static int copy_result (PGconn *conn, int side, int64_t *rows, CopyRelayResult *
   else
     fail_side(r, side, conn, res, "COPY failed", err, errlen);
   PQclear(res);
-  drain_results(conn);
+  pgio_drain(conn);
   return ok ? 0 : -1;
 }
 
@@ -144,7 +101,7 @@ CopyRelayStatus copy_relay (PGconn *src, PGconn *dst, const char *out_sql, const
   if (PQresultStatus(res) != PGRES_COPY_IN) {
     fail_side(result, 2, dst, res, "COPY FROM STDIN failed", err, errlen);
     PQclear(res);
-    drain_results(dst);
+    pgio_drain(dst);
     return COPY_RELAY_ERROR;
   }
   PQclear(res);
@@ -152,7 +109,7 @@ CopyRelayStatus copy_relay (PGconn *src, PGconn *dst, const char *out_sql, const
   if (PQresultStatus(res) != PGRES_COPY_OUT) {
     fail_side(result, 1, src, res, "COPY TO STDOUT failed", err, errlen);
     PQclear(res);
-    drain_results(src);
+    pgio_drain(src);
     abort_copy_in(dst, "source COPY failed");
     return COPY_RELAY_ERROR;
   }
@@ -205,7 +162,7 @@ CopyRelayStatus copy_relay (PGconn *src, PGconn *dst, const char *out_sql, const
         status = COPY_RELAY_ERROR;
         break;
       }
-      if (wait_source(src) < 0) {
+      if (pgio_wait_input(src, STOP_POLL_MS) < 0) {
         fail_side(result, 1, src, NULL, "connection lost during COPY", err, errlen);
         status = COPY_RELAY_ERROR;
         break;
@@ -216,7 +173,7 @@ CopyRelayStatus copy_relay (PGconn *src, PGconn *dst, const char *out_sql, const
       res = PQgetResult(src);
       fail_side(result, 1, src, res, "COPY TO STDOUT failed", err, errlen);
       PQclear(res);
-      drain_results(src);
+      pgio_drain(src);
       abort_copy_in(dst, "source COPY failed");
       buf_free(&batch);
       return COPY_RELAY_ERROR;
@@ -224,7 +181,8 @@ CopyRelayStatus copy_relay (PGconn *src, PGconn *dst, const char *out_sql, const
   }
 
   if (status != COPY_RELAY_OK) {
-    abort_copy_out(src);
+    if (PQstatus(src) == CONNECTION_OK)
+      pgio_copy_out_abort(src);
     abort_copy_in(dst, status == COPY_RELAY_STOPPED ? "interrupted" : "relay failed");
     buf_free(&batch);
     return status;
@@ -238,7 +196,7 @@ CopyRelayStatus copy_relay (PGconn *src, PGconn *dst, const char *out_sql, const
     res = PQgetResult(dst);
     fail_side(result, 2, dst, res, "COPY FROM STDIN failed", err, errlen);
     PQclear(res);
-    drain_results(dst);
+    pgio_drain(dst);
     buf_free(&batch);
     return COPY_RELAY_ERROR;
   }

@@ -1,6 +1,6 @@
 /*
 ** load_lua.c
-** Lua module "core.load": the parallel full-load engine (fullload.c) and
+** Lua module "core.load": the parallel full-load engine (fullload.h) and
 ** the parallel statement runner (parallel_sql.c) for runbooks.
 **
 **   load.plan{source=, tables=, exclude=, split_threshold_bytes=,
@@ -44,11 +44,13 @@
 #include <string.h>
 #include <time.h>
 
-#include "core/fullload.h"
-#include "core/parallel_sql.h"
 #include "host/luax.h"
 #include "host/modules.h"
+#include "load/fullload.h"
+#include "load/parallel_sql.h"
+#include "pg/pgsql.h"
 #include "util/buf.h"
+#include "util/cpu.h"
 #include "util/interrupt.h"
 
 #define LOAD_JOB   "core.load.job"
@@ -76,15 +78,9 @@ static double mono (void) {
 ** =======================================================
 */
 
-/* __tostring of core.load.error objects: their message. */
-static int error_tostring (lua_State *L) {
-  lua_getfield(L, 1, "message");
-  if (!lua_isstring(L, -1)) {
-    lua_pop(L, 1);
-    lua_pushliteral(L, "core.load error");
-  }
-  return 1;
-}
+/* tostring of core.load.error objects (luax_error_tostring): their
+   message. */
+static const LuaxErrorStyle error_style = {NULL, NULL, "core.load error", 0, NULL, NULL};
 
 /* Raise a core.load.error: op, message, sqlstate (may be NULL or ""),
    interrupted flag. */
@@ -151,7 +147,7 @@ static const char **opt_strings (lua_State *L, int t, const char *k, int *n) {
 /* __gc of a plan box: free whatever plan it still owns. */
 static int plan_gc (lua_State *L) {
   FlPlan *p = (FlPlan *)luaL_checkudata(L, 1, LOAD_PLAN);
-  fl_plan_free(p);
+  fullload_plan_free(p);
   return 0;
 }
 
@@ -188,12 +184,12 @@ static void units_from_lua (lua_State *L, int idx, FlPlan *p) {
       luaL_error(L, "units[%d].kind must be table, keyrange or ctid", (int)i);
     if ((k == FL_WHOLE) != (where == NULL))
       luaL_error(L, "units[%d]: a 'where' is required for ranges and only for them", (int)i);
-    fl_plan_add(p, id, nsp, rel, cols, where, (FlUnitKind)k, (int)luax_opt_int(L, u, "part", 1),
-                (int)luax_opt_int(L, u, "parts", 1), luax_opt_bool(L, u, "binary", 0),
-                (int64_t)luax_opt_int(L, u, "bytes", 0), (int64_t)luax_opt_int(L, u, "rows", 0));
+    fullload_plan_add(p, id, nsp, rel, cols, where, (FlUnitKind)k, (int)luax_opt_int(L, u, "part", 1),
+                      (int)luax_opt_int(L, u, "parts", 1), luax_opt_bool(L, u, "binary", 0),
+                      (int64_t)luax_opt_int(L, u, "bytes", 0), (int64_t)luax_opt_int(L, u, "rows", 0));
     lua_pop(L, 1);
   }
-  fl_plan_sort(p);
+  fullload_plan_sort(p);
 }
 
 /* Push the unit table of u (see the header comment for its fields). */
@@ -287,7 +283,7 @@ static void push_progress (lua_State *L, FullLoad *fl) {
     lua_rawseti(L, -2, i + 1);
   }
   lua_setfield(L, -2, "tables");
-  fl_progress_free(&p);
+  fullload_progress_free(&p);
 }
 
 /* The summary of a finished load, built from its last progress. */
@@ -558,7 +554,7 @@ static LoadJob *start_job (lua_State *L) {
   }
   lua_pop(L, 1);
   j = (LoadJob *)luax_newudata(L, sizeof(LoadJob), 0, LOAD_JOB);   /* closed: fl == NULL */
-  fullload_clear_stop();
+  interrupt_clear_stop();
   j->fl = fullload_start(plan, &o, err, sizeof(err));   /* plan now empty */
   if (j->fl == NULL)
     load_raise(L, "full_load", err, NULL, interrupt_requested());
@@ -714,13 +710,13 @@ static int load_progress (lua_State *L) {
 /* load.request_stop(): stop the running load (as on SIGINT). */
 static int load_request_stop (lua_State *L) {
   (void)L;
-  fullload_request_stop();
+  interrupt_request_stop();
   return 0;
 }
 
 /* load.ncpus() -> number of online CPUs. */
 static int load_ncpus (lua_State *L) {
-  lua_pushinteger(L, fl_ncpus());
+  lua_pushinteger(L, cpu_count());
   return 1;
 }
 
@@ -731,18 +727,6 @@ static int load_ncpus (lua_State *L) {
 ** Parallel statements
 ** =======================================================
 */
-
-/* Append a SQL string literal ('' doubles quotes; no backslash escapes
-   with standard_conforming_strings). */
-static void put_literal (Buf *b, const char *s) {
-  buf_putc(b, '\'');
-  for (; *s; s++) {
-    if (*s == '\'')
-      buf_putc(b, '\'');
-    buf_putc(b, *s);
-  }
-  buf_putc(b, '\'');
-}
 
 /* __gc of the statements box: a count, then SqlTasks whose results
    (error texts) sql_parallel_run allocated. */
@@ -804,9 +788,9 @@ static int load_run_parallel (lua_State *L) {
       if (lua_type(L, -3) != LUA_TSTRING)
         luaL_error(L, "settings keys must be strings");
       buf_puts(&setup, " SELECT set_config(");
-      put_literal(&setup, k);
+      pgsql_quote_literal(&setup, k);
       buf_puts(&setup, ", ");
-      put_literal(&setup, v);
+      pgsql_quote_literal(&setup, v);
       buf_puts(&setup, ", false);");
       lua_pop(L, 2);                /* the string form and the value */
     }
@@ -881,10 +865,9 @@ static const luaL_Reg job_metameth[] = {
    function table. */
 int luaopen_core_load (lua_State *L) {
   static const luaL_Reg plan_metameth[] = {{"__gc", plan_gc}, {NULL, NULL}};
-  static const luaL_Reg error_metameth[] = {{"__tostring", error_tostring}, {NULL, NULL}};
   luax_createmeta(L, LOAD_JOB, job_metameth, job_methods);
   luax_createmeta(L, LOAD_PLAN, plan_metameth, NULL);
-  luax_createmeta(L, LOAD_ERROR, error_metameth, NULL);
+  luax_error_meta(L, LOAD_ERROR, &error_style);
   luaL_newlib(L, load_funcs);
   return 1;
 }

@@ -1,0 +1,27 @@
+/*
+** atomic_file.h
+** Replacing a file so that readers see the old or the new contents,
+** never a torn file, even after kill -9 or a power loss: a temporary
+** file beside it, fsync, rename over it, fsync of the directory.
+** The state file, reports and status files go through here.
+*/
+#ifndef PGTIDE_ATOMIC_FILE_H
+#define PGTIDE_ATOMIC_FILE_H
+
+#include <stddef.h>
+
+/*
+** Write data[0..len) to 'path' atomically, creating it with 'mode'
+** (e.g. 0600) when new.  The temporary file is "<path>.tmp.<pid>".
+** Returns 0, or -1 with "<what> <file>: <reason>" in err ("cannot
+** create", "cannot write" name the temporary file, "cannot save" the
+** path); the temporary file is then removed.
+*/
+int atomic_file_write(const char *path, const void *data, size_t len, int mode,
+                      char *err, size_t errlen);
+
+/* fsync the directory holding 'path' so a rename in it is durable
+   (best effort: failures are ignored). */
+void atomic_file_sync_dir(const char *path);
+
+#endif
