@@ -85,7 +85,7 @@ typedef struct Rel {
   PgLsn sync_lsn;                /* skip changes in transactions ending at or before (ApplySync) */
   unsigned gen;                  /* bumped when the relation changes */
   int temp_ready;                /* the set path's row type (a temporary table) exists */
-  int resolved;                  /* the target's side is known (rel_resolve) */
+  int resolved;                  /* the target's side is known (rels_resolve) */
   PGresult *catalog;             /* the target's answer, until resolved */
   struct Rel *retired;           /* replaced entries, freed with the Applier */
   char tempname[48];

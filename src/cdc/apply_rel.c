@@ -177,7 +177,7 @@ static void builtin_type_name (Applier *a, uint32_t oid, int32_t typmod, char *o
 /*
 ** A cache entry for a Relation message, from the source's side only
 ** (names, columns, identity, the table_sync position); the target's
-** side comes from rel_request/rel_resolve.
+** side comes from rel_request/rels_resolve.
 */
 Rel *rel_new (Applier *a, const PgoMsg *m) {
   Rel *r = xcalloc(1, sizeof(Rel));
@@ -218,21 +218,22 @@ Rel *rel_new (Applier *a, const PgoMsg *m) {
 /*
 ** Ask the target for a relation's definition, in the pipeline (with a
 ** flush request, so the answer comes without a sync): its columns, and
-** the keys of its unique indexes.  rel_resolve() reads the answer when
+** the keys of its unique indexes.  rels_resolve() reads the answer when
 ** the relation's first change is applied; tables that appear together
 ** cost one round trip.
 */
 int rel_request (Applier *a, Rel *r, CdcError *err) {
   static const char *const sql =
-    "SELECT c.oid, c.relkind::text, a.attname, a.atttypid, format_type(a.atttypid, a.atttypmod), "
-    "a.attnotnull, a.atthasdef, a.attidentity::text, a.attgenerated::text, a.attnum, "
+    "SELECT c.oid, c.relkind::text AS relkind, a.attname, a.atttypid, "
+    "format_type(a.atttypid, a.atttypmod) AS target_type, a.attnotnull, a.atthasdef, "
+    "a.attidentity::text AS attidentity, a.attgenerated::text AS attgenerated, a.attnum, "
     "(WITH RECURSIVE b AS (SELECT t.oid, t.typtype, t.typbasetype, t.typnamespace, t.typname "
     "UNION ALL SELECT bt.oid, bt.typtype, bt.typbasetype, bt.typnamespace, bt.typname FROM b "
     "JOIN pg_type bt ON bt.oid = b.typbasetype WHERE b.typtype = 'd') "
     "SELECT bn.nspname || '.' || b.typname FROM b JOIN pg_namespace bn ON bn.oid = b.typnamespace "
-    "WHERE b.typtype <> 'd'), "
+    "WHERE b.typtype <> 'd') AS base_type, "
     "(SELECT string_agg(i.indkey::text, ',') FROM pg_index i WHERE i.indrelid = c.oid AND i.indisunique "
-    "AND i.indimmediate AND i.indisvalid AND i.indpred IS NULL AND i.indexprs IS NULL) "
+    "AND i.indimmediate AND i.indisvalid AND i.indpred IS NULL AND i.indexprs IS NULL) AS unique_keys "
     "FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
     "JOIN pg_attribute a ON a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped "
     "JOIN pg_type t ON t.oid = a.atttypid JOIN pg_namespace tn ON tn.oid = t.typnamespace "
@@ -272,6 +273,18 @@ static int index_is_identity (const Rel *r, const int *attnums, const char *p, c
   return nk == r->nkeys;
 }
 
+/* The columns of rel_request's answer that rel_apply_catalog reads, by
+   name (cat_names). */
+enum {
+  CAT_RELKIND, CAT_ATTNAME, CAT_ATTTYPID, CAT_TARGET_TYPE, CAT_ATTNOTNULL, CAT_ATTHASDEF,
+  CAT_ATTIDENTITY, CAT_ATTGENERATED, CAT_ATTNUM, CAT_BASE_TYPE, CAT_UNIQUE_KEYS, CAT_NCOLS
+};
+
+static const char *const cat_names[CAT_NCOLS] = {
+  "relkind", "attname", "atttypid", "target_type", "attnotnull", "atthasdef",
+  "attidentity", "attgenerated", "attnum", "base_type", "unique_keys"
+};
+
 /*
 ** The target's side of a relation, from rel_request's answer: check
 ** every column (exists, same type, not generated there), note identity
@@ -280,34 +293,42 @@ static int index_is_identity (const Rel *r, const int *attnums, const char *p, c
 ** naming table and column on mismatch.
 */
 static int rel_apply_catalog (Applier *a, Rel *r, PGresult *res, CdcError *err) {
-  int i, j, nt = PQntuples(res), *attnums;
+  int i, j, nt = PQntuples(res), *attnums, col[CAT_NCOLS];
+  for (i = 0; i < CAT_NCOLS; i++) {
+    col[i] = PQfnumber(res, cat_names[i]);
+    if (col[i] < 0) {
+      cdc_err_set(err, CDC_ERR_PROTOCOL, 0, "apply: the target's answer about table %s has no column %s",
+                  r->display, cat_names[i]);
+      return -1;
+    }
+  }
   if (nt == 0)
     return drift(err, r, NULL, "table %s does not exist on the target", r->display);
   attnums = xcalloc((size_t)(r->ncols > 0 ? r->ncols : 1), sizeof(int));
-  r->partitioned = strcmp(PQgetvalue(res, 0, 1), "p") == 0;
+  r->partitioned = strcmp(PQgetvalue(res, 0, col[CAT_RELKIND]), "p") == 0;
   for (i = 0; i < r->ncols; i++) {
     RelCol *c = &r->cols[i];
     for (j = 0; j < nt; j++)
-      if (strcmp(PQgetvalue(res, j, 2), c->name) == 0)
+      if (strcmp(PQgetvalue(res, j, col[CAT_ATTNAME]), c->name) == 0)
         break;
     if (j == nt) {
       free(attnums);
       return drift(err, r, c->name, "column \"%s\" exists on the source but not on the target", c->name);
     }
-    if (PQgetvalue(res, j, 8)[0] != '\0') {
+    if (PQgetvalue(res, j, col[CAT_ATTGENERATED])[0] != '\0') {
       free(attnums);
       return drift(err, r, c->name, "column \"%s\" is a generated column on the target but not on the source",
                    c->name);
     }
     {
-      uint32_t toid = (uint32_t)strtoul(PQgetvalue(res, j, 3), NULL, 10);
-      const char *tname = PQgetvalue(res, j, 10);
+      uint32_t toid = (uint32_t)strtoul(PQgetvalue(res, j, col[CAT_ATTTYPID]), NULL, 10);
+      const char *tname = PQgetvalue(res, j, col[CAT_BASE_TYPE]);
       if (c->typoid < FIRST_NORMAL_OID && toid != c->typoid) {
         char sname[128];
         builtin_type_name(a, c->typoid, c->typmod, sname, sizeof(sname));
         free(attnums);
         return drift(err, r, c->name, "column \"%s\" is %s on the source but %s on the target", c->name,
-                     sname, PQgetvalue(res, j, 4));
+                     sname, PQgetvalue(res, j, col[CAT_TARGET_TYPE]));
       }
       if (c->typoid >= FIRST_NORMAL_OID && type_name(a, c->typoid) != NULL &&
           strcmp(type_name(a, c->typoid), tname) != 0) {
@@ -316,19 +337,21 @@ static int rel_apply_catalog (Applier *a, Rel *r, PGresult *res, CdcError *err) 
                      type_name(a, c->typoid), tname);
       }
     }
-    c->identity_always = strcmp(PQgetvalue(res, j, 7), "a") == 0;
+    c->identity_always = strcmp(PQgetvalue(res, j, col[CAT_ATTIDENTITY]), "a") == 0;
     if (c->identity_always)
       r->any_identity_always = 1;
-    attnums[i] = atoi(PQgetvalue(res, j, 9));
+    attnums[i] = atoi(PQgetvalue(res, j, col[CAT_ATTNUM]));
   }
   /* a target-only NOT NULL column without a default breaks every INSERT */
   for (j = 0; j < nt; j++) {
-    const char *name = PQgetvalue(res, j, 2);
+    const char *name = PQgetvalue(res, j, col[CAT_ATTNAME]);
     int known = 0;
     for (i = 0; i < r->ncols && !known; i++)
       known = strcmp(r->cols[i].name, name) == 0;
-    if (!known && strcmp(PQgetvalue(res, j, 5), "t") == 0 && strcmp(PQgetvalue(res, j, 6), "f") == 0 &&
-        PQgetvalue(res, j, 7)[0] == '\0' && PQgetvalue(res, j, 8)[0] == '\0') {
+    if (!known && strcmp(PQgetvalue(res, j, col[CAT_ATTNOTNULL]), "t") == 0 &&
+        strcmp(PQgetvalue(res, j, col[CAT_ATTHASDEF]), "f") == 0 &&
+        PQgetvalue(res, j, col[CAT_ATTIDENTITY])[0] == '\0' &&
+        PQgetvalue(res, j, col[CAT_ATTGENERATED])[0] == '\0') {
       free(attnums);
       return drift(err, r, name, "column \"%s\" exists only on the target and is NOT NULL without a default",
                    name);
@@ -336,7 +359,7 @@ static int rel_apply_catalog (Applier *a, Rel *r, PGresult *res, CdcError *err) 
   }
   /* set path: a unique index on exactly the identity columns */
   if (r->nkeys > 0 && !r->full) {
-    const char *p = PQgetvalue(res, 0, 11), *end;
+    const char *p = PQgetvalue(res, 0, col[CAT_UNIQUE_KEYS]), *end;
     while (*p != '\0' && !r->set_ok) {
       end = strchr(p, ',');
       if (end == NULL)
