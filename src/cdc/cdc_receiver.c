@@ -17,6 +17,8 @@
 #include "util/buf.h"
 #include "util/log.h"
 
+/* The receiver thread's own state (nothing here is shared: what others
+   see is published into the Cdc under its mu). */
 typedef struct Receiver {
   Cdc *c;
   PgoDecoder dec;
