@@ -1,7 +1,8 @@
 /*
 ** cdc_lua.c
 ** Lua module "core.cdc": logical replication from the source to the
-** target (the CDC engine in cdc.c, apply.c, stream.c).
+** target (the CDC engine: cdc_*.c, apply*.c, stream.c; maps in
+** cdc_internal.h and apply_internal.h).
 **
 **   cdc.create_slot{source=, slot=, publication=, tables=, temporary=}  -> slot
 **       slot.name, slot.lsn ("X/Y"), slot.snapshot, slot.plugin;
@@ -75,7 +76,7 @@ static int error_tostring (lua_State *L) {
 /*
 ** Raise a core.cdc.error built from a CdcError: op, kind, message,
 ** sqlstate, table, column (empty ones left out) and retryable.  The
-** CdcError's text is already redacted by cdc.c.  Never returns.
+** CdcError's text is already redacted by cdcerr.c.  Never returns.
 */
 static int cdc_raise (lua_State *L, const char *op, const CdcError *e) {
   luax_push_error(L, CDC_ERROR, "op", op, "kind", cdc_err_kind_name(e->kind),
