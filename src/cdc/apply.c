@@ -13,6 +13,7 @@
 #include <unistd.h>
 
 #include "pg/pgconn.h"
+#include "pg/pgsql.h"
 #include "util/buf.h"
 #include "util/log.h"
 
@@ -38,9 +39,8 @@ static int setup_origin (Applier *a, CdcError *err) {
     }
     cdc_err_from_pg(err, "set up the replication origin", res, a->conn);
     PQclear(res);
-    if (strcmp(err->sqlstate, "55006") != 0 || tries >= 50 || apply_aborted(a))
+    if (apply_aborted(a) || !cdc_err_wait_busy(err, tries))
       break;
-    usleep(200000);
   }
   buf_free(&sql);
   return rc;
@@ -287,4 +287,21 @@ const char *apply_progress_name (const Applier *a) {
 
 int apply_backend_pid (const Applier *a) {
   return PQbackendPID(a->conn);
+}
+
+/* See apply.h: one statement on an idle connection, checked; the error
+   in the CDC's shape (cdc_err_from_pg). */
+int apply_exec (PGconn *conn, const char *sql, int n, const char *const *vals, PGresult **out,
+                const char *what, CdcError *err) {
+  PGresult *res = PQexecParams(conn, sql, n, NULL, vals, NULL, NULL, 0);
+  if (!pgsql_result_ok(res)) {
+    cdc_err_from_pg(err, what, res, conn);
+    PQclear(res);
+    return -1;
+  }
+  if (out != NULL)
+    *out = res;
+  else
+    PQclear(res);
+  return 0;
 }

@@ -172,9 +172,4 @@ int apply_drop_progress(const char *conninfo, const char *name, ApplyProgressMod
 int apply_exec(PGconn *conn, const char *sql, int n, const char *const *vals, PGresult **out,
                const char *what, CdcError *err);
 
-/* Append the first n bytes of s to b as one double-quoted identifier
-   (always quoted, embedded quotes doubled: safe for any name). */
-struct Buf;
-void apply_quote_ident(struct Buf *b, const char *s, size_t n);
-
 #endif

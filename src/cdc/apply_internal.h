@@ -9,7 +9,8 @@
 **
 **   apply.c            entry points: apply_open() (session settings,
 **                      progress set-up), apply_progress(),
-**                      apply_drop_progress(), apply_close(), accessors
+**                      apply_drop_progress(), apply_close(), accessors,
+**                      apply_exec() (a checked statement, CDC errors)
 **   apply_pipeline.c   the pipeline: parameters, sends, the ring of
 **                      pending results, reading results (pipe_drain),
 **                      leaving the pipeline for plain statements
@@ -21,8 +22,6 @@
 **                      array parameter, set-based statements per table
 **   apply_commit.c     transactions into segments (apply_txn), commits
 **                      with the progress, groups in flight
-**   apply_sql.c        apply_quote_ident() and apply_exec(), the SQL
-**                      helpers the CDC files share
 **
 ** The worker that drives the engine is in cdc_*.c (cdc_internal.h).
 **

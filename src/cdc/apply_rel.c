@@ -13,13 +13,14 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "pg/pgsql.h"
 #include "util/buf.h"
 
 #define FIRST_NORMAL_OID 16384
 
 /* A NUL-terminated name as a double-quoted identifier. */
 static void quote_ident (Buf *b, const char *s) {
-  apply_quote_ident(b, s, strlen(s));
+  pgsql_quote_ident_n(b, s, strlen(s));
 }
 
 /* A quoted identifier as a new string (caller frees). */

@@ -63,15 +63,8 @@ typedef struct LSlot {
 ** =======================================================
 */
 
-/* __tostring of core.cdc.error objects: their message. */
-static int error_tostring (lua_State *L) {
-  lua_getfield(L, 1, "message");
-  if (!lua_isstring(L, -1)) {
-    lua_pop(L, 1);
-    lua_pushliteral(L, "core.cdc error");
-  }
-  return 1;
-}
+/* How core.cdc.error objects print: their message. */
+static const LuaxErrorStyle error_style = {NULL, NULL, "core.cdc error", 0, NULL, NULL};
 
 /*
 ** Raise a core.cdc.error built from a CdcError: op, kind, message,
@@ -685,10 +678,9 @@ int luaopen_core_cdc (lua_State *L) {
     {"__tostring", slot_tostring},
     {NULL, NULL}
   };
-  static const luaL_Reg error_meta[] = {{"__tostring", error_tostring}, {NULL, NULL}};
   luax_createmeta(L, CDC_WORKER, worker_meta, worker_methods);
   luax_createmeta(L, CDC_SLOT, slot_meta, NULL);
-  luax_createmeta(L, CDC_ERROR, error_meta, NULL);
+  luax_error_meta(L, CDC_ERROR, &error_style);
   luaL_newlib(L, funcs);
   return 1;
 }

@@ -14,6 +14,7 @@
 #include <unistd.h>
 
 #include "pg/pgconn.h"
+#include "pg/pgsql.h"
 #include "util/buf.h"
 #include "util/log.h"
 
@@ -31,14 +32,9 @@ static char *source_settings (PGconn *conn) {
                "current_setting('bytea_output')");
   if (PQresultStatus(res) == PGRES_TUPLES_OK && PQntuples(res) == 1) {
     for (i = 0; names[i] != NULL; i++) {
-      const char *v = PQgetvalue(res, 0, i);
-      buf_printf(&b, "SET %s = '", names[i]);
-      for (; *v; v++) {
-        if (*v == '\'')
-          buf_putc(&b, '\'');
-        buf_putc(&b, *v);
-      }
-      buf_puts(&b, "';");
+      buf_printf(&b, "SET %s = ", names[i]);
+      pgsql_quote_literal(&b, PQgetvalue(res, 0, i));
+      buf_putc(&b, ';');
     }
   }
   PQclear(res);
@@ -152,9 +148,8 @@ int cdc_session_open (Cdc *c, CdcError *err) {
   for (int tries = 0;; tries++) {
     if (stream_start(c->repl, c->slot, start, proto, c->publication, streaming, err) == 0)
       break;
-    if (strcmp(err->sqlstate, "55006") != 0 || tries >= 50 || cdc_stopping(c))
+    if (cdc_stopping(c) || !cdc_err_wait_busy(err, tries))
       goto fail;
-    usleep(200000);
   }
   pthread_mutex_lock(&c->mu);
   c->session_stop = 0;

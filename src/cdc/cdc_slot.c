@@ -12,6 +12,7 @@
 #include <unistd.h>
 
 #include "pg/pgconn.h"
+#include "pg/pgsql.h"
 #include "util/buf.h"
 #include "util/log.h"
 
@@ -24,7 +25,7 @@ static void quote_qualified (Buf *b, const char *name, size_t n) {
     quote_qualified(b, dot + 1, n - (size_t)(dot - name) - 1);
     return;
   }
-  apply_quote_ident(b, name, n);
+  pgsql_quote_ident_n(b, name, n);
 }
 
 /*
@@ -58,7 +59,7 @@ CdcSlot *cdc_slot_create (const char *source, const char *slot, const char *publ
       Buf sql = BUF_INIT;
       int rc;
       buf_puts(&sql, "CREATE PUBLICATION ");
-      apply_quote_ident(&sql, publication, strlen(publication));
+      pgsql_quote_ident_n(&sql, publication, strlen(publication));
       if (tables == NULL || tables[0] == '\0') {
         buf_puts(&sql, " FOR ALL TABLES");
       } else {
@@ -184,18 +185,17 @@ int cdc_drop (const CdcDrop *d, CdcError *err) {
         if (apply_exec(conn, "SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots "
                        "WHERE slot_name = $1", 1, vals, NULL, "drop the replication slot", err) == 0)
           break;
-        if (strcmp(err->sqlstate, "55006") != 0 || tries >= 50) {
+        if (!cdc_err_wait_busy(err, tries)) {
           PQfinish(conn);
           return -1;
         }
-        usleep(200000);
       }
     }
     if (publication != NULL && publication[0]) {
       Buf sql = BUF_INIT;
       int rc;
       buf_puts(&sql, "DROP PUBLICATION IF EXISTS ");
-      apply_quote_ident(&sql, publication, strlen(publication));
+      pgsql_quote_ident_n(&sql, publication, strlen(publication));
       rc = apply_exec(conn, sql.data, 0, NULL, NULL, "drop the publication", err);
       buf_free(&sql);
       if (rc != 0) {

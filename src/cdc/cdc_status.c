@@ -11,7 +11,9 @@
 #include <stdio.h>
 #include <unistd.h>
 
+#include "util/atomic_file.h"
 #include "util/buf.h"
+#include "util/log.h"
 
 #define STATUS_FILE_INTERVAL 1.0  /* seconds between cdc-status.json writes */
 
@@ -48,10 +50,10 @@ static void json_str (Buf *b, const char *s) {
    so `pgtide status` in another process can show lag. */
 void cdc_status_write (Cdc *c, int force) {
   CdcStatus s;
-  Buf b = BUF_INIT, path = BUF_INIT, tmp = BUF_INIT;
+  Buf b = BUF_INIT, path = BUF_INIT;
+  char err[256];
   char l1[PGO_LSN_BUFSZ], l2[PGO_LSN_BUFSZ], l3[PGO_LSN_BUFSZ], l4[PGO_LSN_BUFSZ];
   double now = cdc_now();
-  int fd;
   if (!c->status_file)
     return;
   pthread_mutex_lock(&c->mu);
@@ -83,17 +85,10 @@ void cdc_status_write (Cdc *c, int force) {
   json_str(&b, s.error.message);
   buf_puts(&b, "}\n");
   buf_printf(&path, "%s/cdc-status.json", c->state_dir);
-  buf_printf(&tmp, "%s/.cdc-status.json.%d", c->state_dir, (int)getpid());
-  fd = open(tmp.data, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
-  if (fd >= 0) {
-    ssize_t w = write(fd, b.data, b.len);
-    close(fd);
-    if (w == (ssize_t)b.len)
-      rename(tmp.data, path.data);
-    else
-      unlink(tmp.data);
-  }
+  /* rewritten every second: atomic, not durable (a lost status after a
+     power loss is rewritten by the next run) */
+  if (atomic_file_write(path.data, b.data, b.len, 0644, 0, err, sizeof(err)) != 0)
+    log_debug("cdc-status.json: %s", err);
   buf_free(&b);
   buf_free(&path);
-  buf_free(&tmp);
 }

@@ -8,8 +8,10 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "pg/pgconn.h"
+#include "pg/pgsql.h"
 #include "util/buf.h"
 #include "util/redact.h"
 
@@ -36,20 +38,9 @@ void cdc_err_set (CdcError *e, CdcErrKind kind, int retryable, const char *fmt, 
   buf_free(&b);
 }
 
-/* SQLSTATE classes worth a retry: connection (08), operator
-   intervention (57P), transaction rollback (40), insufficient
-   resources (53), object in use / lock not available. */
-static int retryable_state (const char *s) {
-  if (s == NULL || s[0] == '\0')
-    return 0;
-  return strncmp(s, "08", 2) == 0 || strncmp(s, "57P", 3) == 0 ||
-         strncmp(s, "40", 2) == 0 || strncmp(s, "53", 2) == 0 ||
-         strcmp(s, "55006") == 0 || strcmp(s, "55P03") == 0 ? 1 : 0;
-}
-
 /* See cdcerr.h: "what: libpq message" on one line, kind connection
    for a broken connection or SQLSTATE 08/57P (else sql), retryable as
-   retryable_state() says, and the SQLSTATE. */
+   pgsql_retryable(PGSQL_RETRY_TRANSIENT) says, and the SQLSTATE. */
 void cdc_err_from_pg (CdcError *e, const char *what, const PGresult *res, PGconn *conn) {
   char msg[PGCONN_ERRLEN];
   const char *state = res != NULL ? PQresultErrorField(res, PG_DIAG_SQLSTATE) : NULL;
@@ -62,7 +53,7 @@ void cdc_err_from_pg (CdcError *e, const char *what, const PGresult *res, PGconn
   cdc_err_set(e, broken || (state != NULL && strncmp(state, "08", 2) == 0) ||
                  (state != NULL && strncmp(state, "57P", 3) == 0)
                    ? CDC_ERR_CONNECTION : CDC_ERR_SQL,
-              broken || retryable_state(state), "%s: %s", what, msg);
+              broken || pgsql_retryable(state, PGSQL_RETRY_TRANSIENT), "%s: %s", what, msg);
   strlcpy_(e->sqlstate, state != NULL ? state : "", sizeof(e->sqlstate));
 }
 
@@ -78,4 +69,12 @@ const char *cdc_err_kind_name (CdcErrKind kind) {
     case CDC_ERR_IO: return "io";
   }
   return "unknown";
+}
+
+/* See cdcerr.h. */
+int cdc_err_wait_busy (const CdcError *e, int tries) {
+  if (strcmp(e->sqlstate, "55006") != 0 || tries >= 50)
+    return 0;
+  usleep(200000);
+  return 1;
 }

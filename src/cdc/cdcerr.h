@@ -38,4 +38,10 @@ void cdc_err_set(CdcError *e, CdcErrKind kind, int retryable, const char *fmt, .
 void cdc_err_from_pg(CdcError *e, const char *what, const PGresult *res, PGconn *conn);
 const char *cdc_err_kind_name(CdcErrKind kind);
 
+/* Whether a failure is "object in use" (55006: a slot or an origin
+   still held by a session that is going away) and worth another try:
+   then waits 200 ms and returns 1, up to 50 tries (10 s) in all;
+   otherwise returns 0 at once.  The one rule for those waits. */
+int cdc_err_wait_busy(const CdcError *e, int tries);
+
 #endif

@@ -81,7 +81,7 @@ static int sys_write_atomic (lua_State *L) {
   const char *data = luaL_checklstring(L, 2, &len);
   int mode = (int)luaL_optinteger(L, 3, 0600);
   char err[PATH_MAX + 300];
-  if (atomic_file_write(path, data, len, mode, err, sizeof(err)) != 0) {
+  if (atomic_file_write(path, data, len, mode, ATOMIC_FILE_DURABLE, err, sizeof(err)) != 0) {
     lua_pushnil(L);
     lua_pushstring(L, err);
     return 2;

@@ -7,6 +7,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <string.h>
 #include <unistd.h>
@@ -57,11 +58,12 @@ static int fail (char *err, size_t errlen, const char *what, const char *file) {
 ** See atomic_file.h.  The message is built before close()/unlink() can
 ** change errno.
 */
-int atomic_file_write (const char *path, const void *data, size_t len, int mode,
+int atomic_file_write (const char *path, const void *data, size_t len, int mode, int flags,
                        char *err, size_t errlen) {
+  static atomic_uint calls;
   Buf tmp = BUF_INIT;
-  int fd, rc = 0;
-  buf_printf(&tmp, "%s.tmp.%ld", path, (long)getpid());
+  int fd, rc = 0, durable = (flags & ATOMIC_FILE_DURABLE) != 0;
+  buf_printf(&tmp, "%s.tmp.%ld.%u", path, (long)getpid(), atomic_fetch_add(&calls, 1));
   fd = open(tmp.data, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, mode);
   if (fd < 0) {
     rc = fail(err, errlen, "cannot create", tmp.data);
@@ -69,14 +71,14 @@ int atomic_file_write (const char *path, const void *data, size_t len, int mode,
     rc = fail(err, errlen, "cannot write", tmp.data);
     close(fd);
     unlink(tmp.data);
-  } else if (fsync(fd) != 0) {
+  } else if (durable && fsync(fd) != 0) {
     rc = fail(err, errlen, "cannot save", path);
     close(fd);
     unlink(tmp.data);
   } else if (close(fd) != 0 || rename(tmp.data, path) != 0) {
     rc = fail(err, errlen, "cannot save", path);
     unlink(tmp.data);
-  } else {
+  } else if (durable) {
     atomic_file_sync_dir(path);
   }
   buf_free(&tmp);

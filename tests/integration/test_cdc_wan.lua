@@ -135,13 +135,17 @@ local function confirmed(m)
   return lsn_int(src:sql(string.format(
     "SELECT confirmed_flush_lsn FROM pg_replication_slots WHERE slot_name = '%s'", m.name)))
 end
+-- nil until the applier has made its record (just after it starts)
 local function recorded(m)
+  local l
   if m.progress == "origin" then
-    return lsn_int(dst:sql(string.format("SELECT pg_replication_origin_progress('%s', true)", m.name)))
+    l = dst:sql(string.format("SELECT coalesce(pg_replication_origin_progress(roname, true)::text, '0/0') "
+      .. "FROM pg_replication_origin WHERE roname = '%s'", m.name))
+  else
+    l = dst:sql(string.format("SELECT (SELECT coalesce(lsn::text, '0/0') FROM pgtide.cdc_progress WHERE name = '%s') "
+      .. "WHERE to_regclass('pgtide.cdc_progress') IS NOT NULL", m.name), m.db)
   end
-  return lsn_int(dst:sql(string.format(
-    "SELECT (SELECT lsn FROM pgtide.cdc_progress WHERE name = '%s') WHERE to_regclass('pgtide.cdc_progress') "
-    .. "IS NOT NULL", m.name), m.db))
+  return l ~= nil and l ~= "" and lsn_int(l) or nil
 end
 local samples = {}
 local cur_round = 0
@@ -149,7 +153,7 @@ local function sample()
   for _, m in ipairs(migrations) do
     local c = confirmed(m)         -- first what the source was told,
     local p = recorded(m)          -- then what the target holds (it only grows)
-    samples[#samples + 1] = { m = m.name, confirmed = c, recorded = p, round = cur_round }
+    if p then samples[#samples + 1] = { m = m.name, confirmed = c, recorded = p, round = cur_round } end
   end
 end
 

@@ -15,11 +15,14 @@ trip costs 2 * MS) and no bandwidth limit.  The target may be a Unix
 socket path (a PostgreSQL socket file such as /dir/.s.PGSQL.5432), so a
 client reaching a server through the proxy authenticates as a local one.
 
-Cost: reading pauses for BATCH_S after each read, so a busy stream is
-read in few large pieces (bytes wait at most BATCH_S longer than MS);
-the proxy then stays cheap next to what it measures on a small machine.
-Writing stops reading from the other side while more than HIGH_WATER
-bytes wait to be written.
+Reading never pauses on purpose: a sender that writes small messages (a
+walsender writes one per change) into a Unix socket fills its buffer with
+a few hundred of them (each costs a whole socket buffer entry), so a
+reader that paused between reads to batch them capped such a stream at
+about 17 MB/s on the development VM (0.5 ms pauses), against 41 MB/s
+without pausing.  Bytes that arrive while earlier ones wait are sent in
+the same write when their times coincide.  Writing stops reading from
+the other side while more than HIGH_WATER bytes wait to be written.
 
 Signals: SIGUSR1 cuts every open connection at once (both sides see a
 reset, as when a network path fails); SIGTERM/SIGINT exit.
@@ -32,7 +35,6 @@ import socket
 import struct
 import sys
 
-BATCH_S = 0.0005
 HIGH_WATER = 64 << 20
 
 
@@ -59,18 +61,18 @@ class Half(asyncio.Protocol):
     def data_received(self, data):
         loop = self.link.loop
         now = loop.time()
-        # bytes wait between the delay and the delay plus BATCH_S
+        # bytes read within the same clock tick leave together
         if self.batch is not None and now + self.link.delay <= self.batch[0]:
             self.batch[1] += data
         else:
-            self.batch = [now + self.link.delay + BATCH_S, bytearray(data)]
+            self.batch = [now + self.link.delay, bytearray(data)]
             batch = self.batch
             loop.call_at(batch[0], self.release, batch)
         self.pending += len(data)
-        # let the next bytes pile up in the socket: fewer, larger reads
-        if not self.paused:
+        if self.peer is not None and self.peer.transport is not None and \
+                self.peer.transport.get_write_buffer_size() + self.pending > HIGH_WATER:
+            self.paused = True    # the peer's resume_writing resumes us
             self.transport.pause_reading()
-            loop.call_later(BATCH_S, self.resume)
 
     def release(self, batch):
         if batch is self.batch:
@@ -78,6 +80,8 @@ class Half(asyncio.Protocol):
         self.pending -= len(batch[1])
         if self.peer is not None and self.peer.transport is not None and not self.link.closed:
             self.peer.transport.write(bytes(batch[1]))
+        if self.paused:
+            self.resume()
 
     def resume(self):
         if self.link.closed or self.transport.is_closing():
@@ -98,7 +102,7 @@ class Half(asyncio.Protocol):
 
     def eof_received(self):
         # forward the half close after the data before it
-        self.link.loop.call_at(self.link.loop.time() + self.link.delay + BATCH_S, self.forward_eof)
+        self.link.loop.call_at(self.link.loop.time() + self.link.delay, self.forward_eof)
         return True
 
     def forward_eof(self):

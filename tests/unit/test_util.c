@@ -1,13 +1,17 @@
 /*
 ** test_util.c
-** Unit tests for the Lua-free utilities: Buf, redaction, log formatting.
+** Unit tests for the Lua-free utilities: Buf, redaction, log formatting,
+** atomic file replacement, and the shared SQL text helpers (pg/pgsql.c).
 */
 #include <stdio.h>
+#include <dirent.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 
 #include "test.h"
+#include "pg/pgsql.h"
+#include "util/atomic_file.h"
 #include "util/buf.h"
 #include "util/log.h"
 #include "util/redact.h"
@@ -113,8 +117,76 @@ static void status_lines_fit_the_terminal (void) {
   CHECK_INT(log_fit_width("abc", 0), 1);
 }
 
+static void sql_text_helpers (void) {
+  Buf b = BUF_INIT;
+  const char *v[] = {"a", "x\"y\\z", ""};
+  pgsql_quote_ident(&b, "Mixed\"Case");
+  buf_putc(&b, '.');
+  pgsql_quote_ident_n(&b, "tablexyz", 5);
+  CHECK_STR(buf_cstr(&b), "\"Mixed\"\"Case\".\"table\"");
+  buf_reset(&b);
+  pgsql_quote_literal(&b, "it's \\");
+  CHECK_STR(buf_cstr(&b), "'it''s \\'");
+  buf_reset(&b);
+  pgsql_text_array(&b, v, 3, 1);
+  CHECK_STR(buf_cstr(&b), "{\"a\",\"x\\\"y\\\\z\",\"\"}");
+  buf_reset(&b);
+  pgsql_text_array(&b, v, 0, 1);
+  CHECK_STR(buf_cstr(&b), "{}");
+  buf_free(&b);
+  CHECK(pgsql_retryable("40P01", PGSQL_RETRY_LOCK));
+  CHECK(pgsql_retryable("55P03", PGSQL_RETRY_LOCK));
+  CHECK(!pgsql_retryable("08006", PGSQL_RETRY_LOCK));
+  CHECK(pgsql_retryable("08006", PGSQL_RETRY_TRANSIENT));
+  CHECK(pgsql_retryable("57P01", PGSQL_RETRY_TRANSIENT));
+  CHECK(pgsql_retryable("55006", PGSQL_RETRY_TRANSIENT));
+  CHECK(!pgsql_retryable("23505", PGSQL_RETRY_TRANSIENT));
+  CHECK(!pgsql_retryable("", PGSQL_RETRY_TRANSIENT));
+  CHECK(!pgsql_retryable(NULL, PGSQL_RETRY_LOCK));
+}
+
+/* The number of entries in dir other than . and .. */
+static int count_entries (const char *dir) {
+  DIR *d = opendir(dir);
+  struct dirent *e;
+  int n = 0;
+  if (d == NULL)
+    return -1;
+  while ((e = readdir(d)) != NULL)
+    if (strcmp(e->d_name, ".") != 0 && strcmp(e->d_name, "..") != 0)
+      n++;
+  closedir(d);
+  return n;
+}
+
+static void atomic_file_replaces_whole_files (void) {
+  char dir[] = "/tmp/pgtide-atomic.XXXXXX", path[256], err[256], got[64];
+  FILE *f;
+  size_t n;
+  CHECK(mkdtemp(dir) != NULL);
+  snprintf(path, sizeof(path), "%s/state.json", dir);
+  CHECK_INT(atomic_file_write(path, "first", 5, 0600, ATOMIC_FILE_DURABLE, err, sizeof(err)), 0);
+  CHECK_INT(atomic_file_write(path, "second", 6, 0600, 0, err, sizeof(err)), 0);
+  f = fopen(path, "r");
+  CHECK(f != NULL);
+  n = f != NULL ? fread(got, 1, sizeof(got) - 1, f) : 0;
+  got[n] = '\0';
+  if (f != NULL)
+    fclose(f);
+  CHECK_STR(got, "second");
+  CHECK_INT(count_entries(dir), 1);   /* no temporary file left */
+  snprintf(path, sizeof(path), "%s/missing/state.json", dir);
+  CHECK_INT(atomic_file_write(path, "x", 1, 0600, ATOMIC_FILE_DURABLE, err, sizeof(err)), -1);
+  CHECK(strstr(err, "cannot create") != NULL && strstr(err, "No such file") != NULL);
+  snprintf(path, sizeof(path), "%s/state.json", dir);
+  unlink(path);
+  rmdir(dir);
+}
+
 int main (void) {
   RUN_TEST(buf_grows_and_formats);
+  RUN_TEST(sql_text_helpers);
+  RUN_TEST(atomic_file_replaces_whole_files);
   RUN_TEST(redact_masks_secret_shapes);
   RUN_TEST(redact_masks_registered_values);
   RUN_TEST(log_lines_are_redacted_in_the_file);
