@@ -240,7 +240,20 @@ run_pgcopydb() {   # name db; sets run_s or pgcopydb_failed
   run_s=$(elapsed "$t0" "$t1")
 }
 
-declare -A times loads stats
+# CPU seconds (user + system) the latency proxies have used so far: the
+# proxy shares the 2 cores with the servers and the applier, and costs
+# most per byte on a stream of small writes (a walsender's)
+proxy_cpu() {
+  local p total=0 tck
+  tck=$(getconf CLK_TCK)
+  for p in "${proxy_pids[@]+"${proxy_pids[@]}"}"; do
+    [ -r "/proc/$p/stat" ] || continue
+    total=$(( total + $(awk '{ print $14 + $15 }' "/proc/$p/stat") ))
+  done
+  awk -v t="$total" -v h="$tck" 'BEGIN { printf "%.2f", t / h }'
+}
+
+declare -A times loads stats pcpu
 for i in $(seq 1 "$repeat"); do
   for r in $rtts; do
     read -r -a modes <<< "$(modes_for "$r")"
@@ -253,6 +266,7 @@ for i in $(seq 1 "$repeat"); do
       [ "$m" = pgcopydb ] || q "$dst" "CREATE DATABASE $db TEMPLATE t_base" >/dev/null
       q "$dst" "CHECKPOINT" >/dev/null
       l0=$(load1)
+      c0=$(proxy_cpu)
       log "catch-up round $i, rtt ${r} ms: $m (load $l0) ..."
       case "$m" in
         pgtide*)
@@ -286,6 +300,7 @@ for i in $(seq 1 "$repeat"); do
           fi ;;
       esac
       times[$m,$r]="${times[$m,$r]:-} $run_s"
+      pcpu[$m,$r]="${pcpu[$m,$r]:-} $(awk -v a="$c0" -v b="$(proxy_cpu)" 'BEGIN { printf "%.2f", b - a }')"
       loads[$m,$r]="${loads[$m,$r]:-} $l0"
       log "  $run_s s"
       check_same "$db"
@@ -402,6 +417,16 @@ for r in $rtts; do
   done
 done
 echo
+if [ -n "${proxy_pids[*]:-}" ]; then
+  printf -- '- latency proxy CPU per catch-up (median seconds; it runs on the same 2 cores):'
+  for r in $rtts; do
+    [ "$r" = 0 ] && continue
+    for m in $(modes_for "$r"); do
+      [ -n "${pcpu[$m,$r]:-}" ] && printf ' %s at %s ms %s;' "$m" "$r" "$(median ${pcpu[$m,$r]})"
+    done
+  done
+  echo
+fi
 [ "$with_pgcopydb" = failed ] && echo "- pgcopydb follow $(pgcopydb --version 2>/dev/null | awk '/version/ {print $3; exit}') failed on this backlog: \"$pgcopydb_failed\" (its apply then waits forever)"
 [ "$with_pgcopydb" = 0 ] && echo "- pgcopydb follow: not run (needs pgcopydb and postgresql-15-wal2json; make deps installs both)"
 echo

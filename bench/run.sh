@@ -12,7 +12,7 @@ out=build/bench/results.md
   echo "# Benchmark run $(date -u +%Y-%m-%dT%H:%M:%SZ)"
   echo
   echo "Machine: $(nproc) cores, $(free -g | awk '/Mem:/ {print $2}') GiB RAM, $(uname -r);" \
-       "PostgreSQL $(pg_config --version | awk '{print $2}'); pgtide $(./pgtide version | head -1)"
+       "PostgreSQL $(pg_config --version | awk '{print $2}'); pgtide $("${PGTIDE:-./pgtide}" version | head -1)"
   echo
 } > "$out"
 status=0
