@@ -959,6 +959,26 @@ end
 
 -- }==================================================================
 
+--[[ One check definition run against env: { id, title, status, message,
+  fix }.  A check that needs the target is skipped without one; a check
+  that raises becomes a failure naming its error (it never raises). ]]
+function M.run_check(id, def, env)
+  local res = { id = id, title = def.title }
+  if def.needs_target and not env.dst then
+    res.status, res.message = "skip", "no target connection"
+  else
+    local ok, status, message, fix = pcall(def.run, env)
+    if ok then
+      res.status, res.message, res.fix = status, message, fix
+    else
+      res.status = "fail"
+      res.message = "the check itself failed: " .. require("pgtide.errors").message(status)
+      res.fix = "fix the error above (connection or permissions), then rerun"
+    end
+  end
+  return res
+end
+
 --[[
 preflight.run(opts) -> report { results = { {id, title, status, message,
 fix}... }, counts = { pass =, warn =, fail = } }.  A check that raises is
@@ -982,19 +1002,7 @@ function M.run(opts)
   for _, id in ipairs(ids) do
     local def = M.checks[id]
     if not def then error("unknown preflight check '" .. tostring(id) .. "'", 2) end
-    local res = { id = id, title = def.title }
-    if def.needs_target and not env.dst then
-      res.status, res.message = "skip", "no target connection"
-    else
-      local ok, status, message, fix = pcall(def.run, env)
-      if ok then
-        res.status, res.message, res.fix = status, message, fix
-      else
-        res.status = "fail"
-        res.message = "the check itself failed: " .. require("pgtide.errors").message(status)
-        res.fix = "fix the error above (connection or permissions), then rerun"
-      end
-    end
+    local res = M.run_check(id, def, env)
     report.counts[res.status] = (report.counts[res.status] or 0) + 1
     report.results[#report.results + 1] = res
   end

@@ -291,20 +291,7 @@ the error, so one broken check never hides the others.
 function M.run(env)
   local out = {}
   for _, def in ipairs(M.CHECKS) do
-    local res = { id = def.id, title = def.title }
-    if def.needs_target and not env.dst then
-      res.status, res.message = "skip", "no target connection"
-    else
-      local ok, status, message, fix = pcall(def.run, env)
-      if ok then
-        res.status, res.message, res.fix = status, message, fix
-      else
-        res.status = "fail"
-        res.message = "the check itself failed: " .. require("pgtide.errors").message(status)
-        res.fix = "fix the error above (connection or permissions), then rerun"
-      end
-    end
-    out[#out + 1] = res
+    out[#out + 1] = require("pgtide.preflight").run_check(def.id, def, env)
   end
   return out
 end
