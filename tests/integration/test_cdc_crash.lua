@@ -53,7 +53,7 @@ if mode == "catchup" then
     local lsn = s:query_one("SELECT pg_current_wal_lsn()::text AS l").l
     print("catching up to " .. lsn)
     io.stdout:flush()
-    assert(w:wait_until(lsn, 120), "not caught up in 120 s: " .. tostring(w:status().applied_lsn))
+    assert(w:wait_until(lsn, 300), "not caught up in 300 s: " .. tostring(w:status().applied_lsn))
     local st = w:stop()
     print(string.format("caught up: %d txns, %d reconnects", st.txns, st.reconnects))
   end)
