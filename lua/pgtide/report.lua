@@ -30,13 +30,7 @@ M.JSON, M.HTML = "report.json", "report.html"
 
 local MB = 1024 * 1024
 
-local function read_json(path)
-  local text = sys.readfile(path)
-  if not text then return nil end
-  local ok, v = pcall(json.decode, text)
-  if ok and type(v) == "table" then return util.plain(v) end
-  return nil
-end
+local read_json = require("pgtide.status_file").read_json   -- a JSON object, or nil
 
 -- "2024-05-01T10:00:00Z" -> Unix time (UTC), or nil.
 local function iso_time(s)
